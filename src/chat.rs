@@ -1,0 +1,65 @@
+//! The `chat.v1` WebSocket session (the imperative shell around `dialogue`): checks the
+//! handshake, decodes frames, keeps the conversation state, applies the engine's effects through
+//! the store (durably) and only then sends the frames. Heartbeats and the idle timeout live here.
+
+mod session;
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::protocol::SUBPROTOCOL;
+use crate::server::App;
+
+/// Close code sent when a connection was idle too long; the widget reconnects when the shopper
+/// types again rather than at once.
+pub const CLOSE_IDLE: u16 = 4000;
+
+pub async fn ws(
+    req: HttpRequest,
+    body: web::Payload,
+    app: web::Data<App>,
+) -> actix_web::Result<HttpResponse> {
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(&app, &req, origin) {
+            return Ok(HttpResponse::Forbidden().body(format!(
+                "origin {origin:?} may not open the chat socket; add it to allowed_origins"
+            )));
+        }
+    }
+    let offered = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if !offered {
+        return Ok(HttpResponse::BadRequest().body(format!("the chat socket speaks the WebSocket subprotocol {SUBPROTOCOL}; offer it in Sec-WebSocket-Protocol")));
+    }
+    let (response, ws_session, stream) =
+        actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?;
+    let limit = app.config.max_frame_bytes;
+    let stream = stream
+        .max_frame_size(limit)
+        .aggregate_continuations()
+        .max_continuation_size(limit);
+    actix_web::rt::spawn(session::run(Arc::clone(&app), ws_session, stream));
+    Ok(response)
+}
+
+/// Browsers always send `Origin`; a page may open the socket when it is one of ours (the
+/// request's own host or the public URL) or allow-listed. Non-browser clients send none.
+fn origin_allowed(app: &App, req: &HttpRequest, origin: &str) -> bool {
+    let origin = origin.trim_end_matches('/');
+    let host = req.connection_info().host().to_string();
+    let own = [format!("http://{host}"), format!("https://{host}")];
+    own.iter().any(|o| o.eq_ignore_ascii_case(origin))
+        || app.public_origin.eq_ignore_ascii_case(origin)
+        || app
+            .config
+            .allowed_origins
+            .iter()
+            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}

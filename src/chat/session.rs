@@ -1,0 +1,331 @@
+//! One connection: the frame loop, heartbeats, and the conversation it carries.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_ws::{
+    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
+};
+
+use crate::dialogue::{self, Effect, Input};
+use crate::ids::{ConversationId, VisitorId};
+use crate::now_ms;
+use crate::protocol::{self, ClientFrame, ErrorCode, Hello, ServerFrame};
+use crate::server::App;
+use crate::store::{ConsentRecord, Conversation, Profile, Source, Write};
+
+pub async fn run(app: Arc<App>, mut ws: Session, mut stream: AggregatedMessageStream) {
+    let heartbeat = Duration::from_secs(app.config.heartbeat_secs.max(1));
+    let idle = Duration::from_secs(app.config.idle_timeout_secs.max(1));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    let mut last_heard = Instant::now();
+    let mut last_chat = Instant::now();
+    let mut chat = Chat { app, open: None };
+    let close = loop {
+        tokio::select! {
+            message = stream.recv() => {
+                last_heard = Instant::now();
+                let frames = match message {
+                    None => break None,
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        last_chat = Instant::now();
+                        chat.handle(&text).await
+                    }
+                    Some(Ok(AggregatedMessage::Binary(_))) => vec![ServerFrame::error(
+                        ErrorCode::BadRequest,
+                        "binary frames are not part of chat.v1: send JSON text frames",
+                    )],
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        if ws.pong(&bytes).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => continue,
+                    Some(Ok(AggregatedMessage::Close(_))) => break None,
+                    Some(Err(error)) => {
+                        let (frame, reason) = protocol_error(&error);
+                        let _ = ws.text(frame.to_json()).await;
+                        break Some(reason);
+                    }
+                };
+                for frame in frames {
+                    if ws.text(frame.to_json()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = ticks.tick() => {
+                if last_heard.elapsed() > heartbeat * 3 {
+                    break Some(CloseReason { code: CloseCode::Away, description: Some("no heartbeat".into()) });
+                }
+                if last_chat.elapsed() > idle {
+                    break Some(CloseReason { code: CloseCode::Other(super::CLOSE_IDLE), description: Some("idle".into()) });
+                }
+                if ws.ping(b"").await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = ws.close(close).await;
+}
+
+/// The error frame and close reason for a frame the codec could not accept. These end the
+/// connection because the byte stream can no longer be trusted to be in sync.
+fn protocol_error(error: &ProtocolError) -> (ServerFrame, CloseReason) {
+    match error {
+        ProtocolError::Overflow => (
+            ServerFrame::error(ErrorCode::TooLong, "frame too large"),
+            CloseReason {
+                code: CloseCode::Size,
+                description: Some("frame too large".into()),
+            },
+        ),
+        ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => (
+            ServerFrame::error(ErrorCode::BadRequest, "text frame is not valid UTF-8"),
+            CloseReason {
+                code: CloseCode::Invalid,
+                description: Some("invalid UTF-8".into()),
+            },
+        ),
+        other => (
+            ServerFrame::error(
+                ErrorCode::BadRequest,
+                format!("WebSocket protocol error: {other}"),
+            ),
+            CloseReason {
+                code: CloseCode::Protocol,
+                description: None,
+            },
+        ),
+    }
+}
+
+/// The conversation a connection carries once `hello` has opened it.
+struct Open {
+    profile: Profile,
+    conversation: Conversation,
+}
+
+struct Chat {
+    app: Arc<App>,
+    open: Option<Open>,
+}
+
+impl Chat {
+    async fn handle(&mut self, raw: &str) -> Vec<ServerFrame> {
+        let frame = match protocol::decode(raw) {
+            Ok(frame) => frame,
+            Err(reason) => return vec![ServerFrame::error(ErrorCode::BadRequest, reason)],
+        };
+        let result = match frame {
+            ClientFrame::Hello(hello) if self.open.is_none() => self.hello(hello).await,
+            ClientFrame::Hello(_) => Err(ServerFrame::error(
+                ErrorCode::BadRequest,
+                "hello was already received on this connection",
+            )),
+            ClientFrame::Say { text } => self.message(&text, false).await,
+            ClientFrame::Choose { value } => self.message(&value, true).await,
+            ClientFrame::Consent(consent) => self.consent(consent).await,
+        };
+        result.unwrap_or_else(|error| vec![error])
+    }
+
+    async fn hello(&mut self, hello: Hello) -> Result<Vec<ServerFrame>, ServerFrame> {
+        let now = now_ms();
+        let requested = hello
+            .visitor
+            .as_deref()
+            .and_then(|v| VisitorId::parse(v).ok());
+        let found = self
+            .app
+            .store
+            .read(move |store| {
+                let Some(id) = requested else { return Ok(None) };
+                let Some(profile) = store.visitor(&id)? else {
+                    return Ok(None);
+                };
+                Ok(Some((profile, store.latest_conversation(&id)?)))
+            })
+            .await
+            .map_err(internal)?;
+        let returning = found.is_some();
+        let locale = hello.locale.as_deref().map(locale_from_tag);
+        let (mut profile, last) = found.unwrap_or_else(|| {
+            let id = VisitorId::mint(now);
+            let profile = Profile {
+                id,
+                created_at: now,
+                last_seen_at: now,
+                locale: locale.unwrap_or("en").into(),
+                visits: 0,
+                consent: None,
+            };
+            (profile, None)
+        });
+        profile.visits += 1;
+        profile.last_seen_at = now;
+        if let Some(locale) = locale {
+            profile.locale = locale.into();
+        }
+        if let Some(consent) = hello.consent {
+            profile.consent = Some(ConsentRecord::new(consent, now, "hello"));
+        }
+        let resume_window = self.app.config.resume_window_secs * 1000;
+        let conversation = match last {
+            Some(c) if now.saturating_sub(c.last_at) <= resume_window => c,
+            _ => Conversation {
+                id: ConversationId::mint(now),
+                visitor: profile.id,
+                started_at: now,
+                last_at: now,
+                locale: profile.locale.clone(),
+                source: Source {
+                    campaign: hello
+                        .campaign
+                        .or_else(|| hello.utm.get("campaign").cloned()),
+                    page: hello.page,
+                    referrer: hello.referrer,
+                    utm: hello.utm,
+                    click_ids: hello.click_ids,
+                },
+                next_seq: 0,
+            },
+        };
+        let open = Open {
+            profile,
+            conversation,
+        };
+        let welcome = ServerFrame::Welcome {
+            visitor: open.profile.id.to_string(),
+            conversation: open.conversation.id.to_string(),
+            returning,
+        };
+        self.open = Some(open);
+        let mut frames = vec![welcome];
+        frames.extend(self.step(Input::Start, true).await?);
+        Ok(frames)
+    }
+
+    async fn message(&mut self, text: &str, chosen: bool) -> Result<Vec<ServerFrame>, ServerFrame> {
+        if self.open.is_none() {
+            return Err(ServerFrame::error(
+                ErrorCode::BadRequest,
+                "send hello first",
+            ));
+        }
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ServerFrame::error(ErrorCode::BadRequest, "empty message"));
+        }
+        let max = self.app.config.max_message_chars;
+        if text.chars().count() > max {
+            return Err(ServerFrame::error(
+                ErrorCode::TooLong,
+                format!("messages are at most {max} characters"),
+            ));
+        }
+        let input = if chosen {
+            Input::Choose(text)
+        } else {
+            Input::Say(text)
+        };
+        self.step(input, false).await
+    }
+
+    /// Records the shopper's choice (with time and source) and answers with the tags the page
+    /// may now fire.
+    async fn consent(
+        &mut self,
+        consent: protocol::Consent,
+    ) -> Result<Vec<ServerFrame>, ServerFrame> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(ServerFrame::error(
+                ErrorCode::BadRequest,
+                "send hello first",
+            ));
+        };
+        let mut profile = open.profile.clone();
+        profile.consent = Some(ConsentRecord::new(consent, now_ms(), "widget"));
+        self.app
+            .store
+            .commit(vec![Write::Visitor(profile.clone())])
+            .await
+            .map_err(internal)?;
+        open.profile = profile;
+        Ok(vec![ServerFrame::Tags {
+            tags: Vec::new(),
+            pixel: Vec::new(),
+        }])
+    }
+
+    /// Runs the engine, makes its effects durable, and returns the frames to send. On a store
+    /// failure the in-memory conversation is left as it was, so a retry continues cleanly.
+    async fn step(
+        &mut self,
+        input: Input<'_>,
+        profile_changed: bool,
+    ) -> Result<Vec<ServerFrame>, ServerFrame> {
+        let open = self
+            .open
+            .as_ref()
+            .expect("step runs on an open conversation");
+        let now = now_ms();
+        let state = dialogue::State {
+            visitor: open.profile.id,
+            locale: open.conversation.locale.clone(),
+        };
+        let intents = self.app.intents();
+        let step = dialogue::step(&intents, &state, input, now);
+        let mut profile = open.profile.clone();
+        let mut conversation = open.conversation.clone();
+        let mut profile_changed = profile_changed;
+        let mut writes = Vec::with_capacity(step.effects.len() + 2);
+        for effect in step.effects {
+            match effect {
+                Effect::Record(entry) => {
+                    writes.push(Write::Entry {
+                        conversation: conversation.id,
+                        seq: conversation.next_seq,
+                        entry,
+                    });
+                    conversation.next_seq += 1;
+                }
+                Effect::SetLocale(locale) => {
+                    conversation.locale.clone_from(&locale);
+                    profile.locale = locale;
+                    profile_changed = true;
+                }
+            }
+        }
+        conversation.last_at = now;
+        writes.push(Write::Conversation(conversation.clone()));
+        if profile_changed {
+            writes.push(Write::Visitor(profile.clone()));
+        }
+        self.app.store.commit(writes).await.map_err(internal)?;
+        self.open = Some(Open {
+            profile,
+            conversation,
+        });
+        Ok(step.frames)
+    }
+}
+
+fn internal(error: crate::store::StoreError) -> ServerFrame {
+    log::error!("store: {error}");
+    ServerFrame::error(
+        ErrorCode::Internal,
+        "could not save the conversation; please try again",
+    )
+}
+
+/// `de-AT` → `de`; anything that is not German is answered in English.
+fn locale_from_tag(tag: &str) -> &'static str {
+    if tag.get(..2).is_some_and(|l| l.eq_ignore_ascii_case("de")) {
+        "de"
+    } else {
+        "en"
+    }
+}

@@ -1,0 +1,75 @@
+//! Configuration: defaults, then an optional `nudge.toml`, then `NUDGE_*` environment variables
+//! and flags (clap reads those two; a flag wins over its variable).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    pub listen: String,
+    /// The data directory: the sled store lives in `<data>/store`.
+    pub data: PathBuf,
+    /// The intent files.
+    pub intents: PathBuf,
+    /// The URL shoppers reach this server at, for links; defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Origins (scheme://host[:port]) whose pages may open the chat socket, besides the server's
+    /// own pages. `*` allows any origin.
+    pub allowed_origins: Vec<String>,
+    /// Longest shopper message, in characters.
+    pub max_message_chars: usize,
+    /// Largest WebSocket frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// A connection with no chat frame for this long is closed (the widget reconnects on demand).
+    pub idle_timeout_secs: u64,
+    /// Ping interval; a connection silent for three intervals is considered dead.
+    pub heartbeat_secs: u64,
+    /// A returning visitor resumes their last conversation when it was active this recently.
+    pub resume_window_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data: PathBuf::from("data"),
+            intents: PathBuf::from("intents"),
+            public_url: None,
+            allowed_origins: Vec::new(),
+            max_message_chars: 1000,
+            max_frame_bytes: 16 * 1024,
+            idle_timeout_secs: 30 * 60,
+            heartbeat_secs: 20,
+            resume_window_secs: 24 * 60 * 60,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(PathBuf, String),
+}
+
+impl Config {
+    /// Defaults, overlaid with `file` when given.
+    pub fn from_file(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = file else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e.to_string()))
+    }
+
+    pub fn public_url(&self, bound: std::net::SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}"),
+        }
+    }
+}

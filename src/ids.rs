@@ -1,0 +1,119 @@
+//! Identifiers minted by the server: visitors and conversations.
+//!
+//! Both are 16 bytes: a 48-bit big-endian millisecond timestamp, then 80 random bits. Time first
+//! so that sled keys sort by creation time; random so that a visitor id cannot be guessed. On the
+//! wire they are 32 lowercase hex characters, and they can only be built by minting or parsing.
+
+use std::fmt;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("an id is 32 lowercase hex characters")]
+pub struct BadId;
+
+macro_rules! id_type {
+    ($name:ident) => {
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name([u8; 16]);
+
+        impl $name {
+            /// A fresh id for `now_ms`.
+            pub fn mint(now_ms: u64) -> Self {
+                Self(mint_bytes(now_ms))
+            }
+
+            pub fn parse(s: &str) -> Result<Self, BadId> {
+                parse_hex(s).map(Self)
+            }
+
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self, BadId> {
+                bytes.try_into().map(Self).map_err(|_| BadId)
+            }
+
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                for b in self.0 {
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({self})", stringify!($name))
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+id_type!(VisitorId);
+id_type!(ConversationId);
+
+fn mint_bytes(now_ms: u64) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&now_ms.to_be_bytes()[2..]);
+    // The OS random source failing is not something a chat server can recover from sensibly;
+    // falling back to a weaker source would silently make ids guessable.
+    getrandom::fill(&mut bytes[6..]).expect("the operating system's random source is unavailable");
+    bytes
+}
+
+fn parse_hex(s: &str) -> Result<[u8; 16], BadId> {
+    let raw = s.as_bytes();
+    if raw.len() != 32 {
+        return Err(BadId);
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in raw.chunks(2).enumerate() {
+        let hi = hex_digit(pair[0])?;
+        let lo = hex_digit(pair[1])?;
+        out[i] = hi << 4 | lo;
+    }
+    Ok(out)
+}
+
+fn hex_digit(c: u8) -> Result<u8, BadId> {
+    match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        _ => Err(BadId),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_order() {
+        let a = VisitorId::mint(1_000);
+        let b = VisitorId::mint(2_000);
+        assert!(a < b, "ids sort by time");
+        assert_eq!(VisitorId::parse(&a.to_string()), Ok(a));
+    }
+
+    #[test]
+    fn rejects_bad_ids() {
+        for bad in ["", "abc", &"g".repeat(32), &"A".repeat(32), &"0".repeat(33)] {
+            assert_eq!(VisitorId::parse(bad), Err(BadId), "{bad:?}");
+        }
+    }
+}

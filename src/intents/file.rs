@@ -1,0 +1,167 @@
+//! The on-disk intent file format (TOML) and its positions: every error about a file names the
+//! `file:line:col` it comes from.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A place in an intent file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: Arc<Path>,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
+    }
+}
+
+/// One problem found in the intent files, printed as `file:line:col: message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub at: Location,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+/// Turns byte offsets of one file into `Location`s.
+pub struct Source {
+    pub file: Arc<Path>,
+    pub text: String,
+}
+
+impl Source {
+    pub fn new(file: &Path, text: String) -> Self {
+        Self {
+            file: file.into(),
+            text,
+        }
+    }
+
+    pub fn locate(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..self.text.floor_char_boundary(offset)];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            file: self.file.clone(),
+            line: before.matches('\n').count() + 1,
+            col: before[line_start..].chars().count() + 1,
+        }
+    }
+
+    pub fn at(&self, span: &Range<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            at: self.locate(span.start),
+            message: message.into(),
+        }
+    }
+
+    /// The start of a value: inside the quotes of a string literal, so a column names its first
+    /// character.
+    pub fn inside(&self, span: &Range<usize>) -> Location {
+        let quote = self.text[span.clone()]
+            .bytes()
+            .take_while(|b| *b == b'\'' || *b == b'"')
+            .count();
+        self.locate(span.start + quote)
+    }
+
+    pub fn whole_file(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            at: self.locate(0),
+            message: message.into(),
+        }
+    }
+}
+
+pub fn dir_diagnostic(dir: &Path, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        at: Location {
+            file: PathBuf::from(dir).into(),
+            line: 1,
+            col: 1,
+        },
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    #[serde(default)]
+    pub intent: Vec<RawIntent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntent {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub patterns: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub examples: Vec<Spanned<String>>,
+    /// Counter-examples: messages that must not route to this intent.
+    #[serde(default)]
+    pub not: Vec<Spanned<String>>,
+    pub en: Option<Spanned<RawReply>>,
+    pub de: Option<Spanned<RawReply>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReply {
+    /// Variants of one reply; a visitor always sees the same one.
+    pub reply: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub choices: Vec<RawChoice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChoice {
+    pub label: String,
+    pub value: String,
+}
+
+/// Parses one file, or says where its TOML is wrong.
+pub fn parse(source: &Source) -> Result<RawFile, Diagnostic> {
+    toml::from_str(&source.text).map_err(|e| {
+        let message = e.message().trim().to_string();
+        match e.span() {
+            Some(span) => source.at(&span, message),
+            None => source.whole_file(message),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_offsets() {
+        let s = Source::new(Path::new("a.toml"), "ab\ncdé\nf".to_string());
+        let at = |o| {
+            let l = s.locate(o);
+            (l.line, l.col)
+        };
+        assert_eq!(at(0), (1, 1));
+        assert_eq!(at(3), (2, 1));
+        assert_eq!(at(7), (2, 4));
+        assert_eq!(at(8), (3, 1));
+    }
+}

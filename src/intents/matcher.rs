@@ -1,0 +1,97 @@
+//! Every intent pattern compiled into one `RegexSet`, so a message is scanned once however many
+//! intents there are.
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use super::{Diagnostic, Intent, text};
+
+/// Compiled regexes are allowed more room than the default, because case-insensitive Unicode
+/// classes grow quickly once hundreds of patterns share one set.
+const SIZE_LIMIT: usize = 64 << 20;
+
+#[derive(Debug)]
+pub struct Pattern {
+    regex: Regex,
+    owner: usize,
+}
+
+impl Pattern {
+    /// Compiles one pattern alone, so that a bad one is reported at its own place.
+    pub fn new(source: String, owner: usize) -> Result<Pattern, String> {
+        let normalized = text::normalize_pattern(&source);
+        let regex = RegexBuilder::new(&normalized)
+            .case_insensitive(true)
+            .size_limit(SIZE_LIMIT)
+            .build()
+            .map_err(|e| format!("bad regex: {}", one_line(&e.to_string())))?;
+        if regex.is_match("") {
+            return Err("pattern matches the empty message, so it would match everything".into());
+        }
+        Ok(Pattern { regex, owner })
+    }
+}
+
+#[derive(Debug)]
+pub struct Matcher {
+    set: RegexSet,
+    patterns: Vec<Pattern>,
+}
+
+impl Matcher {
+    pub fn new(patterns: Vec<Pattern>) -> Result<Matcher, Diagnostic> {
+        let set = RegexSetBuilder::new(patterns.iter().map(|p| p.regex.as_str()))
+            .case_insensitive(true)
+            .size_limit(SIZE_LIMIT * 4)
+            .build()
+            .map_err(|e| Diagnostic {
+                at: super::Location {
+                    file: std::path::Path::new("intents").into(),
+                    line: 1,
+                    col: 1,
+                },
+                message: format!(
+                    "patterns too large to compile together: {}",
+                    one_line(&e.to_string())
+                ),
+            })?;
+        Ok(Matcher { set, patterns })
+    }
+
+    /// The intent whose pattern matches: highest priority first, then the longest match (the
+    /// most specific pattern), then the earliest intent.
+    pub fn best(&self, normalized: &str, intents: &[Intent]) -> Option<usize> {
+        let matched = self.set.matches(normalized);
+        let mut best: Option<(i32, usize, usize)> = None;
+        let mut candidates = matched.iter().peekable();
+        let only_one = {
+            let first = *candidates.peek()?;
+            matched
+                .iter()
+                .all(|i| self.patterns[i].owner == self.patterns[first].owner)
+        };
+        if only_one {
+            return candidates.next().map(|i| self.patterns[i].owner);
+        }
+        for i in candidates {
+            let pattern = &self.patterns[i];
+            let len = pattern.regex.find(normalized).map_or(0, |m| m.len());
+            let key = (
+                intents[pattern.owner].priority,
+                len,
+                usize::MAX - pattern.owner,
+            );
+            if best.is_none_or(|b| key > b) {
+                best = Some(key);
+            }
+        }
+        best.map(|(_, _, owner)| usize::MAX - owner)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}

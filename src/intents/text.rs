@@ -1,0 +1,182 @@
+//! Text normalization and language guessing, shared by patterns, examples and messages so that
+//! "Größe", "GRÖSSE" and "groesse" all meet the same pattern.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+/// A message as the matcher sees it: lowercase, German umlauts and ß spelled out (ö → oe,
+/// ß → ss), other accents stripped (é → e), typographic quotes made plain, whitespace collapsed.
+pub fn normalize(text: &str) -> String {
+    let lower = text.to_lowercase();
+    let mut out = String::with_capacity(lower.len() + 8);
+    let mut pending_space = false;
+    for c in fold_chars(&lower) {
+        if c.is_whitespace() || c.is_control() {
+            pending_space = !out.is_empty();
+            continue;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A regex pattern spelled the way `normalize` spells messages. Case is left alone (patterns are
+/// compiled case-insensitively) because lowercasing would turn `\W` into `\w`.
+pub fn normalize_pattern(pattern: &str) -> String {
+    fold_chars(pattern).collect()
+}
+
+fn fold_chars(text: &str) -> impl Iterator<Item = char> + '_ {
+    text.chars().flat_map(|c| {
+        let spelled: Option<&'static str> = match c {
+            'ä' => Some("ae"),
+            'ö' => Some("oe"),
+            'ü' => Some("ue"),
+            'Ä' => Some("Ae"),
+            'Ö' => Some("Oe"),
+            'Ü' => Some("Ue"),
+            'ß' | 'ẞ' => Some("ss"),
+            '\u{2018}' | '\u{2019}' | '\u{02bc}' | '`' | '´' => Some("'"),
+            '\u{201c}' | '\u{201d}' | '\u{201e}' => Some("\""),
+            _ => None,
+        };
+        let folded: Vec<char> = match spelled {
+            Some(s) => s.chars().collect(),
+            None if c.is_ascii() => vec![c],
+            None => c.nfkd().filter(|m| !is_combining_mark(*m)).collect(),
+        };
+        folded.into_iter()
+    })
+}
+
+/// The language of a message when its words say so clearly, else `None` (keep the current one).
+/// Short function words decide; a shop bot only needs English and German apart.
+pub fn guess_locale(normalized: &str) -> Option<&'static str> {
+    const DE: &[&str] = &[
+        "ich",
+        "und",
+        "nicht",
+        "ist",
+        "der",
+        "die",
+        "das",
+        "den",
+        "dem",
+        "mein",
+        "meine",
+        "meiner",
+        "meinen",
+        "wie",
+        "was",
+        "wo",
+        "wann",
+        "warum",
+        "ihr",
+        "sie",
+        "bitte",
+        "danke",
+        "hallo",
+        "kann",
+        "koennen",
+        "nach",
+        "bestellung",
+        "ein",
+        "eine",
+        "einen",
+        "mit",
+        "fuer",
+        "auf",
+        "ja",
+        "nein",
+        "gibt",
+        "es",
+        "habe",
+        "hat",
+        "wir",
+        "moechte",
+        "wieder",
+        "guten",
+        "tag",
+        "tschuess",
+        "versand",
+        "lieferung",
+        "rueckgabe",
+        "schuhe",
+        "groesse",
+        "bei",
+        "mir",
+        "mich",
+        "noch",
+        "schon",
+        "auch",
+        "zu",
+        "von",
+        "wird",
+        "sind",
+        "bin",
+        "dauert",
+        "liefert",
+        "ihnen",
+        "servus",
+        "moin",
+        "vielen",
+        "dank",
+        "hilfe",
+        "mensch",
+    ];
+    const EN: &[&str] = &[
+        "i", "and", "not", "is", "the", "my", "how", "what", "where", "when", "why", "you",
+        "please", "thanks", "thank", "hello", "hi", "can", "to", "order", "a", "an", "with", "for",
+        "on", "yes", "no", "there", "have", "has", "we", "want", "would", "like", "do", "does",
+        "ship", "shipping", "delivery", "return", "shoes", "size", "me", "of", "it", "are", "am",
+        "will", "be", "hey", "bye", "help", "your", "need", "get",
+    ];
+    let (mut de, mut en) = (0, 0);
+    for word in normalized.split(|c: char| !c.is_alphanumeric()) {
+        if word.is_empty() {
+            continue;
+        }
+        de += usize::from(DE.contains(&word));
+        en += usize::from(EN.contains(&word));
+    }
+    match de.cmp(&en) {
+        std::cmp::Ordering::Greater => Some("de"),
+        std::cmp::Ordering::Less => Some("en"),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn german_spellings_meet() {
+        for (input, expected) in [
+            ("Größe", "groesse"),
+            ("GRÖSSE", "groesse"),
+            ("groesse", "groesse"),
+            ("  Café   crème\t", "cafe creme"),
+            ("don’t", "don't"),
+            ("Über\nuns", "ueber uns"),
+        ] {
+            assert_eq!(normalize(input), expected, "{input:?}");
+        }
+        assert_eq!(normalize_pattern(r"\bGröße\W"), r"\bGroesse\W");
+    }
+
+    #[test]
+    fn guesses_locale() {
+        for (input, expected) in [
+            ("Hallo, wie lange dauert die Lieferung?", Some("de")),
+            ("how long does delivery take", Some("en")),
+            ("ok", None),
+        ] {
+            assert_eq!(guess_locale(&normalize(input)), expected, "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Nudge: a self-hosted conversational marketing server.
+//!
+//! The binary (`main.rs`) only parses the command line; everything else lives here, named after
+//! the product: `intents` (compiled intent files, pure routing), `dialogue` (the pure engine that
+//! turns a message into replies and effects), `store` (the only module that touches sled),
+//! `chat` (the `chat.v1` WebSocket session), `server` (the HTTP app), `pages` (widget and pages),
+//! `client` (the terminal chat client).
+
+pub mod chat;
+pub mod client;
+pub mod config;
+pub mod dialogue;
+pub mod ids;
+pub mod intents;
+pub mod pages;
+pub mod protocol;
+pub mod server;
+pub mod store;
+
+/// Milliseconds since the Unix epoch: the one clock the shell reads (the pure core never does).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,47 @@
+//! The widget and the pages that carry it: `/widget.js`, `/chat` (hosted full-page chat, where
+//! email links land) and `/demo` (a demo ad landing page). All are compiled into the binary.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+
+const WIDGET_JS: &str = include_str!("../widget/widget.js");
+const CHAT_HTML: &str = include_str!("../widget/chat.html");
+const DEMO_HTML: &str = include_str!("../widget/demo.html");
+
+/// Our own pages load only our script and talk only to our socket. Inline styles are allowed
+/// because the widget styles its Shadow DOM with a `<style>` element.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/widget.js", web::get().to(widget))
+        .route("/chat", web::get().to(|| page(CHAT_HTML)))
+        .route("/demo", web::get().to(|| page(DEMO_HTML)))
+        .route(
+            "/",
+            web::get().to(|| async {
+                HttpResponse::SeeOther()
+                    .insert_header((header::LOCATION, "/demo"))
+                    .finish()
+            }),
+        );
+}
+
+async fn widget() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // Landing pages on the shop's own domains load this script.
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .body(WIDGET_JS)
+}
+
+async fn page(html: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
+        .body(html)
+}

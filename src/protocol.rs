@@ -1,0 +1,144 @@
+//! The `chat.v1` WebSocket protocol: JSON text frames tagged by `type`. Plain data, so the
+//! dialogue engine, the server session and the clients (`nudge chat`, tests) share one definition.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::intents::{Choice, How};
+
+pub const SUBPROTOCOL: &str = "chat.v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Hello(Hello),
+    Say { text: String },
+    Choose { value: String },
+    Consent(Consent),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Hello {
+    pub visitor: Option<String>,
+    pub token: Option<String>,
+    pub campaign: Option<String>,
+    pub locale: Option<String>,
+    pub page: Option<String>,
+    pub referrer: Option<String>,
+    pub utm: BTreeMap<String, String>,
+    pub click_ids: BTreeMap<String, String>,
+    pub consent: Option<Consent>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Consent {
+    pub marketing: bool,
+    pub ads: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome {
+        visitor: String,
+        conversation: String,
+        returning: bool,
+    },
+    Reply(Reply),
+    /// Retargeting tags of the visitor and the pixel events the page may fire (ads consent only).
+    Tags {
+        tags: Vec<String>,
+        pixel: Vec<Pixel>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pixel {
+    pub event: String,
+    pub params: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    pub intent: String,
+    pub choices: Vec<Choice>,
+    /// How the message was routed and how sure the router was (for `nudge chat` and "try it").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how: Option<How>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    TooLong,
+    RateLimited,
+    Unauthorized,
+    Internal,
+}
+
+impl ServerFrame {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames serialize")
+    }
+}
+
+/// Decodes a client frame, with a message a developer can act on when it is wrong.
+pub fn decode(text: &str) -> Result<ClientFrame, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let kind = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .ok_or("a frame needs a string field `type`")?
+        .to_string();
+    if !matches!(kind.as_str(), "hello" | "say" | "choose" | "consent") {
+        return Err(format!(
+            "unknown frame type `{kind}` (expected hello, say, choose or consent)"
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| format!("bad `{kind}` frame: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_and_explains() {
+        assert_eq!(
+            decode(r#"{"type":"say","text":"hi"}"#),
+            Ok(ClientFrame::Say { text: "hi".into() })
+        );
+        for (input, expected) in [
+            ("{", "invalid JSON"),
+            ("[]", "needs a string field `type`"),
+            (r#"{"type":"shout"}"#, "unknown frame type `shout`"),
+            (r#"{"type":"say"}"#, "bad `say` frame: missing field `text`"),
+            (
+                r#"{"type":"say","text":5}"#,
+                "bad `say` frame: invalid type",
+            ),
+        ] {
+            let got = decode(input).unwrap_err();
+            assert!(got.contains(expected), "{input}: {got}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Startup: opens the store, compiles the intents, binds the listener and builds the HTTP app.
+//! `start` returns the bound address, so tests and scripts can ask for port 0.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, RwLock};
+
+use actix_web::{HttpResponse, web};
+
+use crate::config::Config;
+use crate::intents::{Diagnostic, IntentSet};
+use crate::store::{Store, StoreError};
+use crate::{chat, pages};
+
+/// What every request handler and session shares.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    /// The URL shoppers reach us at, without a trailing slash.
+    pub public_url: String,
+    /// `scheme://host[:port]` of `public_url`, for the WebSocket origin check.
+    pub public_origin: String,
+    intents: RwLock<Arc<IntentSet>>,
+}
+
+impl App {
+    /// The current intent set; a session keeps the one it got for the message it is answering.
+    pub fn intents(&self) -> Arc<IntentSet> {
+        self.intents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the intents in {dir} have errors:\n{}", list(.errors))]
+    Intents {
+        dir: String,
+        errors: Vec<Diagnostic>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+fn list(errors: &[Diagnostic]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub server: actix_web::dev::Server,
+    pub app: Arc<App>,
+}
+
+/// Everything that can fail at startup happens here, before the first request.
+pub fn start(config: Config) -> Result<Running, StartError> {
+    let intents = IntentSet::load(&config.intents).map_err(|errors| StartError::Intents {
+        dir: config.intents.display().to_string(),
+        errors,
+    })?;
+    let store = Store::open(&config.data)?;
+    let listener = TcpListener::bind(&config.listen)
+        .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+    let public_url = config.public_url(addr);
+    let public_origin = origin_of(&public_url);
+    let app = Arc::new(App {
+        config,
+        store,
+        public_url: public_url.clone(),
+        public_origin,
+        intents: RwLock::new(Arc::new(intents)),
+    });
+    let data = web::Data::from(app.clone());
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(64 * 1024))
+            .route("/ws", web::get().to(chat::ws))
+            .route("/healthz", web::get().to(healthz))
+            .configure(pages::routes)
+    })
+    .listen(listener)
+    .map_err(|e| StartError::Bind(addr.to_string(), e))?
+    .shutdown_timeout(10)
+    .run();
+    Ok(Running {
+        addr,
+        public_url,
+        server,
+        app,
+    })
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+fn origin_of(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    url[..end].to_string()
+}

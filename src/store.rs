@@ -1,0 +1,312 @@
+//! The store: the only module that touches sled. Visitor profiles, conversations and their
+//! transcripts. Storage layout (tree names, keys, values) is written down in ARCHITECTURE.md.
+//!
+//! Writes go through one writer thread (`store/writer.rs`) that applies every batch waiting in its
+//! queue, flushes once, then acknowledges them all: a group commit. A caller whose `commit`
+//! returned knows its batch is on disk.
+
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::ids::{ConversationId, VisitorId};
+use crate::intents::How;
+
+/// Every value starts with this version byte; a reader that meets another refuses it loudly
+/// instead of misreading it.
+const VALUE_VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data directory {0} is in use by another nudge process (sled allows one process per directory); stop it or point --data elsewhere"
+    )]
+    Locked(String),
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored value under {tree} is unreadable: {reason}")]
+    Corrupt { tree: &'static str, reason: String },
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    pub id: VisitorId,
+    pub created_at: u64,
+    pub last_seen_at: u64,
+    pub locale: String,
+    pub visits: u32,
+    #[serde(default)]
+    pub consent: Option<ConsentRecord>,
+}
+
+/// What the shopper agreed to, when, and through what (`hello`, `widget`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConsentRecord {
+    pub marketing: bool,
+    pub ads: bool,
+    pub at: u64,
+    pub source: String,
+}
+
+impl ConsentRecord {
+    pub fn new(consent: crate::protocol::Consent, at: u64, source: &str) -> Self {
+        ConsentRecord {
+            marketing: consent.marketing,
+            ads: consent.ads,
+            at,
+            source: source.into(),
+        }
+    }
+}
+
+/// Where a conversation came from, as the widget reported it in `hello`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Source {
+    pub campaign: Option<String>,
+    pub page: Option<String>,
+    pub referrer: Option<String>,
+    #[serde(default)]
+    pub utm: BTreeMap<String, String>,
+    #[serde(default)]
+    pub click_ids: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Conversation {
+    pub id: ConversationId,
+    pub visitor: VisitorId,
+    pub started_at: u64,
+    pub last_at: u64,
+    pub locale: String,
+    pub source: Source,
+    /// The sequence number the next transcript entry gets.
+    pub next_seq: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Speaker {
+    Shopper,
+    Bot,
+}
+
+/// One line of a transcript: a shopper message or a bot reply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    pub at: u64,
+    pub from: Speaker,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how: Option<How>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// Which reply variant was shown (for A/B comparisons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<u32>,
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Visitor(Profile),
+    Conversation(Conversation),
+    Entry {
+        conversation: ConversationId,
+        seq: u32,
+        entry: Entry,
+    },
+}
+
+/// How well the group commit groups: batches committed and flushes that made them durable.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub batches: AtomicU64,
+    pub flushes: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    trees: Trees,
+    writer: writer::Handle,
+    stats: Arc<Stats>,
+}
+
+#[derive(Clone)]
+struct Trees {
+    visitors: sled::Tree,
+    conversations: sled::Tree,
+    visitor_conversations: sled::Tree,
+    transcripts: sled::Tree,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
+        let db = sled::Config::new()
+            .path(dir.join("store"))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked(dir.display().to_string())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let trees = Trees {
+            visitors: db.open_tree("visitors")?,
+            conversations: db.open_tree("conversations")?,
+            visitor_conversations: db.open_tree("visitor_conversations")?,
+            transcripts: db.open_tree("transcripts")?,
+        };
+        let stats = Arc::new(Stats::default());
+        let writer = writer::spawn(db.clone(), trees.clone(), stats.clone());
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                trees,
+                writer,
+                stats,
+            }),
+        })
+    }
+
+    /// Applies every write and returns once they are durable on disk.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        self.inner.writer.commit(writes).await
+    }
+
+    /// `commit` for callers outside the async runtime (command line, tests).
+    pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<()> {
+        self.inner.writer.commit_blocking(writes)
+    }
+
+    pub fn stats(&self) -> (u64, u64) {
+        let s = &self.inner.stats;
+        (
+            s.batches.load(Ordering::Relaxed),
+            s.flushes.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn visitor(&self, id: &VisitorId) -> Result<Option<Profile>> {
+        get(&self.inner.trees.visitors, "visitors", id.as_bytes())
+    }
+
+    /// The visitor's most recent conversation.
+    pub fn latest_conversation(&self, visitor: &VisitorId) -> Result<Option<Conversation>> {
+        let Some(last) = self
+            .inner
+            .trees
+            .visitor_conversations
+            .scan_prefix(visitor.as_bytes())
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (key, _) = last?;
+        get(&self.inner.trees.conversations, "conversations", &key[16..])
+    }
+
+    pub fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>> {
+        get(
+            &self.inner.trees.conversations,
+            "conversations",
+            id.as_bytes(),
+        )
+    }
+
+    pub fn conversations(&self) -> impl Iterator<Item = Result<Conversation>> + '_ {
+        self.inner
+            .trees
+            .conversations
+            .iter()
+            .values()
+            .map(|v| decode("conversations", &v?))
+    }
+
+    pub fn transcript(&self, conversation: &ConversationId) -> Result<Vec<Entry>> {
+        self.inner
+            .trees
+            .transcripts
+            .scan_prefix(conversation.as_bytes())
+            .values()
+            .map(|v| decode("transcripts", &v?))
+            .collect()
+    }
+
+    /// Runs a blocking read on the runtime's blocking pool, so sled never stalls a session task.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Flushes whatever is buffered; used on shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+}
+
+fn entry_key(conversation: &ConversationId, seq: u32) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(conversation.as_bytes());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_VERSION];
+    serde_json::to_writer(&mut out, value).expect("store values serialize");
+    out
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T> {
+    match raw.split_first() {
+        Some((&VALUE_VERSION, json)) => {
+            serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
+                tree,
+                reason: e.to_string(),
+            })
+        }
+        Some((v, _)) => Err(StoreError::Corrupt {
+            tree,
+            reason: format!("unknown value version {v}"),
+        }),
+        None => Err(StoreError::Corrupt {
+            tree,
+            reason: "empty value".into(),
+        }),
+    }
+}
+
+fn get<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>> {
+    tree.get(key)?.map(|v| decode(name, &v)).transpose()
+}

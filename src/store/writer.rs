@@ -1,0 +1,106 @@
+//! The group commit: one thread applies every batch waiting in its queue, flushes sled once, then
+//! acknowledges them all. Under load many sessions share each `fsync`; alone, a batch waits for
+//! exactly one.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Result, Stats, StoreError, Trees, Write, encode, entry_key};
+
+/// Batches waiting beyond this make `commit` wait for room: backpressure instead of memory growth.
+const QUEUE: usize = 4096;
+/// Upper bound of batches applied under one flush, so the first in line is not kept waiting.
+const GROUP: usize = 1024;
+
+struct Job {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+pub struct Handle {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Handle {
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.queue
+            .send(Job { writes, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.queue
+            .blocking_send(Job { writes, done })
+            .map_err(|_| StoreError::Closed)?;
+        wait.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
+pub fn spawn(db: sled::Db, trees: Trees, stats: Arc<Stats>) -> Handle {
+    let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
+    std::thread::Builder::new()
+        .name("nudge-store-writer".into())
+        .spawn(move || {
+            let mut group = Vec::with_capacity(GROUP);
+            while let Some(first) = jobs.blocking_recv() {
+                group.push(first);
+                while group.len() < GROUP {
+                    match jobs.try_recv() {
+                        Ok(job) => group.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let applied: Vec<Result<()>> =
+                    group.iter().map(|job| apply(&trees, &job.writes)).collect();
+                let flushed = db.flush().map(drop);
+                stats.flushes.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .batches
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                for (job, result) in group.drain(..).zip(applied) {
+                    let result = result.and_then(|()| flushed.clone().map_err(StoreError::Sled));
+                    // A session that went away no longer waits for its acknowledgement.
+                    let _ = job.done.send(result);
+                }
+            }
+        })
+        .expect("cannot start the store writer thread");
+    Handle { queue }
+}
+
+fn apply(trees: &Trees, writes: &[Write]) -> Result<()> {
+    for write in writes {
+        match write {
+            Write::Visitor(profile) => {
+                trees
+                    .visitors
+                    .insert(profile.id.as_bytes(), encode(profile))?;
+            }
+            Write::Conversation(conversation) => {
+                let mut index = [0u8; 32];
+                index[..16].copy_from_slice(conversation.visitor.as_bytes());
+                index[16..].copy_from_slice(conversation.id.as_bytes());
+                trees.visitor_conversations.insert(index, &[])?;
+                trees
+                    .conversations
+                    .insert(conversation.id.as_bytes(), encode(conversation))?;
+            }
+            Write::Entry {
+                conversation,
+                seq,
+                entry,
+            } => {
+                trees
+                    .transcripts
+                    .insert(entry_key(conversation, *seq), encode(entry))?;
+            }
+        }
+    }
+    Ok(())
+}

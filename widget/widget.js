@@ -1,0 +1,282 @@
+/* Nudge chat widget: one <script src=".../widget.js" data-campaign="..." async> installs it.
+ * No dependencies, no build step. Renders in a Shadow DOM so the host page's CSS cannot reach
+ * it, and only ever inserts bot or shopper text with textContent, never as HTML. */
+(function () {
+  'use strict';
+  if (window.__nudge) return;
+  window.__nudge = true;
+
+  var script = document.currentScript || document.querySelector('script[src*="widget.js"]');
+  if (!script) return;
+  var base = new URL(script.src, location.href);
+  var WS_URL = (base.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + base.host + '/ws';
+  var PAGE_MODE = script.getAttribute('data-mode') === 'page';
+  var CAMPAIGN = script.getAttribute('data-campaign') || null;
+  var KEY = 'nudge.visitor';
+  var CLOSE_IDLE = 4000;
+  var CLICK_IDS = ['gclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'ttclid', 'li_fat_id', 'twclid'];
+  var de = /^de\b/i.test(navigator.language || '');
+  var T = de
+    ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat' }
+    : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat' };
+
+  function storage(op, value) {
+    try {
+      if (op === 'get') return localStorage.getItem(KEY);
+      localStorage.setItem(KEY, value);
+    } catch (e) { /* private mode or blocked storage: the visitor is new each visit */ }
+    return null;
+  }
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    for (var k in attrs) node.setAttribute(k, attrs[k]);
+    if (text != null) node.textContent = text;
+    return node;
+  }
+
+  var CSS = [
+    ':host{all:initial}',
+    '*{box-sizing:border-box;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}',
+    '.bubble{position:fixed;right:16px;bottom:16px;z-index:2147483000;border:0;border-radius:28px;padding:14px 20px;background:#1f4fd1;color:#fff;font-size:16px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25)}',
+    '.bubble:focus-visible,button:focus-visible,input:focus-visible{outline:3px solid #ffbf47;outline-offset:2px}',
+    '.panel{position:fixed;right:16px;bottom:80px;z-index:2147483000;width:min(380px,calc(100vw - 16px));height:min(560px,calc(100vh - 100px));display:flex;flex-direction:column;background:#fff;color:#1a1a1a;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);overflow:hidden;transition:opacity .2s,transform .2s}',
+    '.panel[hidden]{display:none}',
+    '.page .panel{position:static;width:100%;max-width:720px;height:100vh;margin:0 auto;border-radius:0;box-shadow:none}',
+    '@media (max-width:420px){.panel{right:8px;left:8px;width:auto;bottom:72px;height:calc(100vh - 88px)}}',
+    '@media (prefers-reduced-motion:reduce){.panel{transition:none}}',
+    'header{display:flex;align-items:center;justify-content:space-between;padding:12px 16px;background:#1f4fd1;color:#fff}',
+    'h2{margin:0;font-size:16px;font-weight:600}',
+    '.x{background:none;border:0;color:#fff;font-size:22px;line-height:1;cursor:pointer;padding:4px 8px}',
+    '.log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;font-size:15px;line-height:1.4}',
+    '.msg{max-width:85%;padding:8px 12px;border-radius:12px;white-space:pre-wrap;overflow-wrap:anywhere}',
+    '.bot{align-self:flex-start;background:#eef1f7}',
+    '.me{align-self:flex-end;background:#1f4fd1;color:#fff}',
+    '.note{align-self:center;color:#5a5a5a;font-size:13px}',
+    '.choices{display:flex;flex-wrap:wrap;gap:6px;padding:0 12px 8px}',
+    '.choices button,.cta{border:1px solid #1f4fd1;background:#fff;color:#1f4fd1;border-radius:16px;padding:6px 12px;font-size:14px;cursor:pointer;text-decoration:none}',
+    '.cta{align-self:flex-start;background:#1f4fd1;color:#fff}',
+    'form{display:flex;gap:8px;padding:10px;border-top:1px solid #ddd}',
+    'input{flex:1;min-width:0;padding:10px;border:1px solid #888;border-radius:8px;font-size:16px}',
+    'form button{border:0;background:#1f4fd1;color:#fff;border-radius:8px;padding:0 14px;font-size:15px;cursor:pointer}',
+    '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}'
+  ].join('\n');
+
+  var host = el('div', { id: 'nudge-chat' });
+  var root = host.attachShadow({ mode: 'open' });
+  var style = el('style', {}, CSS);
+  var wrap = el('div', { class: PAGE_MODE ? 'page' : '' });
+  var bubble = el('button', { class: 'bubble', type: 'button', 'aria-expanded': 'false', 'aria-controls': 'nudge-panel', 'aria-label': T.open }, T.bubble);
+  var panel = el('section', { class: 'panel', id: 'nudge-panel', role: 'dialog', 'aria-label': T.title });
+  var header = el('header');
+  var title = el('h2', {}, T.title);
+  var closeBtn = el('button', { class: 'x', type: 'button', 'aria-label': T.close }, '\u00d7');
+  var log = el('div', { class: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': T.log, tabindex: '0' });
+  var choices = el('div', { class: 'choices', role: 'group' });
+  var form = el('form');
+  var label = el('label', { class: 'sr', for: 'nudge-input' }, T.input);
+  var input = el('input', { id: 'nudge-input', type: 'text', autocomplete: 'off', maxlength: '1000', placeholder: T.input });
+  var send = el('button', { type: 'submit' }, T.send);
+  header.append(title);
+  if (!PAGE_MODE) header.append(closeBtn);
+  form.append(label, input, send);
+  panel.append(header, log, choices, form);
+  if (PAGE_MODE) {
+    wrap.append(panel);
+  } else {
+    panel.hidden = true;
+    wrap.append(bubble, panel);
+  }
+  root.append(style, wrap);
+
+  function add(kind, text) {
+    var node = el('div', { class: 'msg ' + kind }, text);
+    log.append(node);
+    log.scrollTop = log.scrollHeight;
+    return node;
+  }
+
+  function note(text) {
+    add('note', text);
+  }
+
+  function showChoices(list) {
+    choices.textContent = '';
+    (list || []).forEach(function (c) {
+      var b = el('button', { type: 'button' }, c.label);
+      b.addEventListener('click', function () {
+        add('me', c.label);
+        choices.textContent = '';
+        send_({ type: 'choose', value: c.value });
+      });
+      choices.append(b);
+    });
+  }
+
+  function checkout(frame) {
+    var url;
+    try { url = new URL(frame.url, location.href); } catch (e) { return; }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') return;
+    var a = el('a', { class: 'cta', href: url.href, target: '_blank', rel: 'noopener' }, frame.label || 'Checkout');
+    log.append(a);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function firePixels(events) {
+    (events || []).forEach(function (p) {
+      var params = p.params || {};
+      try {
+        if (typeof window.fbq === 'function') window.fbq('trackCustom', p.event, params);
+        if (typeof window.gtag === 'function') window.gtag('event', p.event, params);
+        if (Array.isArray(window.dataLayer)) window.dataLayer.push(Object.assign({ event: p.event }, params));
+      } catch (e) { /* a broken pixel on the host page must not break the chat */ }
+    });
+  }
+
+  /* Connection: opened when the chat is first opened, re-opened with backoff when it drops. */
+  var ws = null;
+  var ready = false;
+  var queue = [];
+  var retry = 0;
+  var timer = null;
+  var wanted = false;
+  var greeted = false;
+
+  function hello() {
+    var q = new URLSearchParams(location.search);
+    var utm = {};
+    ['source', 'medium', 'campaign', 'term', 'content'].forEach(function (k) {
+      var v = q.get('utm_' + k);
+      if (v) utm[k] = v;
+    });
+    var clicks = {};
+    CLICK_IDS.forEach(function (k) {
+      var v = q.get(k);
+      if (v) clicks[k] = v;
+    });
+    return {
+      type: 'hello',
+      visitor: storage('get'),
+      token: q.get('nudge') || null,
+      campaign: CAMPAIGN,
+      locale: navigator.language || null,
+      page: location.href,
+      referrer: document.referrer || null,
+      utm: utm,
+      click_ids: clicks
+    };
+  }
+
+  function connect() {
+    if (ws || !wanted) return;
+    try {
+      ws = new WebSocket(WS_URL, 'chat.v1');
+    } catch (e) {
+      ws = null;
+      return later();
+    }
+    ws.onopen = function () {
+      ws.send(JSON.stringify(hello()));
+    };
+    ws.onmessage = function (event) {
+      var frame;
+      try { frame = JSON.parse(event.data); } catch (e) { return; }
+      if (frame.type === 'welcome') {
+        storage('set', frame.visitor);
+        ready = true;
+        retry = 0;
+        var pending = queue;
+        queue = [];
+        pending.forEach(function (f) { ws.send(JSON.stringify(f)); });
+      } else if (frame.type === 'reply') {
+        // The greeting comes with every (re)connection; a page shows it once.
+        if (frame.intent === 'welcome') {
+          if (greeted) return;
+          greeted = true;
+        }
+        add('bot', frame.text);
+        showChoices(frame.choices);
+      } else if (frame.type === 'checkout') {
+        checkout(frame);
+      } else if (frame.type === 'tags') {
+        firePixels(frame.pixel);
+      } else if (frame.type === 'error') {
+        note(frame.message);
+      }
+    };
+    ws.onclose = function (event) {
+      ws = null;
+      ready = false;
+      if (event.code === CLOSE_IDLE) {
+        wanted = queue.length > 0;
+        if (wanted) connect();
+        return;
+      }
+      later();
+    };
+  }
+
+  function later() {
+    if (timer || !wanted) return;
+    if (retry === 1) note(T.offline);
+    var delay = Math.min(30000, 1000 * Math.pow(2, retry)) * (0.5 + Math.random() / 2);
+    retry += 1;
+    timer = setTimeout(function () {
+      timer = null;
+      connect();
+    }, delay);
+  }
+
+  function send_(frame) {
+    if (ready && ws && ws.readyState === 1) {
+      ws.send(JSON.stringify(frame));
+    } else {
+      queue.push(frame);
+      wanted = true;
+      connect();
+    }
+  }
+
+  form.addEventListener('submit', function (event) {
+    event.preventDefault();
+    var text = input.value.trim();
+    if (!text) return;
+    input.value = '';
+    add('me', text);
+    choices.textContent = '';
+    send_({ type: 'say', text: text });
+  });
+
+  function open() {
+    panel.hidden = false;
+    bubble.setAttribute('aria-expanded', 'true');
+    bubble.setAttribute('aria-label', T.close);
+    wanted = true;
+    connect();
+    input.focus();
+  }
+
+  function close() {
+    panel.hidden = true;
+    bubble.setAttribute('aria-expanded', 'false');
+    bubble.setAttribute('aria-label', T.open);
+    bubble.focus();
+  }
+
+  bubble.addEventListener('click', function () {
+    if (panel.hidden) open(); else close();
+  });
+  closeBtn.addEventListener('click', close);
+  panel.addEventListener('keydown', function (event) {
+    if (event.key === 'Escape' && !PAGE_MODE) {
+      event.stopPropagation();
+      close();
+    }
+  });
+
+  function mount() {
+    document.body.append(host);
+    if (PAGE_MODE) open();
+  }
+  if (document.body) mount(); else document.addEventListener('DOMContentLoaded', mount);
+})();
