@@ -23,7 +23,7 @@ impl Pattern {
             .case_insensitive(true)
             .size_limit(SIZE_LIMIT)
             .build()
-            .map_err(|e| format!("bad regex: {}", one_line(&e.to_string())))?;
+            .map_err(|e| format!("bad regex: {}", regex_reason(&e)))?;
         if regex.is_match("") {
             return Err("pattern matches the empty message, so it would match everything".into());
         }
@@ -86,6 +86,15 @@ impl Matcher {
         }
         best.map(|(_, _, owner)| usize::MAX - owner)
     }
+}
+
+/// The regex crate's syntax errors draw the pattern with a caret; the position is already in our
+/// `file:line:col`, so keep only the reason.
+fn regex_reason(error: &regex::Error) -> String {
+    let text = error.to_string();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map_or_else(|| one_line(&text), str::to_string)
 }
 
 fn one_line(s: &str) -> String {

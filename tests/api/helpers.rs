@@ -1,0 +1,130 @@
+//! `TestServer`: the `nudge` binary started on port 0 with its own data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nudge::client::{self, Socket};
+use nudge::protocol::{ClientFrame, Hello, Reply, ServerFrame};
+
+pub struct TestServer {
+    child: Child,
+    pub addr: String,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// A server on the starter intents and a fresh store.
+    pub fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &[]);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server on the given data and intents directories, with extra `serve` flags (port 0
+    /// unless they name a `--listen` address).
+    pub fn start_on(data: &Path, intents: &Path, extra: &[&str]) -> TestServer {
+        let listen = if extra.contains(&"--listen") {
+            &[][..]
+        } else {
+            &["--listen", "127.0.0.1:0"][..]
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .arg("serve")
+            .args(listen)
+            .arg("--data")
+            .arg(data)
+            .arg("--intents")
+            .arg(intents)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nudge serve");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("nudge serve exited before listening")
+                .expect("read stdout");
+            if let Some(addr) = line.strip_prefix("nudge listening on http://") {
+                break addr.to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        TestServer {
+            child,
+            addr,
+            data: data.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn connect(&self) -> Socket {
+        client::connect(&self.ws_url()).await.expect("connect")
+    }
+
+    /// SIGKILL: no graceful shutdown, no final flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn recv(socket: &mut Socket) -> ServerFrame {
+    tokio::time::timeout(std::time::Duration::from_secs(10), client::recv(socket))
+        .await
+        .expect("a frame within 10 s")
+        .expect("a frame")
+}
+
+pub async fn send(socket: &mut Socket, frame: ClientFrame) {
+    client::send(socket, &frame).await.expect("send");
+}
+
+/// Says hello and returns (visitor, conversation, returning, greeting).
+pub async fn hello(socket: &mut Socket, hello: Hello) -> (String, String, bool, Reply) {
+    send(socket, ClientFrame::Hello(hello)).await;
+    let ServerFrame::Welcome {
+        visitor,
+        conversation,
+        returning,
+    } = recv(socket).await
+    else {
+        panic!("expected welcome");
+    };
+    (visitor, conversation, returning, reply(socket).await)
+}
+
+pub async fn reply(socket: &mut Socket) -> Reply {
+    match recv(socket).await {
+        ServerFrame::Reply(reply) => reply,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+pub async fn say(socket: &mut Socket, text: &str) -> Reply {
+    send(socket, ClientFrame::Say { text: text.into() }).await;
+    reply(socket).await
+}
+
+pub async fn expect_error(socket: &mut Socket, code: nudge::protocol::ErrorCode) -> String {
+    match recv(socket).await {
+        ServerFrame::Error { code: got, message } if got == code => message,
+        other => panic!("expected a {code:?} error, got {other:?}"),
+    }
+}

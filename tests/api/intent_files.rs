@@ -1,0 +1,123 @@
+//! Intent files test themselves: every example in `intents/` routes where it says, and broken
+//! files are reported at the right `file:line:col`.
+
+use std::path::Path;
+
+use nudge::intents::IntentSet;
+
+#[test]
+fn starter_pack_examples_pass() {
+    let set = IntentSet::load(Path::new("intents")).unwrap_or_else(|errors| {
+        panic!(
+            "starter pack does not compile:\n{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let failures: Vec<String> = set.check_examples().iter().map(|f| f.to_string()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for id in [
+        "greeting",
+        "goodbye",
+        "thanks",
+        "help",
+        "human",
+        "shipping_options",
+        "delivery_time",
+        "return_policy",
+        "order_status",
+    ] {
+        assert!(
+            set.get(id).is_some_and(|i| !i.examples.is_empty()),
+            "{id} with examples"
+        );
+    }
+}
+
+const BASE: &str = r#"
+[[intent]]
+id = "welcome"
+[intent.en]
+reply = ["hi"]
+
+[[intent]]
+id = "fallback"
+[intent.en]
+reply = ["sorry"]
+"#;
+
+/// Writes `BASE` plus one broken file and returns the first error, as printed.
+fn first_error(broken: &str) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("base.toml"), BASE).expect("write");
+    std::fs::write(dir.path().join("x.toml"), broken).expect("write");
+    let errors = IntentSet::load(dir.path()).expect_err("must not compile");
+    let prefix = format!("{}/", dir.path().display());
+    errors[0].to_string().replace(&prefix, "")
+}
+
+#[test]
+fn broken_files_point_at_the_mistake() {
+    for (broken, expected) in [
+        (
+            "[[intent]]\nid = \"a\"\npatterns = ['''x''',\n",
+            "x.toml:3:21: unclosed array",
+        ),
+        (
+            "[[intent]]\nid = \"a\"\npatterns = ['''ok''', '''(unclosed''']\n[intent.en]\nreply = [\"r\"]\n",
+            "x.toml:3:26: bad regex: unclosed group",
+        ),
+        (
+            "[[intent]]\nid = \"welcome\"\n[intent.en]\nreply = [\"again\"]\n",
+            "x.toml:2:7: duplicate intent id `welcome` (first defined at ",
+        ),
+        (
+            "[[intent]]\nid = \"a\"\npattern = ['''x''']\n",
+            "x.toml:3:1: unknown field `pattern`",
+        ),
+        (
+            "[[intent]]\nid = \"a\"\npatterns = ['''x''']\n",
+            "x.toml:2:7: intent `a` has no English reply",
+        ),
+        (
+            "[[intent]]\nid = \"Bad-Id\"\n[intent.en]\nreply = [\"r\"]\n",
+            "x.toml:2:6: intent id `Bad-Id` must be",
+        ),
+        (
+            "[[intent]]\nid = \"a\"\npatterns = ['''.*''']\n[intent.en]\nreply = [\"r\"]\n",
+            "x.toml:3:16: pattern matches the empty message",
+        ),
+        (
+            "[[intent]]\nid = \"a\"\n[intent.en]\nreply = []\n",
+            "x.toml:3:1: `reply` needs at least one text",
+        ),
+    ] {
+        let got = first_error(broken);
+        assert!(
+            got.starts_with(expected),
+            "{broken:?}\n  got:      {got}\n  expected: {expected}"
+        );
+    }
+}
+
+#[test]
+fn a_pack_without_fallback_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("only.toml"),
+        "[[intent]]\nid = \"welcome\"\n[intent.en]\nreply = [\"hi\"]\n",
+    )
+    .expect("write");
+    let errors = IntentSet::load(dir.path()).expect_err("must not compile");
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("no intent with id `fallback`"),
+        "{}",
+        errors[0]
+    );
+    assert!(IntentSet::load(Path::new("no-such-dir")).is_err());
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real `nudge` binary on a free port with a temporary store, driven by a
+//! real WebSocket client.
+
+mod bad_input;
+mod chat;
+mod durability;
+mod helpers;
+mod intent_files;
+mod webdriver;
+mod widget;
