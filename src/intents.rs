@@ -1,8 +1,10 @@
 //! The compiled intent set: every intent file under `intents/`, validated and compiled into one
 //! matcher. Routing is a pure function of the set and the text: no IO, no clock, no randomness.
 
+pub mod eval;
 mod file;
 mod matcher;
+mod rank;
 pub mod text;
 
 use std::collections::HashMap;
@@ -11,11 +13,16 @@ use std::path::Path;
 pub use file::{Diagnostic, Location};
 use file::{RawIntent, RawReply, Source};
 use matcher::Matcher;
+use rank::Ranker;
 
 /// The intents every pack must define: the greeting sent on connect and the reply when nothing
 /// matches.
 pub const WELCOME: &str = "welcome";
 pub const FALLBACK: &str = "fallback";
+
+/// Chosen on `../shared/eval/dev.csv` with `nudge intents eval`; see README.
+pub const DEFAULT_THRESHOLD: f32 = 0.35;
+pub const DEFAULT_MARGIN: f32 = 0.02;
 
 /// Locales a reply can be written in; the first is the default and must always be present.
 pub const LOCALES: [&str; 2] = ["en", "de"];
@@ -65,6 +72,7 @@ pub struct Example {
 #[serde(rename_all = "snake_case")]
 pub enum How {
     Pattern,
+    Examples,
     Fallback,
 }
 
@@ -73,7 +81,8 @@ pub struct Route {
     /// Index into `IntentSet::intents`.
     pub intent: usize,
     pub how: How,
-    /// 1.0 for a pattern match, 0.0 for the fallback.
+    /// 1.0 for a pattern match; the cosine similarity to the nearest example when ranked; for
+    /// the fallback, the best score that was not good enough.
     pub confidence: f32,
 }
 
@@ -82,6 +91,11 @@ pub struct IntentSet {
     pub intents: Vec<Intent>,
     by_id: HashMap<String, usize>,
     matcher: Matcher,
+    ranker: Ranker,
+    /// A ranked intent is accepted when its score reaches `threshold` and beats the runner-up
+    /// intent by `margin`.
+    pub threshold: f32,
+    pub margin: f32,
     welcome: usize,
     fallback: usize,
 }
@@ -172,9 +186,17 @@ impl IntentSet {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let examples: Vec<(usize, String)> = intents
+            .iter()
+            .enumerate()
+            .flat_map(|(i, intent)| intent.examples.iter().map(move |e| (i, text::normalize(&e.text))))
+            .collect();
         Ok(IntentSet {
             welcome: by_id[WELCOME],
             fallback: by_id[FALLBACK],
+            ranker: Ranker::new(&examples),
+            threshold: DEFAULT_THRESHOLD,
+            margin: DEFAULT_MARGIN,
             intents,
             by_id,
             matcher,
@@ -192,16 +214,16 @@ impl IntentSet {
     /// Routes a message that `text::normalize` has already normalized.
     pub fn route(&self, normalized: &str) -> Route {
         if let Some(intent) = self.matcher.best(normalized, &self.intents) {
-            return Route {
-                intent,
-                how: How::Pattern,
-                confidence: 1.0,
-            };
+            return Route { intent, how: How::Pattern, confidence: 1.0 };
         }
-        Route {
-            intent: self.fallback,
-            how: How::Fallback,
-            confidence: 0.0,
+        let fallback = |confidence| Route { intent: self.fallback, how: How::Fallback, confidence };
+        match self.ranker.rank(normalized) {
+            Some(r) if r.intent == self.fallback => fallback(0.0),
+            Some(r) if r.score >= self.threshold && r.score - r.runner_up >= self.margin => {
+                Route { intent: r.intent, how: How::Examples, confidence: r.score }
+            }
+            Some(r) => fallback(r.score),
+            None => fallback(0.0),
         }
     }
 

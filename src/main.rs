@@ -1,6 +1,6 @@
 //! The `nudge` command line: parses arguments and calls into the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +63,21 @@ enum IntentsCommand {
         #[arg(default_value = "intents")]
         dir: PathBuf,
     },
+    /// Route labelled messages (CSV with `text,label`; `none` = must fall back) and report.
+    Eval {
+        file: PathBuf,
+        #[arg(long, default_value = "intents")]
+        intents: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Override the example-ranking confidence threshold.
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Override the required margin over the runner-up intent.
+        #[arg(long)]
+        margin: Option<f32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +89,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Intents(IntentsCommand::Check { dir }) => return check(&dir),
+        Command::Intents(IntentsCommand::Eval { file, intents, json, threshold, margin }) => {
+            eval(&file, &intents, json, threshold, margin)
+        }
         Command::Chat { url, campaign } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -120,7 +138,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-fn check(dir: &std::path::Path) -> ExitCode {
+fn eval(file: &Path, dir: &Path, json: bool, threshold: Option<f32>, margin: Option<f32>) -> anyhow::Result<()> {
+    let mut set = IntentSet::load(dir).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("the intents have errors:\n{}", list.join("\n"))
+    })?;
+    set.threshold = threshold.unwrap_or(set.threshold);
+    set.margin = margin.unwrap_or(set.margin);
+    let rows = nudge::intents::eval::read_rows(file)?;
+    let report = nudge::intents::eval::evaluate(&set, &rows);
+    if json {
+        let mut value = serde_json::to_value(&report)?;
+        value["accuracy"] = report.accuracy().into();
+        value["labelled_accuracy"] = report.labelled_accuracy().into();
+        value["false_match_rate"] = report.false_match_rate().into();
+        print_out(&format!("{}\n", serde_json::to_string_pretty(&value)?))
+    } else {
+        print_out(&report.to_string())
+    }
+}
+
+/// Prints to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn check(dir: &Path) -> ExitCode {
     let set = match IntentSet::load(dir) {
         Ok(set) => set,
         Err(errors) => {

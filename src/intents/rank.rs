@@ -1,0 +1,155 @@
+//! Example-based routing: TF-IDF over words, word pairs and character n-grams, and the cosine
+//! similarity of a message to every intent's examples. Used when no pattern matches; the best
+//! intent is accepted only above a confidence threshold and with a margin over the runner-up.
+
+use std::collections::HashMap;
+
+/// Character n-gram sizes, taken inside each word padded with spaces (` shoe ` → ` sh`, `sho`, ...),
+/// so that misspellings and inflections still share most features.
+const CHAR_NGRAMS: std::ops::RangeInclusive<usize> = 3..=5;
+/// Words weigh more than their n-grams: a shared word is stronger evidence than a shared stem.
+const WORD_WEIGHT: f32 = 2.0;
+const PAIR_WEIGHT: f32 = 1.5;
+
+#[derive(Debug)]
+pub struct Ranker {
+    vocabulary: HashMap<String, u32>,
+    idf: Vec<f32>,
+    /// idf of a feature no example has: unknown words still lengthen a message's vector, so a
+    /// message that is mostly about something else scores low.
+    unseen_idf: f32,
+    /// For each feature, the examples that have it and its weight there.
+    postings: Vec<Vec<(u32, f32)>>,
+    /// The intent each example belongs to.
+    owners: Vec<usize>,
+}
+
+/// The best intent for a message and how sure the ranker is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ranked {
+    pub intent: usize,
+    pub score: f32,
+    /// The best score of any other intent.
+    pub runner_up: f32,
+}
+
+impl Ranker {
+    /// `examples` are (intent index, normalized text).
+    pub fn new(examples: &[(usize, String)]) -> Ranker {
+        let mut vocabulary: HashMap<String, u32> = HashMap::new();
+        let mut document_frequency: Vec<u32> = Vec::new();
+        let featured: Vec<Vec<(u32, f32)>> = examples
+            .iter()
+            .map(|(_, text)| {
+                let counts = features(text);
+                counts
+                    .into_iter()
+                    .map(|(feature, weight)| {
+                        let next = vocabulary.len() as u32;
+                        let id = *vocabulary.entry(feature).or_insert(next);
+                        if id as usize == document_frequency.len() {
+                            document_frequency.push(0);
+                        }
+                        document_frequency[id as usize] += 1;
+                        (id, weight)
+                    })
+                    .collect()
+            })
+            .collect();
+        let n = examples.len() as f32;
+        let idf: Vec<f32> = document_frequency.iter().map(|&df| ((n + 1.0) / (df as f32 + 1.0)).ln() + 1.0).collect();
+        let mut postings = vec![Vec::new(); idf.len()];
+        for (example, features) in featured.iter().enumerate() {
+            let norm = features.iter().map(|(id, w)| (w * idf[*id as usize]).powi(2)).sum::<f32>().sqrt();
+            for (id, w) in features {
+                postings[*id as usize].push((example as u32, w * idf[*id as usize] / norm.max(f32::EPSILON)));
+            }
+        }
+        Ranker {
+            vocabulary,
+            idf,
+            unseen_idf: (n + 1.0).ln() + 1.0,
+            postings,
+            owners: examples.iter().map(|(owner, _)| *owner).collect(),
+        }
+    }
+
+    /// The intent whose examples are nearest to the message, or `None` when it shares nothing.
+    pub fn rank(&self, normalized: &str) -> Option<Ranked> {
+        let mut query = Vec::new();
+        let mut norm = 0.0f32;
+        for (feature, weight) in features(normalized) {
+            match self.vocabulary.get(&feature) {
+                Some(&id) => {
+                    let w = weight * self.idf[id as usize];
+                    norm += w * w;
+                    query.push((id, w));
+                }
+                None => norm += (weight * self.unseen_idf).powi(2),
+            }
+        }
+        if query.is_empty() {
+            return None;
+        }
+        let norm = norm.sqrt();
+        let mut scores: HashMap<u32, f32> = HashMap::new();
+        for (id, w) in query {
+            for &(example, weight) in &self.postings[id as usize] {
+                *scores.entry(example).or_insert(0.0) += w * weight / norm;
+            }
+        }
+        let mut best_per_intent: HashMap<usize, f32> = HashMap::new();
+        for (example, score) in scores {
+            let best = best_per_intent.entry(self.owners[example as usize]).or_insert(0.0);
+            *best = best.max(score);
+        }
+        let mut ranked: Vec<(usize, f32)> = best_per_intent.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let (intent, score) = ranked[0];
+        Some(Ranked { intent, score, runner_up: ranked.get(1).map_or(0.0, |r| r.1) })
+    }
+}
+
+/// Words (digits collapsed to one token, so order numbers do not look like anything), word
+/// pairs and character n-grams, with their counts times their kind's weight.
+fn features(normalized: &str) -> Vec<(String, f32)> {
+    let words: Vec<&str> = normalized
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| if w.chars().all(|c| c.is_ascii_digit()) { "#" } else { w })
+        .collect();
+    let mut counts: HashMap<String, f32> = HashMap::new();
+    for word in &words {
+        *counts.entry(format!("w:{word}")).or_insert(0.0) += WORD_WEIGHT;
+        let padded: Vec<char> = format!(" {word} ").chars().collect();
+        for n in CHAR_NGRAMS {
+            for gram in padded.windows(n) {
+                *counts.entry(gram.iter().collect()).or_insert(0.0) += 1.0;
+            }
+        }
+    }
+    for pair in words.windows(2) {
+        *counts.entry(format!("p:{} {}", pair[0], pair[1])).or_insert(0.0) += PAIR_WEIGHT;
+    }
+    counts.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_examples_win() {
+        let ranker = Ranker::new(&[
+            (0, "where is my parcel".into()),
+            (0, "track my order".into()),
+            (1, "how do i return shoes".into()),
+            (1, "refund policy".into()),
+        ]);
+        let top = ranker.rank("tracking my orders").expect("ranked");
+        assert_eq!(top.intent, 0);
+        assert!(top.score > top.runner_up);
+        assert_eq!(ranker.rank("returning the shoes").map(|r| r.intent), Some(1));
+        assert_eq!(ranker.rank("xyzzy"), None);
+    }
+}
