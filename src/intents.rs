@@ -189,7 +189,12 @@ impl IntentSet {
         let examples: Vec<(usize, String)> = intents
             .iter()
             .enumerate()
-            .flat_map(|(i, intent)| intent.examples.iter().map(move |e| (i, text::normalize(&e.text))))
+            .flat_map(|(i, intent)| {
+                intent
+                    .examples
+                    .iter()
+                    .map(move |e| (i, text::normalize(&e.text)))
+            })
             .collect();
         Ok(IntentSet {
             welcome: by_id[WELCOME],
@@ -214,14 +219,24 @@ impl IntentSet {
     /// Routes a message that `text::normalize` has already normalized.
     pub fn route(&self, normalized: &str) -> Route {
         if let Some(intent) = self.matcher.best(normalized, &self.intents) {
-            return Route { intent, how: How::Pattern, confidence: 1.0 };
+            return Route {
+                intent,
+                how: How::Pattern,
+                confidence: 1.0,
+            };
         }
-        let fallback = |confidence| Route { intent: self.fallback, how: How::Fallback, confidence };
+        let fallback = |confidence| Route {
+            intent: self.fallback,
+            how: How::Fallback,
+            confidence,
+        };
         match self.ranker.rank(normalized) {
             Some(r) if r.intent == self.fallback => fallback(0.0),
-            Some(r) if r.score >= self.threshold && r.score - r.runner_up >= self.margin => {
-                Route { intent: r.intent, how: How::Examples, confidence: r.score }
-            }
+            Some(r) if r.score >= self.threshold && r.score - r.runner_up >= self.margin => Route {
+                intent: r.intent,
+                how: How::Examples,
+                confidence: r.score,
+            },
             Some(r) => fallback(r.score),
             None => fallback(0.0),
         }

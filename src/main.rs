@@ -89,9 +89,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Intents(IntentsCommand::Check { dir }) => return check(&dir),
-        Command::Intents(IntentsCommand::Eval { file, intents, json, threshold, margin }) => {
-            eval(&file, &intents, json, threshold, margin)
-        }
+        Command::Intents(IntentsCommand::Eval {
+            file,
+            intents,
+            json,
+            threshold,
+            margin,
+        }) => eval(&file, &intents, json, threshold, margin),
         Command::Chat { url, campaign } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -138,7 +142,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-fn eval(file: &Path, dir: &Path, json: bool, threshold: Option<f32>, margin: Option<f32>) -> anyhow::Result<()> {
+fn eval(
+    file: &Path,
+    dir: &Path,
+    json: bool,
+    threshold: Option<f32>,
+    margin: Option<f32>,
+) -> anyhow::Result<()> {
     let mut set = IntentSet::load(dir).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("the intents have errors:\n{}", list.join("\n"))

@@ -57,12 +57,22 @@ impl Ranker {
             })
             .collect();
         let n = examples.len() as f32;
-        let idf: Vec<f32> = document_frequency.iter().map(|&df| ((n + 1.0) / (df as f32 + 1.0)).ln() + 1.0).collect();
+        let idf: Vec<f32> = document_frequency
+            .iter()
+            .map(|&df| ((n + 1.0) / (df as f32 + 1.0)).ln() + 1.0)
+            .collect();
         let mut postings = vec![Vec::new(); idf.len()];
         for (example, features) in featured.iter().enumerate() {
-            let norm = features.iter().map(|(id, w)| (w * idf[*id as usize]).powi(2)).sum::<f32>().sqrt();
+            let norm = features
+                .iter()
+                .map(|(id, w)| (w * idf[*id as usize]).powi(2))
+                .sum::<f32>()
+                .sqrt();
             for (id, w) in features {
-                postings[*id as usize].push((example as u32, w * idf[*id as usize] / norm.max(f32::EPSILON)));
+                postings[*id as usize].push((
+                    example as u32,
+                    w * idf[*id as usize] / norm.max(f32::EPSILON),
+                ));
             }
         }
         Ranker {
@@ -100,13 +110,19 @@ impl Ranker {
         }
         let mut best_per_intent: HashMap<usize, f32> = HashMap::new();
         for (example, score) in scores {
-            let best = best_per_intent.entry(self.owners[example as usize]).or_insert(0.0);
+            let best = best_per_intent
+                .entry(self.owners[example as usize])
+                .or_insert(0.0);
             *best = best.max(score);
         }
         let mut ranked: Vec<(usize, f32)> = best_per_intent.into_iter().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let (intent, score) = ranked[0];
-        Some(Ranked { intent, score, runner_up: ranked.get(1).map_or(0.0, |r| r.1) })
+        Some(Ranked {
+            intent,
+            score,
+            runner_up: ranked.get(1).map_or(0.0, |r| r.1),
+        })
     }
 }
 
@@ -116,7 +132,13 @@ fn features(normalized: &str) -> Vec<(String, f32)> {
     let words: Vec<&str> = normalized
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(|w| if w.chars().all(|c| c.is_ascii_digit()) { "#" } else { w })
+        .map(|w| {
+            if w.chars().all(|c| c.is_ascii_digit()) {
+                "#"
+            } else {
+                w
+            }
+        })
         .collect();
     let mut counts: HashMap<String, f32> = HashMap::new();
     for word in &words {
@@ -129,7 +151,9 @@ fn features(normalized: &str) -> Vec<(String, f32)> {
         }
     }
     for pair in words.windows(2) {
-        *counts.entry(format!("p:{} {}", pair[0], pair[1])).or_insert(0.0) += PAIR_WEIGHT;
+        *counts
+            .entry(format!("p:{} {}", pair[0], pair[1]))
+            .or_insert(0.0) += PAIR_WEIGHT;
     }
     counts.into_iter().collect()
 }
@@ -149,7 +173,10 @@ mod tests {
         let top = ranker.rank("tracking my orders").expect("ranked");
         assert_eq!(top.intent, 0);
         assert!(top.score > top.runner_up);
-        assert_eq!(ranker.rank("returning the shoes").map(|r| r.intent), Some(1));
+        assert_eq!(
+            ranker.rank("returning the shoes").map(|r| r.intent),
+            Some(1)
+        );
         assert_eq!(ranker.rank("xyzzy"), None);
     }
 }
