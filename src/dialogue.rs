@@ -1,11 +1,24 @@
 //! The dialogue engine: a pure function from (intent set, conversation state, message, time) to
 //! the frames to send and the effects to apply. No IO, no clock, no randomness: the session in
 //! `chat` applies the effects through `store` and only then sends the frames.
+//!
+//! Routing order: the answer to a pending slot question; then intent patterns; then the
+//! example ranker; below its threshold, the fallback.
+
+use std::collections::BTreeMap;
 
 use crate::ids::VisitorId;
-use crate::intents::{IntentSet, Route, text};
+use crate::intents::slots::{ConsentKind, Slot};
+use crate::intents::{How, Intent, IntentSet, template::Template, text};
 use crate::protocol::{Reply, ServerFrame};
-use crate::store::{Entry, Speaker};
+use crate::store::{Entry, Pending, Speaker};
+
+/// A ranked match this close to an example means the shopper changed the subject instead of
+/// answering the question; weaker ones count as a bad answer.
+const SURE: f32 = 0.6;
+
+/// A `done` intent may itself ask and finish into another; this bounds such chains.
+const MAX_CHAIN: usize = 4;
 
 /// What the engine needs to know about a conversation.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +26,10 @@ pub struct State {
     pub visitor: VisitorId,
     /// `en` or `de`: from `hello`, then from the language of the shopper's messages.
     pub locale: String,
+    /// The visitor's preferences (name → value).
+    pub preferences: BTreeMap<String, String>,
+    /// The question the bot is waiting for an answer to.
+    pub pending: Option<Pending>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -29,64 +46,297 @@ pub enum Input<'a> {
 pub enum Effect {
     Record(Entry),
     SetLocale(String),
+    /// A captured preference and the message it came from.
+    SetPreference {
+        name: String,
+        value: String,
+        message: String,
+    },
+    AddTags(Vec<String>),
+    AddScore(i64),
+    SetPending(Option<Pending>),
+    SetConsent {
+        kind: ConsentKind,
+        granted: bool,
+    },
+    /// The shopper asked for a person.
+    Handoff,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Step {
     pub frames: Vec<ServerFrame>,
     pub effects: Vec<Effect>,
 }
 
 pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> Step {
-    let mut effects = Vec::new();
-    let mut locale = state.locale.as_str();
-    let route = match input {
-        Input::Start => Route {
-            intent: intents.welcome(),
-            how: crate::intents::How::Pattern,
-            confidence: 1.0,
-        },
-        Input::Say(message) | Input::Choose(message) => {
-            let normalized = text::normalize(message);
-            if let Some(guessed) = text::guess_locale(&normalized).filter(|l| *l != locale) {
-                locale = guessed;
-                effects.push(Effect::SetLocale(guessed.to_string()));
-            }
-            let route = intents.route(&normalized);
-            effects.push(Effect::Record(Entry {
-                at: now,
-                from: Speaker::Shopper,
-                text: message.to_string(),
-                intent: Some(intents.intents[route.intent].id.clone()),
-                how: Some(route.how),
-                confidence: Some(route.confidence),
-                variant: None,
-            }));
-            route
-        }
+    let mut turn = Turn {
+        intents,
+        visitor: state.visitor,
+        locale: state.locale.clone(),
+        preferences: state.preferences.clone(),
+        now,
+        step: Step::default(),
     };
-    let intent = &intents.intents[route.intent];
-    let reply = intent.reply(locale);
-    let variant = choose_variant(&state.visitor, &intent.id, reply.variants.len());
-    let text = reply.variants[variant].clone();
-    effects.push(Effect::Record(Entry {
-        at: now,
-        from: Speaker::Bot,
-        text: text.clone(),
-        intent: Some(intent.id.clone()),
-        how: None,
-        confidence: None,
-        variant: Some(variant as u32),
-    }));
-    let shown_route = !matches!(input, Input::Start);
-    let frames = vec![ServerFrame::Reply(Reply {
-        text,
-        intent: intent.id.clone(),
-        choices: reply.choices.clone(),
-        how: shown_route.then_some(route.how),
-        confidence: shown_route.then_some(route.confidence),
-    })];
-    Step { frames, effects }
+    let message = match input {
+        Input::Start => {
+            turn.answer(intents.welcome(), "", "", 0);
+            return turn.step;
+        }
+        Input::Say(message) | Input::Choose(message) => message,
+    };
+    let normalized = text::normalize(message);
+    if let Some(guessed) = text::guess_locale(&normalized).filter(|l| *l != turn.locale) {
+        turn.locale = guessed.to_string();
+        turn.step
+            .effects
+            .push(Effect::SetLocale(turn.locale.clone()));
+    }
+    if let Some(pending) = &state.pending
+        && let Some(slot) = intents.slot(&pending.slot)
+        && turn.slot_answer(slot, pending, &normalized, message)
+    {
+        turn.show_route(How::Slot, 1.0);
+        return turn.step;
+    }
+    let known = |p: &str| state.preferences.contains_key(p);
+    let route = intents.route(&normalized, &known);
+    turn.record_shopper(
+        message,
+        &intents.intents[route.intent].id,
+        route.how,
+        route.confidence,
+    );
+    if state.pending.is_some() && intents.intents[route.intent].ask.is_empty() {
+        turn.step.effects.push(Effect::SetPending(None));
+    }
+    turn.answer(route.intent, &normalized, message, 0);
+    turn.show_route(route.how, route.confidence);
+    turn.step
+}
+
+/// One engine step in progress.
+struct Turn<'a> {
+    intents: &'a IntentSet,
+    visitor: VisitorId,
+    locale: String,
+    /// Preferences as this step has changed them, for templates and the next question.
+    preferences: BTreeMap<String, String>,
+    now: u64,
+    step: Step,
+}
+
+impl Turn<'_> {
+    /// Handles a message as the answer to the pending question. Returns false when the
+    /// shopper clearly changed the subject (another intent matches), so normal routing goes on.
+    fn slot_answer(
+        &mut self,
+        slot: &Slot,
+        pending: &Pending,
+        normalized: &str,
+        message: &str,
+    ) -> bool {
+        if let Some(value) = slot.extract(normalized, message, true) {
+            self.record_shopper(message, &pending.intent, How::Slot, 1.0);
+            self.set_preference(slot, value, message);
+            self.continue_flow(&pending.then, pending.done.as_deref(), &pending.intent, 0);
+            return true;
+        }
+        let declined = text::is_decline(normalized);
+        let known = |p: &str| self.preferences.contains_key(p);
+        let route = self.intents.route(normalized, &known);
+        let changed_subject =
+            route.how == How::Pattern || (route.how == How::Examples && route.confidence >= SURE);
+        if !declined && changed_subject {
+            return false;
+        }
+        self.record_shopper(message, &pending.intent, How::Slot, 0.0);
+        let question = slot.question(&self.locale);
+        if declined || pending.tries + 1 >= slot.tries {
+            let skip = question.skip.as_ref();
+            if let Some(skip) = skip {
+                let text = self.render(skip);
+                self.say(text, &pending.intent, Vec::new(), None);
+            }
+            self.continue_flow(&pending.then, pending.done.as_deref(), &pending.intent, 0);
+        } else {
+            let text = self.render(&question.retry);
+            self.say(text, &pending.intent, question.choices.clone(), None);
+            let retry = Pending {
+                tries: pending.tries + 1,
+                ..pending.clone()
+            };
+            self.step.effects.push(Effect::SetPending(Some(retry)));
+        }
+        true
+    }
+
+    /// Answers with `intent`: its captures, preferences, tags and score, its reply, then the
+    /// next question of its flow.
+    fn answer(&mut self, index: usize, normalized: &str, message: &str, depth: usize) {
+        let intents = self.intents;
+        let intent: &Intent = &intents.intents[index];
+        for &slot in &intent.capture {
+            let slot = &intents.slots[slot];
+            if let Some(value) = slot.extract(normalized, message, false) {
+                self.set_preference(slot, value, message);
+            }
+        }
+        for (name, template) in &intent.set {
+            let value = self.render(template);
+            match intents.slot(name) {
+                // Through the slot, so that setting a consent slot records the consent.
+                Some(slot) => self.set_preference(slot, value, message),
+                None => {
+                    self.preferences.insert(name.clone(), value.clone());
+                    let message = message.to_string();
+                    self.step.effects.push(Effect::SetPreference {
+                        name: name.clone(),
+                        value,
+                        message,
+                    });
+                }
+            }
+        }
+        // A tag naming a preference that is not known yet is not added.
+        let tags: Vec<String> = intent
+            .tags
+            .iter()
+            .filter(|t| t.names().all(|n| self.preferences.contains_key(n)))
+            .map(|t| self.render(t))
+            .collect();
+        if !tags.is_empty() {
+            self.step.effects.push(Effect::AddTags(tags));
+        }
+        if intent.score != 0 {
+            self.step.effects.push(Effect::AddScore(intent.score));
+        }
+        if intent.handoff {
+            self.step.effects.push(Effect::Handoff);
+        }
+        let reply = intent.reply(&self.locale);
+        let variant = choose_variant(&self.visitor, &intent.id, reply.variants.len());
+        let text = self.render(&reply.variants[variant]);
+        self.say(
+            text,
+            &intent.id,
+            reply.choices.clone(),
+            Some(variant as u32),
+        );
+        if !intent.ask.is_empty() || intent.done.is_some() {
+            let queue: Vec<String> = intent
+                .ask
+                .iter()
+                .map(|&s| intents.slots[s].id.clone())
+                .collect();
+            let done = intent.done.map(|d| intents.intents[d].id.as_str());
+            self.continue_flow(&queue, done, &intent.id, depth);
+        }
+    }
+
+    /// Asks the first slot of `queue` that is not known yet; when none is left, answers with
+    /// the `done` intent.
+    fn continue_flow(&mut self, queue: &[String], done: Option<&str>, asking: &str, depth: usize) {
+        let intents = self.intents;
+        let askable = |id: &String| {
+            intents.slot(id).is_some_and(|slot| {
+                !self.preferences.contains_key(id)
+                    && slot
+                        .requires
+                        .iter()
+                        .all(|r| self.preferences.contains_key(r))
+            })
+        };
+        let next = queue.iter().enumerate().find(|(_, id)| askable(id));
+        if let Some((i, id)) = next
+            && let Some(slot) = intents.slot(id)
+        {
+            let question = slot.question(&self.locale);
+            let text = self.render(&question.ask);
+            self.say(text, asking, question.choices.clone(), None);
+            let pending = Pending {
+                slot: id.clone(),
+                tries: 0,
+                then: queue[i + 1..].to_vec(),
+                done: done.map(str::to_string),
+                intent: asking.to_string(),
+            };
+            self.step.effects.push(Effect::SetPending(Some(pending)));
+            return;
+        }
+        self.step.effects.push(Effect::SetPending(None));
+        if let Some(done) = done.and_then(|d| intents.index_of(d))
+            && depth < MAX_CHAIN
+        {
+            self.answer(done, "", "", depth + 1);
+        }
+    }
+
+    /// Tells clients how the message was routed, on the first reply of the step.
+    fn show_route(&mut self, how: How, confidence: f32) {
+        if let Some(ServerFrame::Reply(reply)) = self.step.frames.first_mut() {
+            reply.how = Some(how);
+            reply.confidence = Some(confidence);
+        }
+    }
+
+    fn set_preference(&mut self, slot: &Slot, value: String, message: &str) {
+        if let Some(kind) = slot.consent {
+            self.step.effects.push(Effect::SetConsent {
+                kind,
+                granted: value == "yes",
+            });
+        }
+        self.preferences.insert(slot.id.clone(), value.clone());
+        let message = message.to_string();
+        self.step.effects.push(Effect::SetPreference {
+            name: slot.id.clone(),
+            value,
+            message,
+        });
+    }
+
+    fn render(&self, template: &Template) -> String {
+        template.render(|name| self.preferences.get(name).map(String::as_str))
+    }
+
+    fn record_shopper(&mut self, message: &str, intent: &str, how: How, confidence: f32) {
+        self.step.effects.push(Effect::Record(Entry {
+            at: self.now,
+            from: Speaker::Shopper,
+            text: message.to_string(),
+            intent: Some(intent.to_string()),
+            how: Some(how),
+            confidence: Some(confidence),
+            variant: None,
+        }));
+    }
+
+    /// A bot reply: recorded on the transcript and sent as a `reply` frame.
+    fn say(
+        &mut self,
+        text: String,
+        intent: &str,
+        choices: Vec<crate::intents::Choice>,
+        variant: Option<u32>,
+    ) {
+        self.step.effects.push(Effect::Record(Entry {
+            at: self.now,
+            from: Speaker::Bot,
+            text: text.clone(),
+            intent: Some(intent.to_string()),
+            how: None,
+            confidence: None,
+            variant,
+        }));
+        self.step.frames.push(ServerFrame::Reply(Reply {
+            text,
+            intent: intent.to_string(),
+            choices,
+            how: None,
+            confidence: None,
+        }));
+    }
 }
 
 /// A visitor always sees the same variant of an intent's reply: FNV-1a over the visitor id and

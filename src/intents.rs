@@ -1,31 +1,40 @@
-//! The compiled intent set: every intent file under `intents/`, validated and compiled into one
-//! matcher. Routing is a pure function of the set and the text: no IO, no clock, no randomness.
+//! The compiled intent set: every intent and slot file under `intents/`, validated and compiled
+//! into one matcher and one example ranker. Routing is a pure function of the set, the known
+//! preferences and the text: no IO, no clock, no randomness.
 
+mod compile;
 pub mod eval;
 mod file;
 mod matcher;
 mod rank;
+pub mod slots;
+pub mod template;
 pub mod text;
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use file::Source;
 pub use file::{Diagnostic, Location};
-use file::{RawIntent, RawReply, Source};
 use matcher::Matcher;
 use rank::Ranker;
+use slots::Slot;
+use template::Template;
 
-/// The intents every pack must define: the greeting sent on connect and the reply when nothing
-/// matches.
+/// The intents every pack must define: the greeting sent on connect and the reply when no
+/// intent matches.
 pub const WELCOME: &str = "welcome";
 pub const FALLBACK: &str = "fallback";
 
-/// Chosen on `../shared/eval/dev.csv` with `nudge intents eval`; see README.
+/// Chosen on `../shared/eval/dev.csv` with `nudge intents eval --threshold --margin`; see README.
 pub const DEFAULT_THRESHOLD: f32 = 0.35;
 pub const DEFAULT_MARGIN: f32 = 0.02;
 
 /// Locales a reply can be written in; the first is the default and must always be present.
 pub const LOCALES: [&str; 2] = ["en", "de"];
+
+/// Preferences Nudge fills itself (from email links), usable in templates and conditions.
+pub const BUILTIN_PREFERENCES: [&str; 2] = ["name", "email"];
 
 #[derive(Debug)]
 pub struct Intent {
@@ -36,6 +45,17 @@ pub struct Intent {
     replies: [Option<Reply>; 2],
     pub examples: Vec<Example>,
     pub counter_examples: Vec<Example>,
+    pub when_set: Vec<String>,
+    pub when_unset: Vec<String>,
+    pub set: Vec<(String, Template)>,
+    /// Indexes into `IntentSet::slots`.
+    pub capture: Vec<usize>,
+    pub ask: Vec<usize>,
+    /// Index into `IntentSet::intents`.
+    pub done: Option<usize>,
+    pub tags: Vec<Template>,
+    pub score: i64,
+    pub handoff: bool,
 }
 
 impl Intent {
@@ -47,11 +67,16 @@ impl Intent {
             .or(self.replies[0].as_ref())
             .expect("English reply checked at compile")
     }
+
+    /// Whether the intent's conditions hold for a visitor; `known` says which preferences are set.
+    pub fn eligible(&self, known: &dyn Fn(&str) -> bool) -> bool {
+        self.when_set.iter().all(|p| known(p)) && !self.when_unset.iter().any(|p| known(p))
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Reply {
-    pub variants: Vec<String>,
+    pub variants: Vec<Template>,
     pub choices: Vec<Choice>,
 }
 
@@ -71,6 +96,8 @@ pub struct Example {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum How {
+    /// The answer to the question the bot asked.
+    Slot,
     Pattern,
     Examples,
     Fallback,
@@ -89,7 +116,9 @@ pub struct Route {
 #[derive(Debug)]
 pub struct IntentSet {
     pub intents: Vec<Intent>,
+    pub slots: Vec<Slot>,
     by_id: HashMap<String, usize>,
+    slot_by_id: HashMap<String, usize>,
     matcher: Matcher,
     ranker: Ranker,
     /// A ranked intent is accepted when its score reaches `threshold` and beats the runner-up
@@ -98,19 +127,21 @@ pub struct IntentSet {
     pub margin: f32,
     welcome: usize,
     fallback: usize,
+    /// Problems that do not stop the set from working (examples two intents both claim).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl IntentSet {
     /// Reads and compiles every `*.toml` file directly under `dir` (in name order), or returns
     /// every problem found, each with its `file:line:col`.
     pub fn load(dir: &Path) -> Result<IntentSet, Vec<Diagnostic>> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| {
-                vec![file::dir_diagnostic(
-                    dir,
-                    format!("cannot read intents directory: {e}"),
-                )]
-            })?
+        let read_dir = std::fs::read_dir(dir).map_err(|e| {
+            vec![file::dir_diagnostic(
+                dir,
+                format!("cannot read intents directory: {e}"),
+            )]
+        })?;
+        let mut files: Vec<_> = read_dir
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
             .collect();
@@ -123,7 +154,7 @@ impl IntentSet {
                 Err(e) => errors.push(file::dir_diagnostic(&path, format!("cannot read: {e}"))),
             }
         }
-        match Self::compile(dir, &sources) {
+        match compile::compile(dir, &sources) {
             Ok(set) if errors.is_empty() => Ok(set),
             Ok(_) => Err(errors),
             Err(more) => {
@@ -133,92 +164,31 @@ impl IntentSet {
         }
     }
 
-    /// Compiles already-read files; `dir` only names where missing intents should have been.
-    pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnostic>> {
-        let mut errors = Vec::new();
-        let mut intents: Vec<Intent> = Vec::new();
-        let mut by_id: HashMap<String, usize> = HashMap::new();
-        let mut patterns = Vec::new();
-        for source in sources {
-            let raw = match file::parse(source) {
-                Ok(raw) => raw,
-                Err(d) => {
-                    errors.push(d);
-                    continue;
-                }
-            };
-            for raw_intent in raw.intent {
-                let index = intents.len();
-                match compile_intent(source, raw_intent, index, &mut patterns, &mut errors) {
-                    Some(intent) => {
-                        if let Some(&first) = by_id.get(&intent.id) {
-                            errors.push(file::Diagnostic {
-                                at: intent.at.clone(),
-                                message: format!(
-                                    "duplicate intent id `{}` (first defined at {})",
-                                    intent.id, intents[first].at
-                                ),
-                            });
-                            continue;
-                        }
-                        by_id.insert(intent.id.clone(), index);
-                        intents.push(intent);
-                    }
-                    None => continue,
-                }
-            }
-        }
-        for required in [WELCOME, FALLBACK] {
-            if !by_id.contains_key(required) && errors.is_empty() {
-                errors.push(file::dir_diagnostic(
-                    dir,
-                    format!("no intent with id `{required}`: every pack needs one"),
-                ));
-            }
-        }
-        let matcher = match Matcher::new(patterns) {
-            Ok(m) => m,
-            Err(d) => {
-                errors.push(d);
-                return Err(errors);
-            }
-        };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let examples: Vec<(usize, String)> = intents
-            .iter()
-            .enumerate()
-            .flat_map(|(i, intent)| {
-                intent
-                    .examples
-                    .iter()
-                    .map(move |e| (i, text::normalize(&e.text)))
-            })
-            .collect();
-        Ok(IntentSet {
-            welcome: by_id[WELCOME],
-            fallback: by_id[FALLBACK],
-            ranker: Ranker::new(&examples),
-            threshold: DEFAULT_THRESHOLD,
-            margin: DEFAULT_MARGIN,
-            intents,
-            by_id,
-            matcher,
-        })
-    }
-
     pub fn get(&self, id: &str) -> Option<&Intent> {
         self.by_id.get(id).map(|&i| &self.intents[i])
+    }
+
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    pub fn slot(&self, id: &str) -> Option<&Slot> {
+        self.slot_by_id.get(id).map(|&i| &self.slots[i])
     }
 
     pub fn welcome(&self) -> usize {
         self.welcome
     }
 
-    /// Routes a message that `text::normalize` has already normalized.
-    pub fn route(&self, normalized: &str) -> Route {
-        if let Some(intent) = self.matcher.best(normalized, &self.intents) {
+    pub fn fallback(&self) -> usize {
+        self.fallback
+    }
+
+    /// Routes a message that `text::normalize` has already normalized, among the intents whose
+    /// conditions hold (`known` says which preferences the visitor has).
+    pub fn route(&self, normalized: &str, known: &dyn Fn(&str) -> bool) -> Route {
+        let eligible = |i: usize| self.intents[i].eligible(known);
+        if let Some(intent) = self.matcher.best(normalized, &self.intents, &eligible) {
             return Route {
                 intent,
                 how: How::Pattern,
@@ -230,7 +200,7 @@ impl IntentSet {
             how: How::Fallback,
             confidence,
         };
-        match self.ranker.rank(normalized) {
+        match self.ranker.rank(normalized, &eligible) {
             Some(r) if r.intent == self.fallback => fallback(0.0),
             Some(r) if r.score >= self.threshold && r.score - r.runner_up >= self.margin => Route {
                 intent: r.intent,
@@ -242,12 +212,16 @@ impl IntentSet {
         }
     }
 
-    /// Runs every example and counter-example; each failure names the example's place.
+    /// Runs every example and counter-example, each with its own intent's `when_set`
+    /// preferences known; each failure names the example's place.
     pub fn check_examples(&self) -> Vec<Diagnostic> {
         let mut failures = Vec::new();
         for intent in &self.intents {
+            let known = |p: &str| intent.when_set.iter().any(|s| s == p);
+            let routed =
+                |text: &str| &self.intents[self.route(&text::normalize(text), &known).intent].id;
             for example in &intent.examples {
-                let got = &self.intents[self.route(&text::normalize(&example.text)).intent].id;
+                let got = routed(&example.text);
                 if *got != intent.id {
                     failures.push(Diagnostic {
                         at: example.at.clone(),
@@ -259,8 +233,7 @@ impl IntentSet {
                 }
             }
             for example in &intent.counter_examples {
-                if self.intents[self.route(&text::normalize(&example.text)).intent].id == intent.id
-                {
+                if *routed(&example.text) == intent.id {
                     failures.push(Diagnostic {
                         at: example.at.clone(),
                         message: format!(
@@ -273,105 +246,4 @@ impl IntentSet {
         }
         failures
     }
-}
-
-fn compile_intent(
-    source: &Source,
-    raw: RawIntent,
-    index: usize,
-    patterns: &mut Vec<matcher::Pattern>,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<Intent> {
-    let id_span = raw.id.span();
-    let id = raw.id.into_inner();
-    let at = source.inside(&id_span);
-    let before = errors.len();
-    if !is_valid_id(&id) {
-        errors.push(source.at(
-            &id_span,
-            format!(
-                "intent id `{id}` must be lowercase letters, digits and `_`, starting with a letter"
-            ),
-        ));
-    }
-    for pattern in raw.patterns {
-        let span = pattern.span();
-        match matcher::Pattern::new(pattern.into_inner(), index) {
-            Ok(p) => patterns.push(p),
-            Err(e) => errors.push(Diagnostic {
-                at: source.inside(&span),
-                message: e,
-            }),
-        }
-    }
-    let examples = |list: Vec<toml::Spanned<String>>| -> Vec<Example> {
-        list.into_iter()
-            .map(|e| Example {
-                at: source.inside(&e.span()),
-                text: e.into_inner(),
-            })
-            .collect()
-    };
-    let mut replies = [None, None];
-    for (slot, raw_reply) in replies.iter_mut().zip([raw.en, raw.de]) {
-        if let Some(raw_reply) = raw_reply {
-            *slot = compile_reply(source, raw_reply, errors);
-        }
-    }
-    if replies[0].is_none() && errors.len() == before {
-        errors.push(Diagnostic {
-            at: at.clone(),
-            message: format!("intent `{id}` has no English reply: add an `[intent.en]` table with `reply = [...]`"),
-        });
-    }
-    if errors.len() > before {
-        return None;
-    }
-    Some(Intent {
-        id,
-        priority: raw.priority,
-        at,
-        replies,
-        examples: examples(raw.examples),
-        counter_examples: examples(raw.not),
-    })
-}
-
-fn compile_reply(
-    source: &Source,
-    raw: toml::Spanned<RawReply>,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<Reply> {
-    let span = raw.span();
-    let raw = raw.into_inner();
-    if raw.reply.is_empty() {
-        errors.push(source.at(&span, "`reply` needs at least one text"));
-        return None;
-    }
-    let mut variants = Vec::new();
-    for text in raw.reply {
-        if text.get_ref().trim().is_empty() {
-            errors.push(Diagnostic {
-                at: source.inside(&text.span()),
-                message: "empty reply text".into(),
-            });
-            return None;
-        }
-        variants.push(text.into_inner());
-    }
-    let choices = raw
-        .choices
-        .into_iter()
-        .map(|c| Choice {
-            label: c.label,
-            value: c.value,
-        })
-        .collect();
-    Some(Reply { variants, choices })
-}
-
-fn is_valid_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }

@@ -7,7 +7,7 @@
 
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +46,57 @@ pub struct Profile {
     pub visits: u32,
     #[serde(default)]
     pub consent: Option<ConsentRecord>,
+    #[serde(default)]
+    pub preferences: BTreeMap<String, Preference>,
+    /// Retargeting tags, e.g. `interest:sneakers`.
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+    /// Lead score, added to by intents.
+    #[serde(default)]
+    pub score: i64,
+    /// When the shopper last asked for a person.
+    #[serde(default)]
+    pub handoff_at: Option<u64>,
+}
+
+impl Profile {
+    pub fn new(id: VisitorId, now: u64, locale: &str) -> Profile {
+        Profile {
+            id,
+            created_at: now,
+            last_seen_at: now,
+            locale: locale.into(),
+            visits: 0,
+            consent: None,
+            preferences: BTreeMap::new(),
+            tags: BTreeSet::new(),
+            score: 0,
+            handoff_at: None,
+        }
+    }
+}
+
+/// A captured preference, with when and from which message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Preference {
+    pub value: String,
+    pub at: u64,
+    pub message: String,
+}
+
+/// The question a conversation is waiting for an answer to, and the rest of its flow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pending {
+    /// The slot asked (by id, so a reload of the intents keeps it).
+    pub slot: String,
+    /// Bad answers so far.
+    pub tries: u32,
+    /// Slots still to ask after this one.
+    pub then: Vec<String>,
+    /// The intent that answers when the flow is complete.
+    pub done: Option<String>,
+    /// The intent that asked.
+    pub intent: String,
 }
 
 /// What the shopper agreed to, when, and through what (`hello`, `widget`, ...).
@@ -90,6 +141,8 @@ pub struct Conversation {
     pub source: Source,
     /// The sequence number the next transcript entry gets.
     pub next_seq: u32,
+    #[serde(default)]
+    pub pending: Option<Pending>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -9,10 +9,11 @@ use actix_ws::{
 
 use crate::dialogue::{self, Effect, Input};
 use crate::ids::{ConversationId, VisitorId};
+use crate::intents::slots::ConsentKind;
 use crate::now_ms;
-use crate::protocol::{self, ClientFrame, ErrorCode, Hello, ServerFrame};
+use crate::protocol::{self, ClientFrame, ErrorCode, Hello, Pixel, ServerFrame};
 use crate::server::App;
-use crate::store::{ConsentRecord, Conversation, Profile, Source, Write};
+use crate::store::{ConsentRecord, Conversation, Preference, Profile, Source, Write};
 
 pub async fn run(app: Arc<App>, mut ws: Session, mut stream: AggregatedMessageStream) {
     let heartbeat = Duration::from_secs(app.config.heartbeat_secs.max(1));
@@ -154,15 +155,7 @@ impl Chat {
         let locale = hello.locale.as_deref().map(locale_from_tag);
         let (mut profile, last) = found.unwrap_or_else(|| {
             let id = VisitorId::mint(now);
-            let profile = Profile {
-                id,
-                created_at: now,
-                last_seen_at: now,
-                locale: locale.unwrap_or("en").into(),
-                visits: 0,
-                consent: None,
-            };
-            (profile, None)
+            (Profile::new(id, now, locale.unwrap_or("en")), None)
         });
         profile.visits += 1;
         profile.last_seen_at = now;
@@ -191,6 +184,7 @@ impl Chat {
                     click_ids: hello.click_ids,
                 },
                 next_seq: 0,
+                pending: None,
             },
         };
         let open = Open {
@@ -275,14 +269,23 @@ impl Chat {
         let state = dialogue::State {
             visitor: open.profile.id,
             locale: open.conversation.locale.clone(),
+            preferences: open
+                .profile
+                .preferences
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect(),
+            pending: open.conversation.pending.clone(),
         };
         let intents = self.app.intents();
-        let step = dialogue::step(&intents, &state, input, now);
+        let mut step = dialogue::step(&intents, &state, input, now);
         let mut profile = open.profile.clone();
         let mut conversation = open.conversation.clone();
         let mut profile_changed = profile_changed;
+        let mut new_tags = Vec::new();
         let mut writes = Vec::with_capacity(step.effects.len() + 2);
         for effect in step.effects {
+            profile_changed |= !matches!(effect, Effect::Record(_) | Effect::SetPending(_));
             match effect {
                 Effect::Record(entry) => {
                     writes.push(Write::Entry {
@@ -295,9 +298,45 @@ impl Chat {
                 Effect::SetLocale(locale) => {
                     conversation.locale.clone_from(&locale);
                     profile.locale = locale;
-                    profile_changed = true;
                 }
+                Effect::SetPreference {
+                    name,
+                    value,
+                    message,
+                } => {
+                    profile.preferences.insert(
+                        name,
+                        Preference {
+                            value,
+                            at: now,
+                            message,
+                        },
+                    );
+                }
+                Effect::AddTags(tags) => {
+                    new_tags.extend(tags.iter().filter(|t| !profile.tags.contains(*t)).cloned());
+                    profile.tags.extend(tags);
+                }
+                Effect::AddScore(score) => profile.score += score,
+                Effect::SetPending(pending) => conversation.pending = pending,
+                Effect::SetConsent { kind, granted } => {
+                    let mut consent = profile
+                        .consent
+                        .clone()
+                        .unwrap_or_else(|| ConsentRecord::new(Default::default(), now, "chat"));
+                    match kind {
+                        ConsentKind::Marketing => consent.marketing = granted,
+                        ConsentKind::Ads => consent.ads = granted,
+                    }
+                    consent.at = now;
+                    consent.source = "chat".into();
+                    profile.consent = Some(consent);
+                }
+                Effect::Handoff => profile.handoff_at = Some(now),
             }
+        }
+        if !new_tags.is_empty() {
+            step.frames.push(tags_frame(&profile, &new_tags));
         }
         conversation.last_at = now;
         writes.push(Write::Conversation(conversation.clone()));
@@ -310,6 +349,26 @@ impl Chat {
             conversation,
         });
         Ok(step.frames)
+    }
+}
+
+/// The visitor's tags, and pixel events for the newly added ones when the shopper allowed ads.
+fn tags_frame(profile: &Profile, new_tags: &[String]) -> ServerFrame {
+    let ads = profile.consent.as_ref().is_some_and(|c| c.ads);
+    let pixel = if ads {
+        new_tags
+            .iter()
+            .map(|tag| Pixel {
+                event: "nudge_tag".into(),
+                params: [("tag".to_string(), tag.clone())].into(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ServerFrame::Tags {
+        tags: profile.tags.iter().cloned().collect(),
+        pixel,
     }
 }
 

@@ -105,8 +105,8 @@ pub fn evaluate(intents: &IntentSet, rows: &[(String, String)]) -> Report {
     let mut report = Report::default();
     let mut confusions: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for (message, label) in rows {
-        let route = intents.route(&text::normalize(message));
-        let got = if route.intent == intents.fallback {
+        let route = intents.route(&text::normalize(message), &|_| false);
+        let got = if route.intent == intents.fallback() {
             NONE
         } else {
             intents.intents[route.intent].id.as_str()
@@ -159,7 +159,7 @@ pub fn evaluate(intents: &IntentSet, rows: &[(String, String)]) -> Report {
             examples: messages.into_iter().take(3).collect(),
         })
         .collect();
-    confusions.sort_by(|a, b| b.count.cmp(&a.count));
+    confusions.sort_by_key(|c| std::cmp::Reverse(c.count));
     report.confusions = confusions;
     report
 }

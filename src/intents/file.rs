@@ -1,6 +1,7 @@
 //! The on-disk intent file format (TOML) and its positions: every error about a file names the
 //! `file:line:col` it comes from.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,8 @@ pub fn dir_diagnostic(dir: &Path, message: impl Into<String>) -> Diagnostic {
 pub struct RawFile {
     #[serde(default)]
     pub intent: Vec<RawIntent>,
+    #[serde(default)]
+    pub slot: Vec<RawSlot>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +120,32 @@ pub struct RawIntent {
     /// Counter-examples: messages that must not route to this intent.
     #[serde(default)]
     pub not: Vec<Spanned<String>>,
+    /// Only route here when these preferences are known ...
+    #[serde(default)]
+    pub when_set: Vec<Spanned<String>>,
+    /// ... and these are not.
+    #[serde(default)]
+    pub when_unset: Vec<Spanned<String>>,
+    /// Preferences this intent sets (values may use templates).
+    #[serde(default)]
+    pub set: BTreeMap<String, Spanned<String>>,
+    /// Slots whose answers are also looked for in the message that matched this intent.
+    #[serde(default)]
+    pub capture: Vec<Spanned<String>>,
+    /// Slots to ask next, in order; the first one not yet known is asked.
+    #[serde(default)]
+    pub ask: Vec<Spanned<String>>,
+    /// The intent that answers once every slot in `ask` is known.
+    pub done: Option<Spanned<String>>,
+    /// Retargeting tags (may use templates, e.g. `interest:{{ product }}`).
+    #[serde(default)]
+    pub tags: Vec<Spanned<String>>,
+    /// Lead score added each time this intent answers.
+    #[serde(default)]
+    pub score: i64,
+    /// Hand the conversation to a person (recorded on the transcript).
+    #[serde(default)]
+    pub handoff: bool,
     pub en: Option<Spanned<RawReply>>,
     pub de: Option<Spanned<RawReply>>,
 }
@@ -135,6 +164,41 @@ pub struct RawReply {
 pub struct RawChoice {
     pub label: String,
     pub value: String,
+}
+
+/// A question whose answer becomes a preference of the same name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlot {
+    pub id: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// For `choice`: each value with the words that mean it.
+    #[serde(default)]
+    pub values: BTreeMap<String, Vec<String>>,
+    /// Where the answer is in a message: capture group 1, or the whole match.
+    pub pattern: Option<Spanned<String>>,
+    /// Bad answers before the question is given up.
+    pub tries: Option<u32>,
+    /// A `yes` answer records this consent (`marketing` or `ads`); `no` withdraws it.
+    pub consent: Option<Spanned<String>>,
+    /// Asked in a flow only when these preferences are known.
+    #[serde(default)]
+    pub requires: Vec<Spanned<String>>,
+    pub en: Option<Spanned<RawQuestion>>,
+    pub de: Option<Spanned<RawQuestion>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuestion {
+    pub ask: Spanned<String>,
+    pub retry: Spanned<String>,
+    /// Said when the question is given up.
+    pub skip: Option<Spanned<String>>,
+    #[serde(default)]
+    pub choices: Vec<RawChoice>,
 }
 
 /// Parses one file, or says where its TOML is wrong.

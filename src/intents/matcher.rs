@@ -59,10 +59,18 @@ impl Matcher {
 
     /// The intent whose pattern matches: highest priority first, then the longest match (the
     /// most specific pattern), then the earliest intent.
-    pub fn best(&self, normalized: &str, intents: &[Intent]) -> Option<usize> {
+    pub fn best(
+        &self,
+        normalized: &str,
+        intents: &[Intent],
+        eligible: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         let matched = self.set.matches(normalized);
         let mut best: Option<(i32, usize, usize)> = None;
-        let mut candidates = matched.iter().peekable();
+        let mut candidates = matched
+            .iter()
+            .filter(|&i| eligible(self.patterns[i].owner))
+            .peekable();
         let only_one = {
             let first = *candidates.peek()?;
             matched
@@ -90,7 +98,7 @@ impl Matcher {
 
 /// The regex crate's syntax errors draw the pattern with a caret; the position is already in our
 /// `file:line:col`, so keep only the reason.
-fn regex_reason(error: &regex::Error) -> String {
+pub fn regex_reason(error: &regex::Error) -> String {
     let text = error.to_string();
     text.lines()
         .find_map(|l| l.trim().strip_prefix("error: "))

@@ -85,7 +85,7 @@ impl Ranker {
     }
 
     /// The intent whose examples are nearest to the message, or `None` when it shares nothing.
-    pub fn rank(&self, normalized: &str) -> Option<Ranked> {
+    pub fn rank(&self, normalized: &str, eligible: &dyn Fn(usize) -> bool) -> Option<Ranked> {
         let mut query = Vec::new();
         let mut norm = 0.0f32;
         for (feature, weight) in features(normalized) {
@@ -110,6 +110,9 @@ impl Ranker {
         }
         let mut best_per_intent: HashMap<usize, f32> = HashMap::new();
         for (example, score) in scores {
+            if !eligible(self.owners[example as usize]) {
+                continue;
+            }
             let best = best_per_intent
                 .entry(self.owners[example as usize])
                 .or_insert(0.0);
@@ -117,7 +120,7 @@ impl Ranker {
         }
         let mut ranked: Vec<(usize, f32)> = best_per_intent.into_iter().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let (intent, score) = ranked[0];
+        let &(intent, score) = ranked.first()?;
         Some(Ranked {
             intent,
             score,
@@ -170,13 +173,17 @@ mod tests {
             (1, "how do i return shoes".into()),
             (1, "refund policy".into()),
         ]);
-        let top = ranker.rank("tracking my orders").expect("ranked");
+        let top = ranker
+            .rank("tracking my orders", &|_| true)
+            .expect("ranked");
         assert_eq!(top.intent, 0);
         assert!(top.score > top.runner_up);
         assert_eq!(
-            ranker.rank("returning the shoes").map(|r| r.intent),
+            ranker
+                .rank("returning the shoes", &|_| true)
+                .map(|r| r.intent),
             Some(1)
         );
-        assert_eq!(ranker.rank("xyzzy"), None);
+        assert_eq!(ranker.rank("xyzzy", &|_| true), None);
     }
 }

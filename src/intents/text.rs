@@ -53,6 +53,17 @@ fn fold_chars(text: &str) -> impl Iterator<Item = char> + '_ {
     })
 }
 
+/// Whether a message declines to answer a question ("no thanks", "skip", "lieber nicht").
+pub fn is_decline(normalized: &str) -> bool {
+    static DECLINE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^\W*(no|nope|nah|nein|skip|pass|no thanks?|no thank you|nein danke|lieber nicht|rather not|i'?d rather not|not now|skip (it|this|that)|ueberspringen|weiter)\W*$",
+        )
+        .expect("valid")
+    });
+    DECLINE.is_match(normalized)
+}
+
 /// The language of a message when its words say so clearly, else `None` (keep the current one).
 /// Short function words decide; a shop bot only needs English and German apart.
 pub fn guess_locale(normalized: &str) -> Option<&'static str> {
@@ -167,6 +178,19 @@ mod tests {
             assert_eq!(normalize(input), expected, "{input:?}");
         }
         assert_eq!(normalize_pattern(r"\bGröße\W"), r"\bGroesse\W");
+    }
+
+    #[test]
+    fn recognises_declines() {
+        for (input, expected) in [
+            ("No thanks!", true),
+            ("nein", true),
+            ("skip", true),
+            ("no, 42", false),
+            ("42", false),
+        ] {
+            assert_eq!(is_decline(&normalize(input)), expected, "{input:?}");
+        }
     }
 
     #[test]

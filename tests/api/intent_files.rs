@@ -84,7 +84,7 @@ fn broken_files_point_at_the_mistake() {
         ),
         (
             "[[intent]]\nid = \"Bad-Id\"\n[intent.en]\nreply = [\"r\"]\n",
-            "x.toml:2:6: intent id `Bad-Id` must be",
+            "x.toml:2:7: intent id `Bad-Id` must be",
         ),
         (
             "[[intent]]\nid = \"a\"\npatterns = ['''.*''']\n[intent.en]\nreply = [\"r\"]\n",

@@ -4,6 +4,7 @@
 mod bad_input;
 mod chat;
 mod durability;
+mod flow;
 mod helpers;
 mod intent_files;
 mod webdriver;

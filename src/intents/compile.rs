@@ -1,0 +1,547 @@
+//! From parsed files to an `IntentSet`: slots first, then intents, then every cross-reference
+//! (slots asked, `done` intents, template and condition names) checked against the whole set.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use regex::{Regex, RegexBuilder};
+use toml::Spanned;
+
+use super::file::{self, RawChoice, RawIntent, RawQuestion, RawReply, RawSlot, Source};
+use super::matcher::{self, Matcher};
+use super::rank::Ranker;
+use super::slots::{ConsentKind, Kind, Question, Slot};
+use super::template::Template;
+use super::{
+    BUILTIN_PREFERENCES, Choice, DEFAULT_MARGIN, DEFAULT_THRESHOLD, Diagnostic, Example, FALLBACK,
+    Intent, IntentSet, Location, Reply, WELCOME, text,
+};
+
+/// A name used somewhere that must turn out to be a known preference, slot or intent.
+struct Reference {
+    name: String,
+    at: Location,
+    what: &'static str,
+}
+
+#[derive(Default)]
+struct Compiler {
+    errors: Vec<Diagnostic>,
+    /// Preference names used by templates and conditions, checked once everything is known.
+    preferences_used: Vec<Reference>,
+}
+
+pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnostic>> {
+    let mut c = Compiler::default();
+    let mut raw_intents = Vec::new();
+    let mut raw_slots = Vec::new();
+    for source in sources {
+        match file::parse(source) {
+            Ok(raw) => {
+                raw_intents.extend(raw.intent.into_iter().map(|i| (source, i)));
+                raw_slots.extend(raw.slot.into_iter().map(|s| (source, s)));
+            }
+            Err(d) => c.errors.push(d),
+        }
+    }
+
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut slot_by_id: HashMap<String, usize> = HashMap::new();
+    for (source, raw) in raw_slots {
+        if let Some(slot) = c.slot(source, raw) {
+            if let Some(&first) = slot_by_id.get(&slot.id) {
+                c.errors
+                    .push(duplicate("slot", &slot.id, &slot.at, &slots[first].at));
+                continue;
+            }
+            slot_by_id.insert(slot.id.clone(), slots.len());
+            slots.push(slot);
+        }
+    }
+
+    let mut intents: Vec<Intent> = Vec::new();
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut patterns = Vec::new();
+    let mut done_refs: Vec<(usize, Reference)> = Vec::new();
+    for (source, raw) in raw_intents {
+        let index = intents.len();
+        let done = raw.done.as_ref().map(|d| Reference {
+            name: d.get_ref().clone(),
+            at: source.inside(&d.span()),
+            what: "intent",
+        });
+        let Some(intent) = c.intent(source, raw, index, &slot_by_id, &mut patterns) else {
+            continue;
+        };
+        if let Some(&first) = by_id.get(&intent.id) {
+            c.errors.push(duplicate(
+                "intent",
+                &intent.id,
+                &intent.at,
+                &intents[first].at,
+            ));
+            continue;
+        }
+        if let Some(done) = done {
+            done_refs.push((index, done));
+        }
+        by_id.insert(intent.id.clone(), index);
+        intents.push(intent);
+    }
+    for (index, reference) in done_refs {
+        match by_id.get(&reference.name) {
+            Some(&target) => intents[index].done = Some(target),
+            None => c.unknown(&reference, by_id.keys()),
+        }
+    }
+
+    let mut known: BTreeSet<String> = BUILTIN_PREFERENCES.iter().map(|s| s.to_string()).collect();
+    known.extend(slot_by_id.keys().cloned());
+    known.extend(
+        intents
+            .iter()
+            .flat_map(|i| i.set.iter().map(|(name, _)| name.clone())),
+    );
+    for reference in std::mem::take(&mut c.preferences_used) {
+        if !known.contains(&reference.name) {
+            c.unknown(&reference, known.iter());
+        }
+    }
+    if c.errors.is_empty() {
+        for required in [WELCOME, FALLBACK] {
+            if !by_id.contains_key(required) {
+                c.errors.push(file::dir_diagnostic(
+                    dir,
+                    format!("no intent with id `{required}`: every pack needs one"),
+                ));
+            }
+        }
+    }
+    let matcher = match Matcher::new(patterns) {
+        Ok(m) => Some(m),
+        Err(d) => {
+            c.errors.push(d);
+            None
+        }
+    };
+    let (Some(matcher), true) = (matcher, c.errors.is_empty()) else {
+        return Err(c.errors);
+    };
+    let examples: Vec<(usize, String)> = intents
+        .iter()
+        .enumerate()
+        .flat_map(|(i, intent)| {
+            intent
+                .examples
+                .iter()
+                .map(move |e| (i, text::normalize(&e.text)))
+        })
+        .collect();
+    Ok(IntentSet {
+        warnings: shared_examples(&intents),
+        welcome: by_id[WELCOME],
+        fallback: by_id[FALLBACK],
+        ranker: Ranker::new(&examples),
+        threshold: DEFAULT_THRESHOLD,
+        margin: DEFAULT_MARGIN,
+        intents,
+        slots,
+        by_id,
+        slot_by_id,
+        matcher,
+    })
+}
+
+impl Compiler {
+    fn intent(
+        &mut self,
+        source: &Source,
+        raw: RawIntent,
+        index: usize,
+        slots: &HashMap<String, usize>,
+        patterns: &mut Vec<matcher::Pattern>,
+    ) -> Option<Intent> {
+        let before = self.errors.len();
+        let at = source.inside(&raw.id.span());
+        let id = raw.id.into_inner();
+        if !is_valid_id(&id) {
+            self.errors.push(Diagnostic {
+                at: at.clone(),
+                message: bad_id("intent", &id),
+            });
+        }
+        for pattern in raw.patterns {
+            let span = pattern.span();
+            match matcher::Pattern::new(pattern.into_inner(), index) {
+                Ok(p) => patterns.push(p),
+                Err(e) => self.errors.push(Diagnostic {
+                    at: source.inside(&span),
+                    message: e,
+                }),
+            }
+        }
+        let mut replies = [None, None];
+        for (slot, raw_reply) in replies.iter_mut().zip([raw.en, raw.de]) {
+            if let Some(raw_reply) = raw_reply {
+                *slot = self.reply(source, raw_reply);
+            }
+        }
+        if replies[0].is_none() && self.errors.len() == before {
+            self.errors.push(Diagnostic {
+                at: at.clone(),
+                message: format!("intent `{id}` has no English reply: add an `[intent.en]` table with `reply = [...]`"),
+            });
+        }
+        for name in raw.when_set.iter().chain(&raw.when_unset) {
+            self.preferences_used.push(Reference {
+                name: name.get_ref().clone(),
+                at: source.inside(&name.span()),
+                what: "preference",
+            });
+        }
+        let set = raw
+            .set
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, self.template(source, &value)?)))
+            .collect();
+        let tags = raw
+            .tags
+            .iter()
+            .filter_map(|t| self.template(source, t))
+            .collect();
+        let capture = self.slot_refs(source, &raw.capture, slots);
+        let ask = self.slot_refs(source, &raw.ask, slots);
+        if self.errors.len() > before {
+            return None;
+        }
+        let examples = |list: Vec<Spanned<String>>| -> Vec<Example> {
+            list.into_iter()
+                .map(|e| Example {
+                    at: source.inside(&e.span()),
+                    text: e.into_inner(),
+                })
+                .collect()
+        };
+        Some(Intent {
+            id,
+            priority: raw.priority,
+            at,
+            replies,
+            examples: examples(raw.examples),
+            counter_examples: examples(raw.not),
+            when_set: raw.when_set.into_iter().map(Spanned::into_inner).collect(),
+            when_unset: raw
+                .when_unset
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
+            set,
+            capture,
+            ask,
+            done: None,
+            tags,
+            score: raw.score,
+            handoff: raw.handoff,
+        })
+    }
+
+    fn reply(&mut self, source: &Source, raw: Spanned<RawReply>) -> Option<Reply> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if raw.reply.is_empty() {
+            self.errors
+                .push(source.at(&span, "`reply` needs at least one text"));
+            return None;
+        }
+        let variants: Vec<Template> = raw
+            .reply
+            .iter()
+            .filter_map(|text| self.text(source, text))
+            .collect();
+        (variants.len() == raw.reply.len()).then(|| Reply {
+            variants,
+            choices: choices(raw.choices),
+        })
+    }
+
+    /// A reply text: not empty, and a valid template.
+    fn text(&mut self, source: &Source, text: &Spanned<String>) -> Option<Template> {
+        if text.get_ref().trim().is_empty() {
+            self.errors.push(Diagnostic {
+                at: source.inside(&text.span()),
+                message: "empty text".into(),
+            });
+            return None;
+        }
+        self.template(source, text)
+    }
+
+    fn template(&mut self, source: &Source, text: &Spanned<String>) -> Option<Template> {
+        let at = source.inside(&text.span());
+        match Template::parse(text.get_ref()) {
+            Ok(template) => {
+                for name in template.names() {
+                    self.preferences_used.push(Reference {
+                        name: name.to_string(),
+                        at: at.clone(),
+                        what: "preference",
+                    });
+                }
+                Some(template)
+            }
+            Err(message) => {
+                self.errors.push(Diagnostic { at, message });
+                None
+            }
+        }
+    }
+
+    fn slot_refs(
+        &mut self,
+        source: &Source,
+        names: &[Spanned<String>],
+        slots: &HashMap<String, usize>,
+    ) -> Vec<usize> {
+        let mut found = Vec::new();
+        for name in names {
+            match slots.get(name.get_ref()) {
+                Some(&i) => found.push(i),
+                None => {
+                    let reference = Reference {
+                        name: name.get_ref().clone(),
+                        at: source.inside(&name.span()),
+                        what: "slot",
+                    };
+                    self.unknown(&reference, slots.keys());
+                }
+            }
+        }
+        found
+    }
+
+    fn slot(&mut self, source: &Source, raw: RawSlot) -> Option<Slot> {
+        let before = self.errors.len();
+        let at = source.inside(&raw.id.span());
+        let id = raw.id.get_ref().clone();
+        if !is_valid_id(&id) {
+            self.errors.push(Diagnostic {
+                at: at.clone(),
+                message: bad_id("slot", &id),
+            });
+        }
+        let kind_at = source.inside(&raw.kind.span());
+        let kind = match raw.kind.get_ref().as_str() {
+            "number" => match (raw.min, raw.max) {
+                (Some(min), Some(max)) if min <= max => Some(Kind::Number { min, max }),
+                _ => {
+                    self.errors.push(Diagnostic {
+                        at: kind_at,
+                        message: "a `number` slot needs `min` <= `max`".into(),
+                    });
+                    None
+                }
+            },
+            "email" => Some(Kind::Email),
+            "text" => Some(Kind::Text),
+            "choice" if raw.values.is_empty() => {
+                self.errors.push(Diagnostic {
+                    at: kind_at,
+                    message: "a `choice` slot needs `values`".into(),
+                });
+                None
+            }
+            "choice" => self.choice_values(&raw, &kind_at),
+            other => {
+                let message =
+                    format!("unknown slot kind `{other}` (expected number, email, choice or text)");
+                self.errors.push(Diagnostic {
+                    at: kind_at,
+                    message,
+                });
+                None
+            }
+        };
+        let pattern = raw
+            .pattern
+            .as_ref()
+            .and_then(|p| match compile_regex(p.get_ref()) {
+                Ok(regex) => Some(regex),
+                Err(message) => {
+                    self.errors.push(Diagnostic {
+                        at: source.inside(&p.span()),
+                        message,
+                    });
+                    None
+                }
+            });
+        let consent = raw
+            .consent
+            .as_ref()
+            .and_then(|c| match c.get_ref().as_str() {
+                "marketing" => Some(ConsentKind::Marketing),
+                "ads" => Some(ConsentKind::Ads),
+                other => {
+                    let message = format!("unknown consent `{other}` (expected marketing or ads)");
+                    self.errors.push(Diagnostic {
+                        at: source.inside(&c.span()),
+                        message,
+                    });
+                    None
+                }
+            });
+        if consent.is_some() && !(raw.values.contains_key("yes") && raw.values.contains_key("no")) {
+            let message = "a consent slot is a `choice` with the values `yes` and `no`".into();
+            self.errors.push(Diagnostic {
+                at: at.clone(),
+                message,
+            });
+        }
+        let mut questions = [None, None];
+        for (slot, question) in questions.iter_mut().zip([raw.en, raw.de]) {
+            if let Some(question) = question {
+                *slot = self.question(source, question.into_inner());
+            }
+        }
+        if questions[0].is_none() && self.errors.len() == before {
+            let message = format!(
+                "slot `{id}` has no English question: add `[slot.en]` with `ask` and `retry`"
+            );
+            self.errors.push(Diagnostic {
+                at: at.clone(),
+                message,
+            });
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        for name in &raw.requires {
+            let at = source.inside(&name.span());
+            self.preferences_used.push(Reference {
+                name: name.get_ref().clone(),
+                at,
+                what: "preference",
+            });
+        }
+        let requires = raw.requires.into_iter().map(Spanned::into_inner).collect();
+        let tries = raw.tries.unwrap_or(2).max(1);
+        Some(Slot {
+            id,
+            kind: kind?,
+            pattern,
+            tries,
+            consent,
+            requires,
+            at,
+            questions,
+        })
+    }
+
+    fn choice_values(&mut self, raw: &RawSlot, at: &Location) -> Option<Kind> {
+        let mut values = Vec::new();
+        for (value, words) in &raw.values {
+            let mut words: Vec<String> = words
+                .iter()
+                .map(|w| regex::escape(&text::normalize(w)))
+                .collect();
+            words.push(regex::escape(&text::normalize(value)));
+            match Regex::new(&format!(r"\b(?:{})\b", words.join("|"))) {
+                Ok(regex) => values.push((value.clone(), regex)),
+                Err(e) => {
+                    self.errors.push(Diagnostic {
+                        at: at.clone(),
+                        message: format!("value `{value}`: {e}"),
+                    });
+                    return None;
+                }
+            }
+        }
+        Some(Kind::Choice(values))
+    }
+
+    fn question(&mut self, source: &Source, raw: RawQuestion) -> Option<Question> {
+        let ask = self.text(source, &raw.ask);
+        let retry = self.text(source, &raw.retry);
+        let skip = match &raw.skip {
+            Some(skip) => Some(self.text(source, skip)?),
+            None => None,
+        };
+        Some(Question {
+            ask: ask?,
+            retry: retry?,
+            skip,
+            choices: choices(raw.choices),
+        })
+    }
+
+    fn unknown<'a>(&mut self, reference: &Reference, known: impl Iterator<Item = &'a String>) {
+        let mut known: Vec<&str> = known.map(String::as_str).collect();
+        known.sort_unstable();
+        self.errors.push(Diagnostic {
+            at: reference.at.clone(),
+            message: format!(
+                "unknown {} `{}` (known: {})",
+                reference.what,
+                reference.name,
+                known.join(", ")
+            ),
+        });
+    }
+}
+
+fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(&text::normalize_pattern(pattern))
+        .case_insensitive(true)
+        .build()
+        .map_err(|e| format!("bad regex: {}", matcher::regex_reason(&e)))
+}
+
+fn choices(raw: Vec<RawChoice>) -> Vec<Choice> {
+    raw.into_iter()
+        .map(|c| Choice {
+            label: c.label,
+            value: c.value,
+        })
+        .collect()
+}
+
+fn duplicate(what: &str, id: &str, at: &Location, first: &Location) -> Diagnostic {
+    Diagnostic {
+        at: at.clone(),
+        message: format!("duplicate {what} id `{id}` (first defined at {first})"),
+    }
+}
+
+fn bad_id(what: &str, id: &str) -> String {
+    format!("{what} id `{id}` must be lowercase letters, digits and `_`, starting with a letter")
+}
+
+fn is_valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Examples that two intents both claim: the ranker cannot tell them apart.
+fn shared_examples(intents: &[Intent]) -> Vec<Diagnostic> {
+    let mut first: HashMap<String, (&Intent, &Example)> = HashMap::new();
+    let mut warnings = Vec::new();
+    for intent in intents {
+        for example in &intent.examples {
+            let key = text::normalize(&example.text);
+            match first.get(&key) {
+                Some((other, at)) if other.id != intent.id => warnings.push(Diagnostic {
+                    at: example.at.clone(),
+                    message: format!(
+                        "warning: example {:?} is also an example of `{}` ({})",
+                        example.text, other.id, at.at
+                    ),
+                }),
+                Some(_) => {}
+                None => {
+                    first.insert(key, (intent, example));
+                }
+            }
+        }
+    }
+    warnings
+}
