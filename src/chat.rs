@@ -16,17 +16,12 @@ use crate::server::App;
 /// types again rather than at once.
 pub const CLOSE_IDLE: u16 = 4000;
 
-pub async fn ws(
-    req: HttpRequest,
-    body: web::Payload,
-    app: web::Data<App>,
-) -> actix_web::Result<HttpResponse> {
+pub async fn ws(req: HttpRequest, body: web::Payload, app: web::Data<App>) -> actix_web::Result<HttpResponse> {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !origin_allowed(&app, &req, origin) {
-            return Ok(HttpResponse::Forbidden().body(format!(
-                "origin {origin:?} may not open the chat socket; add it to allowed_origins"
-            )));
+            return Ok(HttpResponse::Forbidden()
+                .body(format!("origin {origin:?} may not open the chat socket; add it to allowed_origins")));
         }
     }
     let offered = req
@@ -36,15 +31,13 @@ pub async fn ws(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     if !offered {
-        return Ok(HttpResponse::BadRequest().body(format!("the chat socket speaks the WebSocket subprotocol {SUBPROTOCOL}; offer it in Sec-WebSocket-Protocol")));
+        return Ok(HttpResponse::BadRequest().body(format!(
+            "the chat socket speaks the WebSocket subprotocol {SUBPROTOCOL}; offer it in Sec-WebSocket-Protocol"
+        )));
     }
-    let (response, ws_session, stream) =
-        actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?;
+    let (response, ws_session, stream) = actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?;
     let limit = app.config.max_frame_bytes;
-    let stream = stream
-        .max_frame_size(limit)
-        .aggregate_continuations()
-        .max_continuation_size(limit);
+    let stream = stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
     actix_web::rt::spawn(session::run(Arc::clone(&app), ws_session, stream));
     Ok(response)
 }
@@ -57,9 +50,5 @@ fn origin_allowed(app: &App, req: &HttpRequest, origin: &str) -> bool {
     let own = [format!("http://{host}"), format!("https://{host}")];
     own.iter().any(|o| o.eq_ignore_ascii_case(origin))
         || app.public_origin.eq_ignore_ascii_case(origin)
-        || app
-            .config
-            .allowed_origins
-            .iter()
-            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        || app.config.allowed_origins.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }

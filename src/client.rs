@@ -27,13 +27,9 @@ pub enum ClientError {
 /// tungstenite's 128 KiB (which is zero-filled before every read).
 pub async fn connect(url: &str) -> Result<Socket, ClientError> {
     let mut request = url.into_client_request()?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
+    request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
     let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (socket, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
     Ok(socket)
 }
 
@@ -50,8 +46,7 @@ pub async fn recv(socket: &mut Socket) -> Result<ServerFrame, ClientError> {
             None | Some(Ok(Message::Close(_))) => return Err(ClientError::Closed),
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(&text)
-                    .map_err(|_| ClientError::Frame(text.to_string()));
+                return serde_json::from_str(&text).map_err(|_| ClientError::Frame(text.to_string()));
             }
             Some(Ok(_)) => continue,
         }
@@ -62,15 +57,7 @@ pub async fn recv(socket: &mut Socket) -> Result<ServerFrame, ClientError> {
 pub async fn chat(url: &str, campaign: Option<String>) -> anyhow::Result<()> {
     let mut socket = connect(url).await?;
     let locale = std::env::var("LANG").ok().map(|l| l.replace('_', "-"));
-    send(
-        &mut socket,
-        &ClientFrame::Hello(Hello {
-            campaign,
-            locale,
-            ..Hello::default()
-        }),
-    )
-    .await?;
+    send(&mut socket, &ClientFrame::Hello(Hello { campaign, locale, ..Hello::default() })).await?;
     let mut choices = Vec::new();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -98,13 +85,8 @@ pub async fn chat(url: &str, campaign: Option<String>) -> anyhow::Result<()> {
 
 fn show(frame: &ServerFrame, choices: &mut Vec<String>) {
     match frame {
-        ServerFrame::Welcome {
-            visitor, returning, ..
-        } => {
-            println!(
-                "(connected as visitor {visitor}{})",
-                if *returning { ", returning" } else { "" }
-            );
+        ServerFrame::Welcome { visitor, returning, .. } => {
+            println!("(connected as visitor {visitor}{})", if *returning { ", returning" } else { "" });
         }
         ServerFrame::Reply(reply) => {
             let how = match (reply.how, reply.confidence) {

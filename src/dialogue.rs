@@ -88,9 +88,7 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
     let normalized = text::normalize(message);
     if let Some(guessed) = text::guess_locale(&normalized).filter(|l| *l != turn.locale) {
         turn.locale = guessed.to_string();
-        turn.step
-            .effects
-            .push(Effect::SetLocale(turn.locale.clone()));
+        turn.step.effects.push(Effect::SetLocale(turn.locale.clone()));
     }
     if let Some(pending) = &state.pending
         && let Some(slot) = intents.slot(&pending.slot)
@@ -101,12 +99,7 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
     }
     let known = |p: &str| state.preferences.contains_key(p);
     let route = intents.route(&normalized, &known);
-    turn.record_shopper(
-        message,
-        &intents.intents[route.intent].id,
-        route.how,
-        route.confidence,
-    );
+    turn.record_shopper(message, &intents.intents[route.intent].id, route.how, route.confidence);
     if state.pending.is_some() && intents.intents[route.intent].ask.is_empty() {
         turn.step.effects.push(Effect::SetPending(None));
     }
@@ -129,13 +122,7 @@ struct Turn<'a> {
 impl Turn<'_> {
     /// Handles a message as the answer to the pending question. Returns false when the
     /// shopper clearly changed the subject (another intent matches), so normal routing goes on.
-    fn slot_answer(
-        &mut self,
-        slot: &Slot,
-        pending: &Pending,
-        normalized: &str,
-        message: &str,
-    ) -> bool {
+    fn slot_answer(&mut self, slot: &Slot, pending: &Pending, normalized: &str, message: &str) -> bool {
         if let Some(value) = slot.extract(normalized, message, true) {
             self.record_shopper(message, &pending.intent, How::Slot, 1.0);
             self.set_preference(slot, value, message);
@@ -145,8 +132,7 @@ impl Turn<'_> {
         let declined = text::is_decline(normalized);
         let known = |p: &str| self.preferences.contains_key(p);
         let route = self.intents.route(normalized, &known);
-        let changed_subject =
-            route.how == How::Pattern || (route.how == How::Examples && route.confidence >= SURE);
+        let changed_subject = route.how == How::Pattern || (route.how == How::Examples && route.confidence >= SURE);
         if !declined && changed_subject {
             return false;
         }
@@ -162,10 +148,7 @@ impl Turn<'_> {
         } else {
             let text = self.render(&question.retry);
             self.say(text, &pending.intent, question.choices.clone(), None);
-            let retry = Pending {
-                tries: pending.tries + 1,
-                ..pending.clone()
-            };
+            let retry = Pending { tries: pending.tries + 1, ..pending.clone() };
             self.step.effects.push(Effect::SetPending(Some(retry)));
         }
         true
@@ -190,11 +173,7 @@ impl Turn<'_> {
                 None => {
                     self.preferences.insert(name.clone(), value.clone());
                     let message = message.to_string();
-                    self.step.effects.push(Effect::SetPreference {
-                        name: name.clone(),
-                        value,
-                        message,
-                    });
+                    self.step.effects.push(Effect::SetPreference { name: name.clone(), value, message });
                 }
             }
         }
@@ -217,18 +196,9 @@ impl Turn<'_> {
         let reply = intent.reply(&self.locale);
         let variant = choose_variant(&self.visitor, &intent.id, reply.variants.len());
         let text = self.render(&reply.variants[variant]);
-        self.say(
-            text,
-            &intent.id,
-            reply.choices.clone(),
-            Some(variant as u32),
-        );
+        self.say(text, &intent.id, reply.choices.clone(), Some(variant as u32));
         if !intent.ask.is_empty() || intent.done.is_some() {
-            let queue: Vec<String> = intent
-                .ask
-                .iter()
-                .map(|&s| intents.slots[s].id.clone())
-                .collect();
+            let queue: Vec<String> = intent.ask.iter().map(|&s| intents.slots[s].id.clone()).collect();
             let done = intent.done.map(|d| intents.intents[d].id.as_str());
             self.continue_flow(&queue, done, &intent.id, depth);
         }
@@ -240,11 +210,7 @@ impl Turn<'_> {
         let intents = self.intents;
         let askable = |id: &String| {
             intents.slot(id).is_some_and(|slot| {
-                !self.preferences.contains_key(id)
-                    && slot
-                        .requires
-                        .iter()
-                        .all(|r| self.preferences.contains_key(r))
+                !self.preferences.contains_key(id) && slot.requires.iter().all(|r| self.preferences.contains_key(r))
             })
         };
         let next = queue.iter().enumerate().find(|(_, id)| askable(id));
@@ -282,18 +248,11 @@ impl Turn<'_> {
 
     fn set_preference(&mut self, slot: &Slot, value: String, message: &str) {
         if let Some(kind) = slot.consent {
-            self.step.effects.push(Effect::SetConsent {
-                kind,
-                granted: value == "yes",
-            });
+            self.step.effects.push(Effect::SetConsent { kind, granted: value == "yes" });
         }
         self.preferences.insert(slot.id.clone(), value.clone());
         let message = message.to_string();
-        self.step.effects.push(Effect::SetPreference {
-            name: slot.id.clone(),
-            value,
-            message,
-        });
+        self.step.effects.push(Effect::SetPreference { name: slot.id.clone(), value, message });
     }
 
     fn render(&self, template: &Template) -> String {
@@ -313,13 +272,7 @@ impl Turn<'_> {
     }
 
     /// A bot reply: recorded on the transcript and sent as a `reply` frame.
-    fn say(
-        &mut self,
-        text: String,
-        intent: &str,
-        choices: Vec<crate::intents::Choice>,
-        variant: Option<u32>,
-    ) {
+    fn say(&mut self, text: String, intent: &str, choices: Vec<crate::intents::Choice>, variant: Option<u32>) {
         self.step.effects.push(Effect::Record(Entry {
             at: self.now,
             from: Speaker::Bot,
@@ -366,9 +319,6 @@ mod tests {
             assert_eq!(v, choose_variant(&visitor, "greeting", 3));
             seen[v] += 1;
         }
-        assert!(
-            seen.iter().all(|&n| n > 50),
-            "variants spread over visitors: {seen:?}"
-        );
+        assert!(seen.iter().all(|&n| n > 50), "variants spread over visitors: {seen:?}");
     }
 }

@@ -62,10 +62,7 @@ impl Intent {
     /// The reply in `locale`, or in English when the intent has none in that locale.
     pub fn reply(&self, locale: &str) -> &Reply {
         let i = LOCALES.iter().position(|l| *l == locale).unwrap_or(0);
-        self.replies[i]
-            .as_ref()
-            .or(self.replies[0].as_ref())
-            .expect("English reply checked at compile")
+        self.replies[i].as_ref().or(self.replies[0].as_ref()).expect("English reply checked at compile")
     }
 
     /// Whether the intent's conditions hold for a visitor; `known` says which preferences are set.
@@ -135,12 +132,8 @@ impl IntentSet {
     /// Reads and compiles every `*.toml` file directly under `dir` (in name order), or returns
     /// every problem found, each with its `file:line:col`.
     pub fn load(dir: &Path) -> Result<IntentSet, Vec<Diagnostic>> {
-        let read_dir = std::fs::read_dir(dir).map_err(|e| {
-            vec![file::dir_diagnostic(
-                dir,
-                format!("cannot read intents directory: {e}"),
-            )]
-        })?;
+        let read_dir = std::fs::read_dir(dir)
+            .map_err(|e| vec![file::dir_diagnostic(dir, format!("cannot read intents directory: {e}"))])?;
         let mut files: Vec<_> = read_dir
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
@@ -189,24 +182,14 @@ impl IntentSet {
     pub fn route(&self, normalized: &str, known: &dyn Fn(&str) -> bool) -> Route {
         let eligible = |i: usize| self.intents[i].eligible(known);
         if let Some(intent) = self.matcher.best(normalized, &self.intents, &eligible) {
-            return Route {
-                intent,
-                how: How::Pattern,
-                confidence: 1.0,
-            };
+            return Route { intent, how: How::Pattern, confidence: 1.0 };
         }
-        let fallback = |confidence| Route {
-            intent: self.fallback,
-            how: How::Fallback,
-            confidence,
-        };
+        let fallback = |confidence| Route { intent: self.fallback, how: How::Fallback, confidence };
         match self.ranker.rank(normalized, &eligible) {
             Some(r) if r.intent == self.fallback => fallback(0.0),
-            Some(r) if r.score >= self.threshold && r.score - r.runner_up >= self.margin => Route {
-                intent: r.intent,
-                how: How::Examples,
-                confidence: r.score,
-            },
+            Some(r) if r.score >= self.threshold && r.score - r.runner_up >= self.margin => {
+                Route { intent: r.intent, how: How::Examples, confidence: r.score }
+            }
             Some(r) => fallback(r.score),
             None => fallback(0.0),
         }
@@ -218,17 +201,13 @@ impl IntentSet {
         let mut failures = Vec::new();
         for intent in &self.intents {
             let known = |p: &str| intent.when_set.iter().any(|s| s == p);
-            let routed =
-                |text: &str| &self.intents[self.route(&text::normalize(text), &known).intent].id;
+            let routed = |text: &str| &self.intents[self.route(&text::normalize(text), &known).intent].id;
             for example in &intent.examples {
                 let got = routed(&example.text);
                 if *got != intent.id {
                     failures.push(Diagnostic {
                         at: example.at.clone(),
-                        message: format!(
-                            "example {:?} routes to `{got}`, not `{}`",
-                            example.text, intent.id
-                        ),
+                        message: format!("example {:?} routes to `{got}`, not `{}`", example.text, intent.id),
                     });
                 }
             }
@@ -236,10 +215,7 @@ impl IntentSet {
                 if *routed(&example.text) == intent.id {
                     failures.push(Diagnostic {
                         at: example.at.clone(),
-                        message: format!(
-                            "counter-example {:?} routes to `{}`",
-                            example.text, intent.id
-                        ),
+                        message: format!("counter-example {:?} routes to `{}`", example.text, intent.id),
                     });
                 }
             }

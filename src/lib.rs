@@ -12,15 +12,14 @@ pub mod config;
 pub mod dialogue;
 pub mod ids;
 pub mod intents;
+pub mod metrics;
 pub mod pages;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod store;
 
 /// Milliseconds since the Unix epoch: the one clock the shell reads (the pure core never does).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -8,11 +8,7 @@ use nudge::config::Config;
 use nudge::intents::IntentSet;
 
 #[derive(Parser)]
-#[command(
-    name = "nudge",
-    version,
-    about = "Self-hosted conversational marketing server"
-)]
+#[command(name = "nudge", version, about = "Self-hosted conversational marketing server")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,21 +77,14 @@ enum IntentsCommand {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,actix_server=warn"),
-    )
-    .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,actix_server=warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Intents(IntentsCommand::Check { dir }) => return check(&dir),
-        Command::Intents(IntentsCommand::Eval {
-            file,
-            intents,
-            json,
-            threshold,
-            margin,
-        }) => eval(&file, &intents, json, threshold, margin),
+        Command::Intents(IntentsCommand::Eval { file, intents, json, threshold, margin }) => {
+            eval(&file, &intents, json, threshold, margin)
+        }
         Command::Chat { url, campaign } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -112,9 +101,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let file = args
-        .config
-        .or_else(|| Some(PathBuf::from("nudge.toml")).filter(|p| p.exists()));
+    let file = args.config.or_else(|| Some(PathBuf::from("nudge.toml")).filter(|p| p.exists()));
     let mut config = Config::from_file(file.as_deref())?;
     if let Some(v) = args.listen {
         config.listen = v;
@@ -136,19 +123,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Scripts and tests read this line to learn the bound port.
         println!("nudge listening on http://{}", running.addr);
         println!("try the demo page: {}/demo", running.public_url);
-        running.server.await?;
-        running.app.store.flush()?;
+        let nudge::server::Running { server, app, watch, .. } = running;
+        server.await?;
+        drop(watch);
+        app.store.flush()?;
         Ok(())
     })
 }
 
-fn eval(
-    file: &Path,
-    dir: &Path,
-    json: bool,
-    threshold: Option<f32>,
-    margin: Option<f32>,
-) -> anyhow::Result<()> {
+fn eval(file: &Path, dir: &Path, json: bool, threshold: Option<f32>, margin: Option<f32>) -> anyhow::Result<()> {
     let mut set = IntentSet::load(dir).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("the intents have errors:\n{}", list.join("\n"))
@@ -188,20 +171,16 @@ fn check(dir: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for warning in &set.warnings {
+        println!("{warning}");
+    }
     let failures = set.check_examples();
     for f in &failures {
         println!("{f}");
     }
-    let examples: usize = set
-        .intents
-        .iter()
-        .map(|i| i.examples.len() + i.counter_examples.len())
-        .sum();
+    let examples: usize = set.intents.iter().map(|i| i.examples.len() + i.counter_examples.len()).sum();
     if failures.is_empty() {
-        println!(
-            "{} intents, {examples} examples: all pass",
-            set.intents.len()
-        );
+        println!("{} intents, {examples} examples: all pass", set.intents.len());
         ExitCode::SUCCESS
     } else {
         eprintln!("{} of {examples} examples fail", failures.len());

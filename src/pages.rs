@@ -18,11 +18,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/demo", web::get().to(|| page(DEMO_HTML)))
         .route(
             "/",
-            web::get().to(|| async {
-                HttpResponse::SeeOther()
-                    .insert_header((header::LOCATION, "/demo"))
-                    .finish()
-            }),
+            web::get().to(|| async { HttpResponse::SeeOther().insert_header((header::LOCATION, "/demo")).finish() }),
         );
 }
 

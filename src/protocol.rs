@@ -89,10 +89,7 @@ pub enum ErrorCode {
 
 impl ServerFrame {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerFrame::Error {
-            code,
-            message: message.into(),
-        }
+        ServerFrame::Error { code, message: message.into() }
     }
 
     pub fn to_json(&self) -> String {
@@ -102,17 +99,10 @@ impl ServerFrame {
 
 /// Decodes a client frame, with a message a developer can act on when it is wrong.
 pub fn decode(text: &str) -> Result<ClientFrame, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let kind = value
-        .get("type")
-        .and_then(|t| t.as_str())
-        .ok_or("a frame needs a string field `type`")?
-        .to_string();
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let kind = value.get("type").and_then(|t| t.as_str()).ok_or("a frame needs a string field `type`")?.to_string();
     if !matches!(kind.as_str(), "hello" | "say" | "choose" | "consent") {
-        return Err(format!(
-            "unknown frame type `{kind}` (expected hello, say, choose or consent)"
-        ));
+        return Err(format!("unknown frame type `{kind}` (expected hello, say, choose or consent)"));
     }
     serde_json::from_value(value).map_err(|e| format!("bad `{kind}` frame: {e}"))
 }
@@ -123,19 +113,13 @@ mod tests {
 
     #[test]
     fn decodes_and_explains() {
-        assert_eq!(
-            decode(r#"{"type":"say","text":"hi"}"#),
-            Ok(ClientFrame::Say { text: "hi".into() })
-        );
+        assert_eq!(decode(r#"{"type":"say","text":"hi"}"#), Ok(ClientFrame::Say { text: "hi".into() }));
         for (input, expected) in [
             ("{", "invalid JSON"),
             ("[]", "needs a string field `type`"),
             (r#"{"type":"shout"}"#, "unknown frame type `shout`"),
             (r#"{"type":"say"}"#, "bad `say` frame: missing field `text`"),
-            (
-                r#"{"type":"say","text":5}"#,
-                "bad `say` frame: invalid type",
-            ),
+            (r#"{"type":"say","text":5}"#, "bad `say` frame: invalid type"),
         ] {
             let got = decode(input).unwrap_err();
             assert!(got.contains(expected), "{input}: {got}");

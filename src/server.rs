@@ -8,8 +8,9 @@ use actix_web::{HttpResponse, web};
 
 use crate::config::Config;
 use crate::intents::{Diagnostic, IntentSet};
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-use crate::{chat, pages};
+use crate::{chat, pages, reload};
 
 /// What every request handler and session shares.
 pub struct App {
@@ -19,26 +20,26 @@ pub struct App {
     pub public_url: String,
     /// `scheme://host[:port]` of `public_url`, for the WebSocket origin check.
     pub public_origin: String,
+    pub metrics: Metrics,
     intents: RwLock<Arc<IntentSet>>,
 }
 
 impl App {
     /// The current intent set; a session keeps the one it got for the message it is answering.
     pub fn intents(&self) -> Arc<IntentSet> {
-        self.intents
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.intents.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in a new set; sessions pick it up with their next message.
+    pub fn replace_intents(&self, set: IntentSet) {
+        *self.intents.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("the intents in {dir} have errors:\n{}", list(.errors))]
-    Intents {
-        dir: String,
-        errors: Vec<Diagnostic>,
-    },
+    Intents { dir: String, errors: Vec<Diagnostic> },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {0}: {1}")]
@@ -46,11 +47,7 @@ pub enum StartError {
 }
 
 fn list(errors: &[Diagnostic]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("  {e}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
 }
 
 pub struct Running {
@@ -58,20 +55,20 @@ pub struct Running {
     pub public_url: String,
     pub server: actix_web::dev::Server,
     pub app: Arc<App>,
+    /// The intent directory watch (hot reload), alive as long as this is.
+    pub watch: Option<reload::Watch>,
 }
 
 /// Everything that can fail at startup happens here, before the first request.
 pub fn start(config: Config) -> Result<Running, StartError> {
-    let intents = IntentSet::load(&config.intents).map_err(|errors| StartError::Intents {
-        dir: config.intents.display().to_string(),
-        errors,
-    })?;
+    let intents = IntentSet::load(&config.intents)
+        .map_err(|errors| StartError::Intents { dir: config.intents.display().to_string(), errors })?;
+    for warning in &intents.warnings {
+        log::warn!("{warning}");
+    }
     let store = Store::open(&config.data)?;
-    let listener = TcpListener::bind(&config.listen)
-        .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+    let listener = TcpListener::bind(&config.listen).map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+    let addr = listener.local_addr().map_err(|e| StartError::Bind(config.listen.clone(), e))?;
     let public_url = config.public_url(addr);
     let public_origin = origin_of(&public_url);
     let app = Arc::new(App {
@@ -79,6 +76,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         store,
         public_url: public_url.clone(),
         public_origin,
+        metrics: Metrics::default(),
         intents: RwLock::new(Arc::new(intents)),
     });
     let data = web::Data::from(app.clone());
@@ -88,28 +86,33 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             .app_data(web::PayloadConfig::new(64 * 1024))
             .route("/ws", web::get().to(chat::ws))
             .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics))
             .configure(pages::routes)
     })
     .listen(listener)
     .map_err(|e| StartError::Bind(addr.to_string(), e))?
     .shutdown_timeout(10)
     .run();
-    Ok(Running {
-        addr,
-        public_url,
-        server,
-        app,
-    })
+    let watch = match reload::watch(app.clone()) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            log::warn!("intent files will not be reloaded on change: {e}");
+            None
+        }
+    };
+    Ok(Running { addr, public_url, server, app, watch })
 }
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
+async fn metrics(app: web::Data<App>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(app.metrics.render(app.store.stats()))
+}
+
 fn origin_of(url: &str) -> String {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let end = url[after_scheme..]
-        .find('/')
-        .map_or(url.len(), |i| after_scheme + i);
+    let end = url[after_scheme..].find('/').map_or(url.len(), |i| after_scheme + i);
     url[..end].to_string()
 }

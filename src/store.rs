@@ -110,12 +110,7 @@ pub struct ConsentRecord {
 
 impl ConsentRecord {
     pub fn new(consent: crate::protocol::Consent, at: u64, source: &str) -> Self {
-        ConsentRecord {
-            marketing: consent.marketing,
-            ads: consent.ads,
-            at,
-            source: source.into(),
-        }
+        ConsentRecord { marketing: consent.marketing, ads: consent.ads, at, source: source.into() }
     }
 }
 
@@ -174,11 +169,7 @@ pub struct Entry {
 pub enum Write {
     Visitor(Profile),
     Conversation(Conversation),
-    Entry {
-        conversation: ConversationId,
-        seq: u32,
-        entry: Entry,
-    },
+    Entry { conversation: ConversationId, seq: u32, entry: Entry },
 }
 
 /// How well the group commit groups: batches committed and flushes that made them durable.
@@ -211,18 +202,12 @@ struct Trees {
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
-        let db = sled::Config::new()
-            .path(dir.join("store"))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked(dir.display().to_string())
-                }
-                other => StoreError::Sled(other),
-            })?;
+        let db = sled::Config::new().path(dir.join("store")).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                StoreError::Locked(dir.display().to_string())
+            }
+            other => StoreError::Sled(other),
+        })?;
         let trees = Trees {
             visitors: db.open_tree("visitors")?,
             conversations: db.open_tree("conversations")?,
@@ -231,14 +216,7 @@ impl Store {
         };
         let stats = Arc::new(Stats::default());
         let writer = writer::spawn(db.clone(), trees.clone(), stats.clone());
-        Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                trees,
-                writer,
-                stats,
-            }),
-        })
+        Ok(Store { inner: Arc::new(Inner { db, trees, writer, stats }) })
     }
 
     /// Applies every write and returns once they are durable on disk.
@@ -253,10 +231,7 @@ impl Store {
 
     pub fn stats(&self) -> (u64, u64) {
         let s = &self.inner.stats;
-        (
-            s.batches.load(Ordering::Relaxed),
-            s.flushes.load(Ordering::Relaxed),
-        )
+        (s.batches.load(Ordering::Relaxed), s.flushes.load(Ordering::Relaxed))
     }
 
     pub fn visitor(&self, id: &VisitorId) -> Result<Option<Profile>> {
@@ -265,13 +240,7 @@ impl Store {
 
     /// The visitor's most recent conversation.
     pub fn latest_conversation(&self, visitor: &VisitorId) -> Result<Option<Conversation>> {
-        let Some(last) = self
-            .inner
-            .trees
-            .visitor_conversations
-            .scan_prefix(visitor.as_bytes())
-            .next_back()
-        else {
+        let Some(last) = self.inner.trees.visitor_conversations.scan_prefix(visitor.as_bytes()).next_back() else {
             return Ok(None);
         };
         let (key, _) = last?;
@@ -279,20 +248,11 @@ impl Store {
     }
 
     pub fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>> {
-        get(
-            &self.inner.trees.conversations,
-            "conversations",
-            id.as_bytes(),
-        )
+        get(&self.inner.trees.conversations, "conversations", id.as_bytes())
     }
 
     pub fn conversations(&self) -> impl Iterator<Item = Result<Conversation>> + '_ {
-        self.inner
-            .trees
-            .conversations
-            .iter()
-            .values()
-            .map(|v| decode("conversations", &v?))
+        self.inner.trees.conversations.iter().values().map(|v| decode("conversations", &v?))
     }
 
     pub fn transcript(&self, conversation: &ConversationId) -> Result<Vec<Entry>> {
@@ -312,9 +272,7 @@ impl Store {
         F: FnOnce(&Store) -> Result<T> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|_| StoreError::Closed)?
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(|_| StoreError::Closed)?
     }
 
     /// Flushes whatever is buffered; used on shutdown.
@@ -340,26 +298,13 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T> {
     match raw.split_first() {
         Some((&VALUE_VERSION, json)) => {
-            serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
-                tree,
-                reason: e.to_string(),
-            })
+            serde_json::from_slice(json).map_err(|e| StoreError::Corrupt { tree, reason: e.to_string() })
         }
-        Some((v, _)) => Err(StoreError::Corrupt {
-            tree,
-            reason: format!("unknown value version {v}"),
-        }),
-        None => Err(StoreError::Corrupt {
-            tree,
-            reason: "empty value".into(),
-        }),
+        Some((v, _)) => Err(StoreError::Corrupt { tree, reason: format!("unknown value version {v}") }),
+        None => Err(StoreError::Corrupt { tree, reason: "empty value".into() }),
     }
 }
 
-fn get<T: DeserializeOwned>(
-    tree: &sled::Tree,
-    name: &'static str,
-    key: &[u8],
-) -> Result<Option<T>> {
+fn get<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, key: &[u8]) -> Result<Option<T>> {
     tree.get(key)?.map(|v| decode(name, &v)).transpose()
 }

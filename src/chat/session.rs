@@ -1,11 +1,10 @@
 //! One connection: the frame loop, heartbeats, and the conversation it carries.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use actix_ws::{
-    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
-};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
 
 use crate::dialogue::{self, Effect, Input};
 use crate::ids::{ConversationId, VisitorId};
@@ -15,7 +14,19 @@ use crate::protocol::{self, ClientFrame, ErrorCode, Hello, Pixel, ServerFrame};
 use crate::server::App;
 use crate::store::{ConsentRecord, Conversation, Preference, Profile, Source, Write};
 
+/// Counts a connection as open for as long as it lives.
+struct Connected(Arc<App>);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub async fn run(app: Arc<App>, mut ws: Session, mut stream: AggregatedMessageStream) {
+    app.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+    app.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    let _open = Connected(app.clone());
     let heartbeat = Duration::from_secs(app.config.heartbeat_secs.max(1));
     let idle = Duration::from_secs(app.config.idle_timeout_secs.max(1));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -51,6 +62,9 @@ pub async fn run(app: Arc<App>, mut ws: Session, mut stream: AggregatedMessageSt
                     }
                 };
                 for frame in frames {
+                    if let ServerFrame::Error { .. } = frame {
+                        chat.app.metrics.errors_total.fetch_add(1, Ordering::Relaxed);
+                    }
                     if ws.text(frame.to_json()).await.is_err() {
                         return;
                     }
@@ -78,27 +92,15 @@ fn protocol_error(error: &ProtocolError) -> (ServerFrame, CloseReason) {
     match error {
         ProtocolError::Overflow => (
             ServerFrame::error(ErrorCode::TooLong, "frame too large"),
-            CloseReason {
-                code: CloseCode::Size,
-                description: Some("frame too large".into()),
-            },
+            CloseReason { code: CloseCode::Size, description: Some("frame too large".into()) },
         ),
         ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => (
             ServerFrame::error(ErrorCode::BadRequest, "text frame is not valid UTF-8"),
-            CloseReason {
-                code: CloseCode::Invalid,
-                description: Some("invalid UTF-8".into()),
-            },
+            CloseReason { code: CloseCode::Invalid, description: Some("invalid UTF-8".into()) },
         ),
         other => (
-            ServerFrame::error(
-                ErrorCode::BadRequest,
-                format!("WebSocket protocol error: {other}"),
-            ),
-            CloseReason {
-                code: CloseCode::Protocol,
-                description: None,
-            },
+            ServerFrame::error(ErrorCode::BadRequest, format!("WebSocket protocol error: {other}")),
+            CloseReason { code: CloseCode::Protocol, description: None },
         ),
     }
 }
@@ -122,10 +124,9 @@ impl Chat {
         };
         let result = match frame {
             ClientFrame::Hello(hello) if self.open.is_none() => self.hello(hello).await,
-            ClientFrame::Hello(_) => Err(ServerFrame::error(
-                ErrorCode::BadRequest,
-                "hello was already received on this connection",
-            )),
+            ClientFrame::Hello(_) => {
+                Err(ServerFrame::error(ErrorCode::BadRequest, "hello was already received on this connection"))
+            }
             ClientFrame::Say { text } => self.message(&text, false).await,
             ClientFrame::Choose { value } => self.message(&value, true).await,
             ClientFrame::Consent(consent) => self.consent(consent).await,
@@ -135,10 +136,7 @@ impl Chat {
 
     async fn hello(&mut self, hello: Hello) -> Result<Vec<ServerFrame>, ServerFrame> {
         let now = now_ms();
-        let requested = hello
-            .visitor
-            .as_deref()
-            .and_then(|v| VisitorId::parse(v).ok());
+        let requested = hello.visitor.as_deref().and_then(|v| VisitorId::parse(v).ok());
         let found = self
             .app
             .store
@@ -175,9 +173,7 @@ impl Chat {
                 last_at: now,
                 locale: profile.locale.clone(),
                 source: Source {
-                    campaign: hello
-                        .campaign
-                        .or_else(|| hello.utm.get("campaign").cloned()),
+                    campaign: hello.campaign.or_else(|| hello.utm.get("campaign").cloned()),
                     page: hello.page,
                     referrer: hello.referrer,
                     utm: hello.utm,
@@ -187,10 +183,7 @@ impl Chat {
                 pending: None,
             },
         };
-        let open = Open {
-            profile,
-            conversation,
-        };
+        let open = Open { profile, conversation };
         let welcome = ServerFrame::Welcome {
             visitor: open.profile.id.to_string(),
             conversation: open.conversation.id.to_string(),
@@ -204,10 +197,7 @@ impl Chat {
 
     async fn message(&mut self, text: &str, chosen: bool) -> Result<Vec<ServerFrame>, ServerFrame> {
         if self.open.is_none() {
-            return Err(ServerFrame::error(
-                ErrorCode::BadRequest,
-                "send hello first",
-            ));
+            return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
         }
         let text = text.trim();
         if text.is_empty() {
@@ -215,66 +205,34 @@ impl Chat {
         }
         let max = self.app.config.max_message_chars;
         if text.chars().count() > max {
-            return Err(ServerFrame::error(
-                ErrorCode::TooLong,
-                format!("messages are at most {max} characters"),
-            ));
+            return Err(ServerFrame::error(ErrorCode::TooLong, format!("messages are at most {max} characters")));
         }
-        let input = if chosen {
-            Input::Choose(text)
-        } else {
-            Input::Say(text)
-        };
+        let input = if chosen { Input::Choose(text) } else { Input::Say(text) };
         self.step(input, false).await
     }
 
     /// Records the shopper's choice (with time and source) and answers with the tags the page
     /// may now fire.
-    async fn consent(
-        &mut self,
-        consent: protocol::Consent,
-    ) -> Result<Vec<ServerFrame>, ServerFrame> {
+    async fn consent(&mut self, consent: protocol::Consent) -> Result<Vec<ServerFrame>, ServerFrame> {
         let Some(open) = self.open.as_mut() else {
-            return Err(ServerFrame::error(
-                ErrorCode::BadRequest,
-                "send hello first",
-            ));
+            return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
         };
         let mut profile = open.profile.clone();
         profile.consent = Some(ConsentRecord::new(consent, now_ms(), "widget"));
-        self.app
-            .store
-            .commit(vec![Write::Visitor(profile.clone())])
-            .await
-            .map_err(internal)?;
+        self.app.store.commit(vec![Write::Visitor(profile.clone())]).await.map_err(internal)?;
         open.profile = profile;
-        Ok(vec![ServerFrame::Tags {
-            tags: Vec::new(),
-            pixel: Vec::new(),
-        }])
+        Ok(vec![ServerFrame::Tags { tags: Vec::new(), pixel: Vec::new() }])
     }
 
     /// Runs the engine, makes its effects durable, and returns the frames to send. On a store
     /// failure the in-memory conversation is left as it was, so a retry continues cleanly.
-    async fn step(
-        &mut self,
-        input: Input<'_>,
-        profile_changed: bool,
-    ) -> Result<Vec<ServerFrame>, ServerFrame> {
-        let open = self
-            .open
-            .as_ref()
-            .expect("step runs on an open conversation");
+    async fn step(&mut self, input: Input<'_>, profile_changed: bool) -> Result<Vec<ServerFrame>, ServerFrame> {
+        let open = self.open.as_ref().expect("step runs on an open conversation");
         let now = now_ms();
         let state = dialogue::State {
             visitor: open.profile.id,
             locale: open.conversation.locale.clone(),
-            preferences: open
-                .profile
-                .preferences
-                .iter()
-                .map(|(k, v)| (k.clone(), v.value.clone()))
-                .collect(),
+            preferences: open.profile.preferences.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
             pending: open.conversation.pending.clone(),
         };
         let intents = self.app.intents();
@@ -288,30 +246,15 @@ impl Chat {
             profile_changed |= !matches!(effect, Effect::Record(_) | Effect::SetPending(_));
             match effect {
                 Effect::Record(entry) => {
-                    writes.push(Write::Entry {
-                        conversation: conversation.id,
-                        seq: conversation.next_seq,
-                        entry,
-                    });
+                    writes.push(Write::Entry { conversation: conversation.id, seq: conversation.next_seq, entry });
                     conversation.next_seq += 1;
                 }
                 Effect::SetLocale(locale) => {
                     conversation.locale.clone_from(&locale);
                     profile.locale = locale;
                 }
-                Effect::SetPreference {
-                    name,
-                    value,
-                    message,
-                } => {
-                    profile.preferences.insert(
-                        name,
-                        Preference {
-                            value,
-                            at: now,
-                            message,
-                        },
-                    );
+                Effect::SetPreference { name, value, message } => {
+                    profile.preferences.insert(name, Preference { value, at: now, message });
                 }
                 Effect::AddTags(tags) => {
                     new_tags.extend(tags.iter().filter(|t| !profile.tags.contains(*t)).cloned());
@@ -320,10 +263,8 @@ impl Chat {
                 Effect::AddScore(score) => profile.score += score,
                 Effect::SetPending(pending) => conversation.pending = pending,
                 Effect::SetConsent { kind, granted } => {
-                    let mut consent = profile
-                        .consent
-                        .clone()
-                        .unwrap_or_else(|| ConsentRecord::new(Default::default(), now, "chat"));
+                    let mut consent =
+                        profile.consent.clone().unwrap_or_else(|| ConsentRecord::new(Default::default(), now, "chat"));
                     match kind {
                         ConsentKind::Marketing => consent.marketing = granted,
                         ConsentKind::Ads => consent.ads = granted,
@@ -344,10 +285,7 @@ impl Chat {
             writes.push(Write::Visitor(profile.clone()));
         }
         self.app.store.commit(writes).await.map_err(internal)?;
-        self.open = Some(Open {
-            profile,
-            conversation,
-        });
+        self.open = Some(Open { profile, conversation });
         Ok(step.frames)
     }
 }
@@ -358,33 +296,20 @@ fn tags_frame(profile: &Profile, new_tags: &[String]) -> ServerFrame {
     let pixel = if ads {
         new_tags
             .iter()
-            .map(|tag| Pixel {
-                event: "nudge_tag".into(),
-                params: [("tag".to_string(), tag.clone())].into(),
-            })
+            .map(|tag| Pixel { event: "nudge_tag".into(), params: [("tag".to_string(), tag.clone())].into() })
             .collect()
     } else {
         Vec::new()
     };
-    ServerFrame::Tags {
-        tags: profile.tags.iter().cloned().collect(),
-        pixel,
-    }
+    ServerFrame::Tags { tags: profile.tags.iter().cloned().collect(), pixel }
 }
 
 fn internal(error: crate::store::StoreError) -> ServerFrame {
     log::error!("store: {error}");
-    ServerFrame::error(
-        ErrorCode::Internal,
-        "could not save the conversation; please try again",
-    )
+    ServerFrame::error(ErrorCode::Internal, "could not save the conversation; please try again")
 }
 
 /// `de-AT` → `de`; anything that is not German is answered in English.
 fn locale_from_tag(tag: &str) -> &'static str {
-    if tag.get(..2).is_some_and(|l| l.eq_ignore_ascii_case("de")) {
-        "de"
-    } else {
-        "en"
-    }
+    if tag.get(..2).is_some_and(|l| l.eq_ignore_ascii_case("de")) { "de" } else { "en" }
 }

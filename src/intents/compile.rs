@@ -13,8 +13,8 @@ use super::rank::Ranker;
 use super::slots::{ConsentKind, Kind, Question, Slot};
 use super::template::Template;
 use super::{
-    BUILTIN_PREFERENCES, Choice, DEFAULT_MARGIN, DEFAULT_THRESHOLD, Diagnostic, Example, FALLBACK,
-    Intent, IntentSet, Location, Reply, WELCOME, text,
+    BUILTIN_PREFERENCES, Choice, DEFAULT_MARGIN, DEFAULT_THRESHOLD, Diagnostic, Example, FALLBACK, Intent, IntentSet,
+    Location, Reply, WELCOME, text,
 };
 
 /// A name used somewhere that must turn out to be a known preference, slot or intent.
@@ -50,8 +50,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     for (source, raw) in raw_slots {
         if let Some(slot) = c.slot(source, raw) {
             if let Some(&first) = slot_by_id.get(&slot.id) {
-                c.errors
-                    .push(duplicate("slot", &slot.id, &slot.at, &slots[first].at));
+                c.errors.push(duplicate("slot", &slot.id, &slot.at, &slots[first].at));
                 continue;
             }
             slot_by_id.insert(slot.id.clone(), slots.len());
@@ -74,12 +73,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
             continue;
         };
         if let Some(&first) = by_id.get(&intent.id) {
-            c.errors.push(duplicate(
-                "intent",
-                &intent.id,
-                &intent.at,
-                &intents[first].at,
-            ));
+            c.errors.push(duplicate("intent", &intent.id, &intent.at, &intents[first].at));
             continue;
         }
         if let Some(done) = done {
@@ -97,11 +91,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
 
     let mut known: BTreeSet<String> = BUILTIN_PREFERENCES.iter().map(|s| s.to_string()).collect();
     known.extend(slot_by_id.keys().cloned());
-    known.extend(
-        intents
-            .iter()
-            .flat_map(|i| i.set.iter().map(|(name, _)| name.clone())),
-    );
+    known.extend(intents.iter().flat_map(|i| i.set.iter().map(|(name, _)| name.clone())));
     for reference in std::mem::take(&mut c.preferences_used) {
         if !known.contains(&reference.name) {
             c.unknown(&reference, known.iter());
@@ -110,10 +100,8 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     if c.errors.is_empty() {
         for required in [WELCOME, FALLBACK] {
             if !by_id.contains_key(required) {
-                c.errors.push(file::dir_diagnostic(
-                    dir,
-                    format!("no intent with id `{required}`: every pack needs one"),
-                ));
+                c.errors
+                    .push(file::dir_diagnostic(dir, format!("no intent with id `{required}`: every pack needs one")));
             }
         }
     }
@@ -130,12 +118,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     let examples: Vec<(usize, String)> = intents
         .iter()
         .enumerate()
-        .flat_map(|(i, intent)| {
-            intent
-                .examples
-                .iter()
-                .map(move |e| (i, text::normalize(&e.text)))
-        })
+        .flat_map(|(i, intent)| intent.examples.iter().map(move |e| (i, text::normalize(&e.text))))
         .collect();
     Ok(IntentSet {
         warnings: shared_examples(&intents),
@@ -165,19 +148,13 @@ impl Compiler {
         let at = source.inside(&raw.id.span());
         let id = raw.id.into_inner();
         if !is_valid_id(&id) {
-            self.errors.push(Diagnostic {
-                at: at.clone(),
-                message: bad_id("intent", &id),
-            });
+            self.errors.push(Diagnostic { at: at.clone(), message: bad_id("intent", &id) });
         }
         for pattern in raw.patterns {
             let span = pattern.span();
             match matcher::Pattern::new(pattern.into_inner(), index) {
                 Ok(p) => patterns.push(p),
-                Err(e) => self.errors.push(Diagnostic {
-                    at: source.inside(&span),
-                    message: e,
-                }),
+                Err(e) => self.errors.push(Diagnostic { at: source.inside(&span), message: e }),
             }
         }
         let mut replies = [None, None];
@@ -199,28 +176,16 @@ impl Compiler {
                 what: "preference",
             });
         }
-        let set = raw
-            .set
-            .into_iter()
-            .filter_map(|(name, value)| Some((name, self.template(source, &value)?)))
-            .collect();
-        let tags = raw
-            .tags
-            .iter()
-            .filter_map(|t| self.template(source, t))
-            .collect();
+        let set =
+            raw.set.into_iter().filter_map(|(name, value)| Some((name, self.template(source, &value)?))).collect();
+        let tags = raw.tags.iter().filter_map(|t| self.template(source, t)).collect();
         let capture = self.slot_refs(source, &raw.capture, slots);
         let ask = self.slot_refs(source, &raw.ask, slots);
         if self.errors.len() > before {
             return None;
         }
         let examples = |list: Vec<Spanned<String>>| -> Vec<Example> {
-            list.into_iter()
-                .map(|e| Example {
-                    at: source.inside(&e.span()),
-                    text: e.into_inner(),
-                })
-                .collect()
+            list.into_iter().map(|e| Example { at: source.inside(&e.span()), text: e.into_inner() }).collect()
         };
         Some(Intent {
             id,
@@ -230,11 +195,7 @@ impl Compiler {
             examples: examples(raw.examples),
             counter_examples: examples(raw.not),
             when_set: raw.when_set.into_iter().map(Spanned::into_inner).collect(),
-            when_unset: raw
-                .when_unset
-                .into_iter()
-                .map(Spanned::into_inner)
-                .collect(),
+            when_unset: raw.when_unset.into_iter().map(Spanned::into_inner).collect(),
             set,
             capture,
             ask,
@@ -249,28 +210,17 @@ impl Compiler {
         let span = raw.span();
         let raw = raw.into_inner();
         if raw.reply.is_empty() {
-            self.errors
-                .push(source.at(&span, "`reply` needs at least one text"));
+            self.errors.push(source.at(&span, "`reply` needs at least one text"));
             return None;
         }
-        let variants: Vec<Template> = raw
-            .reply
-            .iter()
-            .filter_map(|text| self.text(source, text))
-            .collect();
-        (variants.len() == raw.reply.len()).then(|| Reply {
-            variants,
-            choices: choices(raw.choices),
-        })
+        let variants: Vec<Template> = raw.reply.iter().filter_map(|text| self.text(source, text)).collect();
+        (variants.len() == raw.reply.len()).then(|| Reply { variants, choices: choices(raw.choices) })
     }
 
     /// A reply text: not empty, and a valid template.
     fn text(&mut self, source: &Source, text: &Spanned<String>) -> Option<Template> {
         if text.get_ref().trim().is_empty() {
-            self.errors.push(Diagnostic {
-                at: source.inside(&text.span()),
-                message: "empty text".into(),
-            });
+            self.errors.push(Diagnostic { at: source.inside(&text.span()), message: "empty text".into() });
             return None;
         }
         self.template(source, text)
@@ -296,22 +246,14 @@ impl Compiler {
         }
     }
 
-    fn slot_refs(
-        &mut self,
-        source: &Source,
-        names: &[Spanned<String>],
-        slots: &HashMap<String, usize>,
-    ) -> Vec<usize> {
+    fn slot_refs(&mut self, source: &Source, names: &[Spanned<String>], slots: &HashMap<String, usize>) -> Vec<usize> {
         let mut found = Vec::new();
         for name in names {
             match slots.get(name.get_ref()) {
                 Some(&i) => found.push(i),
                 None => {
-                    let reference = Reference {
-                        name: name.get_ref().clone(),
-                        at: source.inside(&name.span()),
-                        what: "slot",
-                    };
+                    let reference =
+                        Reference { name: name.get_ref().clone(), at: source.inside(&name.span()), what: "slot" };
                     self.unknown(&reference, slots.keys());
                 }
             }
@@ -324,77 +266,50 @@ impl Compiler {
         let at = source.inside(&raw.id.span());
         let id = raw.id.get_ref().clone();
         if !is_valid_id(&id) {
-            self.errors.push(Diagnostic {
-                at: at.clone(),
-                message: bad_id("slot", &id),
-            });
+            self.errors.push(Diagnostic { at: at.clone(), message: bad_id("slot", &id) });
         }
         let kind_at = source.inside(&raw.kind.span());
         let kind = match raw.kind.get_ref().as_str() {
             "number" => match (raw.min, raw.max) {
                 (Some(min), Some(max)) if min <= max => Some(Kind::Number { min, max }),
                 _ => {
-                    self.errors.push(Diagnostic {
-                        at: kind_at,
-                        message: "a `number` slot needs `min` <= `max`".into(),
-                    });
+                    self.errors
+                        .push(Diagnostic { at: kind_at, message: "a `number` slot needs `min` <= `max`".into() });
                     None
                 }
             },
             "email" => Some(Kind::Email),
             "text" => Some(Kind::Text),
             "choice" if raw.values.is_empty() => {
-                self.errors.push(Diagnostic {
-                    at: kind_at,
-                    message: "a `choice` slot needs `values`".into(),
-                });
+                self.errors.push(Diagnostic { at: kind_at, message: "a `choice` slot needs `values`".into() });
                 None
             }
             "choice" => self.choice_values(&raw, &kind_at),
             other => {
-                let message =
-                    format!("unknown slot kind `{other}` (expected number, email, choice or text)");
-                self.errors.push(Diagnostic {
-                    at: kind_at,
-                    message,
-                });
+                let message = format!("unknown slot kind `{other}` (expected number, email, choice or text)");
+                self.errors.push(Diagnostic { at: kind_at, message });
                 None
             }
         };
-        let pattern = raw
-            .pattern
-            .as_ref()
-            .and_then(|p| match compile_regex(p.get_ref()) {
-                Ok(regex) => Some(regex),
-                Err(message) => {
-                    self.errors.push(Diagnostic {
-                        at: source.inside(&p.span()),
-                        message,
-                    });
-                    None
-                }
-            });
-        let consent = raw
-            .consent
-            .as_ref()
-            .and_then(|c| match c.get_ref().as_str() {
-                "marketing" => Some(ConsentKind::Marketing),
-                "ads" => Some(ConsentKind::Ads),
-                other => {
-                    let message = format!("unknown consent `{other}` (expected marketing or ads)");
-                    self.errors.push(Diagnostic {
-                        at: source.inside(&c.span()),
-                        message,
-                    });
-                    None
-                }
-            });
+        let pattern = raw.pattern.as_ref().and_then(|p| match compile_regex(p.get_ref()) {
+            Ok(regex) => Some(regex),
+            Err(message) => {
+                self.errors.push(Diagnostic { at: source.inside(&p.span()), message });
+                None
+            }
+        });
+        let consent = raw.consent.as_ref().and_then(|c| match c.get_ref().as_str() {
+            "marketing" => Some(ConsentKind::Marketing),
+            "ads" => Some(ConsentKind::Ads),
+            other => {
+                let message = format!("unknown consent `{other}` (expected marketing or ads)");
+                self.errors.push(Diagnostic { at: source.inside(&c.span()), message });
+                None
+            }
+        });
         if consent.is_some() && !(raw.values.contains_key("yes") && raw.values.contains_key("no")) {
             let message = "a consent slot is a `choice` with the values `yes` and `no`".into();
-            self.errors.push(Diagnostic {
-                at: at.clone(),
-                message,
-            });
+            self.errors.push(Diagnostic { at: at.clone(), message });
         }
         let mut questions = [None, None];
         for (slot, question) in questions.iter_mut().zip([raw.en, raw.de]) {
@@ -403,54 +318,30 @@ impl Compiler {
             }
         }
         if questions[0].is_none() && self.errors.len() == before {
-            let message = format!(
-                "slot `{id}` has no English question: add `[slot.en]` with `ask` and `retry`"
-            );
-            self.errors.push(Diagnostic {
-                at: at.clone(),
-                message,
-            });
+            let message = format!("slot `{id}` has no English question: add `[slot.en]` with `ask` and `retry`");
+            self.errors.push(Diagnostic { at: at.clone(), message });
         }
         if self.errors.len() > before {
             return None;
         }
         for name in &raw.requires {
             let at = source.inside(&name.span());
-            self.preferences_used.push(Reference {
-                name: name.get_ref().clone(),
-                at,
-                what: "preference",
-            });
+            self.preferences_used.push(Reference { name: name.get_ref().clone(), at, what: "preference" });
         }
         let requires = raw.requires.into_iter().map(Spanned::into_inner).collect();
         let tries = raw.tries.unwrap_or(2).max(1);
-        Some(Slot {
-            id,
-            kind: kind?,
-            pattern,
-            tries,
-            consent,
-            requires,
-            at,
-            questions,
-        })
+        Some(Slot { id, kind: kind?, pattern, tries, consent, requires, at, questions })
     }
 
     fn choice_values(&mut self, raw: &RawSlot, at: &Location) -> Option<Kind> {
         let mut values = Vec::new();
         for (value, words) in &raw.values {
-            let mut words: Vec<String> = words
-                .iter()
-                .map(|w| regex::escape(&text::normalize(w)))
-                .collect();
+            let mut words: Vec<String> = words.iter().map(|w| regex::escape(&text::normalize(w))).collect();
             words.push(regex::escape(&text::normalize(value)));
             match Regex::new(&format!(r"\b(?:{})\b", words.join("|"))) {
                 Ok(regex) => values.push((value.clone(), regex)),
                 Err(e) => {
-                    self.errors.push(Diagnostic {
-                        at: at.clone(),
-                        message: format!("value `{value}`: {e}"),
-                    });
+                    self.errors.push(Diagnostic { at: at.clone(), message: format!("value `{value}`: {e}") });
                     return None;
                 }
             }
@@ -465,12 +356,7 @@ impl Compiler {
             Some(skip) => Some(self.text(source, skip)?),
             None => None,
         };
-        Some(Question {
-            ask: ask?,
-            retry: retry?,
-            skip,
-            choices: choices(raw.choices),
-        })
+        Some(Question { ask: ask?, retry: retry?, skip, choices: choices(raw.choices) })
     }
 
     fn unknown<'a>(&mut self, reference: &Reference, known: impl Iterator<Item = &'a String>) {
@@ -478,12 +364,7 @@ impl Compiler {
         known.sort_unstable();
         self.errors.push(Diagnostic {
             at: reference.at.clone(),
-            message: format!(
-                "unknown {} `{}` (known: {})",
-                reference.what,
-                reference.name,
-                known.join(", ")
-            ),
+            message: format!("unknown {} `{}` (known: {})", reference.what, reference.name, known.join(", ")),
         });
     }
 }
@@ -496,19 +377,11 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
 }
 
 fn choices(raw: Vec<RawChoice>) -> Vec<Choice> {
-    raw.into_iter()
-        .map(|c| Choice {
-            label: c.label,
-            value: c.value,
-        })
-        .collect()
+    raw.into_iter().map(|c| Choice { label: c.label, value: c.value }).collect()
 }
 
 fn duplicate(what: &str, id: &str, at: &Location, first: &Location) -> Diagnostic {
-    Diagnostic {
-        at: at.clone(),
-        message: format!("duplicate {what} id `{id}` (first defined at {first})"),
-    }
+    Diagnostic { at: at.clone(), message: format!("duplicate {what} id `{id}` (first defined at {first})") }
 }
 
 fn bad_id(what: &str, id: &str) -> String {
@@ -521,6 +394,11 @@ fn is_valid_id(id: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// Whether two intents' conditions can never hold together.
+fn exclusive(a: &Intent, b: &Intent) -> bool {
+    a.when_set.iter().any(|p| b.when_unset.contains(p)) || b.when_set.iter().any(|p| a.when_unset.contains(p))
+}
+
 /// Examples that two intents both claim: the ranker cannot tell them apart.
 fn shared_examples(intents: &[Intent]) -> Vec<Diagnostic> {
     let mut first: HashMap<String, (&Intent, &Example)> = HashMap::new();
@@ -529,7 +407,7 @@ fn shared_examples(intents: &[Intent]) -> Vec<Diagnostic> {
         for example in &intent.examples {
             let key = text::normalize(&example.text);
             match first.get(&key) {
-                Some((other, at)) if other.id != intent.id => warnings.push(Diagnostic {
+                Some((other, at)) if other.id != intent.id && !exclusive(other, intent) => warnings.push(Diagnostic {
                     at: example.at.clone(),
                     message: format!(
                         "warning: example {:?} is also an example of `{}` ({})",

@@ -61,16 +61,10 @@ impl Report {
 
 impl Counts {
     pub fn precision(&self) -> f64 {
-        ratio(
-            self.true_positives,
-            self.true_positives + self.false_positives,
-        )
+        ratio(self.true_positives, self.true_positives + self.false_positives)
     }
     pub fn recall(&self) -> f64 {
-        ratio(
-            self.true_positives,
-            self.true_positives + self.false_negatives,
-        )
+        ratio(self.true_positives, self.true_positives + self.false_negatives)
     }
 }
 
@@ -82,10 +76,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 pub fn read_rows(path: &Path) -> Result<Vec<(String, String)>, EvalError> {
     let name = path.display().to_string();
     let mut reader = csv::Reader::from_path(path).map_err(|e| EvalError::Csv(name.clone(), e))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| EvalError::Csv(name.clone(), e))?
-        .clone();
+    let headers = reader.headers().map_err(|e| EvalError::Csv(name.clone(), e))?.clone();
     let column = |n: &str| headers.iter().position(|h| h.trim() == n);
     let (Some(text), Some(label)) = (column("text"), column("label")) else {
         return Err(EvalError::Columns(name));
@@ -93,10 +84,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<(String, String)>, EvalError> {
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| EvalError::Csv(name.clone(), e))?;
-        rows.push((
-            record.get(text).unwrap_or("").to_string(),
-            record.get(label).unwrap_or("").trim().to_string(),
-        ));
+        rows.push((record.get(text).unwrap_or("").to_string(), record.get(label).unwrap_or("").trim().to_string()));
     }
     Ok(rows)
 }
@@ -106,11 +94,7 @@ pub fn evaluate(intents: &IntentSet, rows: &[(String, String)]) -> Report {
     let mut confusions: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for (message, label) in rows {
         let route = intents.route(&text::normalize(message), &|_| false);
-        let got = if route.intent == intents.fallback() {
-            NONE
-        } else {
-            intents.intents[route.intent].id.as_str()
-        };
+        let got = if route.intent == intents.fallback() { NONE } else { intents.intents[route.intent].id.as_str() };
         let right = got == label;
         report.rows += 1;
         report.correct += usize::from(right);
@@ -123,32 +107,17 @@ pub fn evaluate(intents: &IntentSet, rows: &[(String, String)]) -> Report {
         }
         if right {
             if label != NONE {
-                report
-                    .per_intent
-                    .entry(label.clone())
-                    .or_default()
-                    .true_positives += 1;
+                report.per_intent.entry(label.clone()).or_default().true_positives += 1;
             }
             continue;
         }
         if label != NONE {
-            report
-                .per_intent
-                .entry(label.clone())
-                .or_default()
-                .false_negatives += 1;
+            report.per_intent.entry(label.clone()).or_default().false_negatives += 1;
         }
         if got != NONE {
-            report
-                .per_intent
-                .entry(got.to_string())
-                .or_default()
-                .false_positives += 1;
+            report.per_intent.entry(got.to_string()).or_default().false_positives += 1;
         }
-        confusions
-            .entry((label.clone(), got.to_string()))
-            .or_default()
-            .push(message.clone());
+        confusions.entry((label.clone(), got.to_string())).or_default().push(message.clone());
     }
     let mut confusions: Vec<Confusion> = confusions
         .into_iter()
@@ -167,13 +136,7 @@ pub fn evaluate(intents: &IntentSet, rows: &[(String, String)]) -> Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "rows: {}", self.rows)?;
-        writeln!(
-            f,
-            "accuracy: {:.3} ({}/{})",
-            self.accuracy(),
-            self.correct,
-            self.rows
-        )?;
+        writeln!(f, "accuracy: {:.3} ({}/{})", self.accuracy(), self.correct, self.rows)?;
         writeln!(
             f,
             "accuracy on labelled rows: {:.3} ({}/{})",
@@ -188,19 +151,10 @@ impl std::fmt::Display for Report {
             self.false_matches,
             self.none_rows
         )?;
-        writeln!(
-            f,
-            "\n{:<24} {:>9} {:>7} {:>6}",
-            "intent", "precision", "recall", "rows"
-        )?;
+        writeln!(f, "\n{:<24} {:>9} {:>7} {:>6}", "intent", "precision", "recall", "rows")?;
         for (intent, c) in &self.per_intent {
             let rows = c.true_positives + c.false_negatives;
-            writeln!(
-                f,
-                "{intent:<24} {:>9.3} {:>7.3} {rows:>6}",
-                c.precision(),
-                c.recall()
-            )?;
+            writeln!(f, "{intent:<24} {:>9.3} {:>7.3} {rows:>6}", c.precision(), c.recall())?;
         }
         writeln!(f, "\nworst confusions (expected -> got):")?;
         for c in self.confusions.iter().take(15) {

@@ -45,10 +45,7 @@ pub struct Source {
 
 impl Source {
     pub fn new(file: &Path, text: String) -> Self {
-        Self {
-            file: file.into(),
-            text,
-        }
+        Self { file: file.into(), text }
     }
 
     pub fn locate(&self, offset: usize) -> Location {
@@ -63,39 +60,23 @@ impl Source {
     }
 
     pub fn at(&self, span: &Range<usize>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            at: self.locate(span.start),
-            message: message.into(),
-        }
+        Diagnostic { at: self.locate(span.start), message: message.into() }
     }
 
     /// The start of a value: inside the quotes of a string literal, so a column names its first
     /// character.
     pub fn inside(&self, span: &Range<usize>) -> Location {
-        let quote = self.text[span.clone()]
-            .bytes()
-            .take_while(|b| *b == b'\'' || *b == b'"')
-            .count();
+        let quote = self.text[span.clone()].bytes().take_while(|b| *b == b'\'' || *b == b'"').count();
         self.locate(span.start + quote)
     }
 
     pub fn whole_file(&self, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            at: self.locate(0),
-            message: message.into(),
-        }
+        Diagnostic { at: self.locate(0), message: message.into() }
     }
 }
 
 pub fn dir_diagnostic(dir: &Path, message: impl Into<String>) -> Diagnostic {
-    Diagnostic {
-        at: Location {
-            file: PathBuf::from(dir).into(),
-            line: 1,
-            col: 1,
-        },
-        message: message.into(),
-    }
+    Diagnostic { at: Location { file: PathBuf::from(dir).into(), line: 1, col: 1 }, message: message.into() }
 }
 
 #[derive(Debug, Deserialize)]

@@ -44,38 +44,21 @@ impl Matcher {
             .size_limit(SIZE_LIMIT * 4)
             .build()
             .map_err(|e| Diagnostic {
-                at: super::Location {
-                    file: std::path::Path::new("intents").into(),
-                    line: 1,
-                    col: 1,
-                },
-                message: format!(
-                    "patterns too large to compile together: {}",
-                    one_line(&e.to_string())
-                ),
+                at: super::Location { file: std::path::Path::new("intents").into(), line: 1, col: 1 },
+                message: format!("patterns too large to compile together: {}", one_line(&e.to_string())),
             })?;
         Ok(Matcher { set, patterns })
     }
 
     /// The intent whose pattern matches: highest priority first, then the longest match (the
     /// most specific pattern), then the earliest intent.
-    pub fn best(
-        &self,
-        normalized: &str,
-        intents: &[Intent],
-        eligible: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    pub fn best(&self, normalized: &str, intents: &[Intent], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let matched = self.set.matches(normalized);
         let mut best: Option<(i32, usize, usize)> = None;
-        let mut candidates = matched
-            .iter()
-            .filter(|&i| eligible(self.patterns[i].owner))
-            .peekable();
+        let mut candidates = matched.iter().filter(|&i| eligible(self.patterns[i].owner)).peekable();
         let only_one = {
             let first = *candidates.peek()?;
-            matched
-                .iter()
-                .all(|i| self.patterns[i].owner == self.patterns[first].owner)
+            matched.iter().all(|i| self.patterns[i].owner == self.patterns[first].owner)
         };
         if only_one {
             return candidates.next().map(|i| self.patterns[i].owner);
@@ -83,11 +66,7 @@ impl Matcher {
         for i in candidates {
             let pattern = &self.patterns[i];
             let len = pattern.regex.find(normalized).map_or(0, |m| m.len());
-            let key = (
-                intents[pattern.owner].priority,
-                len,
-                usize::MAX - pattern.owner,
-            );
+            let key = (intents[pattern.owner].priority, len, usize::MAX - pattern.owner);
             if best.is_none_or(|b| key > b) {
                 best = Some(key);
             }
@@ -100,15 +79,9 @@ impl Matcher {
 /// `file:line:col`, so keep only the reason.
 pub fn regex_reason(error: &regex::Error) -> String {
     let text = error.to_string();
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("error: "))
-        .map_or_else(|| one_line(&text), str::to_string)
+    text.lines().find_map(|l| l.trim().strip_prefix("error: ")).map_or_else(|| one_line(&text), str::to_string)
 }
 
 fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join(" | ")
+    s.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" | ")
 }

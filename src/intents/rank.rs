@@ -57,22 +57,12 @@ impl Ranker {
             })
             .collect();
         let n = examples.len() as f32;
-        let idf: Vec<f32> = document_frequency
-            .iter()
-            .map(|&df| ((n + 1.0) / (df as f32 + 1.0)).ln() + 1.0)
-            .collect();
+        let idf: Vec<f32> = document_frequency.iter().map(|&df| ((n + 1.0) / (df as f32 + 1.0)).ln() + 1.0).collect();
         let mut postings = vec![Vec::new(); idf.len()];
         for (example, features) in featured.iter().enumerate() {
-            let norm = features
-                .iter()
-                .map(|(id, w)| (w * idf[*id as usize]).powi(2))
-                .sum::<f32>()
-                .sqrt();
+            let norm = features.iter().map(|(id, w)| (w * idf[*id as usize]).powi(2)).sum::<f32>().sqrt();
             for (id, w) in features {
-                postings[*id as usize].push((
-                    example as u32,
-                    w * idf[*id as usize] / norm.max(f32::EPSILON),
-                ));
+                postings[*id as usize].push((example as u32, w * idf[*id as usize] / norm.max(f32::EPSILON)));
             }
         }
         Ranker {
@@ -113,19 +103,13 @@ impl Ranker {
             if !eligible(self.owners[example as usize]) {
                 continue;
             }
-            let best = best_per_intent
-                .entry(self.owners[example as usize])
-                .or_insert(0.0);
+            let best = best_per_intent.entry(self.owners[example as usize]).or_insert(0.0);
             *best = best.max(score);
         }
         let mut ranked: Vec<(usize, f32)> = best_per_intent.into_iter().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let &(intent, score) = ranked.first()?;
-        Some(Ranked {
-            intent,
-            score,
-            runner_up: ranked.get(1).map_or(0.0, |r| r.1),
-        })
+        Some(Ranked { intent, score, runner_up: ranked.get(1).map_or(0.0, |r| r.1) })
     }
 }
 
@@ -135,13 +119,7 @@ fn features(normalized: &str) -> Vec<(String, f32)> {
     let words: Vec<&str> = normalized
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(|w| {
-            if w.chars().all(|c| c.is_ascii_digit()) {
-                "#"
-            } else {
-                w
-            }
-        })
+        .map(|w| if w.chars().all(|c| c.is_ascii_digit()) { "#" } else { w })
         .collect();
     let mut counts: HashMap<String, f32> = HashMap::new();
     for word in &words {
@@ -154,9 +132,7 @@ fn features(normalized: &str) -> Vec<(String, f32)> {
         }
     }
     for pair in words.windows(2) {
-        *counts
-            .entry(format!("p:{} {}", pair[0], pair[1]))
-            .or_insert(0.0) += PAIR_WEIGHT;
+        *counts.entry(format!("p:{} {}", pair[0], pair[1])).or_insert(0.0) += PAIR_WEIGHT;
     }
     counts.into_iter().collect()
 }
@@ -173,17 +149,10 @@ mod tests {
             (1, "how do i return shoes".into()),
             (1, "refund policy".into()),
         ]);
-        let top = ranker
-            .rank("tracking my orders", &|_| true)
-            .expect("ranked");
+        let top = ranker.rank("tracking my orders", &|_| true).expect("ranked");
         assert_eq!(top.intent, 0);
         assert!(top.score > top.runner_up);
-        assert_eq!(
-            ranker
-                .rank("returning the shoes", &|_| true)
-                .map(|r| r.intent),
-            Some(1)
-        );
+        assert_eq!(ranker.rank("returning the shoes", &|_| true).map(|r| r.intent), Some(1));
         assert_eq!(ranker.rank("xyzzy", &|_| true), None);
     }
 }

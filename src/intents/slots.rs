@@ -9,9 +9,8 @@ use super::template::Template;
 use super::{Choice, LOCALES, Location};
 
 static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d+(?:[.,]\d+)?").expect("valid"));
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}").expect("valid")
-});
+static EMAIL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}").expect("valid"));
 
 #[derive(Debug)]
 pub enum Kind {
@@ -57,10 +56,7 @@ pub struct Slot {
 impl Slot {
     pub fn question(&self, locale: &str) -> &Question {
         let i = LOCALES.iter().position(|l| *l == locale).unwrap_or(0);
-        self.questions[i]
-            .as_ref()
-            .or(self.questions[0].as_ref())
-            .expect("English question checked at compile")
+        self.questions[i].as_ref().or(self.questions[0].as_ref()).expect("English question checked at compile")
     }
 
     /// The answer in a message, if it holds a valid one. `asked` means the message answers
@@ -68,14 +64,7 @@ impl Slot {
     /// a message that matched an intent) the slot's pattern must find it first.
     pub fn extract(&self, normalized: &str, original: &str, asked: bool) -> Option<String> {
         let found = self.pattern.as_ref().and_then(|p| {
-            p.captures(normalized).map(|c| {
-                c.iter()
-                    .skip(1)
-                    .flatten()
-                    .next()
-                    .or(c.get(0))
-                    .map_or("", |m| m.as_str())
-            })
+            p.captures(normalized).map(|c| c.iter().skip(1).flatten().next().or(c.get(0)).map_or("", |m| m.as_str()))
         });
         let region = match found {
             Some(region) => region,
@@ -103,11 +92,7 @@ impl Slot {
 }
 
 fn format_number(value: f64) -> String {
-    if value.fract() == 0.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value}")
-    }
+    if value.fract() == 0.0 { format!("{value:.0}") } else { format!("{value}") }
 }
 
 #[cfg(test)]
@@ -122,31 +107,16 @@ mod tests {
             tries: 2,
             consent: None,
             requires: Vec::new(),
-            at: Location {
-                file: std::path::Path::new("x").into(),
-                line: 1,
-                col: 1,
-            },
+            at: Location { file: std::path::Path::new("x").into(), line: 1, col: 1 },
             questions: [None, None],
         }
     }
 
     #[test]
     fn extracts_typed_answers() {
-        let size = slot(
-            Kind::Number {
-                min: 35.0,
-                max: 48.0,
-            },
-            Some(r"\b(?:size|groesse|eu) ?(\d+(?:[.,]5)?)"),
-        );
-        let colour = slot(
-            Kind::Choice(vec![(
-                "black".into(),
-                Regex::new(r"\b(black|schwarz)\b").expect("valid"),
-            )]),
-            None,
-        );
+        let size = slot(Kind::Number { min: 35.0, max: 48.0 }, Some(r"\b(?:size|groesse|eu) ?(\d+(?:[.,]5)?)"));
+        let colour =
+            slot(Kind::Choice(vec![("black".into(), Regex::new(r"\b(black|schwarz)\b").expect("valid"))]), None);
         let email = slot(Kind::Email, None);
         for (slot, text, asked, expected) in [
             (&size, "42", true, Some("42")),
@@ -156,19 +126,10 @@ mod tests {
             (&size, "sneakers for 90 euros", false, None),
             (&colour, "schwarz bitte", true, Some("black")),
             (&colour, "green", true, None),
-            (
-                &email,
-                "it's ana@example.com thanks",
-                true,
-                Some("ana@example.com"),
-            ),
+            (&email, "it's ana@example.com thanks", true, Some("ana@example.com")),
             (&email, "ana at example", true, None),
         ] {
-            assert_eq!(
-                slot.extract(text, text, asked).as_deref(),
-                expected,
-                "{text}"
-            );
+            assert_eq!(slot.extract(text, text, asked).as_deref(), expected, "{text}");
         }
     }
 }

@@ -140,11 +140,10 @@ pub fn guess_locale(normalized: &str) -> Option<&'static str> {
         "mensch",
     ];
     const EN: &[&str] = &[
-        "i", "and", "not", "is", "the", "my", "how", "what", "where", "when", "why", "you",
-        "please", "thanks", "thank", "hello", "hi", "can", "to", "order", "a", "an", "with", "for",
-        "on", "yes", "no", "there", "have", "has", "we", "want", "would", "like", "do", "does",
-        "ship", "shipping", "delivery", "return", "shoes", "size", "me", "of", "it", "are", "am",
-        "will", "be", "hey", "bye", "help", "your", "need", "get",
+        "i", "and", "not", "is", "the", "my", "how", "what", "where", "when", "why", "you", "please", "thanks",
+        "thank", "hello", "hi", "can", "to", "order", "a", "an", "with", "for", "on", "yes", "no", "there", "have",
+        "has", "we", "want", "would", "like", "do", "does", "ship", "shipping", "delivery", "return", "shoes", "size",
+        "me", "of", "it", "are", "am", "will", "be", "hey", "bye", "help", "your", "need", "get",
     ];
     let (mut de, mut en) = (0, 0);
     for word in normalized.split(|c: char| !c.is_alphanumeric()) {
@@ -182,13 +181,9 @@ mod tests {
 
     #[test]
     fn recognises_declines() {
-        for (input, expected) in [
-            ("No thanks!", true),
-            ("nein", true),
-            ("skip", true),
-            ("no, 42", false),
-            ("42", false),
-        ] {
+        for (input, expected) in
+            [("No thanks!", true), ("nein", true), ("skip", true), ("no, 42", false), ("42", false)]
+        {
             assert_eq!(is_decline(&normalize(input)), expected, "{input:?}");
         }
     }

@@ -26,18 +26,13 @@ pub struct Handle {
 impl Handle {
     pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
         let (done, wait) = oneshot::channel();
-        self.queue
-            .send(Job { writes, done })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.queue.send(Job { writes, done }).await.map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
     }
 
     pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<()> {
         let (done, wait) = oneshot::channel();
-        self.queue
-            .blocking_send(Job { writes, done })
-            .map_err(|_| StoreError::Closed)?;
+        self.queue.blocking_send(Job { writes, done }).map_err(|_| StoreError::Closed)?;
         wait.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 }
@@ -56,13 +51,10 @@ pub fn spawn(db: sled::Db, trees: Trees, stats: Arc<Stats>) -> Handle {
                         Err(_) => break,
                     }
                 }
-                let applied: Vec<Result<()>> =
-                    group.iter().map(|job| apply(&trees, &job.writes)).collect();
+                let applied: Vec<Result<()>> = group.iter().map(|job| apply(&trees, &job.writes)).collect();
                 let flushed = db.flush().map(drop);
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .batches
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
                 for (job, result) in group.drain(..).zip(applied) {
                     let result = result.and_then(|()| flushed.clone().map_err(StoreError::Sled));
                     // A session that went away no longer waits for its acknowledgement.
@@ -78,27 +70,17 @@ fn apply(trees: &Trees, writes: &[Write]) -> Result<()> {
     for write in writes {
         match write {
             Write::Visitor(profile) => {
-                trees
-                    .visitors
-                    .insert(profile.id.as_bytes(), encode(profile))?;
+                trees.visitors.insert(profile.id.as_bytes(), encode(profile))?;
             }
             Write::Conversation(conversation) => {
                 let mut index = [0u8; 32];
                 index[..16].copy_from_slice(conversation.visitor.as_bytes());
                 index[16..].copy_from_slice(conversation.id.as_bytes());
                 trees.visitor_conversations.insert(index, &[])?;
-                trees
-                    .conversations
-                    .insert(conversation.id.as_bytes(), encode(conversation))?;
+                trees.conversations.insert(conversation.id.as_bytes(), encode(conversation))?;
             }
-            Write::Entry {
-                conversation,
-                seq,
-                entry,
-            } => {
-                trees
-                    .transcripts
-                    .insert(entry_key(conversation, *seq), encode(entry))?;
+            Write::Entry { conversation, seq, entry } => {
+                trees.transcripts.insert(entry_key(conversation, *seq), encode(entry))?;
             }
         }
     }

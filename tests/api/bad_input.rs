@@ -15,56 +15,25 @@ async fn recoverable_errors_keep_the_connection_usable() {
     let server = TestServer::start();
     let mut socket = server.connect().await;
     send(&mut socket, ClientFrame::Say { text: "hi".into() }).await;
-    assert!(
-        expect_error(&mut socket, ErrorCode::BadRequest)
-            .await
-            .contains("hello first")
-    );
+    assert!(expect_error(&mut socket, ErrorCode::BadRequest).await.contains("hello first"));
     hello(&mut socket, Hello::default()).await;
     let long = "a".repeat(1001);
     for (raw, code, says) in [
         ("{not json", ErrorCode::BadRequest, "invalid JSON"),
-        (
-            r#"{"type":"shout","text":"hi"}"#,
-            ErrorCode::BadRequest,
-            "unknown frame type",
-        ),
-        (
-            r#"{"type":"say"}"#,
-            ErrorCode::BadRequest,
-            "missing field `text`",
-        ),
+        (r#"{"type":"shout","text":"hi"}"#, ErrorCode::BadRequest, "unknown frame type"),
+        (r#"{"type":"say"}"#, ErrorCode::BadRequest, "missing field `text`"),
         (r#"{"text":"hi"}"#, ErrorCode::BadRequest, "`type`"),
-        (
-            r#"{"type":"say","text":"   "}"#,
-            ErrorCode::BadRequest,
-            "empty",
-        ),
-        (
-            &format!(r#"{{"type":"say","text":"{long}"}}"#),
-            ErrorCode::TooLong,
-            "at most 1000",
-        ),
+        (r#"{"type":"say","text":"   "}"#, ErrorCode::BadRequest, "empty"),
+        (&format!(r#"{{"type":"say","text":"{long}"}}"#), ErrorCode::TooLong, "at most 1000"),
         (r#"{"type":"hello"}"#, ErrorCode::BadRequest, "already"),
     ] {
         socket.send(Message::text(raw)).await.expect("send");
         let message = expect_error(&mut socket, code).await;
         assert!(message.contains(says), "{raw:.40}: {message}");
     }
-    socket
-        .send(Message::binary(vec![1u8, 2, 3]))
-        .await
-        .expect("send");
-    assert!(
-        expect_error(&mut socket, ErrorCode::BadRequest)
-            .await
-            .contains("binary")
-    );
-    assert_eq!(
-        say(&mut socket, "do you ship to Austria?").await.intent,
-        "shipping_options",
-        "still usable"
-    );
+    socket.send(Message::binary(vec![1u8, 2, 3])).await.expect("send");
+    assert!(expect_error(&mut socket, ErrorCode::BadRequest).await.contains("binary"));
+    assert_eq!(say(&mut socket, "do you ship to Austria?").await.intent, "shipping_options", "still usable");
 }
 
 /// Frames the codec cannot accept end the connection with an error frame and a close code; the
@@ -77,15 +46,10 @@ async fn fatal_frames_close_cleanly_and_damage_nothing() {
     say(&mut witness, "where is my order?").await;
 
     let huge = format!(r#"{{"type":"say","text":"{}"}}"#, "x".repeat(100 * 1024));
-    let invalid_utf8 = Message::Frame(Frame::message(
-        vec![b'{', 0xff, 0xfe, b'}'],
-        OpCode::Data(Data::Text),
-        true,
-    ));
-    for (bad, code, close_code) in [
-        (Message::text(huge), ErrorCode::TooLong, 1009u16),
-        (invalid_utf8, ErrorCode::BadRequest, 1007),
-    ] {
+    let invalid_utf8 = Message::Frame(Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true));
+    for (bad, code, close_code) in
+        [(Message::text(huge), ErrorCode::TooLong, 1009u16), (invalid_utf8, ErrorCode::BadRequest, 1007)]
+    {
         let mut attacker = server.connect().await;
         hello(&mut attacker, Hello::default()).await;
         // The server may close before the whole frame is written; that is fine.
@@ -95,24 +59,14 @@ async fn fatal_frames_close_cleanly_and_damage_nothing() {
             Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), close_code),
             other => panic!("expected a close frame, got {other:?}"),
         }
-        assert_eq!(
-            say(&mut witness, "how long does delivery take")
-                .await
-                .intent,
-            "delivery_time"
-        );
+        assert_eq!(say(&mut witness, "how long does delivery take").await.intent, "delivery_time");
     }
     drop(witness);
     let mut server = server;
     server.kill();
     let store = Store::open(&server.data).expect("store opens");
     let id = nudge::ids::ConversationId::parse(&conversation).expect("id");
-    let texts: Vec<String> = store
-        .transcript(&id)
-        .expect("transcript")
-        .into_iter()
-        .map(|e| e.text)
-        .collect();
+    let texts: Vec<String> = store.transcript(&id).expect("transcript").into_iter().map(|e| e.text).collect();
     assert_eq!(texts.len(), 7, "greeting + 3 exchanges: {texts:?}");
     assert_eq!(texts[1], "where is my order?");
 }
@@ -124,41 +78,23 @@ async fn the_handshake_checks_origin_and_subprotocol() {
     let attempt = |origin: Option<&str>, protocol: Option<&str>| {
         let mut request = server.ws_url().into_client_request().expect("request");
         if let Some(origin) = origin {
-            request
-                .headers_mut()
-                .insert("Origin", origin.parse().expect("header"));
+            request.headers_mut().insert("Origin", origin.parse().expect("header"));
         }
         if let Some(protocol) = protocol {
-            request
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
+            request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
         }
         async move {
             match tokio_tungstenite::connect_async(request).await {
                 Ok(_) => 101,
-                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                    response.status().as_u16()
-                }
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
                 Err(e) => panic!("unexpected error {e}"),
             }
         }
     };
     let own = format!("http://{}", server.addr);
-    assert_eq!(
-        attempt(Some(&own), Some("chat.v1")).await,
-        101,
-        "our own pages"
-    );
-    assert_eq!(
-        attempt(None, Some("chat.v1")).await,
-        101,
-        "non-browser clients"
-    );
-    assert_eq!(
-        attempt(Some("https://evil.example"), Some("chat.v1")).await,
-        403,
-        "cross-site hijacking"
-    );
+    assert_eq!(attempt(Some(&own), Some("chat.v1")).await, 101, "our own pages");
+    assert_eq!(attempt(None, Some("chat.v1")).await, 101, "non-browser clients");
+    assert_eq!(attempt(Some("https://evil.example"), Some("chat.v1")).await, 403, "cross-site hijacking");
     assert_eq!(attempt(Some(&own), None).await, 400, "no subprotocol");
 
     let dir = tempfile::tempdir().expect("dir");
@@ -168,18 +104,9 @@ async fn the_handshake_checks_origin_and_subprotocol() {
         &["--allowed-origins", "https://shop.example"],
     );
     let mut request = allowing.ws_url().into_client_request().expect("request");
-    request
-        .headers_mut()
-        .insert("Origin", "https://shop.example".parse().expect("header"));
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "chat.v1".parse().expect("header"));
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("allow-listed origin");
+    request.headers_mut().insert("Origin", "https://shop.example".parse().expect("header"));
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "chat.v1".parse().expect("header"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("allow-listed origin");
     send(&mut socket, ClientFrame::Hello(Hello::default())).await;
-    assert!(matches!(
-        recv(&mut socket).await,
-        ServerFrame::Welcome { .. }
-    ));
+    assert!(matches!(recv(&mut socket).await, ServerFrame::Welcome { .. }));
 }

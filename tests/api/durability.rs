@@ -13,12 +13,7 @@ async fn answered_messages_survive_sigkill() {
     let data = dir.path().join("data");
     let intents = std::path::Path::new("intents");
     let mut server = TestServer::start_on(&data, intents, &[]);
-    let messages = [
-        "hi",
-        "do you ship to Austria?",
-        "how long does delivery take",
-        "Wo ist meine Bestellung?",
-    ];
+    let messages = ["hi", "do you ship to Austria?", "how long does delivery take", "Wo ist meine Bestellung?"];
     let mut conversations = Vec::new();
     // Several concurrent clients, so their flushes are grouped.
     let clients = (0..8).map(|_| {
@@ -42,25 +37,15 @@ async fn answered_messages_survive_sigkill() {
     for (visitor, conversation, answered) in conversations {
         let id = ConversationId::parse(&conversation).expect("id");
         let entries = store.transcript(&id).expect("transcript");
-        assert_eq!(
-            entries.len(),
-            1 + 2 * answered.len(),
-            "greeting plus every exchange"
-        );
+        assert_eq!(entries.len(), 1 + 2 * answered.len(), "greeting plus every exchange");
         for (i, (text, reply)) in answered.iter().enumerate() {
             let (said, answer) = (&entries[1 + 2 * i], &entries[2 + 2 * i]);
             assert_eq!((said.from, said.text.as_str()), (Speaker::Shopper, *text));
-            assert_eq!(
-                (answer.from, answer.text.as_str()),
-                (Speaker::Bot, reply.text.as_str())
-            );
+            assert_eq!((answer.from, answer.text.as_str()), (Speaker::Bot, reply.text.as_str()));
             assert_eq!(answer.intent.as_deref(), Some(reply.intent.as_str()));
         }
         let visitor = nudge::ids::VisitorId::parse(&visitor).expect("id");
-        assert!(
-            store.visitor(&visitor).expect("read").is_some(),
-            "profile stored"
-        );
+        assert!(store.visitor(&visitor).expect("read").is_some(), "profile stored");
     }
     drop(store);
 

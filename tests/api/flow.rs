@@ -2,31 +2,10 @@
 //! budget → email → consent, with the stored preferences checked afterwards.
 
 use nudge::ids::VisitorId;
-use nudge::protocol::{ClientFrame, Hello, ServerFrame};
+use nudge::protocol::Hello;
 use nudge::store::Store;
 
 use crate::helpers::*;
-
-/// Sends a message and collects every frame of the answer (replies and tags) until the last reply
-/// that is a question or a statement; the flow always ends a step with a reply.
-async fn turn(socket: &mut nudge::client::Socket, text: &str) -> Vec<String> {
-    send(socket, ClientFrame::Say { text: text.into() }).await;
-    let mut replies = Vec::new();
-    loop {
-        let frame = tokio::time::timeout(
-            std::time::Duration::from_millis(300),
-            nudge::client::recv(socket),
-        )
-        .await;
-        match frame {
-            Ok(Ok(ServerFrame::Reply(reply))) => replies.push(reply.text),
-            Ok(Ok(ServerFrame::Tags { .. })) => {}
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(_) if !replies.is_empty() => return replies,
-            Err(_) => panic!("no reply to {text:?}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn interest_to_email_with_consent() {
@@ -44,32 +23,20 @@ async fn interest_to_email_with_consent() {
         ("about 120 euros", "email address"),
         ("ana(at)example", "doesn't look like an email"),
         ("ana@example.com", "offers by email"),
-        (
-            "yes",
-            "Here's what I noted: sneakers, size 43, black, up to 120 €.",
-        ),
+        ("yes", "Here's what I noted: sneakers, size 43, black, up to 120 €."),
     ] {
-        let replies = turn(&mut socket, say).await;
+        let replies = say_all(&mut socket, say).await;
         let last = replies.last().expect("a reply");
         assert!(last.contains(expect_last), "{say:?} -> {replies:?}");
     }
     // A question already answered is not asked again; a new interest starts from what is known.
-    let replies = turn(&mut socket, "now I need boots").await;
-    assert!(
-        replies
-            .last()
-            .expect("reply")
-            .contains("Here's what I noted: boots, size 43"),
-        "{replies:?}"
-    );
+    let replies = say_all(&mut socket, "now I need boots").await;
+    assert!(replies.last().expect("reply").contains("Here's what I noted: boots, size 43"), "{replies:?}");
 
     drop(socket);
     server.kill();
     let store = Store::open(&data).expect("store");
-    let profile = store
-        .visitor(&VisitorId::parse(&visitor).expect("id"))
-        .expect("read")
-        .expect("profile");
+    let profile = store.visitor(&VisitorId::parse(&visitor).expect("id")).expect("read").expect("profile");
     let value = |name: &str| profile.preferences.get(name).map(|p| p.value.as_str());
     assert_eq!(value("product"), Some("boots"));
     assert_eq!(value("size"), Some("43"));
@@ -77,16 +44,8 @@ async fn interest_to_email_with_consent() {
     assert_eq!(value("budget"), Some("120"));
     assert_eq!(value("email"), Some("ana@example.com"));
     assert_eq!(value("marketing_consent"), Some("yes"));
-    assert_eq!(
-        profile.preferences["size"].message, "43",
-        "the message a preference came from"
-    );
-    assert!(
-        profile
-            .consent
-            .as_ref()
-            .is_some_and(|c| c.marketing && c.source == "chat")
-    );
+    assert_eq!(profile.preferences["size"].message, "43", "the message a preference came from");
+    assert!(profile.consent.as_ref().is_some_and(|c| c.marketing && c.source == "chat"));
     assert!(profile.tags.contains("interest:sneakers") && profile.tags.contains("interest:boots"));
     assert_eq!(profile.score, 10 + 20 + 10 + 20);
 }
@@ -96,11 +55,11 @@ async fn a_clear_change_of_subject_leaves_the_question() {
     let server = TestServer::start();
     let mut socket = server.connect().await;
     hello(&mut socket, Hello::default()).await;
-    turn(&mut socket, "I'm looking for boots").await;
-    let replies = turn(&mut socket, "do you ship to Austria?").await;
+    say_all(&mut socket, "I'm looking for boots").await;
+    let replies = say_all(&mut socket, "do you ship to Austria?").await;
     assert!(replies[0].contains("We ship to"), "{replies:?}");
     // The question was dropped: declining now is just a message, not an answer to it.
-    let replies = turn(&mut socket, "no thanks").await;
+    let replies = say_all(&mut socket, "no thanks").await;
     assert!(!replies.iter().any(|r| r.contains("size")), "{replies:?}");
 }
 
@@ -109,28 +68,13 @@ async fn declining_skips_to_the_next_question() {
     let server = TestServer::start();
     let mut socket = server.connect().await;
     hello(&mut socket, Hello::default()).await;
-    turn(&mut socket, "Ich suche Laufschuhe in Größe 40").await;
-    let replies = turn(&mut socket, "schwarz").await;
-    assert!(
-        replies.last().expect("reply").contains("Budget"),
-        "German flow: {replies:?}"
-    );
-    let replies = turn(&mut socket, "lieber nicht").await;
-    assert!(
-        replies.join(" ").contains("alle Preisklassen"),
-        "{replies:?}"
-    );
-    assert!(
-        replies.last().expect("reply").contains("E-Mail-Adresse"),
-        "{replies:?}"
-    );
-    let replies = turn(&mut socket, "nein").await;
+    say_all(&mut socket, "Ich suche Laufschuhe in Größe 40").await;
+    let replies = say_all(&mut socket, "schwarz").await;
+    assert!(replies.last().expect("reply").contains("Budget"), "German flow: {replies:?}");
+    let replies = say_all(&mut socket, "lieber nicht").await;
+    assert!(replies.join(" ").contains("alle Preisklassen"), "{replies:?}");
+    assert!(replies.last().expect("reply").contains("E-Mail-Adresse"), "{replies:?}");
+    let replies = say_all(&mut socket, "nein").await;
     // No email, so no consent question: the flow ends with the summary.
-    assert!(
-        replies
-            .last()
-            .expect("reply")
-            .starts_with("Notiert: running_shoes, Größe 40, black"),
-        "{replies:?}"
-    );
+    assert!(replies.last().expect("reply").starts_with("Notiert: running_shoes, Größe 40, black"), "{replies:?}");
 }

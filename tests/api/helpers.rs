@@ -26,11 +26,7 @@ impl TestServer {
     /// A server on the given data and intents directories, with extra `serve` flags (port 0
     /// unless they name a `--listen` address).
     pub fn start_on(data: &Path, intents: &Path, extra: &[&str]) -> TestServer {
-        let listen = if extra.contains(&"--listen") {
-            &[][..]
-        } else {
-            &["--listen", "127.0.0.1:0"][..]
-        };
+        let listen = if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
             .arg("serve")
             .args(listen)
@@ -46,22 +42,14 @@ impl TestServer {
             .expect("start nudge serve");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let addr = loop {
-            let line = lines
-                .next()
-                .expect("nudge serve exited before listening")
-                .expect("read stdout");
+            let line = lines.next().expect("nudge serve exited before listening").expect("read stdout");
             if let Some(addr) = line.strip_prefix("nudge listening on http://") {
                 break addr.to_string();
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        TestServer {
-            child,
-            addr,
-            data: data.to_path_buf(),
-            _dir: None,
-        }
+        TestServer { child, addr, data: data.to_path_buf(), _dir: None }
     }
 
     pub fn ws_url(&self) -> String {
@@ -99,12 +87,7 @@ pub async fn send(socket: &mut Socket, frame: ClientFrame) {
 /// Says hello and returns (visitor, conversation, returning, greeting).
 pub async fn hello(socket: &mut Socket, hello: Hello) -> (String, String, bool, Reply) {
     send(socket, ClientFrame::Hello(hello)).await;
-    let ServerFrame::Welcome {
-        visitor,
-        conversation,
-        returning,
-    } = recv(socket).await
-    else {
+    let ServerFrame::Welcome { visitor, conversation, returning } = recv(socket).await else {
         panic!("expected welcome");
     };
     (visitor, conversation, returning, reply(socket).await)
@@ -126,5 +109,22 @@ pub async fn expect_error(socket: &mut Socket, code: nudge::protocol::ErrorCode)
     match recv(socket).await {
         ServerFrame::Error { code: got, message } if got == code => message,
         other => panic!("expected a {code:?} error, got {other:?}"),
+    }
+}
+
+/// Sends a message and returns the text of every reply of the answer (a step may reply, then
+/// ask the next question), skipping `tags` frames.
+pub async fn say_all(socket: &mut nudge::client::Socket, text: &str) -> Vec<String> {
+    send(socket, ClientFrame::Say { text: text.into() }).await;
+    let mut replies = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_millis(300), nudge::client::recv(socket)).await;
+        match frame {
+            Ok(Ok(ServerFrame::Reply(reply))) => replies.push(reply.text),
+            Ok(Ok(ServerFrame::Tags { .. })) => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) if !replies.is_empty() => return replies,
+            Err(_) => panic!("no reply to {text:?}"),
+        }
     }
 }

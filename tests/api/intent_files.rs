@@ -10,11 +10,7 @@ fn starter_pack_examples_pass() {
     let set = IntentSet::load(Path::new("intents")).unwrap_or_else(|errors| {
         panic!(
             "starter pack does not compile:\n{}",
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
+            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
         )
     });
     let failures: Vec<String> = set.check_examples().iter().map(|f| f.to_string()).collect();
@@ -30,10 +26,7 @@ fn starter_pack_examples_pass() {
         "return_policy",
         "order_status",
     ] {
-        assert!(
-            set.get(id).is_some_and(|i| !i.examples.is_empty()),
-            "{id} with examples"
-        );
+        assert!(set.get(id).is_some_and(|i| !i.examples.is_empty()), "{id} with examples");
     }
 }
 
@@ -62,10 +55,7 @@ fn first_error(broken: &str) -> String {
 #[test]
 fn broken_files_point_at_the_mistake() {
     for (broken, expected) in [
-        (
-            "[[intent]]\nid = \"a\"\npatterns = ['''x''',\n",
-            "x.toml:3:21: unclosed array",
-        ),
+        ("[[intent]]\nid = \"a\"\npatterns = ['''x''',\n", "x.toml:3:21: unclosed array"),
         (
             "[[intent]]\nid = \"a\"\npatterns = ['''ok''', '''(unclosed''']\n[intent.en]\nreply = [\"r\"]\n",
             "x.toml:3:26: bad regex: unclosed group",
@@ -74,50 +64,26 @@ fn broken_files_point_at_the_mistake() {
             "[[intent]]\nid = \"welcome\"\n[intent.en]\nreply = [\"again\"]\n",
             "x.toml:2:7: duplicate intent id `welcome` (first defined at ",
         ),
-        (
-            "[[intent]]\nid = \"a\"\npattern = ['''x''']\n",
-            "x.toml:3:1: unknown field `pattern`",
-        ),
-        (
-            "[[intent]]\nid = \"a\"\npatterns = ['''x''']\n",
-            "x.toml:2:7: intent `a` has no English reply",
-        ),
-        (
-            "[[intent]]\nid = \"Bad-Id\"\n[intent.en]\nreply = [\"r\"]\n",
-            "x.toml:2:7: intent id `Bad-Id` must be",
-        ),
+        ("[[intent]]\nid = \"a\"\npattern = ['''x''']\n", "x.toml:3:1: unknown field `pattern`"),
+        ("[[intent]]\nid = \"a\"\npatterns = ['''x''']\n", "x.toml:2:7: intent `a` has no English reply"),
+        ("[[intent]]\nid = \"Bad-Id\"\n[intent.en]\nreply = [\"r\"]\n", "x.toml:2:7: intent id `Bad-Id` must be"),
         (
             "[[intent]]\nid = \"a\"\npatterns = ['''.*''']\n[intent.en]\nreply = [\"r\"]\n",
             "x.toml:3:16: pattern matches the empty message",
         ),
-        (
-            "[[intent]]\nid = \"a\"\n[intent.en]\nreply = []\n",
-            "x.toml:3:1: `reply` needs at least one text",
-        ),
+        ("[[intent]]\nid = \"a\"\n[intent.en]\nreply = []\n", "x.toml:3:1: `reply` needs at least one text"),
     ] {
         let got = first_error(broken);
-        assert!(
-            got.starts_with(expected),
-            "{broken:?}\n  got:      {got}\n  expected: {expected}"
-        );
+        assert!(got.starts_with(expected), "{broken:?}\n  got:      {got}\n  expected: {expected}");
     }
 }
 
 #[test]
 fn a_pack_without_fallback_is_refused() {
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(
-        dir.path().join("only.toml"),
-        "[[intent]]\nid = \"welcome\"\n[intent.en]\nreply = [\"hi\"]\n",
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("only.toml"), "[[intent]]\nid = \"welcome\"\n[intent.en]\nreply = [\"hi\"]\n")
+        .expect("write");
     let errors = IntentSet::load(dir.path()).expect_err("must not compile");
-    assert!(
-        errors[0]
-            .to_string()
-            .contains("no intent with id `fallback`"),
-        "{}",
-        errors[0]
-    );
+    assert!(errors[0].to_string().contains("no intent with id `fallback`"), "{}", errors[0]);
     assert!(IntentSet::load(Path::new("no-such-dir")).is_err());
 }

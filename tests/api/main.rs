@@ -3,9 +3,11 @@
 
 mod bad_input;
 mod chat;
+mod cli;
 mod durability;
 mod flow;
 mod helpers;
 mod intent_files;
+mod reload;
 mod webdriver;
 mod widget;

@@ -18,20 +18,14 @@ const SHADOW: &str = "shadow-6066-11e4-a52e-4f735466cecf";
 impl Browser {
     /// Headless Chromium emulating a screen of `width` × `height` CSS pixels.
     pub fn start(width: u32, height: u32) -> Browser {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver (Debian package chromium-driver; `.ci/run` installs it)");
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while agent.get(format!("{base}/status")).call().is_err() {
@@ -57,17 +51,10 @@ impl Browser {
                 "mobileEmulation": {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0, "touch": false}}
             }
         }}});
-        let mut browser = Browser {
-            driver,
-            agent,
-            session: String::new(),
-        };
+        let mut browser = Browser { driver, agent, session: String::new() };
         browser.session = format!("{base}/session");
         let created = browser.call("POST", "", caps);
-        browser.session = format!(
-            "{base}/session/{}",
-            created["sessionId"].as_str().expect("session id")
-        );
+        browser.session = format!("{base}/session/{}", created["sessionId"].as_str().expect("session id"));
         browser
     }
 
@@ -92,11 +79,7 @@ impl Browser {
 
     /// Runs `script` (a function body) in the page and returns its result.
     pub fn js(&self, script: &str) -> Value {
-        self.call(
-            "POST",
-            "/execute/sync",
-            json!({ "script": script, "args": [] }),
-        )
+        self.call("POST", "/execute/sync", json!({ "script": script, "args": [] }))
     }
 
     /// Polls `script` until it returns something truthy.
@@ -114,21 +97,12 @@ impl Browser {
 
     /// An element inside the shadow root of the element `host` selects.
     pub fn in_shadow(&self, host: &str, selector: &str) -> String {
-        let host = self.call(
-            "POST",
-            "/element",
-            json!({"using": "css selector", "value": host}),
-        );
-        let host = host[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("host element: {host}"));
+        let host = self.call("POST", "/element", json!({"using": "css selector", "value": host}));
+        let host = host[ELEMENT].as_str().unwrap_or_else(|| panic!("host element: {host}"));
         let root = self.call("GET", &format!("/element/{host}/shadow"), Value::Null);
         let root = root[SHADOW].as_str().expect("shadow root");
-        let found = self.call(
-            "POST",
-            &format!("/shadow/{root}/element"),
-            json!({"using": "css selector", "value": selector}),
-        );
+        let found =
+            self.call("POST", &format!("/shadow/{root}/element"), json!({"using": "css selector", "value": selector}));
         found[ELEMENT].as_str().expect("element").to_string()
     }
 
@@ -138,11 +112,7 @@ impl Browser {
 
     /// Types into an element like a user (`\u{E007}` is Enter, `\u{E00C}` Escape).
     pub fn type_into(&self, element: &str, keys: &str) {
-        self.call(
-            "POST",
-            &format!("/element/{element}/value"),
-            json!({ "text": keys }),
-        );
+        self.call("POST", &format!("/element/{element}/value"), json!({ "text": keys }));
     }
 }
 

@@ -10,14 +10,8 @@ use crate::webdriver::Browser;
 const SHADOW: &str = "const root = document.querySelector('#nudge-chat').shadowRoot;";
 
 fn bot_messages(browser: &Browser) -> Vec<String> {
-    let v = browser.js(&format!(
-        "{SHADOW} return [...root.querySelectorAll('.msg.bot')].map(m => m.textContent);"
-    ));
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|m| m.as_str().unwrap_or_default().to_string())
-        .collect()
+    let v = browser.js(&format!("{SHADOW} return [...root.querySelectorAll('.msg.bot')].map(m => m.textContent);"));
+    v.as_array().expect("array").iter().map(|m| m.as_str().unwrap_or_default().to_string()).collect()
 }
 
 fn wait_for_bot(browser: &Browser, count: usize) -> String {
@@ -35,90 +29,48 @@ fn the_widget_chats_on_a_phone_sized_landing_page() {
     let intents = std::path::Path::new("intents");
     let mut server = TestServer::start_on(&data, intents, &[]);
     let browser = Browser::start(360, 740);
-    browser.goto(&format!(
-        "http://{}/demo?utm_source=newsletter&utm_campaign=spring&gclid=G-123",
-        server.addr
-    ));
+    browser.goto(&format!("http://{}/demo?utm_source=newsletter&utm_campaign=spring&gclid=G-123", server.addr));
 
     // Installed by the script tag, closed until the shopper opens it.
-    browser.wait_for(
-        "the widget",
-        "return document.querySelector('#nudge-chat') !== null;",
-    );
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
     let bubble = browser.in_shadow("#nudge-chat", ".bubble");
-    assert_eq!(
-        browser.js(&format!(
-            "{SHADOW} return root.querySelector('.panel').hidden;"
-        )),
-        true
-    );
+    assert_eq!(browser.js(&format!("{SHADOW} return root.querySelector('.panel').hidden;")), true);
     browser.click(&bubble);
     assert_eq!(
-        browser.js(&format!(
-            "{SHADOW} return root.activeElement && root.activeElement.id;"
-        )),
+        browser.js(&format!("{SHADOW} return root.activeElement && root.activeElement.id;")),
         "nudge-input",
         "focus moves into the panel"
     );
-    let width = browser.js(&format!(
-        "{SHADOW} return root.querySelector('.panel').getBoundingClientRect().width;"
-    ));
-    assert!(
-        width.as_f64().expect("width") <= 360.0,
-        "fits a 360 px phone: {width}"
-    );
-    assert_eq!(
-        browser.js(&format!(
-            "{SHADOW} return root.querySelector('.log').getAttribute('aria-live');"
-        )),
-        "polite"
-    );
+    let width = browser.js(&format!("{SHADOW} return root.querySelector('.panel').getBoundingClientRect().width;"));
+    assert!(width.as_f64().expect("width") <= 360.0, "fits a 360 px phone: {width}");
+    assert_eq!(browser.js(&format!("{SHADOW} return root.querySelector('.log').getAttribute('aria-live');")), "polite");
     wait_for_bot(&browser, 1);
 
     let input = browser.in_shadow("#nudge-chat", "#nudge-input");
     browser.type_into(&input, "do you ship to Austria?\u{E007}");
-    assert!(
-        wait_for_bot(&browser, 2).contains("We ship"),
-        "{:?}",
-        bot_messages(&browser)
-    );
+    assert!(wait_for_bot(&browser, 2).contains("We ship"), "{:?}", bot_messages(&browser));
 
     // Markup typed by a shopper is shown as text, never parsed.
     browser.type_into(&input, "<img src=x onerror=\"window.pwned=1\">\u{E007}");
     wait_for_bot(&browser, 3);
     assert_eq!(
-        browser.js(&format!(
-            "{SHADOW} return root.querySelectorAll('img').length + (window.pwned ? 100 : 0);"
-        )),
+        browser.js(&format!("{SHADOW} return root.querySelectorAll('img').length + (window.pwned ? 100 : 0);")),
         0
     );
     assert_eq!(
-        browser.js(&format!(
-            "{SHADOW} return [...root.querySelectorAll('.msg.me')].pop().textContent;"
-        )),
+        browser.js(&format!("{SHADOW} return [...root.querySelectorAll('.msg.me')].pop().textContent;")),
         "<img src=x onerror=\"window.pwned=1\">"
     );
 
     // The host page's hostile `button { background: red }` does not reach the widget.
-    let colour = browser.js(&format!(
-        "{SHADOW} return getComputedStyle(root.querySelector('form button')).backgroundColor;"
-    ));
+    let colour =
+        browser.js(&format!("{SHADOW} return getComputedStyle(root.querySelector('form button')).backgroundColor;"));
     assert_ne!(colour, "rgb(255, 0, 0)");
 
     // Escape closes and gives focus back to the bubble.
     browser.type_into(&input, "\u{E00C}");
-    assert_eq!(
-        browser.js(&format!(
-            "{SHADOW} return root.querySelector('.panel').hidden;"
-        )),
-        true
-    );
-    assert_eq!(
-        browser.js(&format!(
-            "{SHADOW} return root.activeElement && root.activeElement.className;"
-        )),
-        "bubble"
-    );
+    assert_eq!(browser.js(&format!("{SHADOW} return root.querySelector('.panel').hidden;")), true);
+    assert_eq!(browser.js(&format!("{SHADOW} return root.activeElement && root.activeElement.className;")), "bubble");
     let visitor = browser.js("return localStorage.getItem('nudge.visitor');");
     let visitor = visitor.as_str().expect("visitor id remembered").to_string();
 
@@ -131,41 +83,20 @@ fn the_widget_chats_on_a_phone_sized_landing_page() {
     browser.type_into(&input, "how long does delivery take?\u{E007}");
     browser.wait_for(
         "a reply after reconnecting",
-        &format!("{SHADOW} return [...root.querySelectorAll('.msg.bot')].some(m => m.textContent.includes('working days'));"),
+        &format!(
+            "{SHADOW} return [...root.querySelectorAll('.msg.bot')].some(m => m.textContent.includes('working days'));"
+        ),
     );
-    assert_eq!(
-        browser.js("return localStorage.getItem('nudge.visitor');"),
-        visitor.as_str()
-    );
+    assert_eq!(browser.js("return localStorage.getItem('nudge.visitor');"), visitor.as_str());
     drop(browser);
     drop(server);
 
     // The landing page's attribution arrived with `hello` and is stored with the conversation.
     let store = Store::open(&data).expect("store");
-    let conversation = store
-        .conversations()
-        .next()
-        .expect("a conversation")
-        .expect("readable");
+    let conversation = store.conversations().next().expect("a conversation").expect("readable");
     assert_eq!(conversation.visitor.to_string(), visitor);
     assert_eq!(conversation.source.campaign.as_deref(), Some("demo"));
-    assert_eq!(
-        conversation.source.utm.get("source").map(String::as_str),
-        Some("newsletter")
-    );
-    assert_eq!(
-        conversation
-            .source
-            .click_ids
-            .get("gclid")
-            .map(String::as_str),
-        Some("G-123")
-    );
-    assert!(
-        conversation
-            .source
-            .page
-            .as_deref()
-            .is_some_and(|p| p.contains("/demo"))
-    );
+    assert_eq!(conversation.source.utm.get("source").map(String::as_str), Some("newsletter"));
+    assert_eq!(conversation.source.click_ids.get("gclid").map(String::as_str), Some("G-123"));
+    assert!(conversation.source.page.as_deref().is_some_and(|p| p.contains("/demo")));
 }
