@@ -43,6 +43,7 @@ async fn answered_messages_survive_sigkill() {
             assert_eq!((said.from, said.text.as_str()), (Speaker::Shopper, *text));
             assert_eq!((answer.from, answer.text.as_str()), (Speaker::Bot, reply.text.as_str()));
             assert_eq!(answer.intent.as_deref(), Some(reply.intent.as_str()));
+            assert!(answer.variant.is_some(), "the reply variant shown is recorded");
         }
         let visitor = nudge::ids::VisitorId::parse(&visitor).expect("id");
         assert!(store.visitor(&visitor).expect("read").is_some(), "profile stored");
