@@ -100,6 +100,7 @@ fn show(frame: &ServerFrame, choices: &mut Vec<String>) {
                 choices.push(choice.value.clone());
             }
         }
+        ServerFrame::Checkout { url, label } => println!("[{label}] {url}"),
         ServerFrame::Tags { tags, .. } => println!("(tags: {})", tags.join(", ")),
         ServerFrame::Error { code, message } => println!("(error {code:?}: {message})"),
     }

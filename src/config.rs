@@ -29,6 +29,17 @@ pub struct Config {
     pub heartbeat_secs: u64,
     /// A returning visitor resumes their last conversation when it was active this recently.
     pub resume_window_secs: u64,
+    /// A lead qualifies for a checkout link at this score ...
+    pub qualify_score: i64,
+    /// ... once these preferences are known.
+    pub qualify_requires: Vec<String>,
+    /// Where checkout links lead; `{{ name }}` is any preference, `sku` (the `sku` preference,
+    /// else `product`), `campaign` or `visitor`. Values are URL-encoded.
+    pub checkout_url: String,
+    /// Hosts a checkout link may redirect to (no open redirect).
+    pub shop_hosts: Vec<String>,
+    /// How long checkout links stay valid.
+    pub checkout_ttl_days: u64,
 }
 
 impl Default for Config {
@@ -44,6 +55,11 @@ impl Default for Config {
             idle_timeout_secs: 30 * 60,
             heartbeat_secs: 20,
             resume_window_secs: 24 * 60 * 60,
+            qualify_score: 30,
+            qualify_requires: vec!["product".into(), "size".into()],
+            checkout_url: "https://shop.example/cart?sku={{ sku }}&size={{ size }}&utm_campaign={{ campaign }}".into(),
+            shop_hosts: vec!["shop.example".into()],
+            checkout_ttl_days: 7,
         }
     }
 }

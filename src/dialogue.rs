@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::ids::VisitorId;
 use crate::intents::slots::{ConsentKind, Slot};
-use crate::intents::{How, Intent, IntentSet, template::Template, text};
+use crate::intents::{Choice, ChoiceTemplate, How, Intent, IntentSet, template::Template, text};
 use crate::protocol::{Reply, ServerFrame};
 use crate::store::{Entry, Pending, Speaker};
 
@@ -80,7 +80,8 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
     };
     let message = match input {
         Input::Start => {
-            turn.answer(intents.welcome(), "", "", 0);
+            let known = |p: &str| state.preferences.contains_key(p);
+            turn.answer(intents.greeting(&known), "", "", 0);
             return turn.step;
         }
         Input::Say(message) | Input::Choose(message) => message,
@@ -147,7 +148,8 @@ impl Turn<'_> {
             self.continue_flow(&pending.then, pending.done.as_deref(), &pending.intent, 0);
         } else {
             let text = self.render(&question.retry);
-            self.say(text, &pending.intent, question.choices.clone(), None);
+            let choices = self.choices(&question.choices);
+            self.say(text, &pending.intent, choices, None);
             let retry = Pending { tries: pending.tries + 1, ..pending.clone() };
             self.step.effects.push(Effect::SetPending(Some(retry)));
         }
@@ -196,7 +198,8 @@ impl Turn<'_> {
         let reply = intent.reply(&self.locale);
         let variant = choose_variant(&self.visitor, &intent.id, reply.variants.len());
         let text = self.render(&reply.variants[variant]);
-        self.say(text, &intent.id, reply.choices.clone(), Some(variant as u32));
+        let choices = self.choices(&reply.choices);
+        self.say(text, &intent.id, choices, Some(variant as u32));
         if !intent.ask.is_empty() || intent.done.is_some() {
             let queue: Vec<String> = intent.ask.iter().map(|&s| intents.slots[s].id.clone()).collect();
             let done = intent.done.map(|d| intents.intents[d].id.as_str());
@@ -219,7 +222,8 @@ impl Turn<'_> {
         {
             let question = slot.question(&self.locale);
             let text = self.render(&question.ask);
-            self.say(text, asking, question.choices.clone(), None);
+            let choices = self.choices(&question.choices);
+            self.say(text, asking, choices, None);
             let pending = Pending {
                 slot: id.clone(),
                 tries: 0,
@@ -255,6 +259,10 @@ impl Turn<'_> {
         self.step.effects.push(Effect::SetPreference { name: slot.id.clone(), value, message });
     }
 
+    fn choices(&self, choices: &[ChoiceTemplate]) -> Vec<Choice> {
+        choices.iter().map(|c| Choice { label: self.render(&c.label), value: self.render(&c.value) }).collect()
+    }
+
     fn render(&self, template: &Template) -> String {
         template.render(|name| self.preferences.get(name).map(String::as_str))
     }
@@ -272,7 +280,7 @@ impl Turn<'_> {
     }
 
     /// A bot reply: recorded on the transcript and sent as a `reply` frame.
-    fn say(&mut self, text: String, intent: &str, choices: Vec<crate::intents::Choice>, variant: Option<u32>) {
+    fn say(&mut self, text: String, intent: &str, choices: Vec<Choice>, variant: Option<u32>) {
         self.step.effects.push(Effect::Record(Entry {
             at: self.now,
             from: Speaker::Bot,

@@ -98,9 +98,51 @@ fn hex_digit(c: u8) -> Result<u8, BadId> {
     }
 }
 
+/// An email address, trimmed and lowercased so that one person has one key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Email(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not an email address")]
+pub struct BadEmail(String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Email, BadEmail> {
+        let email = s.trim().to_lowercase();
+        let valid = email.len() <= 254
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains('@')
+            })
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'));
+        if valid { Ok(Email(email)) } else { Err(BadEmail(s.to_string())) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emails_are_normalized_or_refused() {
+        assert_eq!(Email::parse("  Ana@Example.COM ").map(|e| e.to_string()), Ok("ana@example.com".to_string()));
+        for bad in ["", "ana", "ana@", "@example.com", "ana@example", "a b@example.com", "ana@x.com, bob@y.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn round_trip_and_order() {

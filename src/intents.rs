@@ -74,7 +74,14 @@ impl Intent {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub variants: Vec<Template>,
-    pub choices: Vec<Choice>,
+    pub choices: Vec<ChoiceTemplate>,
+}
+
+/// A quick-reply button as written: label and value may use `{{ preference }}`.
+#[derive(Debug, Clone)]
+pub struct ChoiceTemplate {
+    pub label: Template,
+    pub value: Template,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -169,8 +176,16 @@ impl IntentSet {
         self.slot_by_id.get(id).map(|&i| &self.slots[i])
     }
 
-    pub fn welcome(&self) -> usize {
-        self.welcome
+    /// The greeting for a visitor: among `welcome` and the `welcome_*` intents whose conditions
+    /// hold, the one with the highest priority (so a pack can greet known visitors by name).
+    pub fn greeting(&self, known: &dyn Fn(&str) -> bool) -> usize {
+        self.intents
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.id.starts_with("welcome_") && i.eligible(known))
+            .max_by_key(|(_, i)| i.priority)
+            .filter(|(_, i)| i.priority > self.intents[self.welcome].priority)
+            .map_or(self.welcome, |(index, _)| index)
     }
 
     pub fn fallback(&self) -> usize {

@@ -6,10 +6,12 @@
 //! `chat` (the `chat.v1` WebSocket session), `server` (the HTTP app), `pages` (widget and pages),
 //! `client` (the terminal chat client).
 
+pub mod api;
 pub mod chat;
 pub mod client;
 pub mod config;
 pub mod dialogue;
+pub mod export;
 pub mod ids;
 pub mod intents;
 pub mod metrics;
@@ -23,3 +25,5 @@ pub mod store;
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
+pub mod leads;
+pub mod signing;

@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(ConfigArgs),
     /// Work with intent files.
     #[command(subcommand)]
     Intents(IntentsCommand),
@@ -28,17 +28,37 @@ enum Command {
         #[arg(long)]
         campaign: Option<String>,
     },
+    /// Print a signed email chat link.
+    Link {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        campaign: Option<String>,
+        #[arg(long)]
+        product: Option<String>,
+        /// How long the link stays valid: 30d, 12h, 45m or 90s.
+        #[arg(long, default_value = "30d", value_parser = parse_ttl)]
+        ttl: u64,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Export from the store (the server must be stopped: sled allows one process per store).
+    #[command(subcommand)]
+    Export(ExportCommand),
 }
 
+/// Where configuration comes from: `--config` (or `./nudge.toml`), then `NUDGE_*`, then flags.
 #[derive(clap::Args)]
-struct ServeArgs {
+struct ConfigArgs {
     /// Configuration file (TOML); `./nudge.toml` is read when it exists.
     #[arg(long, env = "NUDGE_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, env = "NUDGE_LISTEN")]
     listen: Option<String>,
-    /// Data directory (the embedded store).
+    /// Data directory (the embedded store and generated secrets).
     #[arg(long, env = "NUDGE_DATA")]
     data: Option<PathBuf>,
     /// Intents directory.
@@ -50,6 +70,19 @@ struct ServeArgs {
     /// Extra origins allowed to open the chat socket (comma separated).
     #[arg(long, env = "NUDGE_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Option<Vec<String>>,
+}
+
+impl ConfigArgs {
+    fn load(self) -> anyhow::Result<Config> {
+        let file = self.config.or_else(|| Some(PathBuf::from("nudge.toml")).filter(|p| p.exists()));
+        let mut config = Config::from_file(file.as_deref())?;
+        config.listen = self.listen.unwrap_or(config.listen);
+        config.data = self.data.unwrap_or(config.data);
+        config.intents = self.intents.unwrap_or(config.intents);
+        config.public_url = self.public_url.or(config.public_url);
+        config.allowed_origins = self.allowed_origins.unwrap_or(config.allowed_origins);
+        Ok(config)
+    }
 }
 
 #[derive(Subcommand)]
@@ -76,11 +109,30 @@ enum IntentsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// Every lead with its captured preferences, status, source and orders.
+    Leads {
+        #[arg(long, value_enum, default_value = "csv")]
+        format: nudge::export::Format,
+        /// Only leads with this status (chatting, qualified, checkout_clicked, converted).
+        #[arg(long, value_parser = parse_status)]
+        status: Option<nudge::store::Status>,
+        #[arg(long)]
+        campaign: Option<String>,
+        /// Include every message and reply (jsonl only).
+        #[arg(long)]
+        transcripts: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,actix_server=warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => args.load().and_then(serve),
         Command::Intents(IntentsCommand::Check { dir }) => return check(&dir),
         Command::Intents(IntentsCommand::Eval { file, intents, json, threshold, margin }) => {
             eval(&file, &intents, json, threshold, margin)
@@ -90,6 +142,13 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(nudge::client::chat(&url, campaign))),
+        Command::Link { email, name, campaign, product, ttl, config } => {
+            config.load().and_then(|config| link(&config, email, name, campaign, product, ttl))
+        }
+        Command::Export(ExportCommand::Leads { format, status, campaign, transcripts, config }) => {
+            let filter = nudge::export::LeadFilter { status, campaign };
+            config.load().and_then(|config| export_leads(&config, &filter, format, transcripts))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,35 +159,84 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let file = args.config.or_else(|| Some(PathBuf::from("nudge.toml")).filter(|p| p.exists()));
-    let mut config = Config::from_file(file.as_deref())?;
-    if let Some(v) = args.listen {
-        config.listen = v;
-    }
-    if let Some(v) = args.data {
-        config.data = v;
-    }
-    if let Some(v) = args.intents {
-        config.intents = v;
-    }
-    if let Some(v) = args.public_url {
-        config.public_url = Some(v);
-    }
-    if let Some(v) = args.allowed_origins {
-        config.allowed_origins = v;
-    }
+fn serve(config: Config) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
+        let data = config.data.clone();
         let running = nudge::server::start(config)?;
         // Scripts and tests read this line to learn the bound port.
         println!("nudge listening on http://{}", running.addr);
         println!("try the demo page: {}/demo", running.public_url);
+        if running.secrets_created {
+            println!(
+                "generated {}: the link signing key and the API key for POST /api/conversions \
+                 (send it as `Authorization: Bearer <conversions_api_key>`); keep it private",
+                nudge::signing::Secrets::path(&data).display()
+            );
+        }
         let nudge::server::Running { server, app, watch, .. } = running;
         server.await?;
         drop(watch);
         app.store.flush()?;
         Ok(())
     })
+}
+
+fn link(
+    config: &Config,
+    email: String,
+    name: Option<String>,
+    campaign: Option<String>,
+    product: Option<String>,
+    ttl: u64,
+) -> anyhow::Result<()> {
+    let email = nudge::ids::Email::parse(&email)?;
+    let (secrets, _) = nudge::signing::Secrets::load_or_create(&config.data)?;
+    let claims = nudge::signing::Claims::Chat { email: email.to_string(), name, campaign, product };
+    let token = secrets.signer()?.sign(&claims, nudge::now_ms() / 1000 + ttl);
+    let public_url = match &config.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => format!("http://{}", config.listen),
+    };
+    println!("{public_url}/c/{token}");
+    Ok(())
+}
+
+fn export_leads(
+    config: &Config,
+    filter: &nudge::export::LeadFilter,
+    format: nudge::export::Format,
+    transcripts: bool,
+) -> anyhow::Result<()> {
+    let store = nudge::store::Store::open(&config.data)?;
+    let bar = indicatif::ProgressBar::new(store.visitor_count() as u64)
+        .with_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} visitors {eta}")?);
+    let stdout = std::io::stdout().lock();
+    let written =
+        nudge::export::leads(&store, filter, format, transcripts, std::io::BufWriter::new(stdout), |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })?;
+    bar.finish_and_clear();
+    eprintln!("{written} leads exported");
+    Ok(())
+}
+
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{s:?}: expected a number and a unit, like 30d"))?;
+    let seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" | "" => 1,
+        other => return Err(format!("unknown unit {other:?} (use d, h, m or s)")),
+    };
+    n.checked_mul(seconds).filter(|t| *t > 0).ok_or_else(|| format!("{s:?} is not a usable duration"))
+}
+
+fn parse_status(s: &str) -> Result<nudge::store::Status, String> {
+    nudge::store::Status::parse(s)
+        .ok_or_else(|| format!("unknown status {s:?} (chatting, qualified, checkout_clicked or converted)"))
 }
 
 fn eval(file: &Path, dir: &Path, json: bool, threshold: Option<f32>, margin: Option<f32>) -> anyhow::Result<()> {

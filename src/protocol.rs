@@ -48,6 +48,11 @@ pub enum ServerFrame {
         returning: bool,
     },
     Reply(Reply),
+    /// A checkout link for exactly what the qualified lead asked for.
+    Checkout {
+        url: String,
+        label: String,
+    },
     /// Retargeting tags of the visitor and the pixel events the page may fire (ads consent only).
     Tags {
         tags: Vec<String>,

@@ -9,8 +9,9 @@ use actix_web::{HttpResponse, web};
 use crate::config::Config;
 use crate::intents::{Diagnostic, IntentSet};
 use crate::metrics::Metrics;
+use crate::signing::{Secrets, SecretsError, Signer};
 use crate::store::{Store, StoreError};
-use crate::{chat, pages, reload};
+use crate::{api, chat, pages, reload};
 
 /// What every request handler and session shares.
 pub struct App {
@@ -21,6 +22,11 @@ pub struct App {
     /// `scheme://host[:port]` of `public_url`, for the WebSocket origin check.
     pub public_origin: String,
     pub metrics: Metrics,
+    pub signer: Signer,
+    /// The bearer key the shop sends with `POST /api/conversions`.
+    pub conversions_api_key: String,
+    /// Conversions are checked and recorded one at a time, so a repeated delivery is counted once.
+    pub conversions: tokio::sync::Mutex<()>,
     intents: RwLock<Arc<IntentSet>>,
 }
 
@@ -42,6 +48,8 @@ pub enum StartError {
     Intents { dir: String, errors: Vec<Diagnostic> },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
 }
@@ -57,6 +65,8 @@ pub struct Running {
     pub app: Arc<App>,
     /// The intent directory watch (hot reload), alive as long as this is.
     pub watch: Option<reload::Watch>,
+    /// Whether this start generated `<data>/secrets.toml`.
+    pub secrets_created: bool,
 }
 
 /// Everything that can fail at startup happens here, before the first request.
@@ -67,6 +77,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         log::warn!("{warning}");
     }
     let store = Store::open(&config.data)?;
+    let (secrets, secrets_created) = Secrets::load_or_create(&config.data)?;
+    let signer = secrets.signer()?;
     let listener = TcpListener::bind(&config.listen).map_err(|e| StartError::Bind(config.listen.clone(), e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind(config.listen.clone(), e))?;
     let public_url = config.public_url(addr);
@@ -77,6 +89,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         public_url: public_url.clone(),
         public_origin,
         metrics: Metrics::default(),
+        signer,
+        conversions_api_key: secrets.conversions_api_key.clone(),
+        conversions: tokio::sync::Mutex::new(()),
         intents: RwLock::new(Arc::new(intents)),
     });
     let data = web::Data::from(app.clone());
@@ -88,6 +103,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .configure(pages::routes)
+            .configure(api::routes)
     })
     .listen(listener)
     .map_err(|e| StartError::Bind(addr.to_string(), e))?
@@ -100,7 +116,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             None
         }
     };
-    Ok(Running { addr, public_url, server, app, watch })
+    Ok(Running { addr, public_url, server, app, watch, secrets_created })
 }
 
 async fn healthz() -> HttpResponse {

@@ -57,6 +57,76 @@ pub struct Profile {
     /// When the shopper last asked for a person.
     #[serde(default)]
     pub handoff_at: Option<u64>,
+    /// Where the lead is in the funnel, and when it reached each status.
+    #[serde(default)]
+    pub status: Status,
+    #[serde(default)]
+    pub status_at: BTreeMap<Status, u64>,
+    /// The campaign the visitor last came from.
+    #[serde(default)]
+    pub campaign: Option<String>,
+    /// Ids of the orders attributed to this visitor.
+    #[serde(default)]
+    pub orders: Vec<String>,
+}
+
+/// The funnel: chatting → qualified → checkout clicked → converted. A lead only moves forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Chatting,
+    Qualified,
+    CheckoutClicked,
+    Converted,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Chatting, Status::Qualified, Status::CheckoutClicked, Status::Converted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Chatting => "chatting",
+            Status::Qualified => "qualified",
+            Status::CheckoutClicked => "checkout_clicked",
+            Status::Converted => "converted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl Profile {
+    /// Moves the lead to `status` at `now` if that is forward; returns whether it moved.
+    pub fn advance(&mut self, status: Status, now: u64) -> bool {
+        if status <= self.status {
+            return false;
+        }
+        self.status = status;
+        self.status_at.entry(status).or_insert(now);
+        true
+    }
+
+    pub fn preference(&self, name: &str) -> Option<&str> {
+        self.preferences.get(name).map(|p| p.value.as_str())
+    }
+}
+
+/// An order the shop reported, attributed to a visitor, conversation, campaign and the reply
+/// variants the visitor was shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Order {
+    pub id: String,
+    pub visitor: VisitorId,
+    pub conversation: Option<ConversationId>,
+    pub campaign: Option<String>,
+    /// (intent, variant) pairs shown in the conversation.
+    pub variants: Vec<(String, u32)>,
+    pub value: f64,
+    pub currency: String,
+    pub at: u64,
 }
 
 impl Profile {
@@ -72,6 +142,10 @@ impl Profile {
             tags: BTreeSet::new(),
             score: 0,
             handoff_at: None,
+            status: Status::Chatting,
+            status_at: [(Status::Chatting, now)].into(),
+            campaign: None,
+            orders: Vec::new(),
         }
     }
 }
@@ -169,7 +243,17 @@ pub struct Entry {
 pub enum Write {
     Visitor(Profile),
     Conversation(Conversation),
-    Entry { conversation: ConversationId, seq: u32, entry: Entry },
+    Entry {
+        conversation: ConversationId,
+        seq: u32,
+        entry: Entry,
+    },
+    /// Links a (normalized) email address to a visitor.
+    Email {
+        email: String,
+        visitor: VisitorId,
+    },
+    Order(Order),
 }
 
 /// How well the group commit groups: batches committed and flushes that made them durable.
@@ -197,6 +281,10 @@ struct Trees {
     conversations: sled::Tree,
     visitor_conversations: sled::Tree,
     transcripts: sled::Tree,
+    emails: sled::Tree,
+    leads_by_status: sled::Tree,
+    leads_by_campaign: sled::Tree,
+    orders: sled::Tree,
 }
 
 impl Store {
@@ -213,6 +301,10 @@ impl Store {
             conversations: db.open_tree("conversations")?,
             visitor_conversations: db.open_tree("visitor_conversations")?,
             transcripts: db.open_tree("transcripts")?,
+            emails: db.open_tree("emails")?,
+            leads_by_status: db.open_tree("leads_by_status")?,
+            leads_by_campaign: db.open_tree("leads_by_campaign")?,
+            orders: db.open_tree("orders")?,
         };
         let stats = Arc::new(Stats::default());
         let writer = writer::spawn(db.clone(), trees.clone(), stats.clone());
@@ -255,6 +347,59 @@ impl Store {
         self.inner.trees.conversations.iter().values().map(|v| decode("conversations", &v?))
     }
 
+    pub fn visitor_by_email(&self, email: &str) -> Result<Option<Profile>> {
+        match self.inner.trees.emails.get(email.as_bytes())? {
+            Some(id) => get(&self.inner.trees.visitors, "visitors", &id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn order(&self, id: &str) -> Result<Option<Order>> {
+        get(&self.inner.trees.orders, "orders", id.as_bytes())
+    }
+
+    /// Every visitor, oldest first.
+    pub fn visitors(&self) -> impl Iterator<Item = Result<Profile>> + '_ {
+        self.inner.trees.visitors.iter().values().map(|v| decode("visitors", &v?))
+    }
+
+    pub fn visitor_count(&self) -> usize {
+        self.inner.trees.visitors.len()
+    }
+
+    /// Visitors with a status, from the index (no scan of all visitors).
+    pub fn visitors_with_status(&self, status: Status) -> impl Iterator<Item = Result<Profile>> + '_ {
+        self.indexed(&self.inner.trees.leads_by_status, vec![status as u8])
+    }
+
+    /// Visitors whose campaign is `campaign`, from the index.
+    pub fn visitors_in_campaign(&self, campaign: &str) -> impl Iterator<Item = Result<Profile>> + '_ {
+        self.indexed(&self.inner.trees.leads_by_campaign, campaign_prefix(campaign))
+    }
+
+    fn indexed<'a>(&'a self, index: &sled::Tree, prefix: Vec<u8>) -> impl Iterator<Item = Result<Profile>> + 'a {
+        let len = prefix.len();
+        index.scan_prefix(prefix).keys().filter_map(move |key| match key {
+            Ok(key) => self.visitor_by_key(&key[len..]).transpose(),
+            Err(e) => Some(Err(e.into())),
+        })
+    }
+
+    fn visitor_by_key(&self, key: &[u8]) -> Result<Option<Profile>> {
+        get(&self.inner.trees.visitors, "visitors", key)
+    }
+
+    /// A visitor's conversations, oldest first.
+    pub fn conversations_of(&self, visitor: &VisitorId) -> Result<Vec<Conversation>> {
+        let mut out = Vec::new();
+        for key in self.inner.trees.visitor_conversations.scan_prefix(visitor.as_bytes()).keys() {
+            if let Some(c) = get(&self.inner.trees.conversations, "conversations", &key?[16..])? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn transcript(&self, conversation: &ConversationId) -> Result<Vec<Entry>> {
         self.inner
             .trees
@@ -280,6 +425,13 @@ impl Store {
         self.inner.db.flush()?;
         Ok(())
     }
+}
+
+/// Index key prefix of a campaign: its bytes and a 0 byte, so `spring` does not match `spring2`.
+fn campaign_prefix(campaign: &str) -> Vec<u8> {
+    let mut key: Vec<u8> = campaign.bytes().filter(|b| *b != 0).collect();
+    key.push(0);
+    key
 }
 
 fn entry_key(conversation: &ConversationId, seq: u32) -> [u8; 20] {

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
 
 use crate::dialogue::{self, Effect, Input};
-use crate::ids::{ConversationId, VisitorId};
+use crate::ids::{ConversationId, Email, VisitorId};
 use crate::intents::slots::ConsentKind;
+use crate::leads::{self, CheckoutFor};
 use crate::now_ms;
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, Pixel, ServerFrame};
 use crate::server::App;
-use crate::store::{ConsentRecord, Conversation, Preference, Profile, Source, Write};
+use crate::signing::Claims;
+use crate::store::{ConsentRecord, Conversation, Preference, Profile, Source, Status, Write};
 
 /// Counts a connection as open for as long as it lives.
 struct Connected(Arc<App>);
@@ -136,25 +138,48 @@ impl Chat {
 
     async fn hello(&mut self, hello: Hello) -> Result<Vec<ServerFrame>, ServerFrame> {
         let now = now_ms();
+        let mut frames = Vec::new();
+        let link = match hello.token.as_deref().filter(|t| !t.is_empty()) {
+            None => None,
+            Some(token) => match self.email_link(token, now) {
+                Ok(link) => Some(link),
+                // A bad link still gets a chat, as an anonymous visitor.
+                Err(error) => {
+                    frames.push(error);
+                    None
+                }
+            },
+        };
         let requested = hello.visitor.as_deref().and_then(|v| VisitorId::parse(v).ok());
+        let email = link.as_ref().map(|l| l.email.to_string());
         let found = self
             .app
             .store
             .read(move |store| {
-                let Some(id) = requested else { return Ok(None) };
-                let Some(profile) = store.visitor(&id)? else {
-                    return Ok(None);
+                // The same email link opened on another device resumes the same visitor.
+                let by_email = match &email {
+                    Some(email) => store.visitor_by_email(email)?,
+                    None => None,
                 };
-                Ok(Some((profile, store.latest_conversation(&id)?)))
+                let profile = match (by_email, requested) {
+                    (Some(profile), _) => Some(profile),
+                    (None, Some(id)) => store.visitor(&id)?,
+                    (None, None) => None,
+                };
+                match profile {
+                    Some(profile) => {
+                        let last = store.latest_conversation(&profile.id)?;
+                        Ok(Some((profile, last)))
+                    }
+                    None => Ok(None),
+                }
             })
             .await
             .map_err(internal)?;
         let returning = found.is_some();
         let locale = hello.locale.as_deref().map(locale_from_tag);
-        let (mut profile, last) = found.unwrap_or_else(|| {
-            let id = VisitorId::mint(now);
-            (Profile::new(id, now, locale.unwrap_or("en")), None)
-        });
+        let (mut profile, last) =
+            found.unwrap_or_else(|| (Profile::new(VisitorId::mint(now), now, locale.unwrap_or("en")), None));
         profile.visits += 1;
         profile.last_seen_at = now;
         if let Some(locale) = locale {
@@ -162,6 +187,28 @@ impl Chat {
         }
         if let Some(consent) = hello.consent {
             profile.consent = Some(ConsentRecord::new(consent, now, "hello"));
+        }
+        let campaign = link
+            .as_ref()
+            .and_then(|l| l.campaign.clone())
+            .or(hello.campaign)
+            .or_else(|| hello.utm.get("campaign").cloned());
+        let mut writes = Vec::new();
+        if let Some(link) = link {
+            let mut known = |name: &str, value: Option<String>| {
+                if let Some(value) = value {
+                    profile
+                        .preferences
+                        .insert(name.into(), Preference { value, at: now, message: "email link".into() });
+                }
+            };
+            known("email", Some(link.email.to_string()));
+            known("name", link.name);
+            known("product", link.product);
+            writes.push(Write::Email { email: link.email.to_string(), visitor: profile.id });
+        }
+        if campaign.is_some() {
+            profile.campaign.clone_from(&campaign);
         }
         let resume_window = self.app.config.resume_window_secs * 1000;
         let conversation = match last {
@@ -173,7 +220,7 @@ impl Chat {
                 last_at: now,
                 locale: profile.locale.clone(),
                 source: Source {
-                    campaign: hello.campaign.or_else(|| hello.utm.get("campaign").cloned()),
+                    campaign,
                     page: hello.page,
                     referrer: hello.referrer,
                     utm: hello.utm,
@@ -183,16 +230,27 @@ impl Chat {
                 pending: None,
             },
         };
-        let open = Open { profile, conversation };
-        let welcome = ServerFrame::Welcome {
-            visitor: open.profile.id.to_string(),
-            conversation: open.conversation.id.to_string(),
+        frames.push(ServerFrame::Welcome {
+            visitor: profile.id.to_string(),
+            conversation: conversation.id.to_string(),
             returning,
-        };
-        self.open = Some(open);
-        let mut frames = vec![welcome];
-        frames.extend(self.step(Input::Start, true).await?);
+        });
+        self.open = Some(Open { profile, conversation });
+        frames.extend(self.step(Input::Start, true, writes).await?);
         Ok(frames)
+    }
+
+    /// Verifies an email link token from `hello`.
+    fn email_link(&self, token: &str, now: u64) -> Result<EmailLink, ServerFrame> {
+        let unauthorized = |message: String| ServerFrame::error(ErrorCode::Unauthorized, message);
+        match self.app.signer.verify(token, now / 1000) {
+            Ok(Claims::Chat { email, name, campaign, product }) => {
+                let email = Email::parse(&email).map_err(|e| unauthorized(e.to_string()))?;
+                Ok(EmailLink { email, name, campaign, product })
+            }
+            Ok(_) => Err(unauthorized("this token is not an email link".into())),
+            Err(error) => Err(unauthorized(error.to_string())),
+        }
     }
 
     async fn message(&mut self, text: &str, chosen: bool) -> Result<Vec<ServerFrame>, ServerFrame> {
@@ -208,7 +266,7 @@ impl Chat {
             return Err(ServerFrame::error(ErrorCode::TooLong, format!("messages are at most {max} characters")));
         }
         let input = if chosen { Input::Choose(text) } else { Input::Say(text) };
-        self.step(input, false).await
+        self.step(input, false, Vec::new()).await
     }
 
     /// Records the shopper's choice (with time and source) and answers with the tags the page
@@ -226,7 +284,12 @@ impl Chat {
 
     /// Runs the engine, makes its effects durable, and returns the frames to send. On a store
     /// failure the in-memory conversation is left as it was, so a retry continues cleanly.
-    async fn step(&mut self, input: Input<'_>, profile_changed: bool) -> Result<Vec<ServerFrame>, ServerFrame> {
+    async fn step(
+        &mut self,
+        input: Input<'_>,
+        profile_changed: bool,
+        mut writes: Vec<Write>,
+    ) -> Result<Vec<ServerFrame>, ServerFrame> {
         let open = self.open.as_ref().expect("step runs on an open conversation");
         let now = now_ms();
         let state = dialogue::State {
@@ -241,7 +304,6 @@ impl Chat {
         let mut conversation = open.conversation.clone();
         let mut profile_changed = profile_changed;
         let mut new_tags = Vec::new();
-        let mut writes = Vec::with_capacity(step.effects.len() + 2);
         for effect in step.effects {
             profile_changed |= !matches!(effect, Effect::Record(_) | Effect::SetPending(_));
             match effect {
@@ -279,6 +341,10 @@ impl Chat {
         if !new_tags.is_empty() {
             step.frames.push(tags_frame(&profile, &new_tags));
         }
+        if let Some(checkout) = self.offer_checkout(&mut profile, &conversation, now) {
+            profile_changed = true;
+            step.frames.push(checkout);
+        }
         conversation.last_at = now;
         writes.push(Write::Conversation(conversation.clone()));
         if profile_changed {
@@ -288,6 +354,33 @@ impl Chat {
         self.open = Some(Open { profile, conversation });
         Ok(step.frames)
     }
+}
+
+impl Chat {
+    /// The first time a lead qualifies: the `checkout` frame with its signed `/r/` link.
+    fn offer_checkout(&self, profile: &mut Profile, conversation: &Conversation, now: u64) -> Option<ServerFrame> {
+        let config = &self.app.config;
+        if !leads::qualifies(profile, config) {
+            return None;
+        }
+        let target = leads::checkout_target(config, profile, conversation.source.campaign.as_deref())
+            .map_err(|e| log::warn!("cannot offer a checkout link: {e}"))
+            .ok()?;
+        profile.advance(Status::Qualified, now);
+        let expires = now / 1000 + config.checkout_ttl_days * 24 * 3600;
+        let checkout = CheckoutFor { visitor: profile.id, conversation: conversation.id, target: target.to_string() };
+        let url = leads::checkout_link(&self.app.signer, &self.app.public_url, checkout, expires);
+        let label = if conversation.locale == "de" { "Zur Kasse" } else { "Go to checkout" };
+        Some(ServerFrame::Checkout { url, label: label.into() })
+    }
+}
+
+/// What a verified email link says about the shopper.
+struct EmailLink {
+    email: Email,
+    name: Option<String>,
+    campaign: Option<String>,
+    product: Option<String>,
 }
 
 /// The visitor's tags, and pixel events for the newly added ones when the shopper allowed ads.

@@ -13,8 +13,8 @@ use super::rank::Ranker;
 use super::slots::{ConsentKind, Kind, Question, Slot};
 use super::template::Template;
 use super::{
-    BUILTIN_PREFERENCES, Choice, DEFAULT_MARGIN, DEFAULT_THRESHOLD, Diagnostic, Example, FALLBACK, Intent, IntentSet,
-    Location, Reply, WELCOME, text,
+    BUILTIN_PREFERENCES, ChoiceTemplate, DEFAULT_MARGIN, DEFAULT_THRESHOLD, Diagnostic, Example, FALLBACK, Intent,
+    IntentSet, Location, Reply, WELCOME, text,
 };
 
 /// A name used somewhere that must turn out to be a known preference, slot or intent.
@@ -214,7 +214,8 @@ impl Compiler {
             return None;
         }
         let variants: Vec<Template> = raw.reply.iter().filter_map(|text| self.text(source, text)).collect();
-        (variants.len() == raw.reply.len()).then(|| Reply { variants, choices: choices(raw.choices) })
+        let choices = self.choices(source, raw.choices)?;
+        (variants.len() == raw.reply.len()).then_some(Reply { variants, choices })
     }
 
     /// A reply text: not empty, and a valid template.
@@ -244,6 +245,16 @@ impl Compiler {
                 None
             }
         }
+    }
+
+    fn choices(&mut self, source: &Source, raw: Vec<RawChoice>) -> Option<Vec<ChoiceTemplate>> {
+        let mut choices = Vec::new();
+        for choice in raw {
+            let label = self.text(source, &choice.label);
+            let value = self.text(source, &choice.value);
+            choices.push(ChoiceTemplate { label: label?, value: value? });
+        }
+        Some(choices)
     }
 
     fn slot_refs(&mut self, source: &Source, names: &[Spanned<String>], slots: &HashMap<String, usize>) -> Vec<usize> {
@@ -356,7 +367,8 @@ impl Compiler {
             Some(skip) => Some(self.text(source, skip)?),
             None => None,
         };
-        Some(Question { ask: ask?, retry: retry?, skip, choices: choices(raw.choices) })
+        let choices = self.choices(source, raw.choices)?;
+        Some(Question { ask: ask?, retry: retry?, skip, choices })
     }
 
     fn unknown<'a>(&mut self, reference: &Reference, known: impl Iterator<Item = &'a String>) {
@@ -374,10 +386,6 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
         .case_insensitive(true)
         .build()
         .map_err(|e| format!("bad regex: {}", matcher::regex_reason(&e)))
-}
-
-fn choices(raw: Vec<RawChoice>) -> Vec<Choice> {
-    raw.into_iter().map(|c| Choice { label: c.label, value: c.value }).collect()
 }
 
 fn duplicate(what: &str, id: &str, at: &Location, first: &Location) -> Diagnostic {

@@ -143,8 +143,8 @@ pub struct RawReply {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawChoice {
-    pub label: String,
-    pub value: String,
+    pub label: Spanned<String>,
+    pub value: Spanned<String>,
 }
 
 /// A question whose answer becomes a preference of the same name.

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::template::Template;
-use super::{Choice, LOCALES, Location};
+use super::{ChoiceTemplate, LOCALES, Location};
 
 static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d+(?:[.,]\d+)?").expect("valid"));
 static EMAIL: LazyLock<Regex> =
@@ -36,7 +36,7 @@ pub struct Question {
     pub ask: Template,
     pub retry: Template,
     pub skip: Option<Template>,
-    pub choices: Vec<Choice>,
+    pub choices: Vec<ChoiceTemplate>,
 }
 
 #[derive(Debug)]

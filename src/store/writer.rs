@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Result, Stats, StoreError, Trees, Write, encode, entry_key};
+use super::{Profile, Result, Stats, Status, StoreError, Trees, Write, campaign_prefix, decode, encode, entry_key};
+use crate::ids::VisitorId;
 
 /// Batches waiting beyond this make `commit` wait for room: backpressure instead of memory growth.
 const QUEUE: usize = 4096;
@@ -70,7 +71,25 @@ fn apply(trees: &Trees, writes: &[Write]) -> Result<()> {
     for write in writes {
         match write {
             Write::Visitor(profile) => {
-                trees.visitors.insert(profile.id.as_bytes(), encode(profile))?;
+                let id = profile.id.as_bytes();
+                // One writer, so reading the old value here cannot race another update.
+                if let Some(old) = trees.visitors.insert(id, encode(profile))? {
+                    let old: Profile = decode("visitors", &old)?;
+                    trees.leads_by_status.remove(status_key(old.status, &profile.id))?;
+                    if let Some(campaign) = &old.campaign {
+                        trees.leads_by_campaign.remove(campaign_key(campaign, &profile.id))?;
+                    }
+                }
+                trees.leads_by_status.insert(status_key(profile.status, &profile.id), &[])?;
+                if let Some(campaign) = &profile.campaign {
+                    trees.leads_by_campaign.insert(campaign_key(campaign, &profile.id), &[])?;
+                }
+            }
+            Write::Email { email, visitor } => {
+                trees.emails.insert(email.as_bytes(), visitor.as_bytes())?;
+            }
+            Write::Order(order) => {
+                trees.orders.insert(order.id.as_bytes(), encode(order))?;
             }
             Write::Conversation(conversation) => {
                 let mut index = [0u8; 32];
@@ -85,4 +104,16 @@ fn apply(trees: &Trees, writes: &[Write]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn status_key(status: Status, visitor: &VisitorId) -> Vec<u8> {
+    let mut key = vec![status as u8];
+    key.extend_from_slice(visitor.as_bytes());
+    key
+}
+
+fn campaign_key(campaign: &str, visitor: &VisitorId) -> Vec<u8> {
+    let mut key = campaign_prefix(campaign);
+    key.extend_from_slice(visitor.as_bytes());
+    key
 }

@@ -8,6 +8,7 @@ mod durability;
 mod flow;
 mod helpers;
 mod intent_files;
+mod leads;
 mod reload;
 mod webdriver;
 mod widget;

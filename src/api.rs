@@ -1,0 +1,222 @@
+//! HTTP routes besides the chat socket and the pages: email link entry (`/c/`), checkout
+//! redirects (`/r/`) and the shop's conversion webhook (`/api/conversions`). Every failure is a
+//! 4xx with a reason: an HTML page for shoppers' browsers, JSON for the shop's server.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use serde_json::json;
+
+use crate::ids::{Email, VisitorId};
+use crate::leads::{self, Conversion};
+use crate::now_ms;
+use crate::server::App;
+use crate::signing::{Claims, TokenError, constant_time_eq};
+use crate::store::{Preference, Profile, Status, StoreError, Write};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/c/{token}", web::get().to(email_link))
+        .route("/r/{token}", web::get().to(checkout))
+        .route("/api/conversions", web::post().to(conversion));
+}
+
+/// A failed request: its status, the reason, and whether a person (HTML) or a program (JSON)
+/// reads it.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    reason: String,
+    page: bool,
+}
+
+impl Failure {
+    fn page(status: StatusCode, reason: impl Into<String>) -> Failure {
+        Failure { status, reason: reason.into(), page: true }
+    }
+
+    fn json(status: StatusCode, reason: impl Into<String>) -> Failure {
+        Failure { status, reason: reason.into(), page: false }
+    }
+
+    /// The status a bad token deserves: 400 when it is not even well-formed, 403 when it was not
+    /// signed by us, 410 when it expired.
+    fn token(error: TokenError, page: bool) -> Failure {
+        let status = match error {
+            TokenError::Malformed => StatusCode::BAD_REQUEST,
+            TokenError::UnknownKey | TokenError::BadSignature => StatusCode::FORBIDDEN,
+            TokenError::Expired => StatusCode::GONE,
+        };
+        Failure { status, reason: error.to_string(), page }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.reason)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Failure {
+        log::error!("store: {error}");
+        Failure::json(StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable; retry later")
+    }
+}
+
+impl ResponseError for Failure {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+        if self.page {
+            let reason = escape_html(&self.reason);
+            response.content_type("text/html; charset=utf-8").body(format!(
+                "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+                 <title>Link not valid</title><h1>This link cannot be used</h1><p>{reason}.</p>\
+                 <p><a href=\"/chat\">Start a new chat</a></p>"
+            ))
+        } else {
+            response.json(json!({ "error": self.reason }))
+        }
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// `GET /c/{token}`: an email link. Links the email (and name, product, campaign) to a visitor,
+/// then lands on the hosted chat, which presents the same token in `hello`.
+async fn email_link(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
+    let token = token.into_inner();
+    let Claims::Chat { email, name, campaign, product } =
+        app.signer.verify(&token, now_secs()).map_err(|e| Failure::token(e, true))?
+    else {
+        return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an email link"));
+    };
+    let email = Email::parse(&email).map_err(|e| Failure::page(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let key = email.to_string();
+    let existing = app.store.read(move |store| store.visitor_by_email(&key)).await?;
+    let now = now_ms();
+    let mut profile = existing.unwrap_or_else(|| Profile::new(VisitorId::mint(now), now, "en"));
+    for (name, value) in [("email", Some(email.to_string())), ("name", name), ("product", product)] {
+        if let Some(value) = value {
+            profile.preferences.insert(name.into(), Preference { value, at: now, message: "email link".into() });
+        }
+    }
+    if campaign.is_some() {
+        profile.campaign = campaign;
+    }
+    let writes = vec![Write::Email { email: email.to_string(), visitor: profile.id }, Write::Visitor(profile)];
+    app.store.commit(writes).await?;
+    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, format!("/chat?nudge={token}"))).finish())
+}
+
+/// `GET /r/{token}`: a checkout link. Records the click and redirects, only to an allow-listed
+/// shop host.
+async fn checkout(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
+    let Claims::Checkout { visitor, target, .. } =
+        app.signer.verify(&token, now_secs()).map_err(|e| Failure::token(e, true))?
+    else {
+        return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not a checkout link"));
+    };
+    let allowed = url::Url::parse(&target).is_ok_and(|url| leads::target_allowed(&url, &app.config.shop_hosts));
+    if !allowed {
+        log::warn!("refused a checkout redirect to a host outside shop_hosts");
+        return Err(Failure::page(StatusCode::FORBIDDEN, "the link leads to a shop this server does not allow"));
+    }
+    if let Some(mut profile) = app.store.read(move |store| store.visitor(&visitor)).await?
+        && profile.advance(Status::CheckoutClicked, now_ms())
+    {
+        app.store.commit(vec![Write::Visitor(profile)]).await?;
+    }
+    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, target)).finish())
+}
+
+/// `POST /api/conversions`: the shop reports an order; idempotent by order id.
+async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Failure> {
+    let key =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match key {
+        None => {
+            return Err(Failure::json(StatusCode::UNAUTHORIZED, "send the API key as `Authorization: Bearer <key>`"));
+        }
+        Some(key) if !constant_time_eq(key.trim().as_bytes(), app.conversions_api_key.as_bytes()) => {
+            return Err(Failure::json(StatusCode::UNAUTHORIZED, "wrong API key"));
+        }
+        Some(_) => {}
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(Failure::json(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send `Content-Type: application/json`"));
+    }
+    let conversion: Conversion = serde_json::from_slice(&body)
+        .map_err(|e| Failure::json(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
+    conversion.validate().map_err(|e| Failure::json(StatusCode::BAD_REQUEST, e))?;
+    let (visitor, conversation) = match (&conversion.checkout_token, &conversion.visitor) {
+        (Some(token), _) => match app.signer.verify(token, 0) {
+            // An order may arrive after the link expired; the signature is what matters here.
+            Ok(Claims::Checkout { visitor, conversation, .. }) => (visitor, Some(conversation)),
+            Ok(_) => return Err(Failure::json(StatusCode::BAD_REQUEST, "`checkout_token` is not a checkout link")),
+            Err(e) => return Err(Failure::json(StatusCode::BAD_REQUEST, format!("`checkout_token`: {e}"))),
+        },
+        (None, Some(visitor)) => {
+            let visitor = VisitorId::parse(visitor)
+                .map_err(|e| Failure::json(StatusCode::BAD_REQUEST, format!("`visitor`: {e}")))?;
+            (visitor, None)
+        }
+        (None, None) => unreachable!("validate() requires one of them"),
+    };
+    let _one_at_a_time = app.conversions.lock().await;
+    let order_id = conversion.order_id.trim().to_string();
+    let lookup = order_id.clone();
+    let (existing, profile, conversation, transcript) = app
+        .store
+        .read(move |store| {
+            let existing = store.order(&lookup)?;
+            let profile = store.visitor(&visitor)?;
+            let conversation = match conversation {
+                Some(id) => store.conversation(&id)?,
+                None => store.latest_conversation(&visitor)?,
+            };
+            let transcript = match &conversation {
+                Some(c) => store.transcript(&c.id)?,
+                None => Vec::new(),
+            };
+            Ok((existing, profile, conversation, transcript))
+        })
+        .await?;
+    if let Some(order) = existing {
+        return Ok(
+            HttpResponse::Ok().json(json!({ "status": "duplicate", "order_id": order.id, "visitor": order.visitor }))
+        );
+    }
+    let mut profile = profile.ok_or_else(|| Failure::json(StatusCode::NOT_FOUND, "unknown visitor"))?;
+    let mut variants: Vec<(String, u32)> =
+        transcript.iter().filter_map(|e| Some((e.intent.clone()?, e.variant?))).collect();
+    variants.sort();
+    variants.dedup();
+    let now = now_ms();
+    let order = leads::attribute(&conversion, &profile, conversation.as_ref(), variants, now);
+    profile.advance(Status::Converted, now);
+    profile.orders.push(order.id.clone());
+    let response = json!({
+        "status": "recorded",
+        "order_id": order.id,
+        "visitor": order.visitor,
+        "conversation": order.conversation,
+        "campaign": order.campaign,
+    });
+    app.store.commit(vec![Write::Order(order), Write::Visitor(profile)]).await?;
+    Ok(HttpResponse::Created().json(response))
+}

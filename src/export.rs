@@ -1,0 +1,212 @@
+//! Exports of the store for marketers: leads as CSV or JSON lines, streamed one visitor at a
+//! time, with every captured preference and (optionally) the transcripts.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::store::{Conversation, Entry, Order, Profile, Speaker, Status, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Default)]
+pub struct LeadFilter {
+    pub status: Option<Status>,
+    pub campaign: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("writing the export: {0}")]
+    Csv(#[from] csv::Error),
+}
+
+const CSV_HEADER: [&str; 19] = [
+    "visitor",
+    "name",
+    "email",
+    "consent_marketing",
+    "consent_ads",
+    "consent_at",
+    "status",
+    "chatting_at",
+    "qualified_at",
+    "checkout_clicked_at",
+    "converted_at",
+    "score",
+    "tags",
+    "campaign",
+    "source",
+    "messages",
+    "preferences",
+    "orders",
+    "order_value",
+];
+
+/// Writes every lead that passes `filter`; `progress` is called with (done, total) after each.
+pub fn leads(
+    store: &Store,
+    filter: &LeadFilter,
+    format: Format,
+    transcripts: bool,
+    out: impl Write,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, ExportError> {
+    let total = store.visitor_count() as u64;
+    let profiles: Box<dyn Iterator<Item = Result<Profile, StoreError>>> = match (&filter.status, &filter.campaign) {
+        (Some(status), _) => Box::new(store.visitors_with_status(*status)),
+        (None, Some(campaign)) => Box::new(store.visitors_in_campaign(campaign)),
+        (None, None) => Box::new(store.visitors()),
+    };
+    let leads = profiles.enumerate().filter_map(|(done, profile)| {
+        progress(done as u64 + 1, total);
+        match profile {
+            // The status index may hold a visitor whose campaign was filtered out.
+            Ok(p) if filter.campaign.as_ref().is_some_and(|c| p.campaign.as_ref() != Some(c)) => None,
+            Ok(p) => Some(Lead::read(store, p)),
+            Err(e) => Some(Err(e)),
+        }
+    });
+    let mut written = 0u64;
+    match format {
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(CSV_HEADER)?;
+            for lead in leads {
+                w.write_record(lead?.csv_row())?;
+                written += 1;
+            }
+            w.flush()?;
+        }
+        Format::Jsonl => {
+            let mut out = out;
+            for lead in leads {
+                serde_json::to_writer(&mut out, &lead?.json(transcripts)).map_err(std::io::Error::from)?;
+                out.write_all(b"\n")?;
+                written += 1;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(written)
+}
+
+/// One visitor with what the export needs from the other trees.
+struct Lead {
+    profile: Profile,
+    conversations: Vec<(Conversation, Vec<Entry>)>,
+    orders: Vec<Order>,
+}
+
+impl Lead {
+    fn read(store: &Store, profile: Profile) -> Result<Lead, StoreError> {
+        let mut conversations = Vec::new();
+        for conversation in store.conversations_of(&profile.id)? {
+            let transcript = store.transcript(&conversation.id)?;
+            conversations.push((conversation, transcript));
+        }
+        let mut orders = Vec::new();
+        for id in &profile.orders {
+            orders.extend(store.order(id)?);
+        }
+        Ok(Lead { profile, conversations, orders })
+    }
+
+    fn messages(&self) -> usize {
+        self.conversations.iter().flat_map(|(_, t)| t).filter(|e| e.from == Speaker::Shopper).count()
+    }
+
+    fn csv_row(&self) -> Vec<String> {
+        let p = &self.profile;
+        let time = |t: Option<u64>| t.map(rfc3339).unwrap_or_default();
+        let status_at = |s: Status| time(p.status_at.get(&s).copied());
+        let consent = p.consent.as_ref();
+        let source = self.conversations.last().map(|(c, _)| source_text(c)).unwrap_or_default();
+        let preferences: Vec<String> =
+            p.preferences.iter().map(|(name, pref)| format!("{name}={}@{}", pref.value, rfc3339(pref.at))).collect();
+        vec![
+            p.id.to_string(),
+            p.preference("name").unwrap_or_default().to_string(),
+            p.preference("email").unwrap_or_default().to_string(),
+            consent.map(|c| c.marketing.to_string()).unwrap_or_default(),
+            consent.map(|c| c.ads.to_string()).unwrap_or_default(),
+            time(consent.map(|c| c.at)),
+            p.status.as_str().to_string(),
+            status_at(Status::Chatting),
+            status_at(Status::Qualified),
+            status_at(Status::CheckoutClicked),
+            status_at(Status::Converted),
+            p.score.to_string(),
+            p.tags.iter().cloned().collect::<Vec<_>>().join(";"),
+            p.campaign.clone().unwrap_or_default(),
+            source,
+            self.messages().to_string(),
+            preferences.join("; "),
+            self.orders.iter().map(|o| o.id.clone()).collect::<Vec<_>>().join(";"),
+            format!("{:.2}", self.orders.iter().map(|o| o.value).sum::<f64>()),
+        ]
+    }
+
+    fn json(&self, transcripts: bool) -> serde_json::Value {
+        let p = &self.profile;
+        let conversations: Vec<_> = self
+            .conversations
+            .iter()
+            .map(|(c, t)| {
+                let mut value = json!({
+                    "id": c.id,
+                    "started_at": rfc3339(c.started_at),
+                    "source": c.source,
+                    "messages": t.iter().filter(|e| e.from == Speaker::Shopper).count(),
+                });
+                if transcripts {
+                    value["transcript"] = serde_json::to_value(t).unwrap_or_default();
+                }
+                value
+            })
+            .collect();
+        let preferences: serde_json::Map<String, serde_json::Value> = p
+            .preferences
+            .iter()
+            .map(|(k, v)| (k.clone(), json!({ "value": v.value, "at": rfc3339(v.at), "message": v.message })))
+            .collect();
+        json!({
+            "visitor": p.id,
+            "name": p.preference("name"),
+            "email": p.preference("email"),
+            "consent": p.consent,
+            "status": p.status,
+            "status_at": p.status_at.iter().map(|(s, t)| (s.as_str(), rfc3339(*t))).collect::<std::collections::BTreeMap<_, _>>(),
+            "score": p.score,
+            "tags": p.tags,
+            "campaign": p.campaign,
+            "preferences": preferences,
+            "messages": self.messages(),
+            "conversations": conversations,
+            "orders": self.orders,
+        })
+    }
+}
+
+/// The landing page's attribution in one cell: UTM parameters, click ids, referrer.
+fn source_text(c: &Conversation) -> String {
+    let mut parts: Vec<String> = c.source.utm.iter().map(|(k, v)| format!("utm_{k}={v}")).collect();
+    parts.extend(c.source.click_ids.iter().map(|(k, v)| format!("{k}={v}")));
+    if let Some(r) = &c.source.referrer {
+        parts.push(format!("referrer={r}"));
+    }
+    parts.join(" ")
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC time.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}

@@ -1,0 +1,149 @@
+//! Leads: when a visitor qualifies, the checkout link built for exactly what they asked for,
+//! which redirect targets are allowed, and attributing the shop's orders.
+
+use url::Url;
+
+use crate::config::Config;
+use crate::ids::{ConversationId, VisitorId};
+use crate::intents::template::Template;
+use crate::signing::{Claims, Signer};
+use crate::store::{Conversation, Order, Profile, Status};
+
+/// Whether a visitor who is still chatting has reached the score and told us what is required.
+pub fn qualifies(profile: &Profile, config: &Config) -> bool {
+    profile.status == Status::Chatting
+        && profile.score >= config.qualify_score
+        && config.qualify_requires.iter().all(|p| profile.preferences.contains_key(p))
+}
+
+/// The shop URL for this visitor's preferences, from the `checkout_url` template.
+pub fn checkout_target(config: &Config, profile: &Profile, campaign: Option<&str>) -> Result<Url, String> {
+    let template = Template::parse(&config.checkout_url).map_err(|e| format!("checkout_url: {e}"))?;
+    let visitor = profile.id.to_string();
+    let raw = |name: &str| match name {
+        "sku" => profile.preference("sku").or(profile.preference("product")),
+        "campaign" => campaign.or(profile.campaign.as_deref()),
+        "visitor" => Some(visitor.as_str()),
+        other => profile.preference(other),
+    };
+    // Every value is URL-encoded, so a preference can never add a parameter or change the host.
+    let encoded: std::collections::HashMap<&str, String> = template
+        .names()
+        .map(|name| (name, url::form_urlencoded::byte_serialize(raw(name).unwrap_or("").as_bytes()).collect()))
+        .collect();
+    let rendered = template.render(|name| encoded.get(name).map(String::as_str));
+    let mut url = Url::parse(&rendered).map_err(|e| format!("checkout_url: {e}"))?;
+    if !target_allowed(&url, &config.shop_hosts) {
+        return Err(format!("checkout_url host {:?} is not in shop_hosts", url.host_str()));
+    }
+    url.set_fragment(None);
+    Ok(url)
+}
+
+/// Only http(s) URLs on an allow-listed host (or its subdomains) may be redirected to.
+pub fn target_allowed(url: &Url, hosts: &[String]) -> bool {
+    matches!(url.scheme(), "https" | "http")
+        && url.username().is_empty()
+        && url
+            .host_str()
+            .is_some_and(|host| hosts.iter().any(|allowed| host == allowed || host.ends_with(&format!(".{allowed}"))))
+}
+
+/// The signed `/r/` link for a checkout target.
+pub fn checkout_link(signer: &Signer, public_url: &str, claims: CheckoutFor, expires_at: u64) -> String {
+    let claims = Claims::Checkout { visitor: claims.visitor, conversation: claims.conversation, target: claims.target };
+    format!("{public_url}/r/{}", signer.sign(&claims, expires_at))
+}
+
+pub struct CheckoutFor {
+    pub visitor: VisitorId,
+    pub conversation: ConversationId,
+    pub target: String,
+}
+
+/// A conversion as the shop reports it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conversion {
+    pub order_id: String,
+    pub checkout_token: Option<String>,
+    pub visitor: Option<String>,
+    pub value: f64,
+    pub currency: String,
+}
+
+impl Conversion {
+    /// Checks what JSON cannot: a usable order id, a sane value and an ISO currency code.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.order_id.trim().is_empty() || self.order_id.len() > 200 {
+            return Err("`order_id` must be 1 to 200 characters".into());
+        }
+        if !self.value.is_finite() || self.value < 0.0 {
+            return Err("`value` must be a non-negative number".into());
+        }
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err("`currency` must be a three-letter ISO 4217 code such as EUR".into());
+        }
+        if self.checkout_token.is_none() && self.visitor.is_none() {
+            return Err("give `checkout_token` (from the checkout link) or `visitor`".into());
+        }
+        Ok(())
+    }
+}
+
+/// The order attributed to the visitor's conversation, its campaign and the reply variants shown.
+pub fn attribute(
+    conversion: &Conversion,
+    profile: &Profile,
+    conversation: Option<&Conversation>,
+    variants: Vec<(String, u32)>,
+    now: u64,
+) -> Order {
+    Order {
+        id: conversion.order_id.trim().to_string(),
+        visitor: profile.id,
+        conversation: conversation.map(|c| c.id),
+        campaign: conversation.and_then(|c| c.source.campaign.clone()).or(profile.campaign.clone()),
+        variants,
+        value: conversion.value,
+        currency: conversion.currency.clone(),
+        at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_targets_are_allow_listed() {
+        let hosts = vec!["shop.example".to_string()];
+        for (url, allowed) in [
+            ("https://shop.example/cart", true),
+            ("https://eu.shop.example/cart", true),
+            ("https://shop.example.evil.com/", false),
+            ("https://evilshop.example/", false),
+            ("javascript:alert(1)", false),
+            ("https://user@shop.example/", false),
+            ("ftp://shop.example/", false),
+        ] {
+            let parsed = Url::parse(url).expect("url");
+            assert_eq!(target_allowed(&parsed, &hosts), allowed, "{url}");
+        }
+    }
+
+    #[test]
+    fn checkout_urls_encode_preferences() {
+        let config = Config::default();
+        let mut profile = Profile::new(VisitorId::mint(0), 0, "en");
+        for (name, value) in [("product", "running shoes"), ("size", "42&evil=1")] {
+            let pref = crate::store::Preference { value: value.into(), at: 0, message: String::new() };
+            profile.preferences.insert(name.into(), pref);
+        }
+        let url = checkout_target(&config, &profile, Some("spring sale")).expect("url");
+        assert_eq!(
+            url.as_str(),
+            "https://shop.example/cart?sku=running+shoes&size=42%26evil%3D1&utm_campaign=spring+sale"
+        );
+    }
+}
