@@ -113,7 +113,7 @@ pub async fn expect_error(socket: &mut Socket, code: nudge::protocol::ErrorCode)
 }
 
 /// Sends a message and returns the text of every reply of the answer (a step may reply, then
-/// ask the next question), skipping `tags` frames.
+/// ask the next question), skipping `tags` and `checkout` frames.
 pub async fn say_all(socket: &mut nudge::client::Socket, text: &str) -> Vec<String> {
     send(socket, ClientFrame::Say { text: text.into() }).await;
     let mut replies = Vec::new();
@@ -121,7 +121,7 @@ pub async fn say_all(socket: &mut nudge::client::Socket, text: &str) -> Vec<Stri
         let frame = tokio::time::timeout(std::time::Duration::from_millis(300), nudge::client::recv(socket)).await;
         match frame {
             Ok(Ok(ServerFrame::Reply(reply))) => replies.push(reply.text),
-            Ok(Ok(ServerFrame::Tags { .. })) => {}
+            Ok(Ok(ServerFrame::Tags { .. } | ServerFrame::Checkout { .. })) => {}
             Ok(other) => panic!("unexpected {other:?}"),
             Err(_) if !replies.is_empty() => return replies,
             Err(_) => panic!("no reply to {text:?}"),
