@@ -26,4 +26,5 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 pub mod leads;
+pub mod loadgen;
 pub mod signing;

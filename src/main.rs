@@ -44,6 +44,29 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Load generator: round trips per second and latency percentiles.
+    Loadgen {
+        #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+        url: String,
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        /// Seconds measured (after ramp-up and warm-up).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        /// Messages per second in total (open loop); without it, a closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Only hold the connections open (to measure memory per connection).
+        #[arg(long)]
+        idle: bool,
+        /// Client threads, each with its own single-threaded runtime.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Export from the store (the server must be stopped: sled allows one process per store).
     #[command(subcommand)]
     Export(ExportCommand),
@@ -144,6 +167,22 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(nudge::client::chat(&url, campaign))),
         Command::Link { email, name, campaign, product, ttl, config } => {
             config.load().and_then(|config| link(&config, email, name, campaign, product, ttl))
+        }
+        Command::Loadgen { url, connections, duration, warmup, rate, idle, threads, json } => {
+            let options = nudge::loadgen::Options {
+                url,
+                connections,
+                duration: std::time::Duration::from_secs_f64(duration),
+                warmup: std::time::Duration::from_secs_f64(warmup),
+                rate,
+                idle,
+                threads,
+            };
+            let report = nudge::loadgen::run(&options);
+            match json {
+                true => serde_json::to_string(&report).map_err(anyhow::Error::from).and_then(|j| print_out(&format!("{j}\n"))),
+                false => print_out(&report.to_string()),
+            }
         }
         Command::Export(ExportCommand::Leads { format, status, campaign, transcripts, config }) => {
             let filter = nudge::export::LeadFilter { status, campaign };

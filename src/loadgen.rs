@@ -1,0 +1,260 @@
+//! `nudge loadgen`: a `chat.v1` load generator. One current-thread runtime per thread with
+//! connections assigned round-robin (one multi-thread runtime starves connections once a worker
+//! has hundreds of ready tasks, see BENCHMARKING.md), 4 KiB read buffers, latency in an HDR
+//! histogram. Closed loop by default; `--rate` gives an open loop measured from the intended send
+//! time, so a slow reply cannot hide the requests it delayed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client;
+use crate::protocol::{ClientFrame, Hello, ServerFrame};
+
+/// What shoppers say: greetings, questions, flow answers, out-of-scope, both languages.
+const MIX: [&str; 12] = [
+    "hi",
+    "do you ship to Austria?",
+    "I'm looking for sneakers",
+    "42",
+    "black",
+    "how long does delivery take",
+    "100",
+    "where is my order?",
+    "what's the weather like tomorrow",
+    "Wie lange dauert die Lieferung?",
+    "what is your return policy",
+    "thanks!",
+];
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub url: String,
+    pub connections: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Total messages per second across all connections (open loop); `None` is a closed loop.
+    pub rate: Option<f64>,
+    /// Only hold the connections open (after `hello`).
+    pub idle: bool,
+    pub threads: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub connections: usize,
+    pub connected: u64,
+    pub measured_secs: f64,
+    pub round_trips: u64,
+    pub round_trips_per_sec: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+    pub reconnects: u64,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "connections {} ({} connected), {:.1} s measured", self.connections, self.connected, self.measured_secs)?;
+        writeln!(f, "round trips {} ({:.0}/s)", self.round_trips, self.round_trips_per_sec)?;
+        writeln!(
+            f,
+            "latency p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            self.p50_ms, self.p95_ms, self.p99_ms, self.max_ms
+        )?;
+        writeln!(f, "errors {}, reconnects {}", self.errors, self.reconnects)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    connected: AtomicU64,
+    round_trips: AtomicU64,
+    errors: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+/// The shared clock of a run: connections ramp up, then warm up, then are measured.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+}
+
+pub fn run(options: &Options) -> Report {
+    let counters = Arc::new(Counters::default());
+    let threads = options.threads.max(1);
+    // Spread connection attempts so the accept queue is not flooded: 200 µs apart.
+    let ramp = Duration::from_micros(200) * options.connections as u32;
+    let start = Instant::now();
+    let window = Window { start, measure_from: start + ramp + options.warmup, end: start + ramp + options.warmup + options.duration };
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let options = options.clone();
+            let counters = counters.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                runtime.block_on(async move {
+                    let mut tasks = Vec::new();
+                    for i in (t..options.connections).step_by(threads) {
+                        let (options, counters) = (options.clone(), counters.clone());
+                        tasks.push(tokio::spawn(connection(i, options, counters, window)));
+                    }
+                    let mut histogram = new_histogram();
+                    for task in tasks {
+                        if let Ok(h) = task.await {
+                            let _ = histogram.add(h);
+                        }
+                    }
+                    histogram
+                })
+            })
+        })
+        .collect();
+    let mut histogram = new_histogram();
+    for handle in handles {
+        if let Ok(h) = handle.join() {
+            let _ = histogram.add(h);
+        }
+    }
+    let measured = options.duration.as_secs_f64();
+    let ms = |us: u64| us as f64 / 1000.0;
+    let round_trips = counters.round_trips.load(Ordering::Relaxed);
+    Report {
+        connections: options.connections,
+        connected: counters.connected.load(Ordering::Relaxed),
+        measured_secs: measured,
+        round_trips,
+        round_trips_per_sec: round_trips as f64 / measured,
+        p50_ms: ms(histogram.value_at_quantile(0.50)),
+        p95_ms: ms(histogram.value_at_quantile(0.95)),
+        p99_ms: ms(histogram.value_at_quantile(0.99)),
+        max_ms: ms(histogram.max()),
+        errors: counters.errors.load(Ordering::Relaxed),
+        reconnects: counters.reconnects.load(Ordering::Relaxed),
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// One shopper: connect (retrying refusals), say hello, then talk until the window ends.
+async fn connection(index: usize, options: Options, counters: Arc<Counters>, window: Window) -> Histogram<u64> {
+    let mut histogram = new_histogram();
+    tokio::time::sleep_until((window.start + Duration::from_micros(200) * index as u32).into()).await;
+    let per_connection = options.rate.map(|r| Duration::from_secs_f64(options.connections as f64 / r.max(0.001)));
+    let mut next_send = window.start.max(Instant::now());
+    let mut message = index;
+    let mut first = true;
+    while Instant::now() < window.end {
+        let Ok(mut socket) = client::connect(&options.url).await else {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if !first {
+            counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        if client::send(&mut socket, &ClientFrame::Hello(Hello::default())).await.is_err() || !opened(&mut socket).await {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        counters.connected.fetch_add(1, Ordering::Relaxed);
+        if options.idle {
+            idle(&mut socket, window.end).await;
+            return histogram;
+        }
+        loop {
+            let intended = match per_connection {
+                Some(interval) => {
+                    next_send += interval;
+                    tokio::time::sleep_until(next_send.into()).await;
+                    next_send
+                }
+                None => Instant::now(),
+            };
+            if intended >= window.end {
+                return histogram;
+            }
+            message += 1;
+            let frame = ClientFrame::Say { text: MIX[message % MIX.len()].to_string() };
+            if client::send(&mut socket, &frame).await.is_err() {
+                break;
+            }
+            match answered(&mut socket).await {
+                Some(ok) => {
+                    if !ok {
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if intended >= window.measure_from {
+                        histogram.saturating_record(intended.elapsed().as_micros() as u64);
+                        counters.round_trips.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => break,
+            }
+        }
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    histogram
+}
+
+/// Waits for `welcome` (or, from an echo server, the echoed `hello`).
+async fn opened(socket: &mut client::Socket) -> bool {
+    while let Some(Ok(message)) = socket.next().await {
+        if let Message::Text(text) = message {
+            return text.contains("\"welcome\"") || text.contains("\"hello\"");
+        }
+    }
+    false
+}
+
+/// Reads until the answer to the last `say`: the first reply of a step carries `how`; later
+/// frames of a step (the next question, tags, checkout) are skipped. An echo server's echoed
+/// `say` also counts. `Some(false)` for an error frame, `None` when the connection is gone.
+async fn answered(socket: &mut client::Socket) -> Option<bool> {
+    loop {
+        match socket.next().await? {
+            Ok(Message::Text(text)) => {
+                if text.contains("\"type\":\"say\"") {
+                    return Some(true);
+                }
+                match serde_json::from_str::<ServerFrame>(&text) {
+                    Ok(ServerFrame::Reply(reply)) if reply.how.is_some() => return Some(true),
+                    Ok(ServerFrame::Error { .. }) => return Some(false),
+                    _ => continue,
+                }
+            }
+            Ok(Message::Ping(payload)) => {
+                let _ = socket.send(Message::Pong(payload)).await;
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+async fn idle(socket: &mut client::Socket, end: Instant) {
+    let deadline = tokio::time::sleep_until(end.into());
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return,
+            message = socket.next() => match message {
+                // tungstenite answers pings itself on the next read; keep reading.
+                Some(Ok(_)) => continue,
+                _ => return,
+            }
+        }
+    }
+}
