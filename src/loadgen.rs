@@ -62,7 +62,11 @@ pub struct Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "connections {} ({} connected), {:.1} s measured", self.connections, self.connected, self.measured_secs)?;
+        writeln!(
+            f,
+            "connections {} ({} connected), {:.1} s measured",
+            self.connections, self.connected, self.measured_secs
+        )?;
         writeln!(f, "round trips {} ({:.0}/s)", self.round_trips, self.round_trips_per_sec)?;
         writeln!(
             f,
@@ -95,7 +99,11 @@ pub fn run(options: &Options) -> Report {
     // Spread connection attempts so the accept queue is not flooded: 200 µs apart.
     let ramp = Duration::from_micros(200) * options.connections as u32;
     let start = Instant::now();
-    let window = Window { start, measure_from: start + ramp + options.warmup, end: start + ramp + options.warmup + options.duration };
+    let window = Window {
+        start,
+        measure_from: start + ramp + options.warmup,
+        end: start + ramp + options.warmup + options.duration,
+    };
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let options = options.clone();
@@ -165,7 +173,8 @@ async fn connection(index: usize, options: Options, counters: Arc<Counters>, win
             counters.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
-        if client::send(&mut socket, &ClientFrame::Hello(Hello::default())).await.is_err() || !opened(&mut socket).await {
+        if client::send(&mut socket, &ClientFrame::Hello(Hello::default())).await.is_err() || !opened(&mut socket).await
+        {
             counters.errors.fetch_add(1, Ordering::Relaxed);
             continue;
         }

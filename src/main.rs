@@ -180,7 +180,9 @@ fn main() -> ExitCode {
             };
             let report = nudge::loadgen::run(&options);
             match json {
-                true => serde_json::to_string(&report).map_err(anyhow::Error::from).and_then(|j| print_out(&format!("{j}\n"))),
+                true => serde_json::to_string(&report)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|j| print_out(&format!("{j}\n"))),
                 false => print_out(&report.to_string()),
             }
         }

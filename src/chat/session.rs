@@ -266,6 +266,7 @@ impl Chat {
             return Err(ServerFrame::error(ErrorCode::TooLong, format!("messages are at most {max} characters")));
         }
         let input = if chosen { Input::Choose(text) } else { Input::Say(text) };
+        self.app.metrics.messages_total.fetch_add(1, Ordering::Relaxed);
         self.step(input, false, Vec::new()).await
     }
 

@@ -42,6 +42,9 @@ impl Matcher {
         let set = RegexSetBuilder::new(patterns.iter().map(|p| p.regex.as_str()))
             .case_insensitive(true)
             .size_limit(SIZE_LIMIT * 4)
+            // Room for the lazy DFA's states, so it does not give up and fall back to the
+            // (much slower) PikeVM on a large pack.
+            .dfa_size_limit(SIZE_LIMIT)
             .build()
             .map_err(|e| Diagnostic {
                 at: super::Location { file: std::path::Path::new("intents").into(), line: 1, col: 1 },

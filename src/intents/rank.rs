@@ -10,10 +10,14 @@ const CHAR_NGRAMS: std::ops::RangeInclusive<usize> = 3..=5;
 /// Words weigh more than their n-grams: a shared word is stronger evidence than a shared stem.
 const WORD_WEIGHT: f32 = 2.0;
 const PAIR_WEIGHT: f32 = 1.5;
+/// Share of examples above which a feature is treated as a stop word ...
+const MAX_DF: f32 = 0.3;
+/// ... once a pack has enough examples for that share to mean something.
+const MIN_EXAMPLES_TO_PRUNE: usize = 200;
 
 #[derive(Debug)]
 pub struct Ranker {
-    vocabulary: HashMap<String, u32>,
+    vocabulary: Vocabulary,
     idf: Vec<f32>,
     /// idf of a feature no example has: unknown words still lengthen a message's vector, so a
     /// message that is mostly about something else scores low.
@@ -36,7 +40,7 @@ pub struct Ranked {
 impl Ranker {
     /// `examples` are (intent index, normalized text).
     pub fn new(examples: &[(usize, String)]) -> Ranker {
-        let mut vocabulary: HashMap<String, u32> = HashMap::new();
+        let mut vocabulary = Vocabulary::default();
         let mut document_frequency: Vec<u32> = Vec::new();
         let featured: Vec<Vec<(u32, f32)>> = examples
             .iter()
@@ -57,11 +61,18 @@ impl Ranker {
             })
             .collect();
         let n = examples.len() as f32;
-        let idf: Vec<f32> = document_frequency.iter().map(|&df| ((n + 1.0) / (df as f32 + 1.0)).ln() + 1.0).collect();
+        // Features in most examples ("i", "my", " th") tell intents apart least and cost the
+        // most (a posting for nearly every example): in a large pack they are left out, like
+        // stop words. Their idf of 0 removes them from both sides of the cosine.
+        let common = |df: u32| examples.len() >= MIN_EXAMPLES_TO_PRUNE && df as f32 > MAX_DF * n;
+        let idf: Vec<f32> = document_frequency
+            .iter()
+            .map(|&df| if common(df) { 0.0 } else { ((n + 1.0) / (df as f32 + 1.0)).ln() + 1.0 })
+            .collect();
         let mut postings = vec![Vec::new(); idf.len()];
         for (example, features) in featured.iter().enumerate() {
             let norm = features.iter().map(|(id, w)| (w * idf[*id as usize]).powi(2)).sum::<f32>().sqrt();
-            for (id, w) in features {
+            for (id, w) in features.iter().filter(|(id, _)| idf[*id as usize] > 0.0) {
                 postings[*id as usize].push((example as u32, w * idf[*id as usize] / norm.max(f32::EPSILON)));
             }
         }
@@ -80,6 +91,7 @@ impl Ranker {
         let mut norm = 0.0f32;
         for (feature, weight) in features(normalized) {
             match self.vocabulary.get(&feature) {
+                Some(&id) if self.idf[id as usize] == 0.0 => {}
                 Some(&id) => {
                     let w = weight * self.idf[id as usize];
                     norm += w * w;
@@ -92,18 +104,20 @@ impl Ranker {
             return None;
         }
         let norm = norm.sqrt();
-        let mut scores: HashMap<u32, f32> = HashMap::new();
+        // A dense accumulator: every example's dot product with the message.
+        let mut scores = vec![0.0f32; self.owners.len()];
         for (id, w) in query {
+            let w = w / norm;
             for &(example, weight) in &self.postings[id as usize] {
-                *scores.entry(example).or_insert(0.0) += w * weight / norm;
+                scores[example as usize] += w * weight;
             }
         }
         let mut best_per_intent: HashMap<usize, f32> = HashMap::new();
-        for (example, score) in scores {
-            if !eligible(self.owners[example as usize]) {
+        for (example, &score) in scores.iter().enumerate() {
+            if score <= 0.0 || !eligible(self.owners[example]) {
                 continue;
             }
-            let best = best_per_intent.entry(self.owners[example as usize]).or_insert(0.0);
+            let best = best_per_intent.entry(self.owners[example]).or_insert(0.0);
             *best = best.max(score);
         }
         let mut ranked: Vec<(usize, f32)> = best_per_intent.into_iter().collect();
@@ -115,27 +129,71 @@ impl Ranker {
 
 /// Words (digits collapsed to one token, so order numbers do not look like anything), word
 /// pairs and character n-grams, with their counts times their kind's weight.
-fn features(normalized: &str) -> Vec<(String, f32)> {
+fn features(normalized: &str) -> Vec<(u64, f32)> {
     let words: Vec<&str> = normalized
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(|w| if w.chars().all(|c| c.is_ascii_digit()) { "#" } else { w })
         .collect();
-    let mut counts: HashMap<String, f32> = HashMap::new();
+    let mut features = Vec::with_capacity(words.len() * 16);
+    let mut padded: Vec<char> = Vec::new();
     for word in &words {
-        *counts.entry(format!("w:{word}")).or_insert(0.0) += WORD_WEIGHT;
-        let padded: Vec<char> = format!(" {word} ").chars().collect();
+        features.push((hash(b'w', word.chars()), WORD_WEIGHT));
+        padded.clear();
+        padded.push(' ');
+        padded.extend(word.chars());
+        padded.push(' ');
         for n in CHAR_NGRAMS {
             for gram in padded.windows(n) {
-                *counts.entry(gram.iter().collect()).or_insert(0.0) += 1.0;
+                features.push((hash(b'c', gram.iter().copied()), 1.0));
             }
         }
     }
     for pair in words.windows(2) {
-        *counts.entry(format!("p:{} {}", pair[0], pair[1])).or_insert(0.0) += PAIR_WEIGHT;
+        features.push((hash(b'p', pair[0].chars().chain([' ']).chain(pair[1].chars())), PAIR_WEIGHT));
     }
-    counts.into_iter().collect()
+    // Merge repeats: a feature's weight is its count times its kind's weight.
+    features.sort_unstable_by_key(|f| f.0);
+    features.dedup_by(|next, kept| {
+        let same = next.0 == kept.0;
+        if same {
+            kept.1 += next.1;
+        }
+        same
+    });
+    features
 }
+
+/// FNV-1a over a kind tag and the characters: features are ids, not strings, so a message
+/// costs no allocation per n-gram. 64 bits make collisions irrelevant at this size.
+fn hash(kind: u8, chars: impl Iterator<Item = char>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(kind);
+    for c in chars {
+        h ^= u64::from(c);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Feature ids are already hashes; hashing them again would only cost time.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Vocabulary = HashMap<u64, u32, std::hash::BuildHasherDefault<IdHasher>>;
 
 #[cfg(test)]
 mod tests {

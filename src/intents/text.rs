@@ -26,8 +26,40 @@ pub fn normalize(text: &str) -> String {
 
 /// A regex pattern spelled the way `normalize` spells messages. Case is left alone (patterns are
 /// compiled case-insensitively) because lowercasing would turn `\W` into `\w`.
+///
+/// Word boundaries and the positive classes `\w`, `\d`, `\s` become their ASCII forms: messages
+/// are ASCII once normalized, and Unicode word boundaries keep the regex engine from using its
+/// lazy DFA, which made routing a hundred times slower (see BENCHMARKS.md).
 pub fn normalize_pattern(pattern: &str) -> String {
-    fold_chars(pattern).collect()
+    let folded: String = fold_chars(pattern).collect();
+    let mut out = String::with_capacity(folded.len() + 16);
+    let mut chars = folded.chars();
+    // Inside a character class `(?-u:…)` would be literal characters; classes are left alone.
+    let mut class_depth = 0usize;
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            match c {
+                '[' => class_depth += 1,
+                ']' => class_depth = class_depth.saturating_sub(1),
+                _ => {}
+            }
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some(e @ ('b' | 'B' | 'w' | 'd' | 's')) if class_depth == 0 => {
+                out.push_str("(?-u:\\");
+                out.push(e);
+                out.push(')');
+            }
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 fn fold_chars(text: &str) -> impl Iterator<Item = char> + '_ {
@@ -176,7 +208,8 @@ mod tests {
         ] {
             assert_eq!(normalize(input), expected, "{input:?}");
         }
-        assert_eq!(normalize_pattern(r"\bGröße\W"), r"\bGroesse\W");
+        assert_eq!(normalize_pattern(r"\bGröße\W"), r"(?-u:\b)Groesse\W");
+        assert_eq!(normalize_pattern(r"\\b[\d.]\s"), r"\\b[\d.](?-u:\s)");
     }
 
     #[test]
