@@ -118,21 +118,19 @@ fn entry(i: usize) -> Entry {
     }
 }
 
-/// Durable appends: `writers` sessions commit at once and wait for their flush, as the chat
-/// sessions do; counted per message.
+/// Durable appends: `writers` sessions commit a turn (message and reply) at once and wait for
+/// their flush, as the chat sessions do; counted per turn.
 #[divan::bench(args = [1, 16, 256], sample_count = 20)]
 fn transcript_append_durable(bencher: Bencher, writers: usize) {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::open(dir.path()).expect("store");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().expect("runtime");
     let conversations: Vec<ConversationId> = (0..writers).map(|i| ConversationId::mint(i as u64)).collect();
-    let mut seq = 0u32;
     bencher.counter(ItemsCount::new(writers)).bench_local(|| {
-        seq += 1;
         runtime.block_on(async {
             let commits = conversations.iter().enumerate().map(|(i, c)| {
                 let store = store.clone();
-                let write = Write::Entry { conversation: *c, seq, entry: entry(i) };
+                let write = Write::Turn { conversation: *c, entries: vec![entry(i), entry(i)] };
                 tokio::spawn(async move { store.commit(vec![write]).await })
             });
             for commit in commits.collect::<Vec<_>>() {

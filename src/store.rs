@@ -1,9 +1,9 @@
 //! The store: the only module that touches sled. Visitor profiles, conversations and their
 //! transcripts. Storage layout (tree names, keys, values) is written down in ARCHITECTURE.md.
 //!
-//! Writes go through one writer thread (`store/writer.rs`) that applies every batch waiting in its
-//! queue, flushes once, then acknowledges them all: a group commit. A caller whose `commit`
-//! returned knows its batch is on disk.
+//! Writes are applied by the committing session and made durable by one flusher thread that
+//! flushes once for every batch applied before it started (`store/writer.rs`): a group commit. A
+//! caller whose `commit` returned knows its batch is on disk.
 
 mod writer;
 
@@ -205,11 +205,12 @@ pub struct Conversation {
     pub id: ConversationId,
     pub visitor: VisitorId,
     pub started_at: u64,
+    /// When the last turn happened: not stored with the conversation (which is written only when
+    /// it changes) but read from its last transcript turn when loaded.
+    #[serde(skip)]
     pub last_at: u64,
     pub locale: String,
     pub source: Source,
-    /// The sequence number the next transcript entry gets.
-    pub next_seq: u32,
     #[serde(default)]
     pub pending: Option<Pending>,
 }
@@ -243,10 +244,10 @@ pub struct Entry {
 pub enum Write {
     Visitor(Profile),
     Conversation(Conversation),
-    Entry {
+    /// One turn of a conversation: the shopper's message and the bot's replies, in one value.
+    Turn {
         conversation: ConversationId,
-        seq: u32,
-        entry: Entry,
+        entries: Vec<Entry>,
     },
     /// Links a (normalized) email address to a visitor.
     Email {
@@ -282,6 +283,8 @@ struct Trees {
     visitor_conversations: sled::Tree,
     transcripts: sled::Tree,
     emails: sled::Tree,
+    /// Unique, increasing ids for transcript keys (two tabs may write the same conversation).
+    ids: sled::Db,
     leads_by_status: sled::Tree,
     leads_by_campaign: sled::Tree,
     orders: sled::Tree,
@@ -302,6 +305,7 @@ impl Store {
             visitor_conversations: db.open_tree("visitor_conversations")?,
             transcripts: db.open_tree("transcripts")?,
             emails: db.open_tree("emails")?,
+            ids: db.clone(),
             leads_by_status: db.open_tree("leads_by_status")?,
             leads_by_campaign: db.open_tree("leads_by_campaign")?,
             orders: db.open_tree("orders")?,
@@ -336,15 +340,30 @@ impl Store {
             return Ok(None);
         };
         let (key, _) = last?;
-        get(&self.inner.trees.conversations, "conversations", &key[16..])
+        self.conversation_by_key(&key[16..])
     }
 
     pub fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>> {
-        get(&self.inner.trees.conversations, "conversations", id.as_bytes())
+        self.conversation_by_key(id.as_bytes())
+    }
+
+    fn conversation_by_key(&self, key: &[u8]) -> Result<Option<Conversation>> {
+        let Some(mut conversation) = get::<Conversation>(&self.inner.trees.conversations, "conversations", key)? else {
+            return Ok(None);
+        };
+        conversation.last_at = conversation.started_at;
+        if let Some(last) = self.inner.trees.transcripts.scan_prefix(conversation.id.as_bytes()).values().next_back() {
+            let turn: Vec<Entry> = decode("transcripts", &last?)?;
+            conversation.last_at = turn.last().map_or(conversation.started_at, |e| e.at);
+        }
+        Ok(Some(conversation))
     }
 
     pub fn conversations(&self) -> impl Iterator<Item = Result<Conversation>> + '_ {
-        self.inner.trees.conversations.iter().values().map(|v| decode("conversations", &v?))
+        self.inner.trees.conversations.iter().keys().filter_map(move |k| match k {
+            Ok(key) => self.conversation_by_key(&key).transpose(),
+            Err(e) => Some(Err(e.into())),
+        })
     }
 
     pub fn visitor_by_email(&self, email: &str) -> Result<Option<Profile>> {
@@ -393,21 +412,18 @@ impl Store {
     pub fn conversations_of(&self, visitor: &VisitorId) -> Result<Vec<Conversation>> {
         let mut out = Vec::new();
         for key in self.inner.trees.visitor_conversations.scan_prefix(visitor.as_bytes()).keys() {
-            if let Some(c) = get(&self.inner.trees.conversations, "conversations", &key?[16..])? {
-                out.push(c);
-            }
+            out.extend(self.conversation_by_key(&key?[16..])?);
         }
         Ok(out)
     }
 
+    /// Every entry of a conversation, in order.
     pub fn transcript(&self, conversation: &ConversationId) -> Result<Vec<Entry>> {
-        self.inner
-            .trees
-            .transcripts
-            .scan_prefix(conversation.as_bytes())
-            .values()
-            .map(|v| decode("transcripts", &v?))
-            .collect()
+        let mut entries = Vec::new();
+        for turn in self.inner.trees.transcripts.scan_prefix(conversation.as_bytes()).values() {
+            entries.extend(decode::<Vec<Entry>>("transcripts", &turn?)?);
+        }
+        Ok(entries)
     }
 
     /// Runs a blocking read on the runtime's blocking pool, so sled never stalls a session task.
@@ -434,10 +450,10 @@ fn campaign_prefix(campaign: &str) -> Vec<u8> {
     key
 }
 
-fn entry_key(conversation: &ConversationId, seq: u32) -> [u8; 20] {
-    let mut key = [0u8; 20];
+fn turn_key(conversation: &ConversationId, id: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
     key[..16].copy_from_slice(conversation.as_bytes());
-    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key[16..].copy_from_slice(&id.to_be_bytes());
     key
 }
 

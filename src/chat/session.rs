@@ -213,22 +213,24 @@ impl Chat {
         let resume_window = self.app.config.resume_window_secs * 1000;
         let conversation = match last {
             Some(c) if now.saturating_sub(c.last_at) <= resume_window => c,
-            _ => Conversation {
-                id: ConversationId::mint(now),
-                visitor: profile.id,
-                started_at: now,
-                last_at: now,
-                locale: profile.locale.clone(),
-                source: Source {
-                    campaign,
-                    page: hello.page,
-                    referrer: hello.referrer,
-                    utm: hello.utm,
-                    click_ids: hello.click_ids,
+            _ => new_conversation(
+                &mut writes,
+                Conversation {
+                    id: ConversationId::mint(now),
+                    visitor: profile.id,
+                    started_at: now,
+                    last_at: now,
+                    locale: profile.locale.clone(),
+                    source: Source {
+                        campaign,
+                        page: hello.page,
+                        referrer: hello.referrer,
+                        utm: hello.utm,
+                        click_ids: hello.click_ids,
+                    },
+                    pending: None,
                 },
-                next_seq: 0,
-                pending: None,
-            },
+            ),
         };
         frames.push(ServerFrame::Welcome {
             visitor: profile.id.to_string(),
@@ -305,13 +307,11 @@ impl Chat {
         let mut conversation = open.conversation.clone();
         let mut profile_changed = profile_changed;
         let mut new_tags = Vec::new();
+        let mut entries = Vec::new();
         for effect in step.effects {
             profile_changed |= !matches!(effect, Effect::Record(_) | Effect::SetPending(_));
             match effect {
-                Effect::Record(entry) => {
-                    writes.push(Write::Entry { conversation: conversation.id, seq: conversation.next_seq, entry });
-                    conversation.next_seq += 1;
-                }
+                Effect::Record(entry) => entries.push(entry),
                 Effect::SetLocale(locale) => {
                     conversation.locale.clone_from(&locale);
                     profile.locale = locale;
@@ -346,8 +346,15 @@ impl Chat {
             profile_changed = true;
             step.frames.push(checkout);
         }
+        // The conversation record is written only when it changes (a question asked, the language);
+        // its last activity is read back from the transcript.
+        if conversation != open.conversation {
+            writes.push(Write::Conversation(conversation.clone()));
+        }
         conversation.last_at = now;
-        writes.push(Write::Conversation(conversation.clone()));
+        if !entries.is_empty() {
+            writes.push(Write::Turn { conversation: conversation.id, entries });
+        }
         if profile_changed {
             writes.push(Write::Visitor(profile.clone()));
         }
@@ -374,6 +381,12 @@ impl Chat {
         let label = if conversation.locale == "de" { "Zur Kasse" } else { "Go to checkout" };
         Some(ServerFrame::Checkout { url, label: label.into() })
     }
+}
+
+/// A conversation starts with its record written in the same batch as its first turn.
+fn new_conversation(writes: &mut Vec<Write>, conversation: Conversation) -> Conversation {
+    writes.push(Write::Conversation(conversation.clone()));
+    conversation
 }
 
 /// What a verified email link says about the shopper.
