@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use nudge::config::Config;
 use nudge::intents::IntentSet;
 
+/// sled copies tree nodes on every write and a chat turn allocates many small strings; glibc's
+/// allocator spent a third of the server's time on them (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "nudge", version, about = "Self-hosted conversational marketing server")]
 struct Cli {

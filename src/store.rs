@@ -1,9 +1,9 @@
 //! The store: the only module that touches sled. Visitor profiles, conversations and their
 //! transcripts. Storage layout (tree names, keys, values) is written down in ARCHITECTURE.md.
 //!
-//! Writes are applied by the committing session and made durable by one flusher thread that
-//! flushes once for every batch applied before it started (`store/writer.rs`): a group commit. A
-//! caller whose `commit` returned knows its batch is on disk.
+//! Writes go through one writer thread (`store/writer.rs`) that applies every batch waiting in its
+//! queue, flushes once, then acknowledges them all: a group commit. A caller whose `commit`
+//! returned knows its batch is on disk.
 
 mod writer;
 
