@@ -48,3 +48,28 @@ fn eval_reports_known_numbers() {
     assert_eq!(code, 1);
     assert!(out.contains("no-such.csv"), "{out}");
 }
+
+#[tokio::test]
+async fn loadgen_reports_round_trips_and_holds_idle_connections() {
+    let server = crate::helpers::TestServer::start();
+    let url = server.ws_url();
+    for (extra, expect_round_trips) in [(&[][..], true), (&["--idle"][..], false), (&["--rate", "50"][..], true)] {
+        let mut args: Vec<String> =
+            ["loadgen", "--url", &url, "--connections", "5", "--duration", "1", "--warmup", "0.2", "--json"]
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let (code, out) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nudge(&args)
+        })
+        .await
+        .expect("join");
+        assert_eq!(code, 0, "{out}");
+        let report: serde_json::Value = serde_json::from_str(out.lines().next().unwrap_or("")).expect("json report");
+        assert_eq!(report["connected"], 5, "{extra:?}: {report}");
+        assert_eq!(report["errors"], 0, "{extra:?}: {report}");
+        assert_eq!(report["round_trips"].as_u64().is_some_and(|n| n > 0), expect_round_trips, "{extra:?}: {report}");
+    }
+}
