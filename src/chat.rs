@@ -2,6 +2,7 @@
 //! handshake, decodes frames, keeps the conversation state, applies the engine's effects through
 //! the store (durably) and only then sends the frames. Heartbeats and the idle timeout live here.
 
+pub mod limits;
 mod session;
 
 use std::sync::Arc;
@@ -35,10 +36,15 @@ pub async fn ws(req: HttpRequest, body: web::Payload, app: web::Data<App>) -> ac
             "the chat socket speaks the WebSocket subprotocol {SUBPROTOCOL}; offer it in Sec-WebSocket-Protocol"
         )));
     }
+    // Raw IP addresses are only held in memory, for these limits, while connected.
+    let ip = req.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let Some(admitted) = app.per_ip.admit(ip, app.config.max_connections_per_ip) else {
+        return Ok(HttpResponse::TooManyRequests().body("too many chat connections from this address"));
+    };
     let (response, ws_session, stream) = actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?;
     let limit = app.config.max_frame_bytes;
     let stream = stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
-    actix_web::rt::spawn(session::run(Arc::clone(&app), ws_session, stream));
+    actix_web::rt::spawn(session::run(Arc::clone(&app), admitted, ws_session, stream));
     Ok(response)
 }
 

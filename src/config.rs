@@ -40,6 +40,18 @@ pub struct Config {
     pub shop_hosts: Vec<String>,
     /// How long checkout links stay valid.
     pub checkout_ttl_days: u64,
+    /// Messages a connection may send per second (sustained) ...
+    pub messages_per_second: f64,
+    /// ... and in a burst.
+    pub message_burst: f64,
+    /// Messages all connections of one IP address may send per second (and twice that in a burst).
+    pub messages_per_second_per_ip: f64,
+    /// Rate-limited messages in a row before the connection is closed.
+    pub rate_limit_strikes: u32,
+    /// Open chat connections per IP address.
+    pub max_connections_per_ip: usize,
+    /// A client that does not read its replies for this long is disconnected.
+    pub send_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -60,6 +72,12 @@ impl Default for Config {
             checkout_url: "https://shop.example/cart?sku={{ sku }}&size={{ size }}&utm_campaign={{ campaign }}".into(),
             shop_hosts: vec!["shop.example".into()],
             checkout_ttl_days: 7,
+            messages_per_second: 2.0,
+            message_burst: 20.0,
+            messages_per_second_per_ip: 20.0,
+            rate_limit_strikes: 10,
+            max_connections_per_ip: 50,
+            send_timeout_secs: 10,
         }
     }
 }

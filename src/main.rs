@@ -220,11 +220,36 @@ fn serve(config: Config) -> anyhow::Result<()> {
             );
         }
         let nudge::server::Running { server, app, watch, .. } = running;
+        let handle = server.handle();
+        let stopping = app.clone();
+        actix_web::rt::spawn(async move {
+            terminated().await;
+            log::info!("shutting down: telling chat clients to reconnect, finishing replies in progress");
+            stopping.shutdown.send_replace(true);
+            handle.stop(true).await;
+        });
         server.await?;
         drop(watch);
         app.store.flush()?;
+        log::info!("stopped; the store is flushed");
         Ok(())
     })
+}
+
+/// SIGTERM (from a service manager) or SIGINT (Ctrl-C).
+async fn terminated() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            log::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 fn link(

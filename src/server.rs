@@ -27,6 +27,10 @@ pub struct App {
     pub conversions_api_key: String,
     /// Conversions are checked and recorded one at a time, so a repeated delivery is counted once.
     pub conversions: tokio::sync::Mutex<()>,
+    /// Connections and message budgets per IP address.
+    pub per_ip: Arc<crate::chat::limits::PerIp>,
+    /// Set on SIGTERM: sessions tell their widgets to reconnect elsewhere and close.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     intents: RwLock<Arc<IntentSet>>,
 }
 
@@ -83,6 +87,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let addr = listener.local_addr().map_err(|e| StartError::Bind(config.listen.clone(), e))?;
     let public_url = config.public_url(addr);
     let public_origin = origin_of(&public_url);
+    let per_ip =
+        crate::chat::limits::PerIp::new(config.messages_per_second_per_ip, config.messages_per_second_per_ip * 2.0);
     let app = Arc::new(App {
         config,
         store,
@@ -92,6 +98,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         signer,
         conversions_api_key: secrets.conversions_api_key.clone(),
         conversions: tokio::sync::Mutex::new(()),
+        per_ip,
+        shutdown: tokio::sync::watch::Sender::new(false),
         intents: RwLock::new(Arc::new(intents)),
     });
     let data = web::Data::from(app.clone());
@@ -108,6 +116,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     .listen(listener)
     .map_err(|e| StartError::Bind(addr.to_string(), e))?
     .shutdown_timeout(10)
+    // `main` handles SIGTERM/SIGINT itself, to close chat sessions before stopping the server.
+    .disable_signals()
     .run();
     let watch = match reload::watch(app.clone()) {
         Ok(watch) => Some(watch),

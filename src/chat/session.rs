@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
 
+use super::limits::{Admitted, Bucket};
 use crate::dialogue::{self, Effect, Input};
 use crate::ids::{ConversationId, Email, VisitorId};
 use crate::intents::slots::ConsentKind;
@@ -25,16 +26,21 @@ impl Drop for Connected {
     }
 }
 
-pub async fn run(app: Arc<App>, mut ws: Session, mut stream: AggregatedMessageStream) {
+pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream: AggregatedMessageStream) {
     app.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
     app.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let _open = Connected(app.clone());
-    let heartbeat = Duration::from_secs(app.config.heartbeat_secs.max(1));
-    let idle = Duration::from_secs(app.config.idle_timeout_secs.max(1));
+    let config = &app.config;
+    let heartbeat = Duration::from_secs(config.heartbeat_secs.max(1));
+    let idle = Duration::from_secs(config.idle_timeout_secs.max(1));
+    let send_timeout = Duration::from_secs(config.send_timeout_secs.max(1));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut last_heard = Instant::now();
     let mut last_chat = Instant::now();
-    let mut chat = Chat { app, open: None };
+    let mut budget = Bucket::new(config.messages_per_second, config.message_burst);
+    let mut strikes = 0u32;
+    let mut shutdown = app.shutdown.subscribe();
+    let mut chat = Chat { app: app.clone(), open: None };
     let close = loop {
         tokio::select! {
             message = stream.recv() => {
@@ -43,7 +49,16 @@ pub async fn run(app: Arc<App>, mut ws: Session, mut stream: AggregatedMessageSt
                     None => break None,
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         last_chat = Instant::now();
-                        chat.handle(&text).await
+                        if budget.take(last_chat) && admitted.take_message(last_chat) {
+                            strikes = 0;
+                            chat.handle(&text).await
+                        } else {
+                            strikes += 1;
+                            if strikes >= app.config.rate_limit_strikes {
+                                break Some(CloseReason { code: CloseCode::Policy, description: Some("rate limited".into()) });
+                            }
+                            vec![ServerFrame::error(ErrorCode::RateLimited, "too many messages; please slow down")]
+                        }
                     }
                     Some(Ok(AggregatedMessage::Binary(_))) => vec![ServerFrame::error(
                         ErrorCode::BadRequest,
@@ -65,10 +80,13 @@ pub async fn run(app: Arc<App>, mut ws: Session, mut stream: AggregatedMessageSt
                 };
                 for frame in frames {
                     if let ServerFrame::Error { .. } = frame {
-                        chat.app.metrics.errors_total.fetch_add(1, Ordering::Relaxed);
+                        app.metrics.errors_total.fetch_add(1, Ordering::Relaxed);
                     }
-                    if ws.text(frame.to_json()).await.is_err() {
-                        return;
+                    // The outgoing queue is bounded: a client that stops reading is dropped
+                    // instead of having its replies buffered without limit.
+                    match tokio::time::timeout(send_timeout, ws.text(frame.to_json())).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
                     }
                 }
             }
@@ -82,6 +100,11 @@ pub async fn run(app: Arc<App>, mut ws: Session, mut stream: AggregatedMessageSt
                 if ws.ping(b"").await.is_err() {
                     return;
                 }
+            }
+            // The reply in progress above always completes first: `select!` only looks here
+            // between frames.
+            _ = shutdown.wait_for(|stopping| *stopping) => {
+                break Some(CloseReason { code: CloseCode::Restart, description: Some("server restarting".into()) });
             }
         }
     };

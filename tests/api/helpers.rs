@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use nudge::client::{self, Socket};
 use nudge::protocol::{ClientFrame, Hello, Reply, ServerFrame};
 
+const GENEROUS_LIMITS: &str = "messages_per_second = 1000.0\nmessage_burst = 1000.0\n\
+    messages_per_second_per_ip = 100000.0\nmax_connections_per_ip = 10000\n";
+
 pub struct TestServer {
     child: Child,
     pub addr: String,
@@ -27,9 +30,17 @@ impl TestServer {
     /// unless they name a `--listen` address).
     pub fn start_on(data: &Path, intents: &Path, extra: &[&str]) -> TestServer {
         let listen = if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] };
+        // Tests talk fast from one address; the rate limits get their own test.
+        let config = data.with_extension("toml");
+        if !extra.contains(&"--config") {
+            std::fs::create_dir_all(data.parent().expect("data has a parent")).expect("mkdir");
+            std::fs::write(&config, GENEROUS_LIMITS).expect("write test config");
+        }
+        let config_args = if extra.contains(&"--config") { vec![] } else { vec!["--config".into(), config] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
             .arg("serve")
             .args(listen)
+            .args(config_args)
             .arg("--data")
             .arg(data)
             .arg("--intents")
@@ -64,6 +75,13 @@ impl TestServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit and returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        self.child.wait().expect("wait").code()
     }
 }
 

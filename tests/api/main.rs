@@ -9,6 +9,7 @@ mod flow;
 mod helpers;
 mod intent_files;
 mod leads;
+mod reliability;
 mod reload;
 mod webdriver;
 mod widget;

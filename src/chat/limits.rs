@@ -1,0 +1,125 @@
+//! Limits that keep one visitor from hurting the others: message rate per connection and per IP
+//! address (token buckets), and open connections per IP address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    pub fn new(rate: f64, burst: f64) -> Bucket {
+        Bucket { tokens: burst, last: Instant::now(), rate, burst }
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Address {
+    connections: usize,
+    messages: Bucket,
+}
+
+/// Connections and message budgets per IP address. An address is forgotten when its last
+/// connection closes, so the map holds only addresses that are connected.
+pub struct PerIp {
+    addresses: Mutex<HashMap<IpAddr, Address>>,
+    rate: f64,
+    burst: f64,
+}
+
+impl PerIp {
+    pub fn new(rate: f64, burst: f64) -> Arc<PerIp> {
+        Arc::new(PerIp { addresses: Mutex::new(HashMap::new()), rate, burst })
+    }
+
+    /// Counts a new connection from `ip`, or refuses it when `max` are already open.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Admitted> {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let address = addresses
+            .entry(ip)
+            .or_insert_with(|| Address { connections: 0, messages: Bucket::new(self.rate, self.burst) });
+        if address.connections >= max {
+            return None;
+        }
+        address.connections += 1;
+        Some(Admitted { limits: self.clone(), ip })
+    }
+
+    fn take(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        addresses.get_mut(&ip).is_none_or(|a| a.messages.take(now))
+    }
+}
+
+/// A connection counted against its address; dropping it releases the slot.
+pub struct Admitted {
+    limits: Arc<PerIp>,
+    pub ip: IpAddr,
+}
+
+impl Admitted {
+    /// Takes one message from the address's budget.
+    pub fn take_message(&self, now: Instant) -> bool {
+        self.limits.take(self.ip, now)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut addresses = self.limits.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(address) = addresses.get_mut(&self.ip) {
+            address.connections -= 1;
+            if address.connections == 0 {
+                addresses.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn buckets_refill_at_their_rate() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(2.0, 3.0);
+        let taken = (0..5).filter(|_| bucket.take(start)).count();
+        assert_eq!(taken, 3, "the burst");
+        assert!(!bucket.take(start + Duration::from_millis(100)));
+        assert!(bucket.take(start + Duration::from_millis(600)), "one token after half a second");
+    }
+
+    #[test]
+    fn addresses_are_capped_and_released() {
+        let limits = PerIp::new(10.0, 10.0);
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let first = limits.admit(ip, 2).expect("first");
+        let second = limits.admit(ip, 2).expect("second");
+        assert!(limits.admit(ip, 2).is_none(), "third refused");
+        drop(first);
+        assert!(limits.admit(ip, 2).is_some(), "a slot was released");
+        drop(second);
+    }
+}

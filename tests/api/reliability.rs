@@ -1,0 +1,200 @@
+//! Floods, limits, graceful shutdown and crashes at random moments.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nudge::ids::ConversationId;
+use nudge::protocol::{ClientFrame, ErrorCode, Hello, ServerFrame};
+use nudge::store::{Speaker, Store};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+fn strict(dir: &Path, limits: &str) -> String {
+    let path = dir.join("strict.toml");
+    std::fs::write(&path, limits).expect("write config");
+    path.to_str().expect("utf-8").to_string()
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_limited_and_closed_while_others_chat() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = strict(
+        dir.path(),
+        "messages_per_second = 2.0\nmessage_burst = 5.0\nrate_limit_strikes = 20\nmessages_per_second_per_ip = 10000.0\n",
+    );
+    let server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &["--config", &config]);
+    let mut flood = server.connect().await;
+    hello(&mut flood, Hello::default()).await;
+    let mut calm = server.connect().await;
+    hello(&mut calm, Hello::default()).await;
+
+    let flooding = tokio::spawn(async move {
+        for _ in 0..200 {
+            let frame = serde_json::to_string(&ClientFrame::Say { text: "hi".into() }).expect("json");
+            if flood.send(Message::text(frame)).await.is_err() {
+                break;
+            }
+        }
+        let (mut replies, mut limited, mut close) = (0, 0, None);
+        while let Some(Ok(message)) = flood.next().await {
+            match message {
+                Message::Text(text) => match serde_json::from_str(&text) {
+                    Ok(ServerFrame::Reply(_)) => replies += 1,
+                    Ok(ServerFrame::Error { code: ErrorCode::RateLimited, .. }) => limited += 1,
+                    _ => {}
+                },
+                Message::Close(frame) => close = frame.map(|f| u16::from(f.code)),
+                _ => {}
+            }
+        }
+        (replies, limited, close)
+    });
+    let mut slowest = Duration::ZERO;
+    for text in ["do you ship to Austria?", "how long does delivery take", "where is my order?"] {
+        let sent = Instant::now();
+        assert_ne!(say(&mut calm, text).await.intent, "fallback", "the calm client is answered");
+        slowest = slowest.max(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let (replies, limited, close) = flooding.await.expect("flood");
+    // The burst of 5 covers the hello and four messages; refills at 2/s add a few.
+    assert!((4..=8).contains(&replies), "the burst is answered, then no more: {replies}");
+    assert!(limited >= 19, "rate_limited frames: {limited}");
+    assert_eq!(close, Some(1008), "closed for policy after repeated strikes");
+    eprintln!("calm client's slowest reply during the flood: {slowest:?}");
+}
+
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = strict(dir.path(), "max_connections_per_ip = 2\n");
+    let server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &["--config", &config]);
+    let first = server.connect().await;
+    let _second = server.connect().await;
+    match nudge::client::connect(&server.ws_url()).await {
+        Err(nudge::client::ClientError::Ws(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status().as_u16(), 429);
+        }
+        other => panic!("a third connection must be refused, got {:?}", other.map(|_| ())),
+    }
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nudge::client::connect(&server.ws_url()).await.is_err() {
+        assert!(Instant::now() < deadline, "the slot was never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_tells_clients_to_reconnect_and_keeps_every_reply() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let mut server = TestServer::start_on(&data, Path::new("intents"), &[]);
+    let mut socket = server.connect().await;
+    let (_, conversation, ..) = hello(&mut socket, Hello::default()).await;
+    say(&mut socket, "do you ship to Austria?").await;
+    let code = tokio::task::spawn_blocking(move || {
+        let code = server.terminate();
+        (server, code)
+    });
+    let close = loop {
+        match socket.next().await {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close, Some(1012), "service restart: the widget reconnects");
+    let (_server, code) = code.await.expect("join");
+    assert_eq!(code, Some(0), "a clean exit");
+    let store = Store::open(&data).expect("store");
+    let transcript = store.transcript(&ConversationId::parse(&conversation).expect("id")).expect("read");
+    assert_eq!(transcript.len(), 3);
+}
+
+/// A tiny deterministic generator for kill delays; the seed is printed so a failure can be
+/// replayed.
+fn next(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    *seed >> 33
+}
+
+#[tokio::test]
+async fn killed_at_random_moments_nothing_answered_is_lost() {
+    let mut seed = nudge::now_ms();
+    eprintln!("kill-point seed {seed}");
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let script = ["I'm looking for sneakers", "42", "black", "120", "ana@example.com", "yes", "where is my order?"];
+    for round in 0..4 {
+        let mut server = TestServer::start_on(&data, Path::new("intents"), &[]);
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let url = server.ws_url();
+                tokio::spawn(async move {
+                    let mut answered: Vec<(String, String)> = Vec::new();
+                    let Ok(mut socket) = nudge::client::connect(&url).await else { return (None, None, answered) };
+                    if nudge::client::send(&mut socket, &ClientFrame::Hello(Hello::default())).await.is_err() {
+                        return (None, None, answered);
+                    }
+                    let (visitor, conversation) = match nudge::client::recv(&mut socket).await {
+                        Ok(ServerFrame::Welcome { visitor, conversation, .. }) => (visitor, conversation),
+                        _ => return (None, None, answered),
+                    };
+                    // Chat until the server is killed under us.
+                    for text in script.iter().cycle() {
+                        if nudge::client::send(&mut socket, &ClientFrame::Say { text: text.to_string() }).await.is_err()
+                        {
+                            break;
+                        }
+                        // The first reply of a step carries how it was routed.
+                        let reply = loop {
+                            match nudge::client::recv(&mut socket).await {
+                                Ok(ServerFrame::Reply(r)) if r.how.is_some() => break Some(r.text),
+                                Ok(_) => continue,
+                                Err(_) => break None,
+                            }
+                        };
+                        match reply {
+                            Some(reply) => answered.push((text.to_string(), reply)),
+                            None => break,
+                        }
+                    }
+                    (Some(visitor), Some(conversation), answered)
+                })
+            })
+            .collect();
+        let delay = 100 + next(&mut seed) % 700;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        server.kill();
+        let mut results = Vec::new();
+        for client in clients {
+            results.push(client.await.expect("client"));
+        }
+        let store = Store::open(&data).expect("reopen after SIGKILL");
+        let mut checked = 0;
+        for (visitor, conversation, answered) in results {
+            let (Some(visitor), Some(conversation)) = (visitor, conversation) else { continue };
+            let id = ConversationId::parse(&conversation).expect("id");
+            let entries = store.transcript(&id).expect("transcript");
+            let shopper: Vec<&str> =
+                entries.iter().filter(|e| e.from == Speaker::Shopper).map(|e| e.text.as_str()).collect();
+            for (i, (text, reply)) in answered.iter().enumerate() {
+                assert_eq!(shopper.get(i), Some(&text.as_str()), "round {round} (kill after {delay} ms): message {i}");
+                assert!(
+                    entries.iter().any(|e| e.from == Speaker::Bot && e.text == *reply),
+                    "round {round}: reply {reply:?}"
+                );
+                checked += 1;
+            }
+            let profile = store.visitor(&nudge::ids::VisitorId::parse(&visitor).expect("id")).expect("read");
+            let profile = profile.expect("an answered visitor has a profile");
+            if answered.len() >= 2 {
+                assert_eq!(profile.preference("size"), Some("42"), "round {round}: captured preference");
+            }
+        }
+        eprintln!("round {round}: killed after {delay} ms, {checked} answered messages all on disk");
+    }
+}
