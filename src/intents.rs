@@ -164,6 +164,12 @@ impl IntentSet {
         }
     }
 
+    /// Compiles files given as (path, text), as if they were read from `dir` (fuzzing and tests).
+    pub fn from_files(dir: &Path, files: Vec<(std::path::PathBuf, String)>) -> Result<IntentSet, Vec<Diagnostic>> {
+        let sources: Vec<Source> = files.into_iter().map(|(path, text)| Source::new(&path, text)).collect();
+        compile::compile(dir, &sources)
+    }
+
     pub fn get(&self, id: &str) -> Option<&Intent> {
         self.by_id.get(id).map(|&i| &self.intents[i])
     }

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod dialogue;
 pub mod export;
+pub mod fuzzing;
 pub mod ids;
 pub mod intents;
 pub mod metrics;

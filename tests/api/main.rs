@@ -6,6 +6,7 @@ mod chat;
 mod cli;
 mod durability;
 mod flow;
+mod fuzz_regressions;
 mod garbage;
 mod helpers;
 mod intent_files;
