@@ -50,6 +50,9 @@ pub fn intent_file(data: &[u8]) {
     }
 }
 
+/// A fuzz target: bytes in, a panic only when an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, for the regression test.
-pub const TARGETS: [(&str, fn(&[u8])); 4] =
+pub const TARGETS: [(&str, Target); 4] =
     [("frame", frame), ("route", route), ("token", token), ("intent_file", intent_file)];
