@@ -198,3 +198,50 @@ async fn killed_at_random_moments_nothing_answered_is_lost() {
         eprintln!("round {round}: killed after {delay} ms, {checked} answered messages all on disk");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = strict(
+        dir.path(),
+        "messages_per_second = 100000.0\nmessage_burst = 100000.0\nmessages_per_second_per_ip = 100000.0\nsend_timeout_secs = 1\n",
+    );
+    let server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &["--config", &config]);
+    let mut socket = server.connect().await;
+    hello(&mut socket, Hello::default()).await;
+    // Write without ever reading: the replies pile up in the server's queue and the socket buffers.
+    let (mut sink, _unread) = socket.split();
+    let writer = tokio::spawn(async move {
+        let frame =
+            serde_json::to_string(&ClientFrame::Say { text: "what is your return policy".into() }).expect("json");
+        for _ in 0..20_000 {
+            if sink.send(Message::text(frame.clone())).await.is_err() {
+                return;
+            }
+        }
+    });
+    let metrics = format!("http://{}/metrics", server.addr);
+    let open = || {
+        let url = metrics.clone();
+        async move {
+            let body = tokio::task::spawn_blocking(move || {
+                ureq::get(&url).call().expect("metrics").body_mut().read_to_string().expect("body")
+            })
+            .await
+            .expect("join");
+            body.lines().find_map(|l| l.strip_prefix("nudge_connections_open ")?.trim().parse::<i64>().ok())
+        }
+    };
+    // Without the send timeout the server would wait on this client forever (checked by hand
+    // with `send_timeout_secs = 1000`: the connection stays open).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open().await != Some(0) {
+        assert!(Instant::now() < deadline, "the server kept a client that does not read");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    writer.abort();
+    // And the server still serves others.
+    let mut other = server.connect().await;
+    hello(&mut other, Hello::default()).await;
+    assert_eq!(say(&mut other, "where is my order?").await.intent, "order_status");
+}
