@@ -261,7 +261,14 @@ impl Chat {
             returning,
         });
         self.open = Some(Open { profile, conversation });
-        frames.extend(self.step(Input::Start, true, writes).await?);
+        match self.step(Input::Start, true, writes).await {
+            Ok(greeting) => frames.extend(greeting),
+            // Nothing of this hello was stored: the client may say hello again.
+            Err(error) => {
+                self.open = None;
+                return Err(error);
+            }
+        }
         Ok(frames)
     }
 
