@@ -274,6 +274,15 @@
     }
   });
 
+  /* The host page's consent banner tells the chat what the shopper agreed to:
+   *   window.Nudge.consent({ marketing: true, ads: false })
+   * Pixel events are only sent by the server, and fired here, after ads consent. */
+  window.Nudge = {
+    consent: function (choice) {
+      send_({ type: 'consent', marketing: !!(choice && choice.marketing), ads: !!(choice && choice.ads) });
+    }
+  };
+
   function mount() {
     document.body.append(host);
     if (PAGE_MODE) open();

@@ -67,6 +67,15 @@ fn the_widget_chats_on_a_phone_sized_landing_page() {
         browser.js(&format!("{SHADOW} return getComputedStyle(root.querySelector('form button')).backgroundColor;"));
     assert_ne!(colour, "rgb(255, 0, 0)");
 
+    // With ads consent from the page's banner, a new retargeting tag fires the page's own pixel.
+    browser.js("window.dataLayer = []; window.Nudge.consent({ marketing: false, ads: true });");
+    browser.type_into(&input, "I'm looking for boots\u{E007}");
+    let pushed = browser.wait_for(
+        "a pixel event in dataLayer",
+        "return window.dataLayer.length > 0 && JSON.stringify(window.dataLayer);",
+    );
+    assert!(pushed.as_str().is_some_and(|p| p.contains("nudge_tag") && p.contains("interest:boots")), "{pushed}");
+
     // Escape closes and gives focus back to the bubble.
     browser.type_into(&input, "\u{E00C}");
     assert_eq!(browser.js(&format!("{SHADOW} return root.querySelector('.panel').hidden;")), true);
