@@ -6,12 +6,12 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::json;
 
-use crate::ids::{Email, VisitorId};
-use crate::leads::{self, Conversion};
+use crate::ids::VisitorId;
+use crate::leads::{self, Conversion, EmailLink, LinkError};
 use crate::now_ms;
 use crate::server::App;
 use crate::signing::{Claims, TokenError, constant_time_eq};
-use crate::store::{Preference, Profile, Status, StoreError, Write};
+use crate::store::{Profile, Status, StoreError, Write};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/c/{token}", web::get().to(email_link))
@@ -95,25 +95,15 @@ fn now_secs() -> u64 {
 /// then lands on the hosted chat, which presents the same token in `hello`.
 async fn email_link(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let token = token.into_inner();
-    let Claims::Chat { email, name, campaign, product } =
-        app.signer.verify(&token, now_secs()).map_err(|e| Failure::token(e, true))?
-    else {
-        return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an email link"));
-    };
-    let email = Email::parse(&email).map_err(|e| Failure::page(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let key = email.to_string();
+    let link = EmailLink::verify(&app.signer, &token, now_secs()).map_err(|e| match e {
+        LinkError::Token(e) => Failure::token(e, true),
+        other => Failure::page(StatusCode::BAD_REQUEST, other.to_string()),
+    })?;
+    let key = link.email.to_string();
     let existing = app.store.read(move |store| store.visitor_by_email(&key)).await?;
     let now = now_ms();
     let mut profile = existing.unwrap_or_else(|| Profile::new(VisitorId::mint(now), now, "en"));
-    for (name, value) in [("email", Some(email.to_string())), ("name", name), ("product", product)] {
-        if let Some(value) = value {
-            profile.preferences.insert(name.into(), Preference { value, at: now, message: "email link".into() });
-        }
-    }
-    if campaign.is_some() {
-        profile.campaign = campaign;
-    }
-    let writes = vec![Write::Email { email: email.to_string(), visitor: profile.id }, Write::Visitor(profile)];
+    let writes = vec![link.apply(&mut profile, now), Write::Visitor(profile)];
     app.store.commit(writes).await?;
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, format!("/chat?nudge={token}"))).finish())
 }

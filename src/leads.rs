@@ -4,10 +4,10 @@
 use url::Url;
 
 use crate::config::Config;
-use crate::ids::{ConversationId, VisitorId};
+use crate::ids::{BadEmail, ConversationId, Email, VisitorId};
 use crate::intents::template::Template;
-use crate::signing::{Claims, Signer};
-use crate::store::{Conversation, Order, Profile, Status};
+use crate::signing::{Claims, Signer, TokenError};
+use crate::store::{Conversation, Order, Preference, Profile, Status, Write};
 
 /// Whether a visitor who is still chatting has reached the score and told us what is required.
 pub fn qualifies(profile: &Profile, config: &Config) -> bool {
@@ -49,16 +49,64 @@ pub fn target_allowed(url: &Url, hosts: &[String]) -> bool {
             .is_some_and(|host| hosts.iter().any(|allowed| host == allowed || host.ends_with(&format!(".{allowed}"))))
 }
 
-/// The signed `/r/` link for a checkout target.
-pub fn checkout_link(signer: &Signer, public_url: &str, claims: CheckoutFor, expires_at: u64) -> String {
-    let claims = Claims::Checkout { visitor: claims.visitor, conversation: claims.conversation, target: claims.target };
+/// The signed `/r/` link that records the click and leads to `target`.
+pub fn checkout_link(
+    signer: &Signer,
+    public_url: &str,
+    visitor: VisitorId,
+    conversation: ConversationId,
+    target: String,
+    expires_at: u64,
+) -> String {
+    let claims = Claims::Checkout { visitor, conversation, target };
     format!("{public_url}/r/{}", signer.sign(&claims, expires_at))
 }
 
-pub struct CheckoutFor {
-    pub visitor: VisitorId,
-    pub conversation: ConversationId,
-    pub target: String,
+/// What a verified email link says about the shopper.
+#[derive(Debug)]
+pub struct EmailLink {
+    pub email: Email,
+    pub name: Option<String>,
+    pub campaign: Option<String>,
+    pub product: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("this is not an email link")]
+    NotEmailLink,
+    #[error(transparent)]
+    BadEmail(#[from] BadEmail),
+}
+
+impl EmailLink {
+    /// Verifies an email-link token at `now` (seconds).
+    pub fn verify(signer: &Signer, token: &str, now: u64) -> Result<EmailLink, LinkError> {
+        match signer.verify(token, now)? {
+            Claims::Chat { email, name, campaign, product } => {
+                Ok(EmailLink { email: Email::parse(&email)?, name, campaign, product })
+            }
+            _ => Err(LinkError::NotEmailLink),
+        }
+    }
+
+    /// Records what the link knows on the profile (email, name, product, campaign) and returns
+    /// the write that indexes the email, so the same link finds this visitor on any device.
+    pub fn apply(&self, profile: &mut Profile, now: u64) -> Write {
+        let known =
+            [("email", Some(self.email.to_string())), ("name", self.name.clone()), ("product", self.product.clone())];
+        for (name, value) in known {
+            if let Some(value) = value {
+                profile.preferences.insert(name.into(), Preference { value, at: now, message: "email link".into() });
+            }
+        }
+        if self.campaign.is_some() {
+            profile.campaign.clone_from(&self.campaign);
+        }
+        Write::Email { email: self.email.to_string(), visitor: profile.id }
+    }
 }
 
 /// A conversion as the shop reports it.

@@ -8,13 +8,12 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 
 use super::limits::{Admitted, Bucket};
 use crate::dialogue::{self, Effect, Input};
-use crate::ids::{ConversationId, Email, VisitorId};
+use crate::ids::{ConversationId, VisitorId};
 use crate::intents::slots::ConsentKind;
-use crate::leads::{self, CheckoutFor};
+use crate::leads::{self, EmailLink, LinkError};
 use crate::now_ms;
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, Pixel, ServerFrame};
 use crate::server::App;
-use crate::signing::Claims;
 use crate::store::{ConsentRecord, Conversation, Preference, Profile, Source, Status, Write};
 
 /// Counts a connection as open for as long as it lives.
@@ -217,18 +216,8 @@ impl Chat {
             .or(hello.campaign)
             .or_else(|| hello.utm.get("campaign").cloned());
         let mut writes = Vec::new();
-        if let Some(link) = link {
-            let mut known = |name: &str, value: Option<String>| {
-                if let Some(value) = value {
-                    profile
-                        .preferences
-                        .insert(name.into(), Preference { value, at: now, message: "email link".into() });
-                }
-            };
-            known("email", Some(link.email.to_string()));
-            known("name", link.name);
-            known("product", link.product);
-            writes.push(Write::Email { email: link.email.to_string(), visitor: profile.id });
+        if let Some(link) = &link {
+            writes.push(link.apply(&mut profile, now));
         }
         if campaign.is_some() {
             profile.campaign.clone_from(&campaign);
@@ -274,15 +263,13 @@ impl Chat {
 
     /// Verifies an email link token from `hello`.
     fn email_link(&self, token: &str, now: u64) -> Result<EmailLink, ServerFrame> {
-        let unauthorized = |message: String| ServerFrame::error(ErrorCode::Unauthorized, message);
-        match self.app.signer.verify(token, now / 1000) {
-            Ok(Claims::Chat { email, name, campaign, product }) => {
-                let email = Email::parse(&email).map_err(|e| unauthorized(e.to_string()))?;
-                Ok(EmailLink { email, name, campaign, product })
-            }
-            Ok(_) => Err(unauthorized("this token is not an email link".into())),
-            Err(error) => Err(unauthorized(error.to_string())),
-        }
+        EmailLink::verify(&self.app.signer, token, now / 1000).map_err(|e| {
+            let message = match e {
+                LinkError::NotEmailLink => "this token is not an email link".to_string(),
+                other => other.to_string(),
+            };
+            ServerFrame::error(ErrorCode::Unauthorized, message)
+        })
     }
 
     async fn message(&mut self, text: &str, chosen: bool) -> Result<Vec<ServerFrame>, ServerFrame> {
@@ -406,8 +393,14 @@ impl Chat {
             .ok()?;
         profile.advance(Status::Qualified, now);
         let expires = now / 1000 + config.checkout_ttl_days * 24 * 3600;
-        let checkout = CheckoutFor { visitor: profile.id, conversation: conversation.id, target: target.to_string() };
-        let url = leads::checkout_link(&self.app.signer, &self.app.public_url, checkout, expires);
+        let url = leads::checkout_link(
+            &self.app.signer,
+            &self.app.public_url,
+            profile.id,
+            conversation.id,
+            target.to_string(),
+            expires,
+        );
         let label = if conversation.locale == "de" { "Zur Kasse" } else { "Go to checkout" };
         Some(ServerFrame::Checkout { url, label: label.into() })
     }
@@ -417,14 +410,6 @@ impl Chat {
 fn new_conversation(writes: &mut Vec<Write>, conversation: Conversation) -> Conversation {
     writes.push(Write::Conversation(conversation.clone()));
     conversation
-}
-
-/// What a verified email link says about the shopper.
-struct EmailLink {
-    email: Email,
-    name: Option<String>,
-    campaign: Option<String>,
-    product: Option<String>,
 }
 
 /// The visitor's tags, and pixel events for the newly added ones when the shopper allowed ads.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 use toml::Spanned;
 
 use super::file::{self, RawChoice, RawIntent, RawQuestion, RawReply, RawSlot, Source};
@@ -302,7 +302,7 @@ impl Compiler {
                 None
             }
         };
-        let pattern = raw.pattern.as_ref().and_then(|p| match compile_regex(p.get_ref()) {
+        let pattern = raw.pattern.as_ref().and_then(|p| match matcher::compile(p.get_ref()) {
             Ok(regex) => Some(regex),
             Err(message) => {
                 self.errors.push(Diagnostic { at: source.inside(&p.span()), message });
@@ -379,13 +379,6 @@ impl Compiler {
             message: format!("unknown {} `{}` (known: {})", reference.what, reference.name, known.join(", ")),
         });
     }
-}
-
-fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(&text::normalize_pattern(pattern))
-        .case_insensitive(true)
-        .build()
-        .map_err(|e| format!("bad regex: {}", matcher::regex_reason(&e)))
 }
 
 fn duplicate(what: &str, id: &str, at: &Location, first: &Location) -> Diagnostic {

@@ -18,17 +18,21 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles one pattern alone, so that a bad one is reported at its own place.
     pub fn new(source: String, owner: usize) -> Result<Pattern, String> {
-        let normalized = text::normalize_pattern(&source);
-        let regex = RegexBuilder::new(&normalized)
-            .case_insensitive(true)
-            .size_limit(SIZE_LIMIT)
-            .build()
-            .map_err(|e| format!("bad regex: {}", regex_reason(&e)))?;
+        let regex = compile(&source)?;
         if regex.is_match("") {
             return Err("pattern matches the empty message, so it would match everything".into());
         }
         Ok(Pattern { regex, owner })
     }
+}
+
+/// A pattern as written in an intent or slot, compiled the way messages are normalized.
+pub fn compile(source: &str) -> Result<Regex, String> {
+    RegexBuilder::new(&text::normalize_pattern(source))
+        .case_insensitive(true)
+        .size_limit(SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("bad regex: {}", regex_reason(&e)))
 }
 
 #[derive(Debug)]
@@ -80,7 +84,7 @@ impl Matcher {
 
 /// The regex crate's syntax errors draw the pattern with a caret; the position is already in our
 /// `file:line:col`, so keep only the reason.
-pub fn regex_reason(error: &regex::Error) -> String {
+fn regex_reason(error: &regex::Error) -> String {
     let text = error.to_string();
     text.lines().find_map(|l| l.trim().strip_prefix("error: ")).map_or_else(|| one_line(&text), str::to_string)
 }

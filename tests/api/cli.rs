@@ -1,11 +1,9 @@
 //! `nudge intents check` and `nudge intents eval` on small fixture packs with known outcomes.
 
-use std::process::Command;
-
+/// Exit code and everything the command printed.
 fn nudge(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nudge")).args(args).output().expect("run nudge");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
+    let (code, stdout, stderr) = crate::helpers::run_nudge(args);
+    (code, stdout + &stderr)
 }
 
 #[test]

@@ -91,6 +91,13 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs the `nudge` command line: (exit code, stdout, stderr).
+pub fn run_nudge(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge")).args(args).output().expect("run nudge");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
 pub async fn recv(socket: &mut Socket) -> ServerFrame {
     tokio::time::timeout(std::time::Duration::from_secs(10), client::recv(socket))
         .await

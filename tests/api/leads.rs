@@ -3,19 +3,12 @@
 //! conversions.
 
 use std::path::Path;
-use std::process::Command;
 
 use nudge::protocol::{ClientFrame, ErrorCode, Hello, ServerFrame};
 use nudge::signing::{Claims, Secrets};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-
-fn nudge(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nudge")).args(args).output().expect("run nudge");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
-}
 
 /// An HTTP client that does not follow redirects and does not treat 4xx as errors.
 fn http() -> ureq::Agent {
@@ -73,7 +66,7 @@ async fn email_link_to_checkout_to_attributed_order() {
     let mut server = TestServer::start_on(&data, Path::new("intents"), &[]);
     let base = format!("http://{}", server.addr);
     let data_arg = data.to_str().expect("utf-8 path");
-    let (code, link, err) = nudge(&[
+    let (code, link, err) = run_nudge(&[
         "link",
         "--email",
         " Ana@Example.com",
@@ -136,13 +129,13 @@ async fn email_link_to_checkout_to_attributed_order() {
     let (status, body) = post(url, Some(api_key(&data)), "application/json", order.to_string()).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")), "a repeated delivery counts once");
 
-    let (code, _, err) = nudge(&["export", "leads", "--data", data_arg]);
+    let (code, _, err) = run_nudge(&["export", "leads", "--data", data_arg]);
     assert_eq!(code, 1);
     assert!(err.contains("in use by another nudge process"), "{err}");
     drop(socket);
     server.kill();
 
-    let (code, jsonl, err) = nudge(&["export", "leads", "--data", data_arg, "--format", "jsonl", "--transcripts"]);
+    let (code, jsonl, err) = run_nudge(&["export", "leads", "--data", data_arg, "--format", "jsonl", "--transcripts"]);
     assert_eq!(code, 0, "{err}");
     let leads: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     assert_eq!(leads.len(), 1, "{jsonl}");
@@ -165,13 +158,13 @@ async fn email_link_to_checkout_to_attributed_order() {
     assert_eq!(lead["conversations"][0]["source"]["campaign"], "spring");
     assert!(lead["conversations"][0]["transcript"].as_array().is_some_and(|t| t.len() > 10));
 
-    let (code, csv, _) = nudge(&["export", "leads", "--data", data_arg, "--status", "converted"]);
+    let (code, csv, _) = run_nudge(&["export", "leads", "--data", data_arg, "--status", "converted"]);
     assert_eq!(code, 0);
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 2, "{csv}");
     assert!(rows[0].starts_with("visitor,name,email,consent_marketing"));
     assert!(rows[1].contains(",ana@example.com,") && rows[1].contains("size=42@"), "{}", rows[1]);
-    let (_, none, _) = nudge(&["export", "leads", "--data", data_arg, "--status", "qualified"]);
+    let (_, none, _) = run_nudge(&["export", "leads", "--data", data_arg, "--status", "qualified"]);
     assert_eq!(none.lines().count(), 1, "only the header: the lead moved on");
 }
 
