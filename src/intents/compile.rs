@@ -107,8 +107,8 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     }
     let matcher = match Matcher::new(patterns) {
         Ok(m) => Some(m),
-        Err(d) => {
-            c.errors.push(d);
+        Err(message) => {
+            c.errors.push(file::dir_diagnostic(dir, message));
             None
         }
     };
@@ -121,7 +121,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
         .flat_map(|(i, intent)| intent.examples.iter().map(move |e| (i, text::normalize(&e.text))))
         .collect();
     Ok(IntentSet {
-        warnings: shared_examples(&intents),
+        warnings: shared_examples(&intents, &examples),
         welcome: by_id[WELCOME],
         fallback: by_id[FALLBACK],
         ranker: Ranker::new(&examples),
@@ -400,25 +400,24 @@ fn exclusive(a: &Intent, b: &Intent) -> bool {
     a.when_set.iter().any(|p| b.when_unset.contains(p)) || b.when_set.iter().any(|p| a.when_unset.contains(p))
 }
 
-/// Examples that two intents both claim: the ranker cannot tell them apart.
-fn shared_examples(intents: &[Intent]) -> Vec<Diagnostic> {
-    let mut first: HashMap<String, (&Intent, &Example)> = HashMap::new();
+/// Examples that two intents both claim: the ranker cannot tell them apart. `normalized` is
+/// every example, normalized, in the order the intents list them (as the ranker got them).
+fn shared_examples(intents: &[Intent], normalized: &[(usize, String)]) -> Vec<Diagnostic> {
+    let mut first: HashMap<&str, (&Intent, &Example)> = HashMap::new();
     let mut warnings = Vec::new();
-    for intent in intents {
-        for example in &intent.examples {
-            let key = text::normalize(&example.text);
-            match first.get(&key) {
-                Some((other, at)) if other.id != intent.id && !exclusive(other, intent) => warnings.push(Diagnostic {
-                    at: example.at.clone(),
-                    message: format!(
-                        "warning: example {:?} is also an example of `{}` ({})",
-                        example.text, other.id, at.at
-                    ),
-                }),
-                Some(_) => {}
-                None => {
-                    first.insert(key, (intent, example));
-                }
+    let examples = intents.iter().flat_map(|intent| intent.examples.iter().map(move |e| (intent, e)));
+    for ((intent, example), (_, key)) in examples.zip(normalized) {
+        match first.get(key.as_str()) {
+            Some((other, at)) if other.id != intent.id && !exclusive(other, intent) => warnings.push(Diagnostic {
+                at: example.at.clone(),
+                message: format!(
+                    "warning: example {:?} is also an example of `{}` ({})",
+                    example.text, other.id, at.at
+                ),
+            }),
+            Some(_) => {}
+            None => {
+                first.insert(key, (intent, example));
             }
         }
     }

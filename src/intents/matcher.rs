@@ -3,7 +3,7 @@
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
-use super::{Diagnostic, Intent, text};
+use super::{Intent, text};
 
 /// Compiled regexes are allowed more room than the default, because case-insensitive Unicode
 /// classes grow quickly once hundreds of patterns share one set.
@@ -42,7 +42,7 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    pub fn new(patterns: Vec<Pattern>) -> Result<Matcher, Diagnostic> {
+    pub fn new(patterns: Vec<Pattern>) -> Result<Matcher, String> {
         let set = RegexSetBuilder::new(patterns.iter().map(|p| p.regex.as_str()))
             .case_insensitive(true)
             .size_limit(SIZE_LIMIT * 4)
@@ -50,10 +50,7 @@ impl Matcher {
             // (much slower) PikeVM on a large pack.
             .dfa_size_limit(SIZE_LIMIT)
             .build()
-            .map_err(|e| Diagnostic {
-                at: super::Location { file: std::path::Path::new("intents").into(), line: 1, col: 1 },
-                message: format!("patterns too large to compile together: {}", one_line(&e.to_string())),
-            })?;
+            .map_err(|e| format!("patterns too large to compile together: {}", one_line(&e.to_string())))?;
         Ok(Matcher { set, patterns })
     }
 
