@@ -67,8 +67,9 @@ pub fn reload(app: &App) {
                 log::warn!("{warning}");
             }
             log::info!("intents reloaded: {} intents, {} slots", set.intents.len(), set.slots.len());
+            // Counted before the swap, so whoever sees the new set also sees it counted.
+            app.metrics.reloads_ok.fetch_add(1, Ordering::SeqCst);
             app.replace_intents(set);
-            app.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
         }
         Err(errors) => {
             for error in &errors {
