@@ -71,3 +71,27 @@ async fn loadgen_reports_round_trips_and_holds_idle_connections() {
         assert_eq!(report["round_trips"].as_u64().is_some_and(|n| n > 0), expect_round_trips, "{extra:?}: {report}");
     }
 }
+
+#[test]
+fn bad_command_line_input_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bad_config = dir.path().join("bad.toml");
+    std::fs::write(&bad_config, "listen = \"127.0.0.1:0\"\nlisten_port = 3\n").expect("write");
+    let data = dir.path().join("data");
+    let (config, data) = (bad_config.to_str().expect("utf-8"), data.to_str().expect("utf-8"));
+    for (args, says) in [
+        (vec!["serve", "--config", config, "--data", data], "unknown field `listen_port`"),
+        (vec!["serve", "--config", "no-such.toml", "--data", data], "no-such.toml"),
+        (
+            vec!["serve", "--listen", "127.0.0.1:0", "--data", data, "--intents", "tests/fixtures/failing/nope"],
+            "cannot read intents directory",
+        ),
+        (vec!["link", "--email", "not-an-email", "--data", data], "is not an email address"),
+        (vec!["link", "--email", "a@example.com", "--ttl", "5x", "--data", data], "unknown unit"),
+        (vec!["export", "leads", "--status", "happy", "--data", data], "unknown status"),
+    ] {
+        let (code, out) = nudge(&args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(out.contains(says), "{args:?}: {out}");
+    }
+}
