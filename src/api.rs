@@ -9,14 +9,17 @@ use serde_json::json;
 use crate::ids::VisitorId;
 use crate::leads::{self, Conversion, EmailLink, LinkError};
 use crate::now_ms;
+use crate::pages::escape_html;
 use crate::server::App;
 use crate::signing::{Claims, TokenError, constant_time_eq};
-use crate::store::{Profile, Status, StoreError, Write};
+use crate::store::{ConsentRecord, Profile, Status, StoreError, Write};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/c/{token}", web::get().to(email_link))
         .route("/r/{token}", web::get().to(checkout))
-        .route("/api/conversions", web::post().to(conversion));
+        .route("/api/conversions", web::post().to(conversion))
+        .route("/u/{token}", web::get().to(unsubscribe_page))
+        .route("/u/{token}", web::post().to(unsubscribe));
 }
 
 /// A failed request: its status, the reason, and whether a person (HTML) or a program (JSON)
@@ -81,10 +84,6 @@ impl ResponseError for Failure {
             response.json(json!({ "error": self.reason }))
         }
     }
-}
-
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 fn now_secs() -> u64 {
@@ -207,6 +206,46 @@ async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> 
         "conversation": order.conversation,
         "campaign": order.campaign,
     });
-    app.store.commit(vec![Write::Order(order), Write::Visitor(profile)]).await?;
+    let visitor = profile.id;
+    let cancel = Write::CancelFollowUps { visitor, reason: "converted".into(), at: now };
+    app.store.commit(vec![Write::Order(order), Write::Visitor(profile), cancel]).await?;
     Ok(HttpResponse::Created().json(response))
+}
+
+fn unsubscribe_claims(app: &App, token: &str) -> Result<VisitorId, Failure> {
+    match app.signer.verify(token, now_secs()).map_err(|e| Failure::token(e, true))? {
+        Claims::Unsubscribe { visitor } => Ok(visitor),
+        _ => Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an unsubscribe link")),
+    }
+}
+
+/// `GET /u/{token}`: asks to confirm, so that a mail scanner following links unsubscribes nobody.
+async fn unsubscribe_page(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
+    unsubscribe_claims(&app, &token)?;
+    let action = escape_html(&format!("/u/{token}"));
+    Ok(crate::pages::html_page(format!(
+        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+         <title>Unsubscribe</title><h1>Unsubscribe from our emails?</h1>\
+         <form method=post action=\"{action}\"><button type=submit>Unsubscribe</button></form>"
+    )))
+}
+
+/// `POST /u/{token}`: unsubscribes (RFC 8058 one-click, or the confirm page's button): withdraws
+/// marketing consent and cancels pending follow-ups. Repeating it changes nothing.
+async fn unsubscribe(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
+    let visitor = unsubscribe_claims(&app, &token)?;
+    let now = now_ms();
+    if let Some(mut profile) = app.store.read(move |store| store.visitor(&visitor)).await? {
+        let mut consent = profile.consent.take().unwrap_or_else(|| ConsentRecord::new(Default::default(), now, ""));
+        consent.marketing = false;
+        consent.at = now;
+        consent.source = "unsubscribe_link".into();
+        profile.consent = Some(consent);
+        let cancel = Write::CancelFollowUps { visitor, reason: "unsubscribed".into(), at: now };
+        app.store.commit(vec![Write::Visitor(profile), cancel]).await?;
+    }
+    Ok(crate::pages::html_page(
+        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
+         <title>Unsubscribed</title><h1>You are unsubscribed</h1><p>You will get no more emails from us.</p>",
+    ))
 }

@@ -37,7 +37,8 @@ pub async fn ws(req: HttpRequest, body: web::Payload, app: web::Data<App>) -> ac
         )));
     }
     // Raw IP addresses are only held in memory, for these limits, while connected.
-    let ip = req.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let peer = req.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let ip = limits::client_ip(peer, req.headers(), &app.config.trusted_proxies);
     let Some(admitted) = app.per_ip.admit(ip, app.config.max_connections_per_ip) else {
         return Ok(HttpResponse::TooManyRequests().body("too many chat connections from this address"));
     };

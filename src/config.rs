@@ -52,6 +52,36 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// A client that does not read its replies for this long is disconnected.
     pub send_timeout_secs: u64,
+    /// Reverse proxies (addresses or networks such as `10.0.0.0/8`) whose `X-Forwarded-For`
+    /// names the shopper's address for the per-address limits. Nobody else's header is believed.
+    pub trusted_proxies: Vec<Network>,
+    /// Where follow-up emails go: `smtp://[user:password@]host[:port]` (add `?tls=required`
+    /// for STARTTLS) or `smtps://...`. Unset: written to `<data>/mail` as `.eml` files.
+    pub smtp_url: Option<String>,
+    /// The sender of follow-up emails.
+    pub mail_from: String,
+    /// The first retry after a temporary SMTP failure, in seconds; each next one waits twice
+    /// as long (at most six hours).
+    pub mail_retry_secs: u64,
+    /// Attempts before a follow-up is dead-lettered.
+    pub mail_max_attempts: u32,
+}
+
+/// An IP network; a bare address is a network of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Network(pub ipnet::IpNet);
+
+impl TryFrom<String> for Network {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Network, String> {
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Network)
+            .map_err(|_| format!("{text:?} is neither an IP address nor a network like 10.0.0.0/8"))
+    }
 }
 
 impl Default for Config {
@@ -78,6 +108,11 @@ impl Default for Config {
             rate_limit_strikes: 10,
             max_connections_per_ip: 50,
             send_timeout_secs: 10,
+            trusted_proxies: Vec::new(),
+            smtp_url: None,
+            mail_from: "Nudge Shoes <shop@localhost>".into(),
+            mail_retry_secs: 60,
+            mail_max_attempts: 10,
         }
     }
 }

@@ -61,6 +61,11 @@ pub enum Effect {
     },
     /// The shopper asked for a person.
     Handoff,
+    /// Schedule a follow-up email (sent only if it is still wanted then).
+    FollowUp {
+        email: String,
+        after_secs: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -194,6 +199,10 @@ impl Turn<'_> {
         }
         if intent.handoff {
             self.step.effects.push(Effect::Handoff);
+        }
+        if let Some(follow_up) = &intent.follow_up {
+            let (email, after_secs) = (follow_up.email.clone(), follow_up.after_secs);
+            self.step.effects.push(Effect::FollowUp { email, after_secs });
         }
         let reply = intent.reply(&self.locale);
         let variant = choose_variant(&self.visitor, &intent.id, reply.variants.len());

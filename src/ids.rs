@@ -66,6 +66,7 @@ macro_rules! id_type {
 
 id_type!(VisitorId);
 id_type!(ConversationId);
+id_type!(OutboxId);
 
 fn mint_bytes(now_ms: u64) -> [u8; 16] {
     let mut bytes = [0u8; 16];

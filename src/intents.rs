@@ -36,6 +36,12 @@ pub const LOCALES: [&str; 2] = ["en", "de"];
 /// Preferences Nudge fills itself (from email links), usable in templates and conditions.
 pub const BUILTIN_PREFERENCES: [&str; 2] = ["name", "email"];
 
+/// Links Nudge fills into email templates besides the preferences.
+pub const EMAIL_LINKS: [&str; 2] = ["resume_url", "unsubscribe_url"];
+
+/// Where email templates live, under the intents directory.
+pub const EMAILS_DIR: &str = "emails";
+
 #[derive(Debug)]
 pub struct Intent {
     pub id: String,
@@ -56,6 +62,38 @@ pub struct Intent {
     pub tags: Vec<Template>,
     pub score: i64,
     pub handoff: bool,
+    pub follow_up: Option<FollowUp>,
+}
+
+/// A follow-up email an intent schedules.
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    /// The email template's id.
+    pub email: String,
+    pub after_secs: u64,
+}
+
+/// A follow-up email: subject, text and HTML templates per locale (English always present).
+#[derive(Debug)]
+pub struct Email {
+    pub id: String,
+    pub at: Location,
+    bodies: [Option<EmailBody>; 2],
+}
+
+impl Email {
+    /// The email in `locale`, or in English.
+    pub fn body(&self, locale: &str) -> &EmailBody {
+        let i = LOCALES.iter().position(|l| *l == locale).unwrap_or(0);
+        self.bodies[i].as_ref().or(self.bodies[0].as_ref()).expect("English email checked at compile")
+    }
+}
+
+#[derive(Debug)]
+pub struct EmailBody {
+    pub subject: Template,
+    pub text: Template,
+    pub html: Template,
 }
 
 impl Intent {
@@ -121,6 +159,7 @@ pub struct Route {
 pub struct IntentSet {
     pub intents: Vec<Intent>,
     pub slots: Vec<Slot>,
+    pub emails: Vec<Email>,
     by_id: HashMap<String, usize>,
     slot_by_id: HashMap<String, usize>,
     matcher: Matcher,
@@ -136,16 +175,26 @@ pub struct IntentSet {
 }
 
 impl IntentSet {
-    /// Reads and compiles every `*.toml` file directly under `dir` (in name order), or returns
-    /// every problem found, each with its `file:line:col`.
+    /// Reads and compiles every `*.toml` file directly under `dir` and under `dir/emails` (in
+    /// name order), or returns every problem found, each with its `file:line:col`.
     pub fn load(dir: &Path) -> Result<IntentSet, Vec<Diagnostic>> {
-        let read_dir = std::fs::read_dir(dir)
+        let toml_files = |dir: &Path| -> std::io::Result<Vec<std::path::PathBuf>> {
+            let mut files: Vec<_> = std::fs::read_dir(dir)?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            files.sort();
+            Ok(files)
+        };
+        let mut files = toml_files(dir)
             .map_err(|e| vec![file::dir_diagnostic(dir, format!("cannot read intents directory: {e}"))])?;
-        let mut files: Vec<_> = read_dir
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
+        let emails = dir.join(EMAILS_DIR);
+        if emails.is_dir() {
+            files.extend(
+                toml_files(&emails)
+                    .map_err(|e| vec![file::dir_diagnostic(&emails, format!("cannot read emails directory: {e}"))])?,
+            );
+        }
         let mut sources = Vec::new();
         let mut errors = Vec::new();
         for path in files {
@@ -176,6 +225,10 @@ impl IntentSet {
 
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.by_id.get(id).copied()
+    }
+
+    pub fn email(&self, id: &str) -> Option<&Email> {
+        self.emails.iter().find(|e| e.id == id)
     }
 
     pub fn slot(&self, id: &str) -> Option<&Slot> {

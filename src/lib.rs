@@ -28,4 +28,5 @@ pub fn now_ms() -> u64 {
 }
 pub mod leads;
 pub mod loadgen;
+pub mod mail;
 pub mod signing;

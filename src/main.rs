@@ -219,7 +219,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 nudge::signing::Secrets::path(&data).display()
             );
         }
-        let nudge::server::Running { server, app, watch, .. } = running;
+        let nudge::server::Running { server, app, watch, mail, .. } = running;
         let handle = server.handle();
         let stopping = app.clone();
         actix_web::rt::spawn(async move {
@@ -230,6 +230,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         });
         server.await?;
         drop(watch);
+        // The worker sees the shutdown flag between deliveries; a send in progress finishes.
+        if mail.join().is_err() {
+            log::error!("the mail worker panicked");
+        }
         app.store.flush()?;
         log::info!("stopped; the store is flushed");
         Ok(())
@@ -359,7 +363,7 @@ fn check(dir: &Path) -> ExitCode {
     }
     let examples: usize = set.intents.iter().map(|i| i.examples.len() + i.counter_examples.len()).sum();
     if failures.is_empty() {
-        println!("{} intents, {examples} examples: all pass", set.intents.len());
+        println!("{} intents, {} emails, {examples} examples: all pass", set.intents.len(), set.emails.len());
         ExitCode::SUCCESS
     } else {
         eprintln!("{} of {examples} examples fail", failures.len());

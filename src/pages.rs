@@ -33,6 +33,11 @@ async fn widget() -> HttpResponse {
 }
 
 async fn page(html: &'static str) -> HttpResponse {
+    html_page(html)
+}
+
+/// An HTML page with the security headers every page of ours carries.
+pub fn html_page(html: impl actix_web::body::MessageBody + 'static) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_CSP))
@@ -40,4 +45,9 @@ async fn page(html: &'static str) -> HttpResponse {
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::REFERRER_POLICY, "strict-origin-when-cross-origin"))
         .body(html)
+}
+
+/// Text for HTML: element content or a quoted attribute value.
+pub fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }

@@ -42,10 +42,11 @@ pub fn watch(app: Arc<App>) -> Result<Watch, notify_debouncer_mini::notify::Erro
     Ok(Watch { _debouncer: debouncer })
 }
 
-/// Names, sizes and modification times of every intent file.
+/// Names, sizes and modification times of every intent and email file.
 fn fingerprint(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
+    let mut files: Vec<_> = [dir.to_path_buf(), dir.join(crate::intents::EMAILS_DIR)]
+        .iter()
+        .flat_map(std::fs::read_dir)
         .flatten()
         .flatten()
         .filter(|e| is_intent_file(&e.path()))

@@ -56,6 +56,8 @@ pub enum StartError {
     Secrets(#[from] SecretsError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error("mail: {0}")]
+    Mail(String),
 }
 
 fn list(errors: &[Diagnostic]) -> String {
@@ -71,6 +73,8 @@ pub struct Running {
     pub watch: Option<reload::Watch>,
     /// Whether this start generated `<data>/secrets.toml`.
     pub secrets_created: bool,
+    /// The mail worker; it ends after `App::shutdown` is set.
+    pub mail: std::thread::JoinHandle<()>,
 }
 
 /// Everything that can fail at startup happens here, before the first request.
@@ -80,6 +84,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     for warning in &intents.warnings {
         log::warn!("{warning}");
     }
+    let transport = crate::mail::Transport::from_config(&config).map_err(StartError::Mail)?;
+    let from = crate::mail::sender(&config).map_err(StartError::Mail)?;
     let store = Store::open(&config.data)?;
     let (secrets, secrets_created) = Secrets::load_or_create(&config.data)?;
     let signer = secrets.signer()?;
@@ -126,7 +132,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             None
         }
     };
-    Ok(Running { addr, public_url, server, app, watch, secrets_created })
+    let mail = crate::mail::spawn(app.clone(), transport, from)
+        .map_err(|e| StartError::Mail(format!("cannot start the mail worker: {e}")))?;
+    Ok(Running { addr, public_url, server, app, watch, secrets_created, mail })
 }
 
 async fn healthz() -> HttpResponse {

@@ -5,6 +5,7 @@
 //! queue, flushes once, then acknowledges them all: a group commit. A caller whose `commit`
 //! returned knows its batch is on disk.
 
+mod outbox;
 mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,8 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::ids::{ConversationId, VisitorId};
+use crate::ids::{ConversationId, OutboxId, VisitorId};
 use crate::intents::How;
+pub use outbox::{OutboxItem, OutboxState};
 
 /// Every value starts with this version byte; a reader that meets another refuses it loudly
 /// instead of misreading it.
@@ -107,6 +109,36 @@ impl Profile {
         self.status = status;
         self.status_at.entry(status).or_insert(now);
         true
+    }
+
+    /// Keeps what another writer recorded in the stored profile since this copy was loaded:
+    /// the further status, orders, tags, newer preferences and the newer consent. A session
+    /// holds its visitor's profile for the whole connection while `/r/`, conversions and
+    /// unsubscribe links write the same profile.
+    pub fn merge_stored(&mut self, stored: &Profile) {
+        if stored.status > self.status {
+            self.status = stored.status;
+        }
+        for (status, at) in &stored.status_at {
+            self.status_at.entry(*status).or_insert(*at);
+        }
+        for order in &stored.orders {
+            if !self.orders.contains(order) {
+                self.orders.push(order.clone());
+            }
+        }
+        self.tags.extend(stored.tags.iter().cloned());
+        for (name, preference) in &stored.preferences {
+            if self.preferences.get(name).is_none_or(|mine| mine.at < preference.at) {
+                self.preferences.insert(name.clone(), preference.clone());
+            }
+        }
+        if let Some(theirs) = &stored.consent
+            && self.consent.as_ref().is_none_or(|mine| mine.at < theirs.at)
+        {
+            self.consent = Some(theirs.clone());
+        }
+        self.handoff_at = self.handoff_at.max(stored.handoff_at);
     }
 
     pub fn preference(&self, name: &str) -> Option<&str> {
@@ -255,6 +287,14 @@ pub enum Write {
         visitor: VisitorId,
     },
     Order(Order),
+    /// A new follow-up email, or the outcome of an attempt to send one.
+    Outbox(OutboxItem),
+    /// Cancels a visitor's pending follow-ups (they converted or unsubscribed).
+    CancelFollowUps {
+        visitor: VisitorId,
+        reason: String,
+        at: u64,
+    },
 }
 
 /// How well the group commit groups: batches committed and flushes that made them durable.
@@ -288,6 +328,9 @@ struct Trees {
     leads_by_status: sled::Tree,
     leads_by_campaign: sled::Tree,
     orders: sled::Tree,
+    outbox: sled::Tree,
+    outbox_due: sled::Tree,
+    outbox_pending: sled::Tree,
 }
 
 impl Store {
@@ -309,6 +352,9 @@ impl Store {
             leads_by_status: db.open_tree("leads_by_status")?,
             leads_by_campaign: db.open_tree("leads_by_campaign")?,
             orders: db.open_tree("orders")?,
+            outbox: db.open_tree("outbox")?,
+            outbox_due: db.open_tree("outbox_due")?,
+            outbox_pending: db.open_tree("outbox_pending")?,
         };
         let stats = Arc::new(Stats::default());
         let writer = writer::spawn(db.clone(), trees.clone(), stats.clone());
@@ -424,6 +470,34 @@ impl Store {
             entries.extend(decode::<Vec<Entry>>("transcripts", &turn?)?);
         }
         Ok(entries)
+    }
+
+    /// Pending follow-ups due at `now`, earliest first, at most `limit`.
+    pub fn due_follow_ups(&self, now: u64, limit: usize) -> Result<Vec<OutboxItem>> {
+        let mut due = Vec::new();
+        for key in self.inner.trees.outbox_due.range(..(now + 1).to_be_bytes()).keys().take(limit) {
+            let key = key?;
+            due.extend(get::<OutboxItem>(&self.inner.trees.outbox, "outbox", &key[8..])?);
+        }
+        Ok(due)
+    }
+
+    /// When the earliest pending follow-up is due.
+    pub fn next_follow_up_at(&self) -> Result<Option<u64>> {
+        Ok(self.inner.trees.outbox_due.first()?.map(|(key, _)| {
+            let mut due = [0u8; 8];
+            due.copy_from_slice(&key[..8]);
+            u64::from_be_bytes(due)
+        }))
+    }
+
+    pub fn follow_up(&self, id: &OutboxId) -> Result<Option<OutboxItem>> {
+        get(&self.inner.trees.outbox, "outbox", id.as_bytes())
+    }
+
+    /// Every follow-up ever scheduled, oldest first.
+    pub fn follow_ups(&self) -> impl Iterator<Item = Result<OutboxItem>> + '_ {
+        self.inner.trees.outbox.iter().values().map(|v| decode("outbox", &v?))
     }
 
     /// Runs a blocking read on the runtime's blocking pool, so sled never stalls a session task.

@@ -3,6 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+
+use actix_web::http::header::HeaderMap;
+
+use crate::config::Network;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -32,6 +36,32 @@ impl Bucket {
             false
         }
     }
+}
+
+/// The address the limits count: the peer, or, when the peer is one of our `trusted` reverse
+/// proxies, the right-most `X-Forwarded-For` hop that is not one of them (hops further left were
+/// written by the client and prove nothing).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Network]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.0.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(&ip) => client = ip,
+            Some(ip) => return ip,
+            // An unreadable hop ends what we can trust; count the last proxy that wrote it.
+            None => return client,
+        }
+    }
+    client
 }
 
 struct Address {
@@ -109,6 +139,20 @@ mod tests {
         assert_eq!(taken, 3, "the burst");
         assert!(!bucket.take(start + Duration::from_millis(100)));
         assert!(bucket.take(start + Duration::from_millis(600)), "one token after half a second");
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let trusted = [Network::try_from("10.0.0.0/8".to_string()).expect("net")];
+        let mut headers = HeaderMap::new();
+        let forwarded = actix_web::http::header::HeaderValue::from_static("198.51.100.7, 203.0.113.9, 10.1.2.3");
+        headers.insert(actix_web::http::header::HeaderName::from_static("x-forwarded-for"), forwarded);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(client_ip(ip("10.0.0.1"), &headers, &trusted), ip("203.0.113.9"), "right-most untrusted hop");
+        assert_eq!(client_ip(ip("192.0.2.1"), &headers, &trusted), ip("192.0.2.1"), "an untrusted peer's header");
+        assert_eq!(client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted), ip("10.0.0.1"), "no header");
+        assert!(Network::try_from("10.0.0.0/33".to_string()).is_err());
+        assert!(Network::try_from("::1".to_string()).is_ok());
     }
 
     #[test]

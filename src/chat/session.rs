@@ -14,7 +14,7 @@ use crate::leads::{self, EmailLink, LinkError};
 use crate::now_ms;
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, Pixel, ServerFrame};
 use crate::server::App;
-use crate::store::{ConsentRecord, Conversation, Preference, Profile, Source, Status, Write};
+use crate::store::{ConsentRecord, Conversation, OutboxItem, Preference, Profile, Source, Status, Write};
 
 /// Counts a connection as open for as long as it lives.
 struct Connected(Arc<App>);
@@ -326,7 +326,7 @@ impl Chat {
         let mut new_tags = Vec::new();
         let mut entries = Vec::new();
         for effect in step.effects {
-            profile_changed |= !matches!(effect, Effect::Record(_) | Effect::SetPending(_));
+            profile_changed |= !matches!(effect, Effect::Record(_) | Effect::SetPending(_) | Effect::FollowUp { .. });
             match effect {
                 Effect::Record(entry) => entries.push(entry),
                 Effect::SetLocale(locale) => {
@@ -354,6 +354,11 @@ impl Chat {
                     profile.consent = Some(consent);
                 }
                 Effect::Handoff => profile.handoff_at = Some(now),
+                Effect::FollowUp { email, after_secs } => {
+                    let due = now.saturating_add(after_secs.saturating_mul(1000));
+                    let item = OutboxItem::new(profile.id, conversation.id, &email, &conversation.locale, now, due);
+                    writes.push(Write::Outbox(item));
+                }
             }
         }
         if !new_tags.is_empty() {

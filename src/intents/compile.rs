@@ -7,14 +7,14 @@ use std::path::Path;
 use regex::Regex;
 use toml::Spanned;
 
-use super::file::{self, RawChoice, RawIntent, RawQuestion, RawReply, RawSlot, Source};
+use super::file::{self, RawChoice, RawEmail, RawIntent, RawQuestion, RawReply, RawSlot, Source};
 use super::matcher::{self, Matcher};
 use super::rank::Ranker;
 use super::slots::{ConsentKind, Kind, Question, Slot};
 use super::template::Template;
 use super::{
-    BUILTIN_PREFERENCES, ChoiceTemplate, DEFAULT_MARGIN, DEFAULT_THRESHOLD, Diagnostic, Example, FALLBACK, Intent,
-    IntentSet, Location, Reply, WELCOME, text,
+    BUILTIN_PREFERENCES, ChoiceTemplate, DEFAULT_MARGIN, DEFAULT_THRESHOLD, Diagnostic, EMAIL_LINKS, Email, EmailBody,
+    Example, FALLBACK, FollowUp, Intent, IntentSet, Location, Reply, WELCOME, text,
 };
 
 /// A name used somewhere that must turn out to be a known preference, slot or intent.
@@ -29,21 +29,37 @@ struct Compiler {
     errors: Vec<Diagnostic>,
     /// Preference names used by templates and conditions, checked once everything is known.
     preferences_used: Vec<Reference>,
+    /// Names used by email templates: preferences or `EMAIL_LINKS`.
+    email_names_used: Vec<Reference>,
 }
 
 pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnostic>> {
     let mut c = Compiler::default();
     let mut raw_intents = Vec::new();
     let mut raw_slots = Vec::new();
+    let mut raw_emails = Vec::new();
     for source in sources {
         match file::parse(source) {
             Ok(raw) => {
                 raw_intents.extend(raw.intent.into_iter().map(|i| (source, i)));
                 raw_slots.extend(raw.slot.into_iter().map(|s| (source, s)));
+                raw_emails.extend(raw.email.into_iter().map(|e| (source, e)));
             }
             Err(d) => c.errors.push(d),
         }
     }
+
+    let mut emails: Vec<Email> = Vec::new();
+    for (source, raw) in raw_emails {
+        if let Some(email) = c.email(source, raw) {
+            if let Some(first) = emails.iter().find(|e| e.id == email.id) {
+                c.errors.push(duplicate("email", &email.id, &email.at, &first.at));
+                continue;
+            }
+            emails.push(email);
+        }
+    }
+    let email_ids: Vec<String> = emails.iter().map(|e| e.id.clone()).collect();
 
     let mut slots: Vec<Slot> = Vec::new();
     let mut slot_by_id: HashMap<String, usize> = HashMap::new();
@@ -69,7 +85,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
             at: source.inside(&d.span()),
             what: "intent",
         });
-        let Some(intent) = c.intent(source, raw, index, &slot_by_id, &mut patterns) else {
+        let Some(intent) = c.intent(source, raw, index, &slot_by_id, &email_ids, &mut patterns) else {
             continue;
         };
         if let Some(&first) = by_id.get(&intent.id) {
@@ -93,6 +109,12 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     known.extend(slot_by_id.keys().cloned());
     known.extend(intents.iter().flat_map(|i| i.set.iter().map(|(name, _)| name.clone())));
     for reference in std::mem::take(&mut c.preferences_used) {
+        if !known.contains(&reference.name) {
+            c.unknown(&reference, known.iter());
+        }
+    }
+    known.extend(EMAIL_LINKS.iter().map(|s| s.to_string()));
+    for reference in std::mem::take(&mut c.email_names_used) {
         if !known.contains(&reference.name) {
             c.unknown(&reference, known.iter());
         }
@@ -129,6 +151,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
         margin: DEFAULT_MARGIN,
         intents,
         slots,
+        emails,
         by_id,
         slot_by_id,
         matcher,
@@ -142,6 +165,7 @@ impl Compiler {
         raw: RawIntent,
         index: usize,
         slots: &HashMap<String, usize>,
+        emails: &[String],
         patterns: &mut Vec<matcher::Pattern>,
     ) -> Option<Intent> {
         let before = self.errors.len();
@@ -181,6 +205,7 @@ impl Compiler {
         let tags = raw.tags.iter().filter_map(|t| self.template(source, t)).collect();
         let capture = self.slot_refs(source, &raw.capture, slots);
         let ask = self.slot_refs(source, &raw.ask, slots);
+        let follow_up = raw.follow_up.and_then(|f| self.follow_up(source, f.into_inner(), emails));
         if self.errors.len() > before {
             return None;
         }
@@ -203,7 +228,53 @@ impl Compiler {
             tags,
             score: raw.score,
             handoff: raw.handoff,
+            follow_up,
         })
+    }
+
+    fn follow_up(&mut self, source: &Source, raw: file::RawFollowUp, emails: &[String]) -> Option<FollowUp> {
+        let email = raw.email.get_ref();
+        if !emails.contains(email) {
+            let reference = Reference { name: email.clone(), at: source.inside(&raw.email.span()), what: "email" };
+            self.unknown(&reference, emails.iter());
+            return None;
+        }
+        match humantime::parse_duration(raw.after.get_ref()) {
+            Ok(after) => Some(FollowUp { email: email.clone(), after_secs: after.as_secs() }),
+            Err(e) => {
+                let message =
+                    format!("`after` {:?}: {e} (write e.g. \"30min\", \"1h\" or \"2days\")", raw.after.get_ref());
+                self.errors.push(Diagnostic { at: source.inside(&raw.after.span()), message });
+                None
+            }
+        }
+    }
+
+    fn email(&mut self, source: &Source, raw: RawEmail) -> Option<Email> {
+        let before = self.errors.len();
+        let at = source.inside(&raw.id.span());
+        let id = raw.id.into_inner();
+        if !is_valid_id(&id) {
+            self.errors.push(Diagnostic { at: at.clone(), message: bad_id("email", &id) });
+        }
+        let mut bodies = [None, None];
+        for (body, raw_body) in bodies.iter_mut().zip([raw.en, raw.de]) {
+            let Some(raw_body) = raw_body.map(Spanned::into_inner) else { continue };
+            let mut part = |text: &Spanned<String>| {
+                let template = self.text(source, text)?;
+                // Email templates may also use the links; checked apart from reply templates.
+                let used = self.preferences_used.len() - template.names().count();
+                self.email_names_used.extend(self.preferences_used.drain(used..));
+                Some(template)
+            };
+            let (subject, text, html) = (part(&raw_body.subject), part(&raw_body.text), part(&raw_body.html));
+            *body = Some(EmailBody { subject: subject?, text: text?, html: html? });
+        }
+        if bodies[0].is_none() && self.errors.len() == before {
+            let message = format!("email `{id}` has no English version: add `[email.en]` with subject, text and html");
+            self.errors.push(Diagnostic { at: at.clone(), message });
+        }
+        (self.errors.len() == before).then_some(Email { id, at, bodies })
     }
 
     fn reply(&mut self, source: &Source, raw: Spanned<RawReply>) -> Option<Reply> {

@@ -86,6 +86,9 @@ pub struct RawFile {
     pub intent: Vec<RawIntent>,
     #[serde(default)]
     pub slot: Vec<RawSlot>,
+    /// Follow-up email templates (by convention in `intents/emails/`).
+    #[serde(default)]
+    pub email: Vec<RawEmail>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +130,8 @@ pub struct RawIntent {
     /// Hand the conversation to a person (recorded on the transcript).
     #[serde(default)]
     pub handoff: bool,
+    /// Schedule a follow-up email when this intent answers.
+    pub follow_up: Option<Spanned<RawFollowUp>>,
     pub en: Option<Spanned<RawReply>>,
     pub de: Option<Spanned<RawReply>>,
 }
@@ -145,6 +150,32 @@ pub struct RawReply {
 pub struct RawChoice {
     pub label: Spanned<String>,
     pub value: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFollowUp {
+    /// The email template's id.
+    pub email: Spanned<String>,
+    /// How long after the intent answered, e.g. `"1h"` or `"2days"`.
+    pub after: Spanned<String>,
+}
+
+/// An email template: subject, text and HTML body per locale.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmail {
+    pub id: Spanned<String>,
+    pub en: Option<Spanned<RawEmailBody>>,
+    pub de: Option<Spanned<RawEmailBody>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmailBody {
+    pub subject: Spanned<String>,
+    pub text: Spanned<String>,
+    pub html: Spanned<String>,
 }
 
 /// A question whose answer becomes a preference of the same name.

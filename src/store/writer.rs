@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Profile, Result, Stats, Status, StoreError, Trees, Write, campaign_prefix, decode, encode, turn_key};
+use super::{
+    Profile, Result, Stats, Status, StoreError, Trees, Write, campaign_prefix, decode, encode, outbox, turn_key,
+};
 use crate::ids::VisitorId;
 
 /// Batches waiting beyond this make `commit` wait for room: backpressure instead of memory growth.
@@ -89,7 +91,7 @@ pub fn spawn(db: sled::Db, trees: Trees, stats: Arc<Stats>) -> Handle {
                         Err(_) => break,
                     }
                 }
-                let applied = group.drain(..).map(|job| (job.done, apply(&trees, &job.writes))).collect();
+                let applied = group.drain(..).map(|job| (job.done, apply(&trees, job.writes))).collect();
                 if applied_tx.send(applied).is_err() {
                     return;
                 }
@@ -102,14 +104,20 @@ pub fn spawn(db: sled::Db, trees: Trees, stats: Arc<Stats>) -> Handle {
     Handle { queue: Some(queue), writer: Some(writer) }
 }
 
-fn apply(trees: &Trees, writes: &[Write]) -> Result<()> {
+fn apply(trees: &Trees, writes: Vec<Write>) -> Result<()> {
     for write in writes {
         match write {
-            Write::Visitor(profile) => {
+            Write::Visitor(mut profile) => {
                 let id = profile.id.as_bytes();
                 // One writer, so reading the old value here cannot race another update.
-                if let Some(old) = trees.visitors.insert(id, encode(profile))? {
-                    let old: Profile = decode("visitors", &old)?;
+                let old = trees.visitors.get(id)?.map(|old| decode::<Profile>("visitors", &old)).transpose()?;
+                if let Some(old) = &old {
+                    // Sessions write the copy they loaded; what others recorded meanwhile (a
+                    // checkout click, an order, an unsubscribe) must survive that.
+                    profile.merge_stored(old);
+                }
+                trees.visitors.insert(profile.id.as_bytes(), encode(&profile))?;
+                if let Some(old) = old {
                     trees.leads_by_status.remove(status_key(old.status, &profile.id))?;
                     if let Some(campaign) = &old.campaign {
                         trees.leads_by_campaign.remove(campaign_key(campaign, &profile.id))?;
@@ -124,19 +132,21 @@ fn apply(trees: &Trees, writes: &[Write]) -> Result<()> {
                 trees.emails.insert(email.as_bytes(), visitor.as_bytes())?;
             }
             Write::Order(order) => {
-                trees.orders.insert(order.id.as_bytes(), encode(order))?;
+                trees.orders.insert(order.id.as_bytes(), encode(&order))?;
             }
             Write::Conversation(conversation) => {
                 let mut index = [0u8; 32];
                 index[..16].copy_from_slice(conversation.visitor.as_bytes());
                 index[16..].copy_from_slice(conversation.id.as_bytes());
                 trees.visitor_conversations.insert(index, &[])?;
-                trees.conversations.insert(conversation.id.as_bytes(), encode(conversation))?;
+                trees.conversations.insert(conversation.id.as_bytes(), encode(&conversation))?;
             }
             Write::Turn { conversation, entries } => {
-                let key = turn_key(conversation, trees.ids.generate_id()?);
-                trees.transcripts.insert(key, encode(entries))?;
+                let key = turn_key(&conversation, trees.ids.generate_id()?);
+                trees.transcripts.insert(key, encode(&entries))?;
             }
+            Write::Outbox(item) => outbox::apply(trees, &item)?,
+            Write::CancelFollowUps { visitor, reason, at } => outbox::cancel(trees, &visitor, &reason, at)?,
         }
     }
     Ok(())

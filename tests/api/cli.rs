@@ -10,7 +10,7 @@ fn nudge(args: &[&str]) -> (i32, String) {
 fn check_passes_a_good_pack_and_points_at_a_failing_example() {
     let (code, out) = nudge(&["intents", "check", "tests/fixtures/small"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("4 intents, 3 examples: all pass"), "{out}");
+    assert!(out.contains("4 intents, 0 emails, 3 examples: all pass"), "{out}");
 
     let (code, out) = nudge(&["intents", "check", "tests/fixtures/failing"]);
     assert_eq!(code, 1, "{out}");
@@ -77,10 +77,14 @@ fn bad_command_line_input_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().expect("dir");
     let bad_config = dir.path().join("bad.toml");
     std::fs::write(&bad_config, "listen = \"127.0.0.1:0\"\nlisten_port = 3\n").expect("write");
+    let bad_proxy = dir.path().join("proxy.toml");
+    std::fs::write(&bad_proxy, "trusted_proxies = [\"10.0.0.0/40\"]\n").expect("write");
     let data = dir.path().join("data");
     let (config, data) = (bad_config.to_str().expect("utf-8"), data.to_str().expect("utf-8"));
+    let bad_proxy = bad_proxy.to_str().expect("utf-8");
     for (args, says) in [
         (vec!["serve", "--config", config, "--data", data], "unknown field `listen_port`"),
+        (vec!["serve", "--config", bad_proxy, "--data", data], "\"10.0.0.0/40\" is neither an IP address"),
         (vec!["serve", "--config", "no-such.toml", "--data", data], "no-such.toml"),
         (
             vec!["serve", "--listen", "127.0.0.1:0", "--data", data, "--intents", "tests/fixtures/failing/nope"],

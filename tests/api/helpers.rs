@@ -91,6 +91,23 @@ impl Drop for TestServer {
     }
 }
 
+/// Copies the starter pack (intents and emails) into `<dir>/intents`, passing each file's text
+/// through `edit`; returns the copy's path.
+pub fn copy_starter_pack(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
+    let to = dir.join("intents");
+    for sub in ["", nudge::intents::EMAILS_DIR] {
+        std::fs::create_dir_all(to.join(sub)).expect("mkdir");
+        for entry in std::fs::read_dir(Path::new("intents").join(sub)).expect("starter pack") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                let text = edit(&std::fs::read_to_string(&path).expect("read"));
+                std::fs::write(to.join(sub).join(path.file_name().expect("name")), text).expect("write");
+            }
+        }
+    }
+    to
+}
+
 /// Runs the `nudge` command line: (exit code, stdout, stderr).
 pub fn run_nudge(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_nudge")).args(args).output().expect("run nudge");

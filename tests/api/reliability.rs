@@ -87,6 +87,45 @@ async fn connections_per_address_are_capped() {
     }
 }
 
+async fn connect_forwarded(server: &TestServer, forwarded_for: &str) -> Result<u16, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = server.ws_url().into_client_request().expect("request");
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "chat.v1".parse().expect("header"));
+    request.headers_mut().insert("X-Forwarded-For", forwarded_for.parse().expect("header"));
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, response)) => {
+            std::mem::forget(socket); // held open until the test ends
+            Ok(response.status().as_u16())
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_shopper_has_own_limits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = strict(dir.path(), "max_connections_per_ip = 2\ntrusted_proxies = [\"127.0.0.0/8\"]\n");
+    let server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &["--config", &config]);
+    for _ in 0..2 {
+        assert_eq!(connect_forwarded(&server, "203.0.113.5").await, Ok(101));
+    }
+    assert_eq!(connect_forwarded(&server, "203.0.113.5").await, Err(429), "the third from one shopper");
+    assert_eq!(connect_forwarded(&server, "203.0.113.6").await, Ok(101), "another shopper behind the proxy");
+    // A client cannot dodge the cap by writing its own hops left of the proxy's.
+    assert_eq!(connect_forwarded(&server, "192.0.2.1, 203.0.113.5").await, Err(429));
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = strict(dir.path(), "max_connections_per_ip = 2\n");
+    let server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &["--config", &config]);
+    assert_eq!(connect_forwarded(&server, "203.0.113.1").await, Ok(101));
+    assert_eq!(connect_forwarded(&server, "203.0.113.2").await, Ok(101));
+    assert_eq!(connect_forwarded(&server, "203.0.113.3").await, Err(429), "all three are 127.0.0.1");
+}
+
 #[tokio::test]
 async fn sigterm_tells_clients_to_reconnect_and_keeps_every_reply() {
     let dir = tempfile::tempdir().expect("dir");

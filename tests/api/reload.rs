@@ -30,14 +30,7 @@ async fn metric(server: &TestServer, name: &str) -> u64 {
 #[tokio::test]
 async fn reloads_on_save_and_keeps_the_last_good_set() {
     let dir = tempfile::tempdir().expect("dir");
-    let intents = dir.path().join("intents");
-    std::fs::create_dir(&intents).expect("mkdir");
-    for entry in std::fs::read_dir("intents").expect("starter pack") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|x| x == "toml") {
-            std::fs::copy(&path, intents.join(path.file_name().expect("name"))).expect("copy");
-        }
-    }
+    let intents = copy_starter_pack(dir.path(), |text| text.to_string());
     let server = TestServer::start_on(&dir.path().join("data"), &intents, &[]);
     let mut socket = server.connect().await;
     hello(&mut socket, Hello::default()).await;
