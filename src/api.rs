@@ -98,8 +98,13 @@ async fn email_link(app: web::Data<App>, token: web::Path<String>) -> Result<Htt
         LinkError::Token(e) => Failure::token(e, true),
         other => Failure::page(StatusCode::BAD_REQUEST, other.to_string()),
     })?;
-    let key = link.email.to_string();
-    let existing = app.store.read(move |store| store.visitor_by_email(&key)).await?;
+    let (link, existing) = app
+        .store
+        .read(move |store| {
+            let existing = link.find(store)?;
+            Ok((link, existing))
+        })
+        .await?;
     let now = now_ms();
     let mut profile = existing.unwrap_or_else(|| Profile::new(VisitorId::mint(now), now, "en"));
     let writes = vec![link.apply(&mut profile, now), Write::Visitor(profile)];

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::ids::{BadEmail, ConversationId, Email, VisitorId};
 use crate::intents::template::Template;
 use crate::signing::{Claims, Signer, TokenError};
-use crate::store::{Conversation, Order, Preference, Profile, Status, Write};
+use crate::store::{Conversation, Order, Preference, Profile, Status, Store, Write};
 
 /// Whether a visitor who is still chatting has reached the score and told us what is required.
 pub fn qualifies(profile: &Profile, config: &Config) -> bool {
@@ -69,6 +69,8 @@ pub struct EmailLink {
     pub name: Option<String>,
     pub campaign: Option<String>,
     pub product: Option<String>,
+    /// Set in follow-up emails: the visitor the email was written for.
+    pub visitor: Option<VisitorId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +87,22 @@ impl EmailLink {
     /// Verifies an email-link token at `now` (seconds).
     pub fn verify(signer: &Signer, token: &str, now: u64) -> Result<EmailLink, LinkError> {
         match signer.verify(token, now)? {
-            Claims::Chat { email, name, campaign, product } => {
-                Ok(EmailLink { email: Email::parse(&email)?, name, campaign, product })
+            Claims::Chat { email, name, campaign, product, visitor } => {
+                Ok(EmailLink { email: Email::parse(&email)?, name, campaign, product, visitor })
             }
             _ => Err(LinkError::NotEmailLink),
         }
+    }
+
+    /// The visitor the link belongs to: the one it was written for, else whoever the address
+    /// was linked to before.
+    pub fn find(&self, store: &Store) -> crate::store::Result<Option<Profile>> {
+        if let Some(visitor) = &self.visitor
+            && let Some(profile) = store.visitor(visitor)?
+        {
+            return Ok(Some(profile));
+        }
+        store.visitor_by_email(self.email.as_str())
     }
 
     /// Records what the link knows on the profile (email, name, product, campaign) and returns

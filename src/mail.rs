@@ -195,6 +195,7 @@ fn compose(
         name: owned("name"),
         campaign: profile.campaign.clone(),
         product: owned("product"),
+        visitor: Some(profile.id),
     };
     let unsubscribe = Claims::Unsubscribe { visitor: profile.id };
     let url = |path: &str, claims: &Claims, ttl: u64| {

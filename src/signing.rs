@@ -29,6 +29,10 @@ pub enum Claims {
         campaign: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         product: Option<String>,
+        /// The visitor a follow-up email was sent to: the link resumes that visitor, and
+        /// clicking it proves the address is theirs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        visitor: Option<VisitorId>,
     },
     /// A checkout link: the shop URL it leads to, and whose click it records.
     #[serde(rename = "r")]
@@ -204,7 +208,13 @@ mod tests {
     }
 
     fn claims(i: u64) -> Claims {
-        Claims::Chat { email: format!("a{i}@example.com"), name: Some("Ana".into()), campaign: None, product: None }
+        Claims::Chat {
+            email: format!("a{i}@example.com"),
+            name: Some("Ana".into()),
+            campaign: None,
+            product: None,
+            visitor: None,
+        }
     }
 
     #[test]

@@ -173,14 +173,13 @@ impl Chat {
             },
         };
         let requested = hello.visitor.as_deref().and_then(|v| VisitorId::parse(v).ok());
-        let email = link.as_ref().map(|l| l.email.to_string());
-        let found = self
+        let (link, found) = self
             .app
             .store
             .read(move |store| {
                 // The same email link opened on another device resumes the same visitor.
-                let by_email = match &email {
-                    Some(email) => store.visitor_by_email(email)?,
+                let by_email = match &link {
+                    Some(link) => link.find(store)?,
                     None => None,
                 };
                 let profile = match (by_email, requested) {
@@ -188,13 +187,14 @@ impl Chat {
                     (None, Some(id)) => store.visitor(&id)?,
                     (None, None) => None,
                 };
-                match profile {
+                let found = match profile {
                     Some(profile) => {
                         let last = store.latest_conversation(&profile.id)?;
-                        Ok(Some((profile, last)))
+                        Some((profile, last))
                     }
-                    None => Ok(None),
-                }
+                    None => None,
+                };
+                Ok((link, found))
             })
             .await
             .map_err(internal)?;

@@ -63,6 +63,17 @@ impl TestServer {
         TestServer { child, addr, data: data.to_path_buf(), _dir: None }
     }
 
+    /// A server on `<dir>/data` whose configuration is the generous test limits plus `config`.
+    pub fn start_configured(dir: &Path, intents: &Path, config: &str) -> TestServer {
+        let path = dir.join("nudge.toml");
+        std::fs::write(&path, format!("{GENEROUS_LIMITS}{config}")).expect("write config");
+        TestServer::start_on(&dir.join("data"), intents, &["--config", path.to_str().expect("utf-8")])
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
@@ -169,4 +180,43 @@ pub async fn say_all(socket: &mut nudge::client::Socket, text: &str) -> Vec<Stri
             Err(_) => panic!("no reply to {text:?}"),
         }
     }
+}
+
+/// An HTTP client that does not follow redirects and does not treat 4xx as errors.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder().max_redirects(0).http_status_as_error(false).build().into()
+}
+
+pub async fn get(url: String) -> (u16, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut response = http().get(&url).call().expect("GET");
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        (response.status().as_u16(), location, response.body_mut().read_to_string().unwrap_or_default())
+    })
+    .await
+    .expect("join")
+}
+
+pub async fn post(
+    url: String,
+    key: Option<String>,
+    content_type: &'static str,
+    body: String,
+) -> (u16, serde_json::Value) {
+    tokio::task::spawn_blocking(move || {
+        let mut request = http().post(&url).header("content-type", content_type);
+        if let Some(key) = key {
+            request = request.header("authorization", &format!("Bearer {key}"));
+        }
+        let mut response = request.send(body.as_bytes()).expect("POST");
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        (response.status().as_u16(), serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+    })
+    .await
+    .expect("join")
+}
+
+/// The key the shop sends with `POST /api/conversions`.
+pub fn api_key(data: &Path) -> String {
+    nudge::signing::Secrets::load_or_create(data).expect("secrets").0.conversions_api_key
 }

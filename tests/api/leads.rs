@@ -10,35 +10,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-/// An HTTP client that does not follow redirects and does not treat 4xx as errors.
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder().max_redirects(0).http_status_as_error(false).build().into()
-}
-
-async fn get(url: String) -> (u16, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let mut response = http().get(&url).call().expect("GET");
-        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        (response.status().as_u16(), location, response.body_mut().read_to_string().unwrap_or_default())
-    })
-    .await
-    .expect("join")
-}
-
-async fn post(url: String, key: Option<String>, content_type: &'static str, body: String) -> (u16, Value) {
-    tokio::task::spawn_blocking(move || {
-        let mut request = http().post(&url).header("content-type", content_type);
-        if let Some(key) = key {
-            request = request.header("authorization", &format!("Bearer {key}"));
-        }
-        let mut response = request.send(body.as_bytes()).expect("POST");
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        (response.status().as_u16(), serde_json::from_str(&body).unwrap_or(Value::String(body)))
-    })
-    .await
-    .expect("join")
-}
-
 /// Every frame until the server goes quiet.
 async fn frames(socket: &mut nudge::client::Socket) -> Vec<ServerFrame> {
     let mut out = Vec::new();
@@ -53,10 +24,6 @@ async fn frames(socket: &mut nudge::client::Socket) -> Vec<ServerFrame> {
 async fn say_frames(socket: &mut nudge::client::Socket, text: &str) -> Vec<ServerFrame> {
     send(socket, ClientFrame::Say { text: text.into() }).await;
     frames(socket).await
-}
-
-fn api_key(data: &Path) -> String {
-    Secrets::load_or_create(data).expect("secrets").0.conversions_api_key
 }
 
 #[tokio::test]
@@ -176,7 +143,8 @@ async fn tampered_tokens_foreign_targets_and_bad_conversions_are_refused() {
     let base = format!("http://{}", server.addr);
     let signer = Secrets::load_or_create(&data).expect("secrets").0.signer().expect("signer");
     let far = u64::MAX / 2;
-    let chat = Claims::Chat { email: "bo@example.com".into(), name: None, campaign: None, product: None };
+    let chat =
+        Claims::Chat { email: "bo@example.com".into(), name: None, campaign: None, product: None, visitor: None };
     let good = signer.sign(&chat, far);
     let tampered = {
         let (head, sig) = good.rsplit_once('.').expect("token");

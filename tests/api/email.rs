@@ -1,0 +1,167 @@
+//! Follow-up emails through a real SMTP server: scheduled by the flow, sent once with a resume
+//! link and one-click unsubscribe headers; kept through an SMTP outage, dead-lettered on a
+//! permanent refusal, and not sent to shoppers who converted or unsubscribed meanwhile.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nudge::ids::VisitorId;
+use nudge::protocol::Hello;
+use nudge::store::{OutboxState, Store};
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::smtp::{SmtpServer, free_port, header, rcpt};
+
+const FLOW: [&str; 4] = ["I'm looking for sneakers", "42", "black", "120"];
+
+/// The starter pack with follow-ups due a second after they are scheduled.
+fn quick_pack(dir: &Path) -> std::path::PathBuf {
+    copy_starter_pack(dir, |text| text.replace("after = \"1h\"", "after = \"1s\""))
+}
+
+/// Runs the shoe flow to its end with `email` and marketing consent; returns the visitor id.
+async fn shop(server: &TestServer, email: &str) -> String {
+    let mut socket = server.connect().await;
+    let (visitor, ..) = hello(&mut socket, Hello::default()).await;
+    for text in FLOW.into_iter().chain([email, "yes"]) {
+        say_all(&mut socket, text).await;
+    }
+    visitor
+}
+
+async fn metric(server: &TestServer, name: &str) -> u64 {
+    let (_, _, body) = get(format!("{}/metrics", server.url())).await;
+    body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+}
+
+async fn wait_for_metric(server: &TestServer, name: &str, at_least: u64) {
+    for _ in 0..300 {
+        if metric(server, name).await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never reached {at_least}");
+}
+
+#[tokio::test]
+async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
+    let dir = tempfile::tempdir().expect("dir");
+    let smtp = SmtpServer::start(free_port(), &dir.path().join("smtp"));
+    let config = format!("smtp_url = \"{}\"\nmail_from = \"Shoe Shop <shop@example.com>\"\n", smtp.url());
+    let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
+    let visitor = shop(&server, "ana@example.com").await;
+
+    let messages = smtp.wait_for(1, Duration::from_secs(20));
+    assert_eq!(messages.len(), 1, "one follow-up");
+    let mail = &messages[0];
+    assert_eq!(rcpt(mail), "ana@example.com");
+    assert_eq!(mail["mail_from"], "shop@example.com");
+    assert_eq!(header(mail, "subject"), "Your sneakers picks in size 42");
+    let text = mail["text"].as_str().expect("a text part");
+    let html = mail["html"].as_str().expect("an HTML part");
+    assert!(text.contains("sneakers in size 42, black, up to 120 €"), "{text}");
+    let resume_prefix = format!("{}/c/", server.url());
+    let resume = text.split_whitespace().find(|w| w.starts_with(&resume_prefix)).expect("a resume link").to_string();
+    assert!(html.contains(&format!("<a href=\"{resume}\">")), "{html}");
+    let unsubscribe = header(mail, "list-unsubscribe").trim_matches(['<', '>']).to_string();
+    assert!(unsubscribe.starts_with(&format!("{}/u/", server.url())), "{unsubscribe}");
+    assert!(text.contains(&unsubscribe), "the text names the same unsubscribe link");
+    assert_eq!(header(mail, "list-unsubscribe-post"), "List-Unsubscribe=One-Click");
+
+    // The resume link leads back to the same visitor.
+    let (status, location, _) = get(resume).await;
+    assert_eq!(status, 303);
+    let token = location.strip_prefix("/chat?nudge=").expect("lands on /chat").to_string();
+    let mut socket = server.connect().await;
+    let (same, _, returning, _) = hello(&mut socket, Hello { token: Some(token), ..Hello::default() }).await;
+    assert_eq!((same.as_str(), returning), (visitor.as_str(), true));
+
+    // Unsubscribe: GET only asks (mail scanners follow links), POST is RFC 8058 one-click.
+    let (status, _, page) = get(unsubscribe.clone()).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<form method=post"), "{page}");
+    let one_click =
+        || post(unsubscribe.clone(), None, "application/x-www-form-urlencoded", "List-Unsubscribe=One-Click".into());
+    assert_eq!(one_click().await.0, 200);
+    assert_eq!(one_click().await.0, 200, "unsubscribing twice is fine");
+    let (status, _) = post(format!("{}/u/not-a-token", server.url()), None, "text/plain", String::new()).await;
+    assert_eq!(status, 400);
+
+    // Sent once: nothing more arrives.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.messages().len(), 1);
+    server.kill();
+    let store = Store::open(&server.data).expect("store");
+    let items: Vec<_> = store.follow_ups().collect::<Result<_, _>>().expect("outbox");
+    assert_eq!(items.len(), 1);
+    assert!(matches!(items[0].state, OutboxState::Sent { .. }), "{:?}", items[0].state);
+    assert_eq!(header(mail, "message-id"), format!("<{}@127.0.0.1>", items[0].id), "the outbox id names the message");
+    let profile = store.visitor(&VisitorId::parse(&visitor).expect("id")).expect("read").expect("visitor");
+    let consent = profile.consent.expect("consent");
+    assert!(!consent.marketing, "unsubscribed");
+    assert_eq!(consent.source, "unsubscribe_link");
+}
+
+#[tokio::test]
+async fn follow_ups_outlast_an_smtp_outage_and_are_only_sent_while_wanted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let config = format!("smtp_url = \"smtp://127.0.0.1:{port}\"\nmail_retry_secs = 1\n");
+    let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
+    let key = api_key(&server.data);
+
+    shop(&server, "ana@example.com").await;
+    shop(&server, "bounce@example.com").await;
+    shop(&server, "busy@example.com").await;
+    // Converts before the mail goes out: the follow-up is cancelled.
+    let cara = shop(&server, "cara@example.com").await;
+    let order = json!({ "order_id": "A-1", "visitor": cara, "value": 99.0, "currency": "EUR" }).to_string();
+    let (status, body) = post(format!("{}/api/conversions", server.url()), Some(key), "application/json", order).await;
+    assert_eq!(status, 201, "{body}");
+    // Says no more emails in the chat: skipped at send time.
+    let mut dan = server.connect().await;
+    hello(&mut dan, Hello::default()).await;
+    for text in FLOW.into_iter().chain(["dan@example.com", "yes", "stop emailing me"]) {
+        say_all(&mut dan, text).await;
+    }
+
+    // SMTP is down: every attempt fails and is retried.
+    wait_for_metric(&server, "nudge_mail_retries_total", 4).await;
+    assert_eq!(metric(&server, "nudge_mail_sent_total").await, 0);
+    let mut smtp = SmtpServer::start(port, &dir.path().join("smtp"));
+    let sent = smtp.wait_for(2, Duration::from_secs(30));
+    let mut to: Vec<&str> = sent.iter().map(rcpt).collect();
+    to.sort();
+    assert_eq!(to, ["ana@example.com", "busy@example.com"], "delivered after the outage; busy after its 451");
+    wait_for_metric(&server, "nudge_mail_dead_total", 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.messages().len(), 2, "nothing else, and nothing twice");
+    smtp.stop();
+    server.kill();
+
+    let store = Store::open(&server.data).expect("store");
+    let mut states: Vec<(String, String)> = Vec::new();
+    for item in store.follow_ups() {
+        let item = item.expect("outbox item");
+        let profile = store.visitor(&item.visitor).expect("read").expect("visitor");
+        let detail = match &item.state {
+            OutboxState::Dead { error, .. } => error.clone(),
+            OutboxState::Skipped { reason, .. } | OutboxState::Cancelled { reason, .. } => reason.clone(),
+            _ => String::new(),
+        };
+        states.push((profile.preference("email").unwrap_or("").to_string(), format!("{} {detail}", item.state.name())));
+    }
+    states.sort();
+    let expect = |email: &str, state: &str| {
+        let found = states.iter().find(|(e, _)| e == email).map(|(_, s)| s.as_str()).unwrap_or("missing");
+        assert!(found.starts_with(state), "{email}: {found}");
+    };
+    expect("ana@example.com", "sent");
+    expect("busy@example.com", "sent");
+    expect("bounce@example.com", "dead");
+    expect("cara@example.com", "cancelled converted");
+    expect("dan@example.com", "skipped no marketing consent");
+    assert_eq!(states.len(), 5, "{states:?}");
+}
