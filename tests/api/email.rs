@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nudge::ids::VisitorId;
-use nudge::protocol::Hello;
+use nudge::protocol::{ClientFrame, Hello, ServerFrame};
 use nudge::store::{OutboxState, Store};
 use serde_json::json;
 
@@ -164,4 +164,95 @@ async fn follow_ups_outlast_an_smtp_outage_and_are_only_sent_while_wanted() {
     expect("cara@example.com", "cancelled converted");
     expect("dan@example.com", "skipped no marketing consent");
     assert_eq!(states.len(), 5, "{states:?}");
+}
+
+/// Runs the flow with `email`, tolerating the server dying; true when the last answer (the one
+/// that schedules the follow-up) arrived.
+async fn shop_until_killed(url: String, email: String) -> bool {
+    let Ok(mut socket) = nudge::client::connect(&url).await else { return false };
+    if nudge::client::send(&mut socket, &ClientFrame::Hello(Hello::default())).await.is_err() {
+        return false;
+    }
+    for text in FLOW.iter().map(|t| t.to_string()).chain([email, "yes".into()]) {
+        if nudge::client::send(&mut socket, &ClientFrame::Say { text }).await.is_err() {
+            return false;
+        }
+        // Every frame of the greeting and of this answer, until its first routed reply.
+        loop {
+            match nudge::client::recv(&mut socket).await {
+                Ok(ServerFrame::Reply(r)) if r.intent == "lead_summary" => return true,
+                Ok(ServerFrame::Reply(r)) if r.how.is_some() => break,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn killed_at_random_moments_every_acknowledged_follow_up_is_delivered_once() {
+    let mut seed = nudge::now_ms();
+    eprintln!("kill-point seed {seed}");
+    let dir = tempfile::tempdir().expect("dir");
+    let smtp = SmtpServer::start(free_port(), &dir.path().join("smtp"));
+    let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\"", "after = \"0s\""));
+    let config = format!("smtp_url = \"{}\"\nmail_retry_secs = 1\n", smtp.url());
+    let mut acknowledged = Vec::new();
+    const ROUNDS: usize = 4;
+    for round in 0..ROUNDS {
+        let mut server = TestServer::start_configured(dir.path(), &intents, &config);
+        let clients: Vec<_> = (0..6)
+            .map(|client| {
+                let email = format!("r{round}c{client}@example.com");
+                let shopping = tokio::spawn(shop_until_killed(server.ws_url(), email.clone()));
+                (email, shopping)
+            })
+            .collect();
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let delay = 50 + (seed >> 33) % 550;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        server.kill();
+        for (email, shopping) in clients {
+            if shopping.await.expect("client") {
+                acknowledged.push(email);
+            }
+        }
+        eprintln!("round {round}: killed after {delay} ms; {} messages delivered so far", smtp.messages().len());
+    }
+    // A last start delivers what is left.
+    let mut server = TestServer::start_configured(dir.path(), &intents, &config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !acknowledged.iter().all(|a| smtp.messages().iter().any(|m| rcpt(m) == a))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.kill();
+    let messages = smtp.messages();
+
+    let store = Store::open(&server.data).expect("store");
+    let items: Vec<_> = store.follow_ups().collect::<Result<_, _>>().expect("outbox");
+    let mut ids: Vec<&str> = messages.iter().map(|m| header(m, "message-id")).collect();
+    ids.sort();
+    ids.dedup();
+    for email in &acknowledged {
+        assert!(messages.iter().any(|m| rcpt(m) == email), "acknowledged follow-up to {email} was never delivered");
+    }
+    for item in &items {
+        assert!(matches!(item.state, OutboxState::Sent { .. }), "{:?}", item.state);
+        assert!(ids.contains(&format!("<{}@127.0.0.1>", item.id).as_str()), "{} sent but not received", item.id);
+    }
+    assert_eq!(ids.len(), items.len(), "every message received is one of the outbox's");
+    // A kill between the SMTP server's 250 and the record of it resends that one message, under
+    // the same Message-ID; the worker sends one at a time, so at most one per kill.
+    let resent = messages.len() - ids.len();
+    assert!(resent <= ROUNDS, "{resent} resends after {ROUNDS} kills");
+    eprintln!(
+        "{} follow-ups acknowledged, {} scheduled, {} delivered, {resent} resent after a kill",
+        acknowledged.len(),
+        items.len(),
+        ids.len()
+    );
 }
