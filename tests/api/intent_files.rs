@@ -87,3 +87,35 @@ fn a_pack_without_fallback_is_refused() {
     assert!(errors[0].to_string().contains("no intent with id `fallback`"), "{}", errors[0]);
     assert!(IntentSet::load(Path::new("no-such-dir")).is_err());
 }
+
+const EMAIL: &str =
+    "[[email]]\nid = \"later\"\n[email.en]\nsubject = \"Hi\"\ntext = \"{{ resume_url }}\"\nhtml = \"<p>hi</p>\"\n";
+
+#[test]
+fn broken_follow_ups_and_emails_point_at_the_mistake() {
+    let intent = |follow_up: &str| {
+        format!("{EMAIL}[[intent]]\nid = \"a\"\nfollow_up = {follow_up}\n[intent.en]\nreply = [\"r\"]\n")
+    };
+    for (broken, expected) in [
+        (intent("{ email = \"nope\", after = \"1h\" }"), "x.toml:9:24: unknown email `nope` (known: later)"),
+        (intent("{ email = \"later\", after = \"soon\" }"), "x.toml:9:41: `after` \"soon\": "),
+        (intent("{ email = \"later\" }"), "x.toml:9:13: missing field `after`"),
+        (EMAIL.replace("{{ resume_url }}", "{{ coupon }}"), "x.toml:5:9: unknown preference `coupon`"),
+        (EMAIL.replace("html = \"<p>hi</p>\"\n", ""), "x.toml:3:1: missing field `html`"),
+        (EMAIL.replace("[email.en]", "[email.de]"), "x.toml:2:7: email `later` has no English version"),
+        (format!("{EMAIL}{EMAIL}"), "x.toml:8:7: duplicate email id `later` (first defined at "),
+    ] {
+        let got = first_error(&broken);
+        assert!(got.starts_with(expected), "{broken:?}\n  got:      {got}\n  expected: {expected}");
+    }
+}
+
+#[test]
+fn emails_live_in_their_own_directory() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("base.toml"), BASE).expect("write");
+    std::fs::create_dir(dir.path().join("emails")).expect("mkdir");
+    std::fs::write(dir.path().join("emails/later.toml"), EMAIL).expect("write");
+    let set = IntentSet::load(dir.path()).expect("compiles");
+    assert_eq!(set.email("later").map(|e| e.body("de").subject.render(|_| None)), Some("Hi".to_string()));
+}
