@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::ids::VisitorId;
 use crate::leads::{self, Conversion, EmailLink, LinkError};
 use crate::now_ms;
-use crate::pages::escape_html;
+use crate::pages::{document, escape_html, html_page};
 use crate::server::App;
 use crate::signing::{Claims, TokenError, constant_time_eq};
 use crate::store::{ConsentRecord, Profile, Status, StoreError, Write};
@@ -75,10 +75,11 @@ impl ResponseError for Failure {
         response.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
         if self.page {
             let reason = escape_html(&self.reason);
-            response.content_type("text/html; charset=utf-8").body(format!(
-                "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-                 <title>Link not valid</title><h1>This link cannot be used</h1><p>{reason}.</p>\
-                 <p><a href=\"/chat\">Start a new chat</a></p>"
+            response.content_type("text/html; charset=utf-8").body(document(
+                "Link not valid",
+                &format!(
+                    "<h1>This link cannot be used</h1><p>{reason}.</p><p><a href=\"/chat\">Start a new chat</a></p>"
+                ),
             ))
         } else {
             response.json(json!({ "error": self.reason }))
@@ -228,10 +229,12 @@ fn unsubscribe_claims(app: &App, token: &str) -> Result<VisitorId, Failure> {
 async fn unsubscribe_page(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     unsubscribe_claims(&app, &token)?;
     let action = escape_html(&format!("/u/{token}"));
-    Ok(crate::pages::html_page(format!(
-        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-         <title>Unsubscribe</title><h1>Unsubscribe from our emails?</h1>\
-         <form method=post action=\"{action}\"><button type=submit>Unsubscribe</button></form>"
+    Ok(html_page(document(
+        "Unsubscribe",
+        &format!(
+            "<h1>Unsubscribe from our emails?</h1>\
+             <form method=post action=\"{action}\"><button type=submit>Unsubscribe</button></form>"
+        ),
     )))
 }
 
@@ -249,8 +252,5 @@ async fn unsubscribe(app: web::Data<App>, token: web::Path<String>) -> Result<Ht
         let cancel = Write::CancelFollowUps { visitor, reason: "unsubscribed".into(), at: now };
         app.store.commit(vec![Write::Visitor(profile), cancel]).await?;
     }
-    Ok(crate::pages::html_page(
-        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-         <title>Unsubscribed</title><h1>You are unsubscribed</h1><p>You will get no more emails from us.</p>",
-    ))
+    Ok(html_page(document("Unsubscribed", "<h1>You are unsubscribed</h1><p>You will get no more emails from us.</p>")))
 }

@@ -47,6 +47,14 @@ pub fn html_page(html: impl actix_web::body::MessageBody + 'static) -> HttpRespo
         .body(html)
 }
 
+/// A small page of ours (link errors, unsubscribe): `body` is HTML, `title` is text.
+pub fn document(title: &str, body: &str) -> String {
+    let title = escape_html(title);
+    format!(
+        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>{title}</title>{body}"
+    )
+}
+
 /// Text for HTML: element content or a quoted attribute value.
 pub fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
