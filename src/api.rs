@@ -142,7 +142,7 @@ async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> 
         None => {
             return Err(Failure::json(StatusCode::UNAUTHORIZED, "send the API key as `Authorization: Bearer <key>`"));
         }
-        Some(key) if !constant_time_eq(key.trim().as_bytes(), app.conversions_api_key.as_bytes()) => {
+        Some(key) if !constant_time_eq(key.trim().as_bytes(), app.secrets.conversions_api_key.as_bytes()) => {
             return Err(Failure::json(StatusCode::UNAUTHORIZED, "wrong API key"));
         }
         Some(_) => {}

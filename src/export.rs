@@ -13,10 +13,30 @@ pub enum Format {
     Jsonl,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct LeadFilter {
     pub status: Option<Status>,
     pub campaign: Option<String>,
+    pub tag: Option<String>,
+}
+
+impl LeadFilter {
+    pub fn matches(&self, p: &Profile) -> bool {
+        self.status.is_none_or(|s| p.status == s)
+            && self.campaign.as_ref().is_none_or(|c| p.campaign.as_ref() == Some(c))
+            && self.tag.as_ref().is_none_or(|t| p.tags.contains(t))
+    }
+
+    /// Every visitor that passes, oldest first, read through the status or campaign index
+    /// when the filter names one.
+    pub fn profiles<'a>(&'a self, store: &'a Store) -> impl Iterator<Item = Result<Profile, StoreError>> + 'a {
+        let profiles: Box<dyn Iterator<Item = Result<Profile, StoreError>>> = match (&self.status, &self.campaign) {
+            (Some(status), _) => Box::new(store.visitors_with_status(*status)),
+            (None, Some(campaign)) => Box::new(store.visitors_in_campaign(campaign)),
+            (None, None) => Box::new(store.visitors()),
+        };
+        profiles.filter(move |p| p.as_ref().is_err() || p.as_ref().is_ok_and(|p| self.matches(p)))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,19 +81,9 @@ pub fn leads(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, ExportError> {
     let total = store.visitor_count() as u64;
-    let profiles: Box<dyn Iterator<Item = Result<Profile, StoreError>>> = match (&filter.status, &filter.campaign) {
-        (Some(status), _) => Box::new(store.visitors_with_status(*status)),
-        (None, Some(campaign)) => Box::new(store.visitors_in_campaign(campaign)),
-        (None, None) => Box::new(store.visitors()),
-    };
-    let leads = profiles.enumerate().filter_map(|(done, profile)| {
+    let leads = filter.profiles(store).enumerate().map(|(done, profile)| {
         progress(done as u64 + 1, total);
-        match profile {
-            // The status index may hold a visitor whose campaign was filtered out.
-            Ok(p) if filter.campaign.as_ref().is_some_and(|c| p.campaign.as_ref() != Some(c)) => None,
-            Ok(p) => Some(Lead::read(store, p)),
-            Err(e) => Some(Err(e)),
-        }
+        Lead::read(store, profile?)
     });
     let mut written = 0u64;
     match format {
@@ -96,6 +106,40 @@ pub fn leads(
             out.flush()?;
         }
     }
+    Ok(written)
+}
+
+/// Ad platforms' customer-list upload formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Platform {
+    /// Google Ads Customer Match: column `Email`.
+    Google,
+    /// Meta custom audiences: column `email`.
+    Meta,
+}
+
+/// The audience list: SHA-256 (hex) of the normalized (trimmed, lowercased) email of every
+/// visitor who gave ads consent and passes `filter`; raw addresses never leave.
+pub fn audience(store: &Store, filter: &LeadFilter, platform: Platform, out: impl Write) -> Result<u64, ExportError> {
+    use sha2::Digest;
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record([match platform {
+        Platform::Google => "Email",
+        Platform::Meta => "email",
+    }])?;
+    let mut written = 0;
+    for profile in filter.profiles(store) {
+        let profile = profile?;
+        if !profile.consent.as_ref().is_some_and(|c| c.ads) {
+            continue;
+        }
+        if let Some(email) = profile.preference("email").and_then(|e| crate::ids::Email::parse(e).ok()) {
+            let digest = sha2::Sha256::digest(email.as_str().as_bytes());
+            w.write_record([digest.iter().map(|b| format!("{b:02x}")).collect::<String>()])?;
+            written += 1;
+        }
+    }
+    w.flush()?;
     Ok(written)
 }
 

@@ -75,6 +75,12 @@ enum Command {
     /// Export from the store (the server must be stopped: sled allows one process per store).
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Set the `/admin` password: reads it from standard input (one line). Restart the server
+    /// to use it; every admin session ends.
+    AdminPassword {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 /// Where configuration comes from: `--config` (or `./nudge.toml`), then `NUDGE_*`, then flags.
@@ -148,9 +154,26 @@ enum ExportCommand {
         status: Option<nudge::store::Status>,
         #[arg(long)]
         campaign: Option<String>,
+        /// Only leads with this retargeting tag.
+        #[arg(long)]
+        tag: Option<String>,
         /// Include every message and reply (jsonl only).
         #[arg(long)]
         transcripts: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// A hashed audience list (SHA-256 of normalized emails, ads consent only) for an ad platform.
+    Audience {
+        #[arg(long, value_enum)]
+        platform: nudge::export::Platform,
+        #[arg(long, value_parser = parse_status)]
+        status: Option<nudge::store::Status>,
+        #[arg(long)]
+        campaign: Option<String>,
+        /// Only visitors with this retargeting tag, e.g. `cart_abandoner`.
+        #[arg(long)]
+        tag: Option<String>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -191,10 +214,21 @@ fn main() -> ExitCode {
                 false => print_out(&report.to_string()),
             }
         }
-        Command::Export(ExportCommand::Leads { format, status, campaign, transcripts, config }) => {
-            let filter = nudge::export::LeadFilter { status, campaign };
+        Command::Export(ExportCommand::Leads { format, status, campaign, tag, transcripts, config }) => {
+            let filter = nudge::export::LeadFilter { status, campaign, tag };
             config.load().and_then(|config| export_leads(&config, &filter, format, transcripts))
         }
+        Command::Export(ExportCommand::Audience { platform, status, campaign, tag, config }) => {
+            let filter = nudge::export::LeadFilter { status, campaign, tag };
+            config.load().and_then(|config| {
+                let store = nudge::store::Store::open(&config.data)?;
+                let out = std::io::BufWriter::new(std::io::stdout().lock());
+                let written = nudge::export::audience(&store, &filter, platform, out)?;
+                eprintln!("{written} hashed emails exported (visitors with ads consent and an address)");
+                Ok(())
+            })
+        }
+        Command::AdminPassword { config } => config.load().and_then(|config| admin_password(&config)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,11 +246,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
         // Scripts and tests read this line to learn the bound port.
         println!("nudge listening on http://{}", running.addr);
         println!("try the demo page: {}/demo", running.public_url);
-        if running.secrets_created {
+        if running.generated.file {
             println!(
                 "generated {}: the link signing key and the API key for POST /api/conversions \
                  (send it as `Authorization: Bearer <conversions_api_key>`); keep it private",
                 nudge::signing::Secrets::path(&data).display()
+            );
+        }
+        if let Some(password) = &running.generated.admin_password {
+            println!(
+                "log in to {}/admin with the password {password} (shown once; only its hash is kept; \
+                 change it with `nudge admin-password`)",
+                running.public_url
             );
         }
         let nudge::server::Running { server, app, watch, mail, .. } = running;
@@ -254,6 +295,15 @@ async fn terminated() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+fn admin_password(config: &Config) -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    nudge::signing::Secrets::set_admin_password(&config.data, password)?;
+    println!("admin password set in {}", nudge::signing::Secrets::path(&config.data).display());
+    Ok(())
 }
 
 fn link(

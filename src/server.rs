@@ -9,9 +9,9 @@ use actix_web::{HttpResponse, web};
 use crate::config::Config;
 use crate::intents::{Diagnostic, IntentSet};
 use crate::metrics::Metrics;
-use crate::signing::{Secrets, SecretsError, Signer};
+use crate::signing::{Generated, Secrets, SecretsError, Signer};
 use crate::store::{Store, StoreError};
-use crate::{api, chat, pages, reload};
+use crate::{admin, api, chat, pages, reload};
 
 /// What every request handler and session shares.
 pub struct App {
@@ -23,12 +23,14 @@ pub struct App {
     pub public_origin: String,
     pub metrics: Metrics,
     pub signer: Signer,
-    /// The bearer key the shop sends with `POST /api/conversions`.
-    pub conversions_api_key: String,
+    /// The conversions API key and the admin password hash.
+    pub secrets: Secrets,
     /// Conversions are checked and recorded one at a time, so a repeated delivery is counted once.
     pub conversions: tokio::sync::Mutex<()>,
     /// Connections and message budgets per IP address.
     pub per_ip: Arc<crate::chat::limits::PerIp>,
+    /// Admin login attempts per address.
+    pub logins: admin::Logins,
     /// Set on SIGTERM: sessions tell their widgets to reconnect elsewhere and close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     intents: RwLock<Arc<IntentSet>>,
@@ -71,8 +73,8 @@ pub struct Running {
     pub app: Arc<App>,
     /// The intent directory watch (hot reload), alive as long as this is.
     pub watch: Option<reload::Watch>,
-    /// Whether this start generated `<data>/secrets.toml`.
-    pub secrets_created: bool,
+    /// What this start generated in `<data>/secrets.toml` (to print once).
+    pub generated: Generated,
     /// The mail worker; it ends after `App::shutdown` is set.
     pub mail: std::thread::JoinHandle<()>,
 }
@@ -87,7 +89,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let transport = crate::mail::Transport::from_config(&config).map_err(StartError::Mail)?;
     let from = crate::mail::sender(&config).map_err(StartError::Mail)?;
     let store = Store::open(&config.data)?;
-    let (secrets, secrets_created) = Secrets::load_or_create(&config.data)?;
+    let (secrets, generated) = Secrets::load_or_create(&config.data)?;
     let signer = secrets.signer()?;
     let listener = TcpListener::bind(&config.listen).map_err(|e| StartError::Bind(config.listen.clone(), e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind(config.listen.clone(), e))?;
@@ -102,9 +104,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         public_origin,
         metrics: Metrics::default(),
         signer,
-        conversions_api_key: secrets.conversions_api_key.clone(),
+        secrets,
         conversions: tokio::sync::Mutex::new(()),
         per_ip,
+        logins: admin::Logins::default(),
         shutdown: tokio::sync::watch::Sender::new(false),
         intents: RwLock::new(Arc::new(intents)),
     });
@@ -118,6 +121,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             .route("/metrics", web::get().to(metrics))
             .configure(pages::routes)
             .configure(api::routes)
+            .configure(admin::routes)
     })
     .listen(listener)
     .map_err(|e| StartError::Bind(addr.to_string(), e))?
@@ -134,7 +138,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
     let mail = crate::mail::spawn(app.clone(), transport, from)
         .map_err(|e| StartError::Mail(format!("cannot start the mail worker: {e}")))?;
-    Ok(Running { addr, public_url, server, app, watch, secrets_created, mail })
+    Ok(Running { addr, public_url, server, app, watch, generated, mail })
 }
 
 async fn healthz() -> HttpResponse {

@@ -1,0 +1,386 @@
+//! `/admin`: the marketer's pages, their JSON API and CSV exports, all behind one password.
+//! A login sets a signed session cookie (HttpOnly, SameSite=Strict, Path=/admin, Secure when the
+//! public URL is https, 12 hours); logins are rate-limited per address; POSTs from other origins
+//! are refused; every page is sent with headers that forbid framing, scripts and caching.
+
+mod report;
+mod views;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::chat::limits::{Bucket, client_ip};
+use crate::export::{self, LeadFilter, Platform};
+use crate::ids::VisitorId;
+use crate::server::App;
+use crate::store::{Status, StoreError};
+use crate::{intents, now_ms};
+
+const COOKIE: &str = "nudge_admin";
+const SESSION_SECS: u64 = 12 * 60 * 60;
+/// Login attempts per address: a burst of 10, then one every 6 seconds.
+const LOGIN_BURST: f64 = 10.0;
+const LOGIN_RATE: f64 = 1.0 / 6.0;
+/// Rows shown on a page; the exports have everything.
+pub const PAGE_ROWS: usize = 500;
+
+/// No scripts at all; inline styles only; forms post only to us; never framed.
+const ADMIN_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/login", web::get().to(login_page))
+        .route("/admin/login", web::post().to(login))
+        .route("/admin/logout", web::post().to(logout))
+        .route("/admin", web::get().to(leads_page))
+        .route("/admin/leads/{visitor}", web::get().to(lead_page))
+        .route("/admin/funnel", web::get().to(funnel_page))
+        .route("/admin/emails", web::get().to(emails_page))
+        .route("/admin/try", web::get().to(try_page))
+        .route("/admin/api/leads", web::get().to(leads_api))
+        .route("/admin/api/funnel", web::get().to(funnel_api))
+        .route("/admin/export/leads.csv", web::get().to(export_leads))
+        .route("/admin/export/audience.csv", web::get().to(export_audience));
+}
+
+/// Failed login attempts per address (forgotten wholesale when it grows large).
+#[derive(Default)]
+pub struct Logins(Mutex<HashMap<IpAddr, Bucket>>);
+
+impl Logins {
+    fn allow(&self, ip: IpAddr) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.entry(ip).or_insert_with(|| Bucket::new(LOGIN_RATE, LOGIN_BURST)).take(Instant::now())
+    }
+}
+
+/// A response with the admin's security headers.
+fn secured(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    builder
+        .insert_header((header::CONTENT_SECURITY_POLICY, ADMIN_CSP))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    builder
+}
+
+fn html(status: StatusCode, body: String) -> HttpResponse {
+    secured(HttpResponse::build(status)).content_type("text/html; charset=utf-8").body(body)
+}
+
+fn json(value: impl serde::Serialize) -> HttpResponse {
+    secured(HttpResponse::Ok()).json(value)
+}
+
+fn csv(name: &str, body: Vec<u8>) -> HttpResponse {
+    secured(HttpResponse::Ok())
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")))
+        .body(body)
+}
+
+/// Why a request is turned away: pages send the browser to the login form, the API and exports
+/// answer 401 with a reason.
+enum Denied {
+    Login,
+    Api,
+}
+
+impl From<Denied> for actix_web::Error {
+    fn from(denied: Denied) -> actix_web::Error {
+        let response = match denied {
+            Denied::Login => {
+                secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin/login")).finish()
+            }
+            Denied::Api => secured(HttpResponse::Unauthorized()).json(serde_json::json!({
+                "error": "log in at /admin/login first (the session cookie is missing, expired or from an old password)"
+            })),
+        };
+        actix_web::error::InternalError::from_response("not logged in", response).into()
+    }
+}
+
+fn store_error(error: StoreError) -> actix_web::Error {
+    log::error!("admin: {error}");
+    actix_web::error::ErrorServiceUnavailable("the store is unavailable; retry later")
+}
+
+/// Whether the request carries a valid session cookie.
+fn logged_in(app: &App, req: &HttpRequest) -> bool {
+    let Some(token) = cookie(req, COOKIE) else { return false };
+    matches!(app.signer.verify(&token, now_ms() / 1000), Ok(claims) if claims == app.secrets.admin_claims())
+}
+
+fn require(app: &App, req: &HttpRequest, denied: Denied) -> Result<(), actix_web::Error> {
+    if logged_in(app, req) { Ok(()) } else { Err(denied.into()) }
+}
+
+fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+}
+
+fn session_cookie(app: &App, value: &str, max_age: u64) -> String {
+    let secure = if app.public_url.starts_with("https://") { "; Secure" } else { "" };
+    format!("{COOKIE}={value}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
+}
+
+/// A form posted from another site (login CSRF, forced logout) is refused; browsers always send
+/// `Origin` with a POST.
+fn same_origin(app: &App, req: &HttpRequest) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let origin = origin.trim_end_matches('/');
+    origin.eq_ignore_ascii_case(&app.public_origin)
+        || ["http://", "https://"].iter().any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
+}
+
+async fn login_page(app: web::Data<App>, req: HttpRequest) -> HttpResponse {
+    if logged_in(&app, &req) {
+        return secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin")).finish();
+    }
+    html(StatusCode::OK, views::login(None))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    password: String,
+}
+
+async fn login(app: web::Data<App>, req: HttpRequest, form: web::Form<LoginForm>) -> actix_web::Result<HttpResponse> {
+    if !same_origin(&app, &req) {
+        return Ok(html(StatusCode::FORBIDDEN, views::login(Some("This form was posted from another site."))));
+    }
+    let peer = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    if !app.logins.allow(client_ip(peer, req.headers(), &app.config.trusted_proxies)) {
+        return Ok(html(StatusCode::TOO_MANY_REQUESTS, views::login(Some("Too many attempts; wait a minute."))));
+    }
+    let password = form.into_inner().password;
+    let checking = app.clone();
+    // Argon2 is slow on purpose: off the async workers.
+    let matches = web::block(move || checking.secrets.admin_password_matches(&password)).await?;
+    if !matches {
+        return Ok(html(StatusCode::UNAUTHORIZED, views::login(Some("Wrong password."))));
+    }
+    let token = app.signer.sign(&app.secrets.admin_claims(), now_ms() / 1000 + SESSION_SECS);
+    Ok(secured(HttpResponse::SeeOther())
+        .insert_header((header::LOCATION, "/admin"))
+        .insert_header((header::SET_COOKIE, session_cookie(&app, &token, SESSION_SECS)))
+        .finish())
+}
+
+async fn logout(app: web::Data<App>, req: HttpRequest) -> HttpResponse {
+    if !same_origin(&app, &req) {
+        return html(StatusCode::FORBIDDEN, views::login(Some("This form was posted from another site.")));
+    }
+    secured(HttpResponse::SeeOther())
+        .insert_header((header::LOCATION, "/admin/login"))
+        .insert_header((header::SET_COOKIE, session_cookie(&app, "", 0)))
+        .finish()
+}
+
+/// Filters as the pages' forms send them: empty fields mean "any".
+#[derive(Deserialize, Default)]
+struct Filters {
+    status: Option<String>,
+    campaign: Option<String>,
+    tag: Option<String>,
+    platform: Option<String>,
+    q: Option<String>,
+}
+
+fn given(value: &Option<String>) -> Option<String> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+impl Filters {
+    fn leads(&self) -> Result<LeadFilter, actix_web::Error> {
+        let status = match given(&self.status) {
+            Some(s) => Some(Status::parse(&s).ok_or_else(|| {
+                actix_web::error::ErrorBadRequest(format!(
+                    "unknown status {s:?} (chatting, qualified, checkout_clicked, converted)"
+                ))
+            })?),
+            None => None,
+        };
+        Ok(LeadFilter { status, campaign: given(&self.campaign), tag: given(&self.tag) })
+    }
+}
+
+/// The newest `PAGE_ROWS` leads passing `filter`, and how many pass in all.
+fn newest(store: &crate::store::Store, filter: &LeadFilter) -> Result<(Vec<crate::store::Profile>, usize), StoreError> {
+    let mut all = filter.profiles(store).collect::<Result<Vec<_>, _>>()?;
+    let total = all.len();
+    all.sort_by_key(|p| std::cmp::Reverse(p.last_seen_at));
+    all.truncate(PAGE_ROWS);
+    Ok((all, total))
+}
+
+async fn leads_page(
+    app: web::Data<App>,
+    req: HttpRequest,
+    query: web::Query<Filters>,
+) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login)?;
+    let filter = query.leads()?;
+    let reading = filter.clone();
+    let (leads, total) = app.store.read(move |store| newest(store, &reading)).await.map_err(store_error)?;
+    Ok(html(StatusCode::OK, views::leads(&filter, &leads, total)))
+}
+
+async fn leads_api(
+    app: web::Data<App>,
+    req: HttpRequest,
+    query: web::Query<Filters>,
+) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Api)?;
+    let filter = query.leads()?;
+    let (leads, total) = app.store.read(move |store| newest(store, &filter)).await.map_err(store_error)?;
+    Ok(json(serde_json::json!({ "total": total, "leads": leads })))
+}
+
+async fn lead_page(
+    app: web::Data<App>,
+    req: HttpRequest,
+    visitor: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login)?;
+    let id = VisitorId::parse(&visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
+    let lead = app
+        .store
+        .read(move |store| {
+            let Some(profile) = store.visitor(&id)? else { return Ok(None) };
+            let mut conversations = Vec::new();
+            for conversation in store.conversations_of(&id)? {
+                let transcript = store.transcript(&conversation.id)?;
+                conversations.push((conversation, transcript));
+            }
+            let follow_ups: Vec<_> = store
+                .follow_ups()
+                .filter(|i| i.as_ref().map_or(true, |i| i.visitor == id))
+                .collect::<Result<_, _>>()?;
+            Ok(Some(views::Lead { profile, conversations, follow_ups }))
+        })
+        .await
+        .map_err(store_error)?;
+    match lead {
+        Some(lead) => Ok(html(StatusCode::OK, views::lead(&lead))),
+        None => Ok(html(StatusCode::NOT_FOUND, views::not_found("No such lead."))),
+    }
+}
+
+async fn funnel_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login)?;
+    let funnel = app.store.read(report::funnel).await.map_err(store_error)?;
+    Ok(html(StatusCode::OK, views::funnel(&funnel)))
+}
+
+async fn funnel_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Api)?;
+    Ok(json(app.store.read(report::funnel).await.map_err(store_error)?))
+}
+
+async fn emails_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login)?;
+    let rows = app
+        .store
+        .read(|store| {
+            let mut items = store.follow_ups().collect::<Result<Vec<_>, _>>()?;
+            items.reverse();
+            items.truncate(PAGE_ROWS);
+            let mut rows = Vec::new();
+            for item in items {
+                let to = store.visitor(&item.visitor)?.and_then(|p| p.preference("email").map(str::to_string));
+                rows.push((item, to));
+            }
+            Ok(rows)
+        })
+        .await
+        .map_err(store_error)?;
+    Ok(html(StatusCode::OK, views::emails(&rows)))
+}
+
+async fn try_page(
+    app: web::Data<App>,
+    req: HttpRequest,
+    query: web::Query<Filters>,
+) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login)?;
+    let set = app.intents();
+    let tried = given(&query.q).map(|text| {
+        let normalized = intents::text::normalize(&text);
+        let locale = intents::text::guess_locale(&normalized).unwrap_or("en");
+        let route = set.route(&normalized, &|_| false);
+        let intent = &set.intents[route.intent];
+        let reply = intent.reply(locale).variants.first().map(|t| t.render(|_| None)).unwrap_or_default();
+        views::Tried { text, normalized, intent: intent.id.clone(), route, reply }
+    });
+    Ok(html(StatusCode::OK, views::try_it(tried.as_ref())))
+}
+
+async fn export_leads(
+    app: web::Data<App>,
+    req: HttpRequest,
+    query: web::Query<Filters>,
+) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Api)?;
+    let filter = query.leads()?;
+    let body = app
+        .store
+        .read(move |store| {
+            let mut out = Vec::new();
+            export::leads(store, &filter, export::Format::Csv, false, &mut out, |_, _| {}).map_err(export_error)?;
+            Ok(out)
+        })
+        .await
+        .map_err(store_error)?;
+    Ok(csv("leads.csv", body))
+}
+
+async fn export_audience(
+    app: web::Data<App>,
+    req: HttpRequest,
+    query: web::Query<Filters>,
+) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Api)?;
+    let filter = query.leads()?;
+    let platform = match given(&query.platform).as_deref() {
+        Some("google") => Platform::Google,
+        Some("meta") => Platform::Meta,
+        other => {
+            return Err(actix_web::error::ErrorBadRequest(format!(
+                "platform {other:?}: use platform=google or platform=meta"
+            )));
+        }
+    };
+    let body = app
+        .store
+        .read(move |store| {
+            let mut out = Vec::new();
+            export::audience(store, &filter, platform, &mut out).map_err(export_error)?;
+            Ok(out)
+        })
+        .await
+        .map_err(store_error)?;
+    Ok(csv("audience.csv", body))
+}
+
+/// Writing into memory cannot fail; the store can.
+fn export_error(error: export::ExportError) -> StoreError {
+    match error {
+        export::ExportError::Store(e) => e,
+        other => StoreError::Corrupt { tree: "export", reason: other.to_string() },
+    }
+}

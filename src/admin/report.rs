@@ -1,0 +1,93 @@
+//! What the marketer's pages show, read from the store: the funnel per campaign and per reply
+//! variant. Plain functions over `Store`, run on the blocking pool.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::ids::VisitorId;
+use crate::store::{Speaker, Status, Store, StoreError};
+
+/// Visitors of one campaign by how far they got, and the orders attributed to it.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CampaignRow {
+    pub campaign: String,
+    pub visitors: u64,
+    pub qualified: u64,
+    pub checkout_clicked: u64,
+    pub converted: u64,
+    pub orders: u64,
+    pub revenue: f64,
+}
+
+/// Visitors who were shown one variant of a reply, and how many of them bought.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VariantRow {
+    pub intent: String,
+    pub variant: u32,
+    pub visitors: u64,
+    pub converted: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Funnel {
+    pub campaigns: Vec<CampaignRow>,
+    /// Only intents whose visitors saw more than one variant (the A/B tests).
+    pub variants: Vec<VariantRow>,
+}
+
+pub const NO_CAMPAIGN: &str = "(none)";
+
+/// Reads every visitor, order and transcript once.
+pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
+    let mut campaigns: BTreeMap<String, CampaignRow> = BTreeMap::new();
+    let mut status: HashMap<VisitorId, Status> = HashMap::new();
+    for profile in store.visitors() {
+        let profile = profile?;
+        let name = profile.campaign.clone().unwrap_or_else(|| NO_CAMPAIGN.into());
+        let row = campaigns.entry(name.clone()).or_insert_with(|| CampaignRow { campaign: name, ..Default::default() });
+        row.visitors += 1;
+        row.qualified += u64::from(profile.status >= Status::Qualified);
+        row.checkout_clicked += u64::from(profile.status >= Status::CheckoutClicked);
+        row.converted += u64::from(profile.status == Status::Converted);
+        for id in &profile.orders {
+            if let Some(order) = store.order(id)? {
+                // Revenue goes to the campaign the order was attributed to.
+                let name = order.campaign.clone().unwrap_or_else(|| NO_CAMPAIGN.into());
+                let row = campaigns
+                    .entry(name.clone())
+                    .or_insert_with(|| CampaignRow { campaign: name, ..Default::default() });
+                row.orders += 1;
+                row.revenue += order.value;
+            }
+        }
+        status.insert(profile.id, profile.status);
+    }
+    let mut shown: HashSet<(String, u32, VisitorId)> = HashSet::new();
+    for conversation in store.conversations() {
+        let conversation = conversation?;
+        for entry in store.transcript(&conversation.id)? {
+            if let (Speaker::Bot, Some(intent), Some(variant)) = (entry.from, entry.intent, entry.variant) {
+                shown.insert((intent, variant, conversation.visitor));
+            }
+        }
+    }
+    let mut variants: BTreeMap<(String, u32), VariantRow> = BTreeMap::new();
+    for (intent, variant, visitor) in shown {
+        let row = variants.entry((intent.clone(), variant)).or_insert(VariantRow {
+            intent,
+            variant,
+            visitors: 0,
+            converted: 0,
+        });
+        row.visitors += 1;
+        row.converted += u64::from(status.get(&visitor) == Some(&Status::Converted));
+    }
+    let mut per_intent: HashMap<&str, usize> = HashMap::new();
+    for (intent, _) in variants.keys() {
+        *per_intent.entry(intent).or_default() += 1;
+    }
+    let tested: HashSet<String> = per_intent.into_iter().filter(|(_, n)| *n > 1).map(|(i, _)| i.to_string()).collect();
+    Ok(Funnel {
+        campaigns: campaigns.into_values().collect(),
+        variants: variants.into_values().filter(|row| tested.contains(&row.intent)).collect(),
+    })
+}

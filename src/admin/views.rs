@@ -1,0 +1,319 @@
+//! The admin's HTML: plain server-rendered pages, no scripts. Every value from the store or the
+//! request goes through `escape_html`.
+
+use std::fmt::Write;
+
+use crate::export::{LeadFilter, rfc3339};
+use crate::intents::{How, Route};
+use crate::pages::{document, escape_html as e};
+use crate::store::{Conversation, Entry, OutboxItem, OutboxState, Profile, Speaker, Status};
+
+use super::PAGE_ROWS;
+use super::report::Funnel;
+
+const STYLE: &str = "<style>body{font:14px system-ui,sans-serif;margin:0 1.5rem 2rem;color:#222}\
+nav{display:flex;gap:1rem;align-items:center;padding:.8rem 0;border-bottom:1px solid #ddd;margin-bottom:1rem}\
+nav a{color:#0b57d0;text-decoration:none}nav form{margin-left:auto}table{border-collapse:collapse;width:100%}\
+th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eee;vertical-align:top}th{background:#f6f6f6}\
+.bot{color:#555}.muted{color:#777}form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}\
+.tag{background:#eef;border-radius:3px;padding:0 .3rem;margin-right:.2rem}</style>";
+
+fn layout(title: &str, body: &str) -> String {
+    let nav = "<nav><strong>Nudge</strong><a href=\"/admin\">Leads</a><a href=\"/admin/funnel\">Funnel</a>\
+        <a href=\"/admin/emails\">Emails</a><a href=\"/admin/try\">Try it</a>\
+        <form method=post action=\"/admin/logout\"><button type=submit>Log out</button></form></nav>";
+    document(&format!("{title} · Nudge admin"), &format!("{STYLE}{nav}<h1>{}</h1>{body}", e(title)))
+}
+
+pub fn login(problem: Option<&str>) -> String {
+    let problem = problem.map(|p| format!("<p role=alert><strong>{}</strong></p>", e(p))).unwrap_or_default();
+    document(
+        "Log in · Nudge admin",
+        &format!(
+            "{STYLE}<h1>Nudge admin</h1>{problem}<form method=post action=\"/admin/login\">\
+             <label>Password <input type=password name=password autocomplete=current-password required autofocus></label> \
+             <button type=submit>Log in</button></form>"
+        ),
+    )
+}
+
+pub fn not_found(what: &str) -> String {
+    layout("Not found", &format!("<p>{}</p>", e(what)))
+}
+
+fn time(ms: u64) -> String {
+    e(&rfc3339(ms))
+}
+
+fn tags(profile: &Profile) -> String {
+    profile.tags.iter().map(|t| format!("<span class=tag>{}</span>", e(t))).collect()
+}
+
+fn consent(profile: &Profile) -> String {
+    match &profile.consent {
+        Some(c) => format!(
+            "email {} · ads {} <span class=muted>({}, {})</span>",
+            if c.marketing { "yes" } else { "no" },
+            if c.ads { "yes" } else { "no" },
+            e(&c.source),
+            time(c.at)
+        ),
+        None => "<span class=muted>not asked</span>".into(),
+    }
+}
+
+fn lead_name(profile: &Profile) -> String {
+    profile.preference("email").or(profile.preference("name")).map_or_else(|| profile.id.to_string(), str::to_string)
+}
+
+pub fn leads(filter: &LeadFilter, leads: &[Profile], total: usize) -> String {
+    let value = |v: &Option<String>| e(v.as_deref().unwrap_or(""));
+    let mut statuses = String::from("<option value=\"\">any status</option>");
+    for status in Status::ALL {
+        let selected = if filter.status == Some(status) { " selected" } else { "" };
+        let _ = write!(statuses, "<option{selected}>{}</option>", status.as_str());
+    }
+    let query = format!(
+        "status={}&campaign={}&tag={}",
+        filter.status.map_or("", Status::as_str),
+        url_encode(filter.campaign.as_deref().unwrap_or("")),
+        url_encode(filter.tag.as_deref().unwrap_or(""))
+    );
+    let mut body = format!(
+        "<form class=filters method=get action=\"/admin\"><select name=status>{statuses}</select>\
+         <input name=campaign placeholder=campaign value=\"{}\"><input name=tag placeholder=tag value=\"{}\">\
+         <button type=submit>Filter</button></form>\
+         <p>{total} leads{}. Export: <a href=\"/admin/export/leads.csv?{q}\">leads CSV</a> · \
+         <a href=\"/admin/export/audience.csv?platform=google&amp;{q}\">Google audience</a> · \
+         <a href=\"/admin/export/audience.csv?platform=meta&amp;{q}\">Meta audience</a> (hashed emails, ads consent only)</p>",
+        value(&filter.campaign),
+        value(&filter.tag),
+        if total > PAGE_ROWS { format!(", the {PAGE_ROWS} seen last shown") } else { String::new() },
+        q = e(&query),
+    );
+    body.push_str(
+        "<table><thead><tr><th>Lead</th><th>Status</th><th>Score</th><th>Preferences</th><th>Tags</th>\
+         <th>Campaign</th><th>Consent</th><th>Last seen</th></tr></thead><tbody>",
+    );
+    for p in leads {
+        let preferences: Vec<String> = p
+            .preferences
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "email" | "name"))
+            .map(|(name, pref)| format!("{}: <strong>{}</strong>", e(name), e(&pref.value)))
+            .collect();
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/admin/leads/{id}\">{name}</a></td><td>{status}</td><td>{score}</td><td>{prefs}</td>\
+             <td>{tags}</td><td>{campaign}</td><td>{consent}</td><td>{seen}</td></tr>",
+            id = p.id,
+            name = e(&lead_name(p)),
+            status = p.status.as_str(),
+            score = p.score,
+            prefs = preferences.join("<br>"),
+            tags = tags(p),
+            campaign = e(p.campaign.as_deref().unwrap_or("")),
+            consent = consent(p),
+            seen = time(p.last_seen_at),
+        );
+    }
+    body.push_str("</tbody></table>");
+    layout("Leads", &body)
+}
+
+/// A lead with everything the detail page shows.
+pub struct Lead {
+    pub profile: Profile,
+    pub conversations: Vec<(Conversation, Vec<Entry>)>,
+    pub follow_ups: Vec<OutboxItem>,
+}
+
+pub fn lead(lead: &Lead) -> String {
+    let p = &lead.profile;
+    let mut body = format!(
+        "<p>Visitor <code>{}</code> · status <strong>{}</strong> · score {} · campaign {} · {} visits</p>\
+         <p>Consent: {}</p><p>Tags: {}</p>",
+        p.id,
+        p.status.as_str(),
+        p.score,
+        e(p.campaign.as_deref().unwrap_or("none")),
+        p.visits,
+        consent(p),
+        tags(p),
+    );
+    body.push_str("<h2>Funnel</h2><ul>");
+    for (status, at) in &p.status_at {
+        let _ = write!(body, "<li>{} at {}</li>", status.as_str(), time(*at));
+    }
+    body.push_str(
+        "</ul><h2>Preferences</h2><table><tr><th>Name</th><th>Value</th><th>When</th><th>From the message</th></tr>",
+    );
+    for (name, pref) in &p.preferences {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td><strong>{}</strong></td><td>{}</td><td class=muted>{}</td></tr>",
+            e(name),
+            e(&pref.value),
+            time(pref.at),
+            e(&pref.message)
+        );
+    }
+    body.push_str("</table><h2>Follow-up emails</h2>");
+    body.push_str(&outbox_table(lead.follow_ups.iter().map(|i| (i, None))));
+    for (conversation, transcript) in &lead.conversations {
+        let source = &conversation.source;
+        let _ = write!(
+            body,
+            "<h2>Conversation of {}</h2><p class=muted>campaign {} · page {} · referrer {}</p><table>",
+            time(conversation.started_at),
+            e(source.campaign.as_deref().unwrap_or("-")),
+            e(source.page.as_deref().unwrap_or("-")),
+            e(source.referrer.as_deref().unwrap_or("-")),
+        );
+        for entry in transcript {
+            let route = match (&entry.intent, entry.how, entry.confidence) {
+                (Some(intent), how, confidence) => format!(
+                    "{}{}{}{}",
+                    e(intent),
+                    how.map(|h| format!(" · {}", how_name(h))).unwrap_or_default(),
+                    confidence.map(|c| format!(" · {c:.2}")).unwrap_or_default(),
+                    entry.variant.map(|v| format!(" · variant {v}")).unwrap_or_default(),
+                ),
+                (None, ..) => String::new(),
+            };
+            let (who, class) = match entry.from {
+                Speaker::Shopper => ("shopper", ""),
+                Speaker::Bot => ("bot", " class=bot"),
+            };
+            let _ = write!(
+                body,
+                "<tr{class}><td class=muted>{}</td><td>{who}</td><td>{}</td><td class=muted>{route}</td></tr>",
+                time(entry.at),
+                e(&entry.text)
+            );
+        }
+        body.push_str("</table>");
+    }
+    layout(&lead_name(p), &body)
+}
+
+fn how_name(how: How) -> &'static str {
+    match how {
+        How::Slot => "answer",
+        How::Pattern => "pattern",
+        How::Examples => "examples",
+        How::Fallback => "fallback",
+    }
+}
+
+fn outbox_table<'a>(rows: impl Iterator<Item = (&'a OutboxItem, Option<&'a str>)>) -> String {
+    let mut out = String::from(
+        "<table><tr><th>Scheduled</th><th>Email</th><th>To</th><th>Due</th><th>State</th><th>Attempts</th><th>Last error</th></tr>",
+    );
+    for (item, to) in rows {
+        let state = match &item.state {
+            OutboxState::Pending => "pending".to_string(),
+            OutboxState::Sent { at } => format!("sent {}", time(*at)),
+            OutboxState::Skipped { reason, .. } => format!("skipped: {}", e(reason)),
+            OutboxState::Cancelled { reason, .. } => format!("cancelled: {}", e(reason)),
+            OutboxState::Dead { error, .. } => format!("dead: {}", e(error)),
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td class=muted>{}</td></tr>",
+            time(item.created_at),
+            e(&item.email),
+            e(to.unwrap_or("")),
+            time(item.due_at),
+            item.attempts,
+            e(item.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+pub fn emails(rows: &[(OutboxItem, Option<String>)]) -> String {
+    let body = format!(
+        "<p>Follow-up emails, newest first (at most {PAGE_ROWS}).</p>{}",
+        outbox_table(rows.iter().map(|(item, to)| (item, to.as_deref())))
+    );
+    layout("Email queue", &body)
+}
+
+pub fn funnel(funnel: &Funnel) -> String {
+    let rate = |part: u64, whole: u64| {
+        if whole == 0 { "-".to_string() } else { format!("{:.1}%", 100.0 * part as f64 / whole as f64) }
+    };
+    let mut body = String::from(
+        "<h2>By campaign</h2><table><tr><th>Campaign</th><th>Visitors</th><th>Qualified</th><th>Checkout clicked</th>\
+         <th>Converted</th><th>Conversion</th><th>Orders</th><th>Revenue</th></tr>",
+    );
+    for row in &funnel.campaigns {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
+            e(&row.campaign),
+            row.visitors,
+            row.qualified,
+            row.checkout_clicked,
+            row.converted,
+            rate(row.converted, row.visitors),
+            row.orders,
+            row.revenue,
+        );
+    }
+    body.push_str(
+        "</table><h2>By reply variant (A/B)</h2><table><tr><th>Intent</th><th>Variant</th><th>Visitors shown</th>\
+         <th>Converted</th><th>Conversion</th></tr>",
+    );
+    for row in &funnel.variants {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e(&row.intent),
+            row.variant,
+            row.visitors,
+            row.converted,
+            rate(row.converted, row.visitors),
+        );
+    }
+    body.push_str("</table>");
+    layout("Funnel", &body)
+}
+
+/// A message tried in the "try it" box and where it routed.
+pub struct Tried {
+    pub text: String,
+    pub normalized: String,
+    pub intent: String,
+    pub route: Route,
+    pub reply: String,
+}
+
+pub fn try_it(tried: Option<&Tried>) -> String {
+    let mut body = format!(
+        "<form method=get action=\"/admin/try\"><input name=q size=60 placeholder=\"a shopper's message\" value=\"{}\" autofocus> \
+         <button type=submit>Route</button></form>",
+        e(tried.map_or("", |t| t.text.as_str()))
+    );
+    if let Some(t) = tried {
+        let _ = write!(
+            body,
+            "<table><tr><th>Intent</th><td><strong>{}</strong></td></tr><tr><th>How</th><td>{}</td></tr>\
+             <tr><th>Confidence</th><td>{:.2}</td></tr><tr><th>Normalized</th><td><code>{}</code></td></tr>\
+             <tr><th>Reply</th><td>{}</td></tr></table>\
+             <p class=muted>Routed as a new visitor with no preferences; flows and slot answers depend on the conversation.</p>",
+            e(&t.intent),
+            how_name(t.route.how),
+            t.route.confidence,
+            e(&t.normalized),
+            e(&t.reply),
+        );
+    }
+    layout("Try it", &body)
+}
+
+fn url_encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
