@@ -68,7 +68,8 @@ fn secured(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpRespon
         .insert_header((header::CONTENT_SECURITY_POLICY, ADMIN_CSP))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        // Not `no-referrer`: with it browsers send `Origin: null` on our own form posts.
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
         .insert_header((header::CACHE_CONTROL, "no-store"));
     builder
 }
@@ -361,7 +362,8 @@ async fn export_audience(
         Some("meta") => Platform::Meta,
         other => {
             return Err(actix_web::error::ErrorBadRequest(format!(
-                "platform {other:?}: use platform=google or platform=meta"
+                "platform {:?}: use platform=google or platform=meta",
+                other.unwrap_or("")
             )));
         }
     };

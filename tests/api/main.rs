@@ -1,6 +1,7 @@
 //! Integration tests: the real `nudge` binary on a free port with a temporary store, driven by a
 //! real WebSocket client.
 
+mod admin;
 mod bad_input;
 mod chat;
 mod cli;

@@ -95,6 +95,12 @@ impl Browser {
         }
     }
 
+    /// The first element of the page that `selector` selects.
+    pub fn find(&self, selector: &str) -> String {
+        let found = self.call("POST", "/element", json!({"using": "css selector", "value": selector}));
+        found[ELEMENT].as_str().unwrap_or_else(|| panic!("{selector}: {found}")).to_string()
+    }
+
     /// An element inside the shadow root of the element `host` selects.
     pub fn in_shadow(&self, host: &str, selector: &str) -> String {
         let host = self.call("POST", "/element", json!({"using": "css selector", "value": host}));

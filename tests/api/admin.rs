@@ -1,0 +1,244 @@
+//! `/admin` over real HTTP and in a real browser: the login and its cookie, the headers, and
+//! what a marketer sees of a lead who chatted, was mailed and bought.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use nudge::protocol::{Consent, Hello};
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::webdriver::Browser;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// `nudge admin-password`, fed through standard input like a person would.
+fn set_password(data: &Path, password: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["admin-password", "--data"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nudge admin-password");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write password");
+    let out = child.wait_with_output().expect("wait");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// Logs in; returns (status, `Set-Cookie`).
+async fn login(server: &TestServer, password: &str, origin: Option<&str>) -> (u16, String) {
+    let (url, body, origin) = (
+        format!("{}/admin/login", server.url()),
+        format!("password={}", password.replace(' ', "+")),
+        origin.map(str::to_string),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut request = http().post(&url).header("content-type", "application/x-www-form-urlencoded");
+        if let Some(origin) = origin {
+            request = request.header("origin", &origin);
+        }
+        let response = request.send(body.as_bytes()).expect("POST /admin/login");
+        let cookie = response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        (response.status().as_u16(), cookie)
+    })
+    .await
+    .expect("join")
+}
+
+/// GET with a cookie: (status, headers as `name: value` lines, body).
+async fn get_with(url: String, cookie: &str) -> (u16, String, String) {
+    let cookie = cookie.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut response = http().get(&url).header("cookie", &cookie).call().expect("GET");
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| format!("{}: {}", k, v.to_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (response.status().as_u16(), headers, response.body_mut().read_to_string().unwrap_or_default())
+    })
+    .await
+    .expect("join")
+}
+
+fn session(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn admin_needs_a_login_and_its_session_cookie_is_locked_down() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    assert_eq!(
+        set_password(&data, "too short"),
+        (false, "error: the admin password needs at least 10 characters\n".into())
+    );
+    assert!(set_password(&data, PASSWORD).0);
+    let config = "public_url = \"https://chat.shop.example\"\n";
+    let mut server = TestServer::start_configured(dir.path(), Path::new("intents"), config);
+
+    // Nothing without a session.
+    let (status, location, _) = get(format!("{}/admin", server.url())).await;
+    assert_eq!((status, location.as_str()), (303, "/admin/login"));
+    for path in [
+        "/admin/api/leads",
+        "/admin/api/funnel",
+        "/admin/export/leads.csv",
+        "/admin/export/audience.csv?platform=google",
+    ] {
+        let (status, _, body) = get(format!("{}{path}", server.url())).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(body.contains("log in at /admin/login"), "{path}: {body}");
+    }
+    assert_eq!(login(&server, "wrong password", None).await.0, 401);
+    assert_eq!(login(&server, PASSWORD, Some("https://evil.example")).await.0, 403, "a login posted from another site");
+
+    let (status, set_cookie) = login(&server, PASSWORD, Some("https://chat.shop.example")).await;
+    assert_eq!(status, 303);
+    for flag in ["Path=/admin", "HttpOnly", "SameSite=Strict", "Secure", "Max-Age=43200"] {
+        assert!(set_cookie.contains(flag), "{flag} in {set_cookie}");
+    }
+    let cookie = session(&set_cookie);
+    let (status, headers, body) = get_with(format!("{}/admin", server.url()), &cookie).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<h1>Leads</h1>"), "{body}");
+    for header in [
+        "x-frame-options: DENY",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+        "referrer-policy: same-origin",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(headers.contains(header), "{header} in\n{headers}");
+    }
+    assert!(!headers.contains("script-src"), "no scripts on admin pages:\n{headers}");
+    let tampered = format!("{}x", cookie);
+    assert_eq!(get_with(format!("{}/admin", server.url()), &tampered).await.0, 303, "a tampered cookie");
+
+    // Guessing is slowed down: a burst of attempts, then 429.
+    let mut limited = false;
+    for _ in 0..12 {
+        limited |= login(&server, "guess guess guess", None).await.0 == 429;
+    }
+    assert!(limited, "a burst of wrong passwords is rate-limited");
+
+    // A new password ends every session.
+    server.kill();
+    assert!(set_password(&data, "another long password").0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), config);
+    assert_eq!(get_with(format!("{}/admin", server.url()), &cookie).await.0, 303, "the old session is over");
+}
+
+/// A lead who came from an email link, chatted through the flow with consent, and bought.
+async fn converted_lead(server: &TestServer) -> String {
+    let data = server.data.to_str().expect("utf-8").to_string();
+    let (code, link, err) = run_nudge(&[
+        "link",
+        "--email",
+        "ana@example.com",
+        "--name",
+        "<b>Ana</b>",
+        "--campaign",
+        "spring",
+        "--data",
+        &data,
+        "--public-url",
+        &server.url(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, location, _) = get(link.trim().to_string()).await;
+    let token = location.strip_prefix("/chat?nudge=").expect("token").to_string();
+    let mut socket = server.connect().await;
+    let consent = Some(Consent { marketing: true, ads: true });
+    let (visitor, ..) = hello(&mut socket, Hello { token: Some(token), consent, ..Hello::default() }).await;
+    for text in ["I'm looking for sneakers", "42", "black", "120", "yes"] {
+        say_all(&mut socket, text).await;
+    }
+    let order = json!({ "order_id": "A-7", "visitor": visitor, "value": 99.5, "currency": "EUR" }).to_string();
+    let key = api_key(&server.data);
+    let (status, body) = post(format!("{}/api/conversions", server.url()), Some(key), "application/json", order).await;
+    assert_eq!(status, 201, "{body}");
+    visitor
+}
+
+#[tokio::test]
+async fn admin_shows_what_the_shopper_told_us_and_exports_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let visitor = converted_lead(&server).await;
+    let cookie = session(&login(&server, PASSWORD, None).await.1);
+    let page = |path: &str| get_with(format!("{}{path}", server.url()), &cookie);
+
+    let (_, _, leads) = page("/admin").await;
+    assert!(leads.contains("ana@example.com") && leads.contains("size: <strong>42</strong>"), "{leads}");
+    assert!(leads.contains("interest:sneakers") && leads.contains("converted"), "{leads}");
+    assert!(
+        page("/admin?status=converted&campaign=spring&tag=interest%3Asneakers").await.2.contains("ana@example.com")
+    );
+    for filter in ["status=chatting", "campaign=autumn", "tag=cart_abandoner"] {
+        assert!(!page(&format!("/admin?{filter}")).await.2.contains("ana@example.com"), "{filter}");
+    }
+    assert_eq!(page("/admin?status=happy").await.0, 400);
+
+    let (_, _, lead) = page(&format!("/admin/leads/{visitor}")).await;
+    assert!(lead.contains("&lt;b&gt;Ana&lt;/b&gt;") && !lead.contains("<b>Ana</b>"), "names are text, not markup");
+    assert!(lead.contains("I&#39;m looking for sneakers") && lead.contains("lead_summary"), "the transcript: {lead}");
+    assert!(lead.contains("your_selection") && lead.contains("cancelled: converted"), "the follow-up: {lead}");
+    assert_eq!(page("/admin/leads/00000000000000000000000000000000").await.0, 404);
+
+    let (_, _, funnel) = page("/admin/api/funnel").await;
+    let funnel: serde_json::Value = serde_json::from_str(&funnel).expect("json");
+    let spring =
+        funnel["campaigns"].as_array().expect("campaigns").iter().find(|c| c["campaign"] == "spring").expect("spring");
+    assert_eq!(
+        (spring["visitors"].as_u64(), spring["converted"].as_u64(), spring["revenue"].as_f64()),
+        (Some(1), Some(1), Some(99.5))
+    );
+    assert!(page("/admin/funnel").await.2.contains("<td>spring</td>"));
+    assert!(page("/admin/emails").await.2.contains("cancelled: converted"));
+    let (_, _, tried) = page("/admin/try?q=do+you+ship+to+Austria%3F").await;
+    assert!(tried.contains("<strong>shipping_options</strong>"), "{tried}");
+
+    let (status, headers, csv) = page("/admin/export/leads.csv?campaign=spring").await;
+    assert_eq!(status, 200);
+    assert!(headers.contains("attachment; filename=\"leads.csv\""), "{headers}");
+    assert!(csv.lines().nth(1).is_some_and(|row| row.contains("ana@example.com") && row.contains("A-7")), "{csv}");
+    // SHA-256 of "ana@example.com" (`echo -n ana@example.com | sha256sum`).
+    let hashed = "8e43ca37701228e74983efdbd0cff5c16b3b1e5d4e29a7c05626d4d25a018e11";
+    let (_, _, google) = page("/admin/export/audience.csv?platform=google").await;
+    assert_eq!(google.lines().collect::<Vec<_>>(), ["Email", hashed]);
+    let (_, _, meta) = page("/admin/export/audience.csv?platform=meta&tag=interest%3Asneakers").await;
+    assert_eq!(meta.lines().collect::<Vec<_>>(), ["email", hashed]);
+    assert_eq!(page("/admin/export/audience.csv?platform=tiktok").await.0, 400);
+}
+
+#[test]
+fn a_marketer_logs_in_and_reads_a_transcript_in_the_browser() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(converted_lead(&server));
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("{}/admin", server.url()));
+    browser.wait_for("the login form", "return document.querySelector('input[name=password]') !== null;");
+    let password = browser.find("input[name=password]");
+    browser.type_into(&password, &format!("{PASSWORD}\u{E007}"));
+    browser.wait_for(
+        "the leads",
+        "return document.querySelector('h1') && document.querySelector('h1').textContent === 'Leads';",
+    );
+    let lead = browser.find("tbody a");
+    assert_eq!(browser.js("return document.querySelector('tbody a').textContent;"), "ana@example.com");
+    browser.click(&lead);
+    browser.wait_for("the transcript", "return document.body.textContent.includes(\"I'm looking for sneakers\");");
+    assert_eq!(browser.js("return document.title;"), "ana@example.com · Nudge admin");
+    assert_eq!(browser.js("return document.querySelectorAll('b').length;"), 0, "no markup from the shopper's name");
+    // The cookie is not readable by scripts.
+    assert_eq!(browser.js("return document.cookie;"), "");
+}
