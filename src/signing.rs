@@ -123,7 +123,7 @@ fn mac(key: &[u8], data: &str) -> HmacSha256 {
 
 /// Secrets generated into the data directory on first start (`secrets.toml`, readable by the
 /// owner only): the signing keys and the key the shop uses to report conversions.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Secrets {
     pub signing_key: String,
     pub conversions_api_key: String,
@@ -132,6 +132,18 @@ pub struct Secrets {
     pub admin_password_hash: Option<String>,
     /// Key id → base64url key. Add a key and point `signing_key` at it to rotate.
     pub keys: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    // Like `Signer`: names, never values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Secrets {{ signing_key: {:?}, keys: {:?}, .. }}",
+            self.signing_key,
+            self.keys.keys().collect::<Vec<_>>()
+        )
+    }
 }
 
 /// What `Secrets::load_or_create` had to make, so the first start can say how to use it.

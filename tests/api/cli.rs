@@ -1,4 +1,5 @@
-//! `nudge intents check` and `nudge intents eval` on small fixture packs with known outcomes.
+//! The command line: `intents check` and `intents eval` on small fixture packs with known
+//! outcomes, `loadgen`, the audience export, and bad input refused with a reason.
 
 /// Exit code and everything the command printed.
 fn nudge(args: &[&str]) -> (i32, String) {
@@ -93,9 +94,41 @@ fn bad_command_line_input_is_refused_with_a_reason() {
         (vec!["link", "--email", "not-an-email", "--data", data], "is not an email address"),
         (vec!["link", "--email", "a@example.com", "--ttl", "5x", "--data", data], "unknown unit"),
         (vec!["export", "leads", "--status", "happy", "--data", data], "unknown status"),
+        (vec!["export", "audience", "--platform", "tiktok", "--data", data], "invalid value 'tiktok'"),
     ] {
         let (code, out) = nudge(&args);
         assert_ne!(code, 0, "{args:?}");
         assert!(out.contains(says), "{args:?}: {out}");
     }
+}
+
+#[test]
+fn the_audience_export_hashes_emails_of_visitors_with_ads_consent() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let store = nudge::store::Store::open(&data).expect("store");
+    let now = nudge::now_ms();
+    let mut writes = Vec::new();
+    for (email, ads) in [(" Ana@Example.com", true), ("bo@example.com", false)] {
+        let mut profile = nudge::store::Profile::new(nudge::ids::VisitorId::mint(now), now, "en");
+        let consent = nudge::protocol::Consent { marketing: true, ads };
+        profile.consent = Some(nudge::store::ConsentRecord::new(consent, now, "test"));
+        let preference = nudge::store::Preference { value: email.into(), at: now, message: String::new() };
+        profile.preferences.insert("email".into(), preference);
+        writes.push(nudge::store::Write::Visitor(profile));
+    }
+    store.commit_blocking(writes).expect("commit");
+    drop(store);
+    let (code, out, err) = crate::helpers::run_nudge(&[
+        "export",
+        "audience",
+        "--platform",
+        "meta",
+        "--data",
+        data.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // Normalized (trimmed, lowercased) before hashing: `echo -n ana@example.com | sha256sum`.
+    assert_eq!(out, "email\n8e43ca37701228e74983efdbd0cff5c16b3b1e5d4e29a7c05626d4d25a018e11\n");
+    assert!(err.contains("1 hashed emails exported"), "{err}");
 }
