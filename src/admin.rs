@@ -48,13 +48,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/export/audience.csv", web::get().to(export_audience));
 }
 
-/// Failed login attempts per address (forgotten wholesale when it grows large).
-#[derive(Default)]
-pub struct Logins(Mutex<HashMap<IpAddr, Bucket>>);
+/// Login attempts per address (forgotten wholesale when the map grows large), and a cap on
+/// password checks running at once: each Argon2 check takes 19 MiB and tens of milliseconds, so
+/// many addresses at once must queue rather than exhaust memory.
+pub struct Logins {
+    attempts: Mutex<HashMap<IpAddr, Bucket>>,
+    checking: tokio::sync::Semaphore,
+}
+
+impl Default for Logins {
+    fn default() -> Self {
+        Logins { attempts: Mutex::default(), checking: tokio::sync::Semaphore::new(2) }
+    }
+}
 
 impl Logins {
     fn allow(&self, ip: IpAddr) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > 10_000 {
             map.clear();
         }
@@ -170,6 +180,7 @@ async fn login(app: web::Data<App>, req: HttpRequest, form: web::Form<LoginForm>
     }
     let password = form.into_inner().password;
     let checking = app.clone();
+    let _turn = app.logins.checking.acquire().await.map_err(actix_web::error::ErrorServiceUnavailable)?;
     // Argon2 is slow on purpose: off the async workers.
     let matches = web::block(move || checking.secrets.admin_password_matches(&password)).await?;
     if !matches {
