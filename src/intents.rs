@@ -8,6 +8,7 @@ mod file;
 mod matcher;
 mod rank;
 pub mod slots;
+mod spell;
 pub mod template;
 pub mod text;
 
@@ -164,6 +165,7 @@ pub struct IntentSet {
     slot_by_id: HashMap<String, usize>,
     matcher: Matcher,
     ranker: Ranker,
+    speller: spell::Speller,
     /// A ranked intent is accepted when its score reaches `threshold` and beats the runner-up
     /// intent by `margin`.
     pub threshold: f32,
@@ -254,6 +256,22 @@ impl IntentSet {
     /// Routes a message that `text::normalize` has already normalized, among the intents whose
     /// conditions hold (`known` says which preferences the visitor has).
     pub fn route(&self, normalized: &str, known: &dyn Fn(&str) -> bool) -> Route {
+        let route = self.route_as_typed(normalized, known);
+        if route.how != How::Fallback {
+            return route;
+        }
+        // Only a message that would fall back is repaired, so typo repair cannot move one
+        // that already routes.
+        match self.speller.correct(normalized) {
+            Some(repaired) => match self.route_as_typed(&repaired, known) {
+                repaired if repaired.how != How::Fallback => repaired,
+                _ => route,
+            },
+            None => route,
+        }
+    }
+
+    fn route_as_typed(&self, normalized: &str, known: &dyn Fn(&str) -> bool) -> Route {
         let eligible = |i: usize| self.intents[i].eligible(known);
         if let Some(intent) = self.matcher.best(normalized, &self.intents, &eligible) {
             return Route { intent, how: How::Pattern, confidence: 1.0 };

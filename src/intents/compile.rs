@@ -11,6 +11,7 @@ use super::file::{self, RawChoice, RawEmail, RawIntent, RawQuestion, RawReply, R
 use super::matcher::{self, Matcher};
 use super::rank::Ranker;
 use super::slots::{ConsentKind, Kind, Question, Slot};
+use super::spell::Speller;
 use super::template::Template;
 use super::{
     BUILTIN_PREFERENCES, ChoiceTemplate, DEFAULT_MARGIN, DEFAULT_THRESHOLD, Diagnostic, EMAIL_LINKS, Email, EmailBody,
@@ -31,6 +32,8 @@ struct Compiler {
     preferences_used: Vec<Reference>,
     /// Names used by email templates: preferences or `EMAIL_LINKS`.
     email_names_used: Vec<Reference>,
+    /// The pack's words, for typo repair.
+    speller: Speller,
 }
 
 pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnostic>> {
@@ -142,11 +145,16 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
         .enumerate()
         .flat_map(|(i, intent)| intent.examples.iter().map(move |e| (i, text::normalize(&e.text))))
         .collect();
+    let mut speller = c.speller;
+    for (_, example) in &examples {
+        speller.learn_text(example);
+    }
     Ok(IntentSet {
         warnings: shared_examples(&intents, &examples),
         welcome: by_id[WELCOME],
         fallback: by_id[FALLBACK],
         ranker: Ranker::new(&examples),
+        speller,
         threshold: DEFAULT_THRESHOLD,
         margin: DEFAULT_MARGIN,
         intents,
@@ -176,6 +184,7 @@ impl Compiler {
         }
         for pattern in raw.patterns {
             let span = pattern.span();
+            self.speller.learn_pattern(pattern.get_ref());
             match matcher::Pattern::new(pattern.into_inner(), index) {
                 Ok(p) => patterns.push(p),
                 Err(e) => self.errors.push(Diagnostic { at: source.inside(&span), message: e }),
@@ -418,6 +427,10 @@ impl Compiler {
     fn choice_values(&mut self, raw: &RawSlot, at: &Location) -> Option<Kind> {
         let mut values = Vec::new();
         for (value, words) in &raw.values {
+            self.speller.learn_text(&text::normalize(value));
+            for word in words {
+                self.speller.learn_text(&text::normalize(word));
+            }
             let mut words: Vec<String> = words.iter().map(|w| regex::escape(&text::normalize(w))).collect();
             words.push(regex::escape(&text::normalize(value)));
             match Regex::new(&format!(r"\b(?:{})\b", words.join("|"))) {
