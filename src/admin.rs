@@ -19,7 +19,7 @@ use crate::chat::limits::{Bucket, client_ip};
 use crate::export::{self, LeadFilter, Platform};
 use crate::ids::VisitorId;
 use crate::server::App;
-use crate::store::{Status, StoreError};
+use crate::store::{Status, StoreError, Write};
 use crate::{intents, now_ms};
 
 const COOKIE: &str = "nudge_admin";
@@ -39,6 +39,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/logout", web::post().to(logout))
         .route("/admin", web::get().to(leads_page))
         .route("/admin/leads/{visitor}", web::get().to(lead_page))
+        .route("/admin/leads/{visitor}/erase", web::post().to(erase_lead))
         .route("/admin/funnel", web::get().to(funnel_page))
         .route("/admin/emails", web::get().to(emails_page))
         .route("/admin/try", web::get().to(try_page))
@@ -291,6 +292,22 @@ async fn lead_page(
         Some(lead) => Ok(html(StatusCode::OK, views::lead(&lead))),
         None => Ok(html(StatusCode::NOT_FOUND, views::not_found("No such lead."))),
     }
+}
+
+/// Erases a lead on request (GDPR): everything stored about the visitor, at once.
+async fn erase_lead(
+    app: web::Data<App>,
+    req: HttpRequest,
+    visitor: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login)?;
+    if !same_origin(&app, &req) {
+        return Ok(html(StatusCode::FORBIDDEN, views::not_found("This form was posted from another site.")));
+    }
+    let visitor = VisitorId::parse(&visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
+    app.store.commit(vec![Write::Erase { visitor, at: now_ms() }]).await.map_err(store_error)?;
+    log::info!("admin: erased visitor {visitor}");
+    Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin?erased=1")).finish())
 }
 
 async fn funnel_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {

@@ -65,6 +65,9 @@ pub struct Config {
     pub mail_retry_secs: u64,
     /// Attempts before a follow-up is dead-lettered.
     pub mail_max_attempts: u32,
+    /// Conversations inactive this long are removed, visitors not seen this long are erased
+    /// (checked hourly); 0 keeps everything.
+    pub retention_days: u64,
 }
 
 /// An IP network; a bare address is a network of one.
@@ -113,6 +116,7 @@ impl Default for Config {
             mail_from: "Nudge Shoes <shop@localhost>".into(),
             mail_retry_secs: 60,
             mail_max_attempts: 10,
+            retention_days: 365,
         }
     }
 }

@@ -61,6 +61,8 @@ pub enum Effect {
     },
     /// The shopper asked for a person.
     Handoff,
+    /// Erase everything stored about the visitor (they asked for it).
+    Erase,
     /// Schedule a follow-up email (sent only if it is still wanted then).
     FollowUp {
         email: String,
@@ -199,6 +201,9 @@ impl Turn<'_> {
         }
         if intent.handoff {
             self.step.effects.push(Effect::Handoff);
+        }
+        if intent.erase {
+            self.step.effects.push(Effect::Erase);
         }
         if let Some(follow_up) = &intent.follow_up {
             let (email, after_secs) = (follow_up.email.clone(), follow_up.after_secs);

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pages;
 pub mod protocol;
 pub mod reload;
+pub mod retention;
 pub mod server;
 pub mod store;
 

@@ -75,6 +75,16 @@ enum Command {
     /// Export from the store (the server must be stopped: sled allows one process per store).
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Erase a visitor for good (a GDPR request): profile, conversations, email links and
+    /// follow-ups. The server must be stopped; `/admin` does the same while it runs.
+    Erase {
+        #[arg(long, conflicts_with = "email", required_unless_present = "email")]
+        visitor: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Set the `/admin` password: reads it from standard input (one line). Restart the server
     /// to use it; every admin session ends.
     AdminPassword {
@@ -228,6 +238,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Erase { visitor, email, config } => config.load().and_then(|config| erase(&config, visitor, email)),
         Command::AdminPassword { config } => config.load().and_then(|config| admin_password(&config)),
     };
     match result {
@@ -260,7 +271,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 running.public_url
             );
         }
-        let nudge::server::Running { server, app, watch, mail, .. } = running;
+        let nudge::server::Running { server, app, watch, mail, retention, .. } = running;
         let handle = server.handle();
         let stopping = app.clone();
         actix_web::rt::spawn(async move {
@@ -274,6 +285,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         // The worker sees the shutdown flag between deliveries; a send in progress finishes.
         if mail.join().is_err() {
             log::error!("the mail worker panicked");
+        }
+        if retention.is_some_and(|r| r.join().is_err()) {
+            log::error!("the retention sweep panicked");
         }
         app.store.flush()?;
         log::info!("stopped; the store is flushed");
@@ -295,6 +309,19 @@ async fn terminated() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+fn erase(config: &Config, visitor: Option<String>, email: Option<String>) -> anyhow::Result<()> {
+    let store = nudge::store::Store::open(&config.data)?;
+    let profile = match (visitor, email) {
+        (Some(id), _) => store.visitor(&nudge::ids::VisitorId::parse(&id)?)?,
+        (None, Some(email)) => store.visitor_by_email(nudge::ids::Email::parse(&email)?.as_str())?,
+        (None, None) => None,
+    };
+    let profile = profile.ok_or_else(|| anyhow::anyhow!("no such visitor in {}", config.data.display()))?;
+    store.commit_blocking(vec![nudge::store::Write::Erase { visitor: profile.id, at: nudge::now_ms() }])?;
+    println!("erased visitor {}", profile.id);
+    Ok(())
 }
 
 fn admin_password(config: &Config) -> anyhow::Result<()> {

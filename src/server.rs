@@ -60,6 +60,8 @@ pub enum StartError {
     Bind(String, std::io::Error),
     #[error("mail: {0}")]
     Mail(String),
+    #[error("cannot start the {0}: {1}")]
+    Spawn(&'static str, std::io::Error),
 }
 
 fn list(errors: &[Diagnostic]) -> String {
@@ -77,6 +79,8 @@ pub struct Running {
     pub generated: Generated,
     /// The mail worker; it ends after `App::shutdown` is set.
     pub mail: std::thread::JoinHandle<()>,
+    /// The retention sweep, when a retention period is set; it ends after `App::shutdown`.
+    pub retention: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Everything that can fail at startup happens here, before the first request.
@@ -136,9 +140,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             None
         }
     };
-    let mail = crate::mail::spawn(app.clone(), transport, from)
-        .map_err(|e| StartError::Mail(format!("cannot start the mail worker: {e}")))?;
-    Ok(Running { addr, public_url, server, app, watch, generated, mail })
+    let mail = crate::mail::spawn(app.clone(), transport, from).map_err(|e| StartError::Spawn("mail worker", e))?;
+    let retention = crate::retention::spawn(app.clone()).map_err(|e| StartError::Spawn("retention sweep", e))?;
+    Ok(Running { addr, public_url, server, app, watch, generated, mail, retention })
 }
 
 async fn healthz() -> HttpResponse {

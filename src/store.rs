@@ -5,6 +5,7 @@
 //! queue, flushes once, then acknowledges them all: a group commit. A caller whose `commit`
 //! returned knows its batch is on disk.
 
+mod erase;
 mod outbox;
 mod writer;
 
@@ -295,6 +296,13 @@ pub enum Write {
         reason: String,
         at: u64,
     },
+    /// Removes everything about a visitor and keeps later writes from bringing it back.
+    Erase {
+        visitor: VisitorId,
+        at: u64,
+    },
+    /// Removes a conversation and its transcript (retention).
+    ExpireConversation(ConversationId),
 }
 
 /// How well the group commit groups: batches committed and flushes that made them durable.
@@ -331,6 +339,8 @@ struct Trees {
     outbox: sled::Tree,
     outbox_due: sled::Tree,
     outbox_pending: sled::Tree,
+    /// Erased visitor ids → when (u64 ms BE).
+    erased: sled::Tree,
 }
 
 impl Store {
@@ -355,6 +365,7 @@ impl Store {
             outbox: db.open_tree("outbox")?,
             outbox_due: db.open_tree("outbox_due")?,
             outbox_pending: db.open_tree("outbox_pending")?,
+            erased: db.open_tree("erased")?,
         };
         let stats = Arc::new(Stats::default());
         let writer = writer::spawn(db.clone(), trees.clone(), stats.clone());
@@ -498,6 +509,11 @@ impl Store {
     /// Every follow-up ever scheduled, oldest first.
     pub fn follow_ups(&self) -> impl Iterator<Item = Result<OutboxItem>> + '_ {
         self.inner.trees.outbox.iter().values().map(|v| decode("outbox", &v?))
+    }
+
+    /// Whether a visitor was erased (a tombstone is all that is left).
+    pub fn is_erased(&self, visitor: &VisitorId) -> Result<bool> {
+        erase::is_erased(&self.inner.trees, visitor)
     }
 
     /// Runs a blocking read on the runtime's blocking pool, so sled never stalls a session task.

@@ -194,6 +194,13 @@ pub fn lead(lead: &Lead) -> String {
         }
         body.push_str("</table>");
     }
+    let _ = write!(
+        body,
+        "<h2>Erase</h2><form method=post action=\"/admin/leads/{}/erase\"><p>Removes this lead's profile, \
+         conversations, email address and follow-ups for good (orders stay, without a link to them).</p>\
+         <button type=submit>Erase this lead</button></form>",
+        p.id
+    );
     layout(&lead_name(p), &body)
 }
 

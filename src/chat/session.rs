@@ -325,6 +325,7 @@ impl Chat {
         let mut profile_changed = profile_changed;
         let mut new_tags = Vec::new();
         let mut entries = Vec::new();
+        let mut erase = false;
         for effect in step.effects {
             profile_changed |= !matches!(effect, Effect::Record(_) | Effect::SetPending(_) | Effect::FollowUp { .. });
             match effect {
@@ -354,12 +355,16 @@ impl Chat {
                     profile.consent = Some(consent);
                 }
                 Effect::Handoff => profile.handoff_at = Some(now),
+                Effect::Erase => erase = true,
                 Effect::FollowUp { email, after_secs } => {
                     let due = now.saturating_add(after_secs.saturating_mul(1000));
                     let item = OutboxItem::new(profile.id, conversation.id, &email, &conversation.locale, now, due);
                     writes.push(Write::Outbox(item));
                 }
             }
+        }
+        if erase {
+            return self.erase(step.frames, writes, &conversation, now).await;
         }
         if !new_tags.is_empty() {
             step.frames.push(tags_frame(&profile, &new_tags));
@@ -383,6 +388,42 @@ impl Chat {
         self.app.store.commit(writes).await.map_err(internal)?;
         self.open = Some(Open { profile, conversation });
         Ok(step.frames)
+    }
+}
+
+impl Chat {
+    /// The shopper asked to be forgotten: the erasure of everything stored about the visitor
+    /// (this turn is not even written), then a fresh visitor and conversation,
+    /// announced by a new `welcome` so the widget forgets the old id too.
+    async fn erase(
+        &mut self,
+        mut frames: Vec<ServerFrame>,
+        mut writes: Vec<Write>,
+        conversation: &Conversation,
+        now: u64,
+    ) -> Result<Vec<ServerFrame>, ServerFrame> {
+        let old = self.open.as_ref().expect("erase runs on an open conversation").profile.id;
+        let fresh = Profile::new(VisitorId::mint(now), now, &conversation.locale);
+        let fresh_conversation = Conversation {
+            id: ConversationId::mint(now),
+            visitor: fresh.id,
+            started_at: now,
+            last_at: now,
+            locale: conversation.locale.clone(),
+            source: Source::default(),
+            pending: None,
+        };
+        writes.push(Write::Erase { visitor: old, at: now });
+        writes.push(Write::Visitor(fresh.clone()));
+        writes.push(Write::Conversation(fresh_conversation.clone()));
+        self.app.store.commit(writes).await.map_err(internal)?;
+        frames.push(ServerFrame::Welcome {
+            visitor: fresh.id.to_string(),
+            conversation: fresh_conversation.id.to_string(),
+            returning: false,
+        });
+        self.open = Some(Open { profile: fresh, conversation: fresh_conversation });
+        Ok(frames)
     }
 }
 

@@ -140,17 +140,21 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     let (Some(matcher), true) = (matcher, c.errors.is_empty()) else {
         return Err(c.errors);
     };
-    let examples: Vec<(usize, String)> = intents
+    // The ranker learns every example, except those of intents that erase data: those answer
+    // only their patterns, so a near miss never erases anything.
+    let ranked: Vec<(usize, &Example)> = intents
         .iter()
         .enumerate()
-        .flat_map(|(i, intent)| intent.examples.iter().map(move |e| (i, text::normalize(&e.text))))
+        .filter(|(_, intent)| !intent.erase)
+        .flat_map(|(i, intent)| intent.examples.iter().map(move |e| (i, e)))
         .collect();
+    let examples: Vec<(usize, String)> = ranked.iter().map(|(i, e)| (*i, text::normalize(&e.text))).collect();
     let mut speller = c.speller;
     for (_, example) in &examples {
         speller.learn_text(example);
     }
     Ok(IntentSet {
-        warnings: shared_examples(&intents, &examples),
+        warnings: shared_examples(&intents, &ranked, &examples),
         welcome: by_id[WELCOME],
         fallback: by_id[FALLBACK],
         ranker: Ranker::new(&examples),
@@ -237,6 +241,7 @@ impl Compiler {
             tags,
             score: raw.score,
             handoff: raw.handoff,
+            erase: raw.erase,
             follow_up,
         })
     }
@@ -484,13 +489,17 @@ fn exclusive(a: &Intent, b: &Intent) -> bool {
     a.when_set.iter().any(|p| b.when_unset.contains(p)) || b.when_set.iter().any(|p| a.when_unset.contains(p))
 }
 
-/// Examples that two intents both claim: the ranker cannot tell them apart. `normalized` is
-/// every example, normalized, in the order the intents list them (as the ranker got them).
-fn shared_examples(intents: &[Intent], normalized: &[(usize, String)]) -> Vec<Diagnostic> {
+/// Examples that two intents both claim: the ranker cannot tell them apart. `ranked` is every
+/// example the ranker learns, with its intent, and `normalized` the same examples normalized.
+fn shared_examples<'a>(
+    intents: &'a [Intent],
+    ranked: &[(usize, &'a Example)],
+    normalized: &'a [(usize, String)],
+) -> Vec<Diagnostic> {
     let mut first: HashMap<&str, (&Intent, &Example)> = HashMap::new();
     let mut warnings = Vec::new();
-    let examples = intents.iter().flat_map(|intent| intent.examples.iter().map(move |e| (intent, e)));
-    for ((intent, example), (_, key)) in examples.zip(normalized) {
+    for (&(i, example), (_, key)) in ranked.iter().zip(normalized) {
+        let intent = &intents[i];
         match first.get(key.as_str()) {
             Some((other, at)) if other.id != intent.id && !exclusive(other, intent) => warnings.push(Diagnostic {
                 at: example.at.clone(),

@@ -130,6 +130,9 @@ pub struct RawIntent {
     /// Hand the conversation to a person (recorded on the transcript).
     #[serde(default)]
     pub handoff: bool,
+    /// Erase everything stored about the visitor when this intent answers (their request).
+    #[serde(default)]
+    pub erase: bool,
     /// Schedule a follow-up email when this intent answers.
     pub follow_up: Option<Spanned<RawFollowUp>>,
     pub en: Option<Spanned<RawReply>>,

@@ -140,3 +140,20 @@ pub(super) fn cancel(trees: &Trees, visitor: &VisitorId, reason: &str, now: u64)
     }
     Ok(())
 }
+
+/// Removes every follow-up of a visitor, whatever its state (erasure).
+pub(super) fn remove_visitor(trees: &Trees, visitor: &VisitorId) -> Result<()> {
+    let mut items = Vec::new();
+    for raw in trees.outbox.iter().values() {
+        let item: OutboxItem = decode("outbox", &raw?)?;
+        if item.visitor == *visitor {
+            items.push(item);
+        }
+    }
+    for item in items {
+        trees.outbox_due.remove(due_key(&item))?;
+        trees.outbox_pending.remove(pending_key(&item.visitor, &item.email))?;
+        trees.outbox.remove(item.id.as_bytes())?;
+    }
+    Ok(())
+}

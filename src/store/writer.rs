@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Profile, Result, Stats, Status, StoreError, Trees, Write, campaign_prefix, decode, encode, outbox, turn_key,
+    Profile, Result, Stats, Status, StoreError, Trees, Write, campaign_prefix, decode, encode, erase, outbox, turn_key,
 };
 use crate::ids::VisitorId;
 
@@ -107,6 +107,12 @@ pub fn spawn(db: sled::Db, trees: Trees, stats: Arc<Stats>) -> Handle {
 fn apply(trees: &Trees, writes: Vec<Write>) -> Result<()> {
     for write in writes {
         match write {
+            // A chat still open on an erased visitor must not write it back.
+            Write::Visitor(profile) if erase::is_erased(trees, &profile.id)? => {}
+            Write::Conversation(conversation) if erase::is_erased(trees, &conversation.visitor)? => {}
+            Write::Email { visitor, .. } if erase::is_erased(trees, &visitor)? => {}
+            Write::Outbox(item) if erase::is_erased(trees, &item.visitor)? => {}
+            Write::Turn { conversation, .. } if !trees.conversations.contains_key(conversation.as_bytes())? => {}
             Write::Visitor(mut profile) => {
                 let id = profile.id.as_bytes();
                 // One writer, so reading the old value here cannot race another update.
@@ -118,10 +124,7 @@ fn apply(trees: &Trees, writes: Vec<Write>) -> Result<()> {
                 }
                 trees.visitors.insert(profile.id.as_bytes(), encode(&profile))?;
                 if let Some(old) = old {
-                    trees.leads_by_status.remove(status_key(old.status, &profile.id))?;
-                    if let Some(campaign) = &old.campaign {
-                        trees.leads_by_campaign.remove(campaign_key(campaign, &profile.id))?;
-                    }
+                    unindex(trees, &old)?;
                 }
                 trees.leads_by_status.insert(status_key(profile.status, &profile.id), &[])?;
                 if let Some(campaign) = &profile.campaign {
@@ -147,7 +150,18 @@ fn apply(trees: &Trees, writes: Vec<Write>) -> Result<()> {
             }
             Write::Outbox(item) => outbox::apply(trees, &item)?,
             Write::CancelFollowUps { visitor, reason, at } => outbox::cancel(trees, &visitor, &reason, at)?,
+            Write::Erase { visitor, at } => erase::visitor(trees, &visitor, at)?,
+            Write::ExpireConversation(id) => erase::conversation(trees, &id)?,
         }
+    }
+    Ok(())
+}
+
+/// Removes a profile's entries from the status and campaign indexes.
+pub(super) fn unindex(trees: &Trees, old: &Profile) -> Result<()> {
+    trees.leads_by_status.remove(status_key(old.status, &old.id))?;
+    if let Some(campaign) = &old.campaign {
+        trees.leads_by_campaign.remove(campaign_key(campaign, &old.id))?;
     }
     Ok(())
 }

@@ -1,73 +1,13 @@
 //! `/admin` over real HTTP and in a real browser: the login and its cookie, the headers, and
 //! what a marketer sees of a lead who chatted, was mailed and bought.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use nudge::protocol::{Consent, Hello};
 use serde_json::json;
 
 use crate::helpers::*;
 use crate::webdriver::Browser;
-
-const PASSWORD: &str = "correct horse battery";
-
-/// `nudge admin-password`, fed through standard input like a person would.
-fn set_password(data: &Path, password: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(["admin-password", "--data"])
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nudge admin-password");
-    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write password");
-    let out = child.wait_with_output().expect("wait");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
-}
-
-/// Logs in; returns (status, `Set-Cookie`).
-async fn login(server: &TestServer, password: &str, origin: Option<&str>) -> (u16, String) {
-    let (url, body, origin) = (
-        format!("{}/admin/login", server.url()),
-        format!("password={}", password.replace(' ', "+")),
-        origin.map(str::to_string),
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut request = http().post(&url).header("content-type", "application/x-www-form-urlencoded");
-        if let Some(origin) = origin {
-            request = request.header("origin", &origin);
-        }
-        let response = request.send(body.as_bytes()).expect("POST /admin/login");
-        let cookie = response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        (response.status().as_u16(), cookie)
-    })
-    .await
-    .expect("join")
-}
-
-/// GET with a cookie: (status, headers as `name: value` lines, body).
-async fn get_with(url: String, cookie: &str) -> (u16, String, String) {
-    let cookie = cookie.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut response = http().get(&url).header("cookie", &cookie).call().expect("GET");
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| format!("{}: {}", k, v.to_str().unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join("\n");
-        (response.status().as_u16(), headers, response.body_mut().read_to_string().unwrap_or_default())
-    })
-    .await
-    .expect("join")
-}
-
-fn session(set_cookie: &str) -> String {
-    set_cookie.split(';').next().unwrap_or("").to_string()
-}
 
 #[tokio::test]
 async fn admin_needs_a_login_and_its_session_cookie_is_locked_down() {

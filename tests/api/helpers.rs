@@ -220,3 +220,64 @@ pub async fn post(
 pub fn api_key(data: &Path) -> String {
     nudge::signing::Secrets::load_or_create(data).expect("secrets").0.conversions_api_key
 }
+
+/// The admin password the tests set.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// `nudge admin-password`, fed through standard input like a person would.
+pub fn set_password(data: &Path, password: &str) -> (bool, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["admin-password", "--data"])
+        .arg(data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nudge admin-password");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, format!("{password}\n").as_bytes()).expect("write password");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+/// Logs in; returns (status, `Set-Cookie`).
+pub async fn login(server: &TestServer, password: &str, origin: Option<&str>) -> (u16, String) {
+    let (url, body, origin) = (
+        format!("{}/admin/login", server.url()),
+        format!("password={}", password.replace(' ', "+")),
+        origin.map(str::to_string),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut request = http().post(&url).header("content-type", "application/x-www-form-urlencoded");
+        if let Some(origin) = origin {
+            request = request.header("origin", &origin);
+        }
+        let response = request.send(body.as_bytes()).expect("POST /admin/login");
+        let cookie = response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        (response.status().as_u16(), cookie)
+    })
+    .await
+    .expect("join")
+}
+
+/// GET with a cookie: (status, headers as `name: value` lines, body).
+pub async fn get_with(url: String, cookie: &str) -> (u16, String, String) {
+    let cookie = cookie.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut response = http().get(&url).header("cookie", &cookie).call().expect("GET");
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| format!("{}: {}", k, v.to_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (response.status().as_u16(), headers, response.body_mut().read_to_string().unwrap_or_default())
+    })
+    .await
+    .expect("join")
+}
+
+pub fn session(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or("").to_string()
+}

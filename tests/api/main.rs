@@ -13,6 +13,7 @@ mod garbage;
 mod helpers;
 mod intent_files;
 mod leads;
+mod privacy;
 mod reliability;
 mod reload;
 mod smtp;

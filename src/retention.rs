@@ -1,0 +1,67 @@
+//! Retention: conversations not active for `retention_days` are removed with their transcripts,
+//! and visitors not seen for that long are erased entirely. Runs at start and then hourly on its
+//! own thread; `retention_days = 0` keeps everything.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::now_ms;
+use crate::server::App;
+use crate::store::{Result, Store, Write};
+
+const EVERY: Duration = Duration::from_secs(60 * 60);
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Expires everything last active before `cutoff` (ms); returns (visitors erased,
+/// conversations removed).
+pub fn sweep(store: &Store, cutoff: u64, now: u64) -> Result<(usize, usize)> {
+    let mut writes = Vec::new();
+    let mut erased = std::collections::HashSet::new();
+    for profile in store.visitors() {
+        let profile = profile?;
+        if profile.last_seen_at < cutoff {
+            erased.insert(profile.id);
+            writes.push(Write::Erase { visitor: profile.id, at: now });
+        }
+    }
+    let visitors = writes.len();
+    for conversation in store.conversations() {
+        let conversation = conversation?;
+        if conversation.last_at < cutoff && !erased.contains(&conversation.visitor) {
+            writes.push(Write::ExpireConversation(conversation.id));
+        }
+    }
+    let conversations = writes.len() - visitors;
+    if !writes.is_empty() {
+        store.commit_blocking(writes)?;
+    }
+    Ok((visitors, conversations))
+}
+
+/// Starts the hourly sweep when a retention period is configured.
+pub fn spawn(app: Arc<App>) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+    let days = app.config.retention_days;
+    if days == 0 {
+        return Ok(None);
+    }
+    std::thread::Builder::new()
+        .name("nudge-retention".into())
+        .spawn(move || {
+            let mut next = Instant::now();
+            while !*app.shutdown.borrow() {
+                if Instant::now() >= next {
+                    let now = now_ms();
+                    match sweep(&app.store, now.saturating_sub(days * DAY_MS), now) {
+                        Ok((0, 0)) => {}
+                        Ok((visitors, conversations)) => log::info!(
+                            "retention: erased {visitors} visitors and {conversations} conversations older than {days} days"
+                        ),
+                        Err(e) => log::error!("retention sweep: {e}"),
+                    }
+                    next = Instant::now() + EVERY;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .map(Some)
+}

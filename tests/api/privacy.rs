@@ -1,0 +1,161 @@
+//! Erasure and retention: a shopper who asks to be forgotten in the chat, a marketer who erases a
+//! lead in the admin, `nudge erase` on the command line, and the retention sweep.
+
+use std::path::Path;
+
+use nudge::ids::{ConversationId, VisitorId};
+use nudge::protocol::{ClientFrame, Hello, ServerFrame};
+use nudge::store::{Conversation, Entry, Profile, Source, Speaker, Store, Write};
+
+use crate::helpers::*;
+
+/// A shopper from an email link who tells us size, colour, budget and consent (a follow-up is
+/// scheduled); returns (visitor, conversation).
+async fn known_shopper(server: &TestServer, socket: &mut nudge::client::Socket) -> (String, String) {
+    let data = server.data.to_str().expect("utf-8").to_string();
+    let url = server.url();
+    let args = ["link", "--email", "ana@example.com", "--name", "Ana", "--data", &data, "--public-url", &url];
+    let (code, link, err) = run_nudge(&args);
+    assert_eq!(code, 0, "{err}");
+    let (_, location, _) = get(link.trim().to_string()).await;
+    let token = location.strip_prefix("/chat?nudge=").expect("token").to_string();
+    let (visitor, conversation, ..) = hello(socket, Hello { token: Some(token), ..Hello::default() }).await;
+    for text in ["I'm looking for sneakers", "42", "black", "120", "yes"] {
+        say_all(socket, text).await;
+    }
+    (visitor, conversation)
+}
+
+#[tokio::test]
+async fn a_shopper_who_asks_to_be_forgotten_is_erased_everywhere() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let mut socket = server.connect().await;
+    let (visitor, conversation) = known_shopper(&server, &mut socket).await;
+
+    send(&mut socket, ClientFrame::Say { text: "Please delete all my personal data".into() }).await;
+    let reply = reply(&mut socket).await;
+    assert_eq!(reply.intent, "erase_data");
+    let ServerFrame::Welcome { visitor: fresh, returning, .. } = recv(&mut socket).await else {
+        panic!("a new welcome after the erasure");
+    };
+    assert!(fresh != visitor && !returning, "the chat goes on as a new visitor");
+    assert_eq!(say(&mut socket, "do you ship to Austria?").await.intent, "shipping_options");
+    // The old id from the widget's storage finds nothing any more.
+    let mut again = server.connect().await;
+    let (other, _, returning, _) =
+        hello(&mut again, Hello { visitor: Some(visitor.clone()), ..Hello::default() }).await;
+    assert!(other != visitor && !returning);
+    drop((socket, again));
+    server.kill();
+
+    let store = Store::open(&server.data).expect("store");
+    let old = VisitorId::parse(&visitor).expect("id");
+    assert_eq!(store.visitor(&old).expect("read"), None);
+    assert!(store.is_erased(&old).expect("read"));
+    assert_eq!(store.visitor_by_email("ana@example.com").expect("read"), None, "the email link is gone");
+    assert!(store.conversations_of(&old).expect("read").is_empty());
+    assert!(store.transcript(&ConversationId::parse(&conversation).expect("id")).expect("read").is_empty());
+    let follow_ups: Vec<_> = store.follow_ups().collect::<Result<_, _>>().expect("outbox");
+    assert!(follow_ups.iter().all(|f| f.visitor != old), "the planned email is gone");
+    let everything: String = store.visitors().map(|p| format!("{:?}", p.expect("profile"))).collect();
+    assert!(!everything.contains("ana@example.com") && !everything.contains("Ana"), "{everything}");
+    // What the shopper said afterwards belongs to the new visitor.
+    let fresh = VisitorId::parse(&fresh).expect("id");
+    let transcript = store.transcript(&store.latest_conversation(&fresh).expect("read").expect("conversation").id);
+    assert!(transcript.expect("read").iter().any(|e| e.text == "do you ship to Austria?"));
+}
+
+#[tokio::test]
+async fn marketers_erase_from_the_admin_and_the_command_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    assert!(set_password(&data, PASSWORD).0);
+    let mut server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let mut socket = server.connect().await;
+    let (visitor, _) = known_shopper(&server, &mut socket).await;
+    let cookie = session(&login(&server, PASSWORD, None).await.1);
+    let erase = format!("{}/admin/leads/{visitor}/erase", server.url());
+    let (status, _) = post(erase.clone(), None, "application/x-www-form-urlencoded", String::new()).await;
+    assert_eq!(status, 303, "without a session: to the login");
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let mut response = http().post(&erase).header("cookie", &cookie).send(&[][..]).expect("POST");
+        (response.status().as_u16(), response.body_mut().read_to_string().unwrap_or_default())
+    })
+    .await
+    .expect("join");
+    assert_eq!(status, 303, "{body}");
+    let cookie = session(&login(&server, PASSWORD, None).await.1);
+    assert_eq!(get_with(format!("{}/admin/leads/{visitor}", server.url()), &cookie).await.0, 404);
+    // The chat still open writes nothing back.
+    say_all(&mut socket, "where is my order?").await;
+    drop(socket);
+
+    // Another shopper, erased from the command line while the server is stopped.
+    let mut socket = server.connect().await;
+    let (second, _) = known_shopper(&server, &mut socket).await;
+    drop(socket);
+    server.kill();
+    let data_arg = data.to_str().expect("utf-8");
+    let (code, out, err) = run_nudge(&["erase", "--email", "ana@example.com", "--data", data_arg]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("erased visitor {second}"));
+    let (code, _, err) = run_nudge(&["erase", "--email", "ana@example.com", "--data", data_arg]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no such visitor"), "{err}");
+    let store = Store::open(&data).expect("store");
+    for id in [visitor, second] {
+        let id = VisitorId::parse(&id).expect("id");
+        assert_eq!(store.visitor(&id).expect("read"), None);
+        assert!(store.conversations_of(&id).expect("read").is_empty());
+    }
+}
+
+#[test]
+fn the_retention_sweep_expires_old_conversations_and_forgotten_visitors() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path()).expect("store");
+    let day = 24 * 60 * 60 * 1000;
+    let now = nudge::now_ms();
+    let mut writes = Vec::new();
+    // One visitor seen today with one old and one new conversation; one not seen for a year.
+    let mut add = |last_seen: u64, conversations: &[u64]| {
+        let profile = Profile { last_seen_at: last_seen, ..Profile::new(VisitorId::mint(last_seen), last_seen, "en") };
+        let ids: Vec<ConversationId> = conversations.iter().map(|at| ConversationId::mint(*at)).collect();
+        for (id, at) in ids.iter().zip(conversations) {
+            let conversation = Conversation {
+                id: *id,
+                visitor: profile.id,
+                started_at: *at,
+                last_at: *at,
+                locale: "en".into(),
+                source: Source::default(),
+                pending: None,
+            };
+            let entry = Entry {
+                at: *at,
+                from: Speaker::Shopper,
+                text: "hi".into(),
+                intent: None,
+                how: None,
+                confidence: None,
+                variant: None,
+            };
+            writes.push(Write::Conversation(conversation));
+            writes.push(Write::Turn { conversation: *id, entries: vec![entry] });
+        }
+        writes.push(Write::Visitor(profile.clone()));
+        (profile.id, ids)
+    };
+    let (active, talks) = add(now, &[now - 400 * day, now - day]);
+    let (gone, _) = add(now - 400 * day, &[now - 400 * day]);
+    store.commit_blocking(writes).expect("commit");
+
+    assert_eq!(nudge::retention::sweep(&store, now - 365 * day, now).expect("sweep"), (1, 1));
+    assert!(store.visitor(&gone).expect("read").is_none());
+    assert!(store.visitor(&active).expect("read").is_some());
+    assert!(store.transcript(&talks[0]).expect("read").is_empty(), "the old conversation is gone");
+    assert_eq!(store.transcript(&talks[1]).expect("read").len(), 1, "the recent one stays");
+    assert_eq!(store.conversations_of(&active).expect("read").len(), 1);
+    assert_eq!(nudge::retention::sweep(&store, now - 365 * day, now).expect("sweep"), (0, 0), "nothing twice");
+}
