@@ -65,6 +65,12 @@ pub struct Config {
     pub mail_retry_secs: u64,
     /// Attempts before a follow-up is dead-lettered.
     pub mail_max_attempts: u32,
+    /// Where tag events go (a JSON POST signed with `webhook_secret` from `secrets.toml`), for
+    /// visitors with ads consent. Unset: no events.
+    pub tag_webhook_url: Option<String>,
+    /// A shopper offered a checkout link who has not bought this long after is tagged
+    /// `cart_abandoner`; 0 turns the check off.
+    pub abandoned_after_secs: u64,
     /// Conversations inactive this long are removed, visitors not seen this long are erased
     /// (checked hourly); 0 keeps everything.
     pub retention_days: u64,
@@ -116,6 +122,8 @@ impl Default for Config {
             mail_from: "Nudge Shoes <shop@localhost>".into(),
             mail_retry_secs: 60,
             mail_max_attempts: 10,
+            tag_webhook_url: None,
+            abandoned_after_secs: 60 * 60,
             retention_days: 365,
         }
     }

@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod intents;
 pub mod metrics;
+pub mod outbox;
 pub mod pages;
 pub mod protocol;
 pub mod reload;
@@ -30,5 +31,4 @@ pub fn now_ms() -> u64 {
 }
 pub mod leads;
 pub mod loadgen;
-pub mod mail;
 pub mod signing;

@@ -271,7 +271,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 running.public_url
             );
         }
-        let nudge::server::Running { server, app, watch, mail, retention, .. } = running;
+        let nudge::server::Running { server, app, watch, outbox, retention, .. } = running;
         let handle = server.handle();
         let stopping = app.clone();
         actix_web::rt::spawn(async move {
@@ -283,8 +283,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         server.await?;
         drop(watch);
         // The worker sees the shutdown flag between deliveries; a send in progress finishes.
-        if mail.join().is_err() {
-            log::error!("the mail worker panicked");
+        if outbox.join().is_err() {
+            log::error!("the outbox worker panicked");
         }
         if retention.is_some_and(|r| r.join().is_err()) {
             log::error!("the retention sweep panicked");

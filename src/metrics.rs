@@ -11,10 +11,10 @@ pub struct Metrics {
     pub errors_total: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
-    pub mail_sent: AtomicU64,
-    pub mail_retries: AtomicU64,
-    pub mail_dead: AtomicU64,
-    pub mail_skipped: AtomicU64,
+    pub outbox_done: AtomicU64,
+    pub outbox_retries: AtomicU64,
+    pub outbox_dead: AtomicU64,
+    pub outbox_skipped: AtomicU64,
 }
 
 impl Metrics {
@@ -41,14 +41,19 @@ impl Metrics {
             "Intent reloads refused because of errors.",
             get(&self.reloads_failed),
         );
-        metric("nudge_mail_sent_total", "counter", "Follow-up emails sent.", get(&self.mail_sent));
-        metric("nudge_mail_retries_total", "counter", "Temporary send failures (retried).", get(&self.mail_retries));
-        metric("nudge_mail_dead_total", "counter", "Follow-ups dead-lettered.", get(&self.mail_dead));
         metric(
-            "nudge_mail_skipped_total",
+            "nudge_outbox_done_total",
             "counter",
-            "Follow-ups not wanted any more at send time.",
-            get(&self.mail_skipped),
+            "Outbox jobs done (emails sent, events posted, checks run).",
+            get(&self.outbox_done),
+        );
+        metric("nudge_outbox_retries_total", "counter", "Temporary failures (retried).", get(&self.outbox_retries));
+        metric("nudge_outbox_dead_total", "counter", "Outbox jobs dead-lettered.", get(&self.outbox_dead));
+        metric(
+            "nudge_outbox_skipped_total",
+            "counter",
+            "Outbox jobs not wanted any more when due.",
+            get(&self.outbox_skipped),
         );
         metric("nudge_store_batches_total", "counter", "Batches made durable.", store.0.to_string());
         metric("nudge_store_flushes_total", "counter", "Flushes to disk (group commits).", store.1.to_string());

@@ -58,8 +58,8 @@ pub enum StartError {
     Secrets(#[from] SecretsError),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
-    #[error("mail: {0}")]
-    Mail(String),
+    #[error("{0}")]
+    Outbox(String),
     #[error("cannot start the {0}: {1}")]
     Spawn(&'static str, std::io::Error),
 }
@@ -77,8 +77,8 @@ pub struct Running {
     pub watch: Option<reload::Watch>,
     /// What this start generated in `<data>/secrets.toml` (to print once).
     pub generated: Generated,
-    /// The mail worker; it ends after `App::shutdown` is set.
-    pub mail: std::thread::JoinHandle<()>,
+    /// The outbox worker; it ends after `App::shutdown` is set.
+    pub outbox: std::thread::JoinHandle<()>,
     /// The retention sweep, when a retention period is set; it ends after `App::shutdown`.
     pub retention: Option<std::thread::JoinHandle<()>>,
 }
@@ -90,8 +90,15 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     for warning in &intents.warnings {
         log::warn!("{warning}");
     }
-    let transport = crate::mail::Transport::from_config(&config).map_err(StartError::Mail)?;
-    let from = crate::mail::sender(&config).map_err(StartError::Mail)?;
+    let receivers = crate::outbox::Receivers {
+        mailer: crate::outbox::Mailer::from_config(&config).map_err(StartError::Outbox)?,
+        webhook: config
+            .tag_webhook_url
+            .as_deref()
+            .map(crate::outbox::Webhook::from_config)
+            .transpose()
+            .map_err(StartError::Outbox)?,
+    };
     let store = Store::open(&config.data)?;
     let (secrets, generated) = Secrets::load_or_create(&config.data)?;
     let signer = secrets.signer()?;
@@ -140,9 +147,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             None
         }
     };
-    let mail = crate::mail::spawn(app.clone(), transport, from).map_err(|e| StartError::Spawn("mail worker", e))?;
+    let outbox = crate::outbox::spawn(app.clone(), receivers).map_err(|e| StartError::Spawn("outbox worker", e))?;
     let retention = crate::retention::spawn(app.clone()).map_err(|e| StartError::Spawn("retention sweep", e))?;
-    Ok(Running { addr, public_url, server, app, watch, generated, mail, retention })
+    Ok(Running { addr, public_url, server, app, watch, generated, outbox, retention })
 }
 
 async fn healthz() -> HttpResponse {

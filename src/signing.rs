@@ -127,6 +127,9 @@ fn mac(key: &[u8], data: &str) -> HmacSha256 {
 pub struct Secrets {
     pub signing_key: String,
     pub conversions_api_key: String,
+    /// The key tag-webhook events are signed with (`X-Nudge-Signature`).
+    #[serde(default)]
+    pub webhook_secret: String,
     /// Argon2id PHC string of the `/admin` password (`nudge admin-password` sets it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_password_hash: Option<String>,
@@ -185,6 +188,7 @@ impl Secrets {
                 Secrets {
                     signing_key: "k1".into(),
                     conversions_api_key: random_b64(24),
+                    webhook_secret: String::new(),
                     admin_password_hash: None,
                     keys: [("k1".to_string(), random_b64(32))].into(),
                 }
@@ -196,7 +200,12 @@ impl Secrets {
             secrets.admin_password_hash = Some(hash_password(&password)?);
             generated.admin_password = Some(password);
         }
-        if generated.file || generated.admin_password.is_some() {
+        let mut changed = generated.file || generated.admin_password.is_some();
+        if secrets.webhook_secret.is_empty() {
+            secrets.webhook_secret = random_b64(32);
+            changed = true;
+        }
+        if changed {
             secrets.save(data)?;
         }
         Ok((secrets, generated))

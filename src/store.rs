@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::ids::{ConversationId, OutboxId, VisitorId};
 use crate::intents::How;
-pub use outbox::{OutboxItem, OutboxState};
+pub use outbox::{Job, OutboxItem, OutboxState};
 
 /// Every value starts with this version byte; a reader that meets another refuses it loudly
 /// instead of misreading it.

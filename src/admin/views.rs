@@ -215,7 +215,7 @@ fn how_name(how: How) -> &'static str {
 
 fn outbox_table<'a>(rows: impl Iterator<Item = (&'a OutboxItem, Option<&'a str>)>) -> String {
     let mut out = String::from(
-        "<table><tr><th>Scheduled</th><th>Email</th><th>To</th><th>Due</th><th>State</th><th>Attempts</th><th>Last error</th></tr>",
+        "<table><tr><th>Scheduled</th><th>Job</th><th>To</th><th>Due</th><th>State</th><th>Attempts</th><th>Last error</th></tr>",
     );
     for (item, to) in rows {
         let state = match &item.state {
@@ -229,7 +229,7 @@ fn outbox_table<'a>(rows: impl Iterator<Item = (&'a OutboxItem, Option<&'a str>)
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td class=muted>{}</td></tr>",
             time(item.created_at),
-            e(&item.email),
+            e(&item.job.describe()),
             e(to.unwrap_or("")),
             time(item.due_at),
             item.attempts,

@@ -14,7 +14,7 @@ use crate::leads::{self, EmailLink, LinkError};
 use crate::now_ms;
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, Pixel, ServerFrame};
 use crate::server::App;
-use crate::store::{ConsentRecord, Conversation, OutboxItem, Preference, Profile, Source, Status, Write};
+use crate::store::{ConsentRecord, Conversation, Job, OutboxItem, Preference, Profile, Source, Status, Write};
 
 /// Counts a connection as open for as long as it lives.
 struct Connected(Arc<App>);
@@ -358,7 +358,8 @@ impl Chat {
                 Effect::Erase => erase = true,
                 Effect::FollowUp { email, after_secs } => {
                     let due = now.saturating_add(after_secs.saturating_mul(1000));
-                    let item = OutboxItem::new(profile.id, conversation.id, &email, &conversation.locale, now, due);
+                    let job = Job::Email { template: email };
+                    let item = OutboxItem::new(profile.id, conversation.id, job, &conversation.locale, now, due);
                     writes.push(Write::Outbox(item));
                 }
             }
@@ -368,10 +369,37 @@ impl Chat {
         }
         if !new_tags.is_empty() {
             step.frames.push(tags_frame(&profile, &new_tags));
+            // Tag events for the shop's webhook, for visitors who allow ads.
+            if self.app.config.tag_webhook_url.is_some() && profile.consent.as_ref().is_some_and(|c| c.ads) {
+                for tag in &new_tags {
+                    let job = Job::TagEvent { tag: tag.clone(), at: now };
+                    writes.push(Write::Outbox(OutboxItem::new(
+                        profile.id,
+                        conversation.id,
+                        job,
+                        &profile.locale,
+                        now,
+                        now,
+                    )));
+                }
+            }
         }
         if let Some(checkout) = self.offer_checkout(&mut profile, &conversation, now) {
             profile_changed = true;
             step.frames.push(checkout);
+            let after = self.app.config.abandoned_after_secs;
+            if after > 0 {
+                let due = now.saturating_add(after.saturating_mul(1000));
+                let job = Job::Abandoned;
+                writes.push(Write::Outbox(OutboxItem::new(
+                    profile.id,
+                    conversation.id,
+                    job,
+                    &profile.locale,
+                    now,
+                    due,
+                )));
+            }
         }
         // The conversation record is written only when it changes (a question asked, the language);
         // its last activity is read back from the transcript.

@@ -1,20 +1,20 @@
-//! The outbox: follow-up emails waiting to be sent, kept durably so that none is lost while SMTP
-//! is down and none is sent after it was cancelled. The mail worker (`mail`) reads due items and
-//! writes their outcome back through the writer thread, which keeps the indexes in step.
+//! The outbox: jobs waiting for their time (follow-up emails, the cart-abandonment check, tag
+//! events for the webhook), kept durably so that none is lost while a receiver is down and none
+//! runs after it was cancelled. The worker (`crate::outbox`) reads due items and writes their
+//! outcome back through the writer thread, which keeps the indexes in step.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Trees, decode, encode};
 use crate::ids::{ConversationId, OutboxId, VisitorId};
 
-/// One follow-up email.
+/// One job for one visitor.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OutboxItem {
     pub id: OutboxId,
     pub visitor: VisitorId,
     pub conversation: ConversationId,
-    /// The email template's id.
-    pub email: String,
+    pub job: Job,
     pub locale: String,
     pub created_at: u64,
     /// When it is (next) due; for a sent or ended item, when it was last due.
@@ -24,6 +24,38 @@ pub struct OutboxItem {
     pub state: OutboxState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Job {
+    /// A follow-up email from the template with this id.
+    Email { template: String },
+    /// When due: a shopper who was offered a checkout link and has not bought is tagged
+    /// `cart_abandoner`.
+    Abandoned,
+    /// A tag event for the retargeting webhook.
+    TagEvent { tag: String, at: u64 },
+}
+
+impl Job {
+    /// One pending job per visitor and key: scheduling the same again while it waits is a no-op.
+    fn key(&self) -> String {
+        match self {
+            Job::Email { template } => format!("email:{template}"),
+            Job::Abandoned => "abandoned".into(),
+            Job::TagEvent { tag, .. } => format!("tag:{tag}"),
+        }
+    }
+
+    /// What the admin's queue shows.
+    pub fn describe(&self) -> String {
+        match self {
+            Job::Email { template } => format!("email {template}"),
+            Job::Abandoned => "cart abandonment check".into(),
+            Job::TagEvent { tag, .. } => format!("webhook: tag {tag}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -66,7 +98,7 @@ impl OutboxItem {
     pub fn new(
         visitor: VisitorId,
         conversation: ConversationId,
-        email: &str,
+        job: Job,
         locale: &str,
         now: u64,
         due_at: u64,
@@ -75,7 +107,7 @@ impl OutboxItem {
             id: OutboxId::mint(now),
             visitor,
             conversation,
-            email: email.into(),
+            job,
             locale: locale.into(),
             created_at: now,
             due_at,
@@ -94,10 +126,10 @@ pub(super) fn due_key(item: &OutboxItem) -> [u8; 24] {
     key
 }
 
-/// `outbox_pending` key: one pending follow-up per visitor and template.
-fn pending_key(visitor: &VisitorId, email: &str) -> Vec<u8> {
+/// `outbox_pending` key: one pending job per visitor and `Job::key`.
+fn pending_key(visitor: &VisitorId, job: &Job) -> Vec<u8> {
     let mut key = visitor.as_bytes().to_vec();
-    key.extend_from_slice(email.as_bytes());
+    key.extend_from_slice(job.key().as_bytes());
     key
 }
 
@@ -106,7 +138,7 @@ fn pending_key(visitor: &VisitorId, email: &str) -> Vec<u8> {
 /// pending; an ended item (sent, skipped, cancelled, dead) only changes to `sent` (the mail
 /// worker may finish a delivery that a cancel raced with), so nothing cancelled comes back.
 pub(super) fn apply(trees: &Trees, item: &OutboxItem) -> Result<()> {
-    let pending = pending_key(&item.visitor, &item.email);
+    let pending = pending_key(&item.visitor, &item.job);
     match trees.outbox.get(item.id.as_bytes())? {
         None if item.state == OutboxState::Pending && trees.outbox_pending.contains_key(&pending)? => return Ok(()),
         None => {}
@@ -128,12 +160,16 @@ pub(super) fn apply(trees: &Trees, item: &OutboxItem) -> Result<()> {
     Ok(())
 }
 
-/// Cancels every pending follow-up of a visitor.
+/// Cancels a visitor's pending follow-ups: emails and the abandonment check. Tag events record
+/// what already happened and still go out.
 pub(super) fn cancel(trees: &Trees, visitor: &VisitorId, reason: &str, now: u64) -> Result<()> {
     let ids: Vec<_> = trees.outbox_pending.scan_prefix(visitor.as_bytes()).values().collect::<sled::Result<_>>()?;
     for id in ids {
         if let Some(raw) = trees.outbox.get(&id)? {
             let mut item: OutboxItem = decode("outbox", &raw)?;
+            if matches!(item.job, Job::TagEvent { .. }) {
+                continue;
+            }
             item.state = OutboxState::Cancelled { at: now, reason: reason.into() };
             apply(trees, &item)?;
         }
@@ -152,7 +188,7 @@ pub(super) fn remove_visitor(trees: &Trees, visitor: &VisitorId) -> Result<()> {
     }
     for item in items {
         trees.outbox_due.remove(due_key(&item))?;
-        trees.outbox_pending.remove(pending_key(&item.visitor, &item.email))?;
+        trees.outbox_pending.remove(pending_key(&item.visitor, &item.job))?;
         trees.outbox.remove(item.id.as_bytes())?;
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nudge::ids::VisitorId;
 use nudge::protocol::{ClientFrame, Hello, ServerFrame};
-use nudge::store::{OutboxState, Store};
+use nudge::store::{Job, OutboxItem, OutboxState, Store};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -28,6 +28,12 @@ async fn shop(server: &TestServer, email: &str) -> String {
         say_all(&mut socket, text).await;
     }
     visitor
+}
+
+/// The follow-up emails in the outbox (not the other jobs).
+fn emails(store: &Store) -> Vec<OutboxItem> {
+    let all = store.follow_ups().collect::<Result<Vec<_>, _>>().expect("outbox");
+    all.into_iter().filter(|item| matches!(item.job, Job::Email { .. })).collect()
 }
 
 async fn metric(server: &TestServer, name: &str) -> u64 {
@@ -96,7 +102,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     assert_eq!(smtp.messages().len(), 1);
     server.kill();
     let store = Store::open(&server.data).expect("store");
-    let items: Vec<_> = store.follow_ups().collect::<Result<_, _>>().expect("outbox");
+    let items: Vec<_> = emails(&store);
     let (sent, later): (Vec<_>, Vec<_>) = items.iter().partition(|i| matches!(i.state, OutboxState::Sent { .. }));
     assert_eq!(sent.len(), 1);
     assert_eq!(header(mail, "message-id"), format!("<{}@127.0.0.1>", sent[0].id), "the outbox id names the message");
@@ -134,14 +140,14 @@ async fn follow_ups_outlast_an_smtp_outage_and_are_only_sent_while_wanted() {
     }
 
     // SMTP is down: every attempt fails and is retried.
-    wait_for_metric(&server, "nudge_mail_retries_total", 4).await;
-    assert_eq!(metric(&server, "nudge_mail_sent_total").await, 0);
+    wait_for_metric(&server, "nudge_outbox_retries_total", 4).await;
+    assert_eq!(metric(&server, "nudge_outbox_done_total").await, 0);
     let mut smtp = SmtpServer::start(port, &dir.path().join("smtp"));
     let sent = smtp.wait_for(2, Duration::from_secs(30));
     let mut to: Vec<&str> = sent.iter().map(rcpt).collect();
     to.sort();
     assert_eq!(to, ["ana@example.com", "busy@example.com"], "delivered after the outage; busy after its 451");
-    wait_for_metric(&server, "nudge_mail_dead_total", 1).await;
+    wait_for_metric(&server, "nudge_outbox_dead_total", 1).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(smtp.messages().len(), 2, "nothing else, and nothing twice");
     smtp.stop();
@@ -149,8 +155,7 @@ async fn follow_ups_outlast_an_smtp_outage_and_are_only_sent_while_wanted() {
 
     let store = Store::open(&server.data).expect("store");
     let mut states: Vec<(String, String)> = Vec::new();
-    for item in store.follow_ups() {
-        let item = item.expect("outbox item");
+    for item in emails(&store) {
         let profile = store.visitor(&item.visitor).expect("read").expect("visitor");
         let detail = match &item.state {
             OutboxState::Dead { error, .. } => error.clone(),
@@ -239,7 +244,7 @@ async fn killed_at_random_moments_every_acknowledged_follow_up_is_delivered_once
     let messages = smtp.messages();
 
     let store = Store::open(&server.data).expect("store");
-    let items: Vec<_> = store.follow_ups().collect::<Result<_, _>>().expect("outbox");
+    let items: Vec<_> = emails(&store);
     let mut ids: Vec<&str> = messages.iter().map(|m| header(m, "message-id")).collect();
     ids.sort();
     ids.dedup();

@@ -1,0 +1,135 @@
+//! The outbox worker: one thread that runs the jobs the store's outbox holds when they are due:
+//! follow-up emails (`outbox/mail.rs`), tag events for the retargeting webhook
+//! (`outbox/webhook.rs`) and the cart-abandonment check. Each job is checked again when it runs
+//! (an email is not sent when the shopper converted, unsubscribed, has no marketing consent or no
+//! address; a tag event needs ads consent). Temporary failures are retried with doubling waits;
+//! permanent ones are dead-lettered. Jobs run one at a time and each outcome is committed right
+//! after the receiver's answer, so a crash can repeat at most the one job in flight.
+
+mod mail;
+mod webhook;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub use mail::{Mailer, mail_dir};
+pub use webhook::{Webhook, sign};
+
+use crate::now_ms;
+use crate::server::App;
+use crate::store::{Job, OutboxItem, OutboxState, Profile, Status, Write};
+
+/// The tag a shopper gets who was offered a checkout link and did not buy in time.
+pub const CART_ABANDONER: &str = "cart_abandoner";
+/// The longest wait between two attempts.
+const MAX_BACKOFF_MS: u64 = 6 * 60 * 60 * 1000;
+/// How often an idle worker looks for newly due items (and for shutdown).
+const POLL: Duration = Duration::from_millis(200);
+
+/// Why a job did not run to the end.
+enum Failure {
+    /// Try again later.
+    Temporary(String),
+    /// It will never work: dead-letter it.
+    Permanent(String),
+    /// Not wanted any more (converted, no consent, ...): skip it.
+    Unwanted(String),
+}
+
+/// Where the jobs go.
+pub struct Receivers {
+    pub mailer: Mailer,
+    pub webhook: Option<Webhook>,
+}
+
+/// Starts the worker; it stops soon after `App::shutdown` is set.
+pub fn spawn(app: Arc<App>, receivers: Receivers) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("nudge-outbox".into()).spawn(move || {
+        while !*app.shutdown.borrow() {
+            let now = now_ms();
+            match app.store.due_follow_ups(now, 64) {
+                Ok(due) if !due.is_empty() => {
+                    for item in due {
+                        let writes = run(&app, &receivers, item, now_ms());
+                        if let Err(e) = app.store.commit_blocking(writes) {
+                            log::error!("outbox: cannot record an outcome: {e}");
+                            std::thread::sleep(POLL);
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => log::error!("outbox: cannot read due jobs: {e}"),
+            }
+            let next = app.store.next_follow_up_at().ok().flatten().unwrap_or(u64::MAX);
+            std::thread::sleep(Duration::from_millis(next.saturating_sub(now)).clamp(Duration::from_millis(5), POLL));
+        }
+    })
+}
+
+/// Runs one due job; returns what to commit, the item with its new state last.
+fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<Write> {
+    let mut writes = Vec::new();
+    let result = match item.job.clone() {
+        Job::Email { template } => receivers.mailer.deliver(app, &item, &template, now),
+        Job::TagEvent { tag, at } => match &receivers.webhook {
+            Some(webhook) => webhook.deliver(app, &item, &tag, at, now),
+            None => Err(Failure::Unwanted("no tag_webhook_url configured".into())),
+        },
+        Job::Abandoned => abandoned(app, &item, now, receivers.webhook.is_some(), &mut writes),
+    };
+    let metrics = &app.metrics;
+    match result {
+        Ok(()) => {
+            metrics.outbox_done.fetch_add(1, Ordering::Relaxed);
+            item.state = OutboxState::Sent { at: now_ms() };
+        }
+        Err(Failure::Unwanted(reason)) => {
+            metrics.outbox_skipped.fetch_add(1, Ordering::Relaxed);
+            item.state = OutboxState::Skipped { at: now, reason };
+        }
+        Err(Failure::Permanent(error)) => dead(app, &mut item, now, error),
+        Err(Failure::Temporary(error)) => {
+            item.attempts += 1;
+            if item.attempts >= app.config.mail_max_attempts {
+                let error = format!("gave up after {} attempts: {error}", item.attempts);
+                dead(app, &mut item, now, error);
+            } else {
+                metrics.outbox_retries.fetch_add(1, Ordering::Relaxed);
+                log::warn!("outbox: {} ({}) will be retried: {error}", item.job.describe(), item.id);
+                let backoff =
+                    app.config.mail_retry_secs.saturating_mul(1000).saturating_mul(1 << (item.attempts - 1).min(20));
+                item.due_at = now + backoff.min(MAX_BACKOFF_MS);
+                item.last_error = Some(error);
+            }
+        }
+    }
+    writes.push(Write::Outbox(item));
+    writes
+}
+
+fn dead(app: &App, item: &mut OutboxItem, now: u64, error: String) {
+    app.metrics.outbox_dead.fetch_add(1, Ordering::Relaxed);
+    log::error!("outbox: {} ({}) dead-lettered: {error}", item.job.describe(), item.id);
+    item.last_error = Some(error.clone());
+    item.state = OutboxState::Dead { at: now, error };
+}
+
+/// The abandonment check: a shopper who has not bought since the checkout link was offered is
+/// tagged `cart_abandoner` (and the tag event queued for the webhook).
+fn abandoned(app: &App, item: &OutboxItem, now: u64, webhook: bool, writes: &mut Vec<Write>) -> Result<(), Failure> {
+    let profile = app.store.visitor(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
+    let mut profile: Profile = profile.ok_or_else(|| Failure::Unwanted("the visitor is gone".into()))?;
+    if profile.status == Status::Converted {
+        return Err(Failure::Unwanted("converted".into()));
+    }
+    if profile.tags.insert(CART_ABANDONER.into()) {
+        if webhook && profile.consent.as_ref().is_some_and(|c| c.ads) {
+            let job = Job::TagEvent { tag: CART_ABANDONER.into(), at: now };
+            writes.push(Write::Outbox(OutboxItem::new(profile.id, item.conversation, job, &item.locale, now, now)));
+        }
+        writes.push(Write::Visitor(profile));
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Follow-up emails: rendered from their template in the conversation's language with a link
+//! that resumes the chat and an RFC 8058 one-click unsubscribe link, and sent over SMTP (or
+//! written to `<data>/mail` as `.eml` files when no SMTP server is configured). The Message-ID is
+//! the outbox id, so the one resend a crash can cause is recognisable as the same message.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{FileTransport, Message, SmtpTransport, Transport as _};
+
+use super::Failure;
+use crate::config::Config;
+use crate::ids::Email;
+use crate::pages::escape_html;
+use crate::server::App;
+use crate::signing::Claims;
+use crate::store::{OutboxItem, Profile, Status};
+
+/// Resume links in emails stay valid this long ...
+const RESUME_TTL_SECS: u64 = 30 * 24 * 60 * 60;
+/// ... and unsubscribe links longer, as RFC 8058 asks.
+const UNSUBSCRIBE_TTL_SECS: u64 = 365 * 24 * 60 * 60;
+const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where mail goes, and from whom.
+pub struct Mailer {
+    transport: Transport,
+    from: Mailbox,
+}
+
+enum Transport {
+    Smtp(SmtpTransport),
+    /// No SMTP server configured: each message becomes an `.eml` file.
+    Files(FileTransport),
+}
+
+impl Mailer {
+    /// Checks the configuration at startup, so a typo is not found at 3 am.
+    pub fn from_config(config: &Config) -> Result<Mailer, String> {
+        let from = config.mail_from.parse().map_err(|e| format!("mail_from {:?}: {e}", config.mail_from))?;
+        let transport = match &config.smtp_url {
+            Some(url) => SmtpTransport::from_url(url)
+                .map(|builder| Transport::Smtp(builder.timeout(Some(SMTP_TIMEOUT)).build()))
+                // The URL may hold a password: the error names the key, not the value.
+                .map_err(|e| format!("smtp_url: {e} (expected smtp://[user:password@]host[:port][?tls=required])"))?,
+            None => {
+                let dir = mail_dir(config);
+                std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                Transport::Files(FileTransport::new(dir))
+            }
+        };
+        Ok(Mailer { transport, from })
+    }
+
+    fn send(&self, message: &Message) -> Result<(), Failure> {
+        match &self.transport {
+            Transport::Smtp(smtp) => smtp.send(message).map(drop).map_err(|e| {
+                if e.is_permanent() {
+                    Failure::Permanent(e.to_string())
+                } else {
+                    // Transient SMTP replies, refused connections, timeouts: try again later.
+                    Failure::Temporary(e.to_string())
+                }
+            }),
+            Transport::Files(files) => files.send(message).map(drop).map_err(|e| Failure::Temporary(e.to_string())),
+        }
+    }
+
+    /// Sends the follow-up `template` if it is still wanted.
+    pub(super) fn deliver(&self, app: &App, item: &OutboxItem, template: &str, now: u64) -> Result<(), Failure> {
+        let profile = app.store.visitor(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
+        let (profile, address) = wanted(profile.as_ref()).map_err(|reason| Failure::Unwanted(reason.into()))?;
+        let message = compose(app, &self.from, item, template, profile, address, now).map_err(Failure::Permanent)?;
+        self.send(&message)
+    }
+}
+
+pub fn mail_dir(config: &Config) -> PathBuf {
+    config.data.join("mail")
+}
+
+/// Whether the email is still wanted, and where it goes; otherwise why not.
+fn wanted(profile: Option<&Profile>) -> Result<(&Profile, Email), &'static str> {
+    let profile = profile.ok_or("the visitor is gone")?;
+    if profile.status == Status::Converted {
+        return Err("converted");
+    }
+    if !profile.consent.as_ref().is_some_and(|c| c.marketing) {
+        return Err("no marketing consent");
+    }
+    let address = profile.preference("email").and_then(|e| Email::parse(e).ok()).ok_or("no email address")?;
+    Ok((profile, address))
+}
+
+/// The message: the template in the conversation's language, with the visitor's preferences,
+/// a resume link and the unsubscribe headers.
+fn compose(
+    app: &App,
+    from: &Mailbox,
+    item: &OutboxItem,
+    template: &str,
+    profile: &Profile,
+    address: Email,
+    now: u64,
+) -> Result<Message, String> {
+    let intents = app.intents();
+    let email = intents.email(template).ok_or_else(|| format!("no email template `{template}` any more"))?;
+    let body = email.body(&item.locale);
+    let owned = |name: &str| profile.preference(name).map(str::to_string);
+    let resume = Claims::Chat {
+        email: address.to_string(),
+        name: owned("name"),
+        campaign: profile.campaign.clone(),
+        product: owned("product"),
+        visitor: Some(profile.id),
+    };
+    let unsubscribe = Claims::Unsubscribe { visitor: profile.id };
+    let url = |path: &str, claims: &Claims, ttl: u64| {
+        format!("{}/{path}/{}", app.public_url, app.signer.sign(claims, now / 1000 + ttl))
+    };
+    let mut values: BTreeMap<&str, String> =
+        profile.preferences.iter().map(|(name, p)| (name.as_str(), p.value.clone())).collect();
+    values.insert("resume_url", url("c", &resume, RESUME_TTL_SECS));
+    let unsubscribe_url = url("u", &unsubscribe, UNSUBSCRIBE_TTL_SECS);
+    values.insert("unsubscribe_url", unsubscribe_url.clone());
+    let subject: String =
+        body.subject.render(|n| values.get(n).map(String::as_str)).chars().filter(|c| !c.is_control()).collect();
+    let text = body.text.render(|n| values.get(n).map(String::as_str));
+    let escaped: BTreeMap<&str, String> = values.iter().map(|(k, v)| (*k, escape_html(v))).collect();
+    let html = body.html.render(|n| escaped.get(n).map(String::as_str));
+    let to = Mailbox::new(
+        owned("name"),
+        address.to_string().parse().map_err(|e| format!("the address {address} cannot be mailed: {e}"))?,
+    );
+    let host = url::Url::parse(&app.public_url).ok().and_then(|u| u.host_str().map(str::to_string));
+    Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(subject)
+        .message_id(Some(format!("<{}@{}>", item.id, host.as_deref().unwrap_or("nudge.localhost"))))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("List-Unsubscribe"),
+            format!("<{unsubscribe_url}>"),
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+            "List-Unsubscribe=One-Click".into(),
+        ))
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| format!("cannot build the message: {e}"))
+}
