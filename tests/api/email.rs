@@ -11,7 +11,7 @@ use nudge::store::{Job, OutboxItem, OutboxState, Store};
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::smtp::{SmtpServer, free_port, header, rcpt};
+use crate::receivers::{Receiver, free_port, header, rcpt};
 
 const FLOW: [&str; 4] = ["I'm looking for sneakers", "42", "black", "120"];
 
@@ -54,8 +54,8 @@ async fn wait_for_metric(server: &TestServer, name: &str, at_least: u64) {
 #[tokio::test]
 async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     let dir = tempfile::tempdir().expect("dir");
-    let smtp = SmtpServer::start(free_port(), &dir.path().join("smtp"));
-    let config = format!("smtp_url = \"{}\"\nmail_from = \"Shoe Shop <shop@example.com>\"\n", smtp.url());
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    let config = format!("smtp_url = \"{}\"\nmail_from = \"Shoe Shop <shop@example.com>\"\n", smtp.smtp_url());
     let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
     let visitor = shop(&server, "ana@example.com").await;
 
@@ -142,7 +142,7 @@ async fn follow_ups_outlast_an_smtp_outage_and_are_only_sent_while_wanted() {
     // SMTP is down: every attempt fails and is retried.
     wait_for_metric(&server, "nudge_outbox_retries_total", 4).await;
     assert_eq!(metric(&server, "nudge_outbox_done_total").await, 0);
-    let mut smtp = SmtpServer::start(port, &dir.path().join("smtp"));
+    let mut smtp = Receiver::smtp(port, &dir.path().join("smtp"));
     let sent = smtp.wait_for(2, Duration::from_secs(30));
     let mut to: Vec<&str> = sent.iter().map(rcpt).collect();
     to.sort();
@@ -206,9 +206,9 @@ async fn killed_at_random_moments_every_acknowledged_follow_up_is_delivered_once
     let mut seed = nudge::now_ms();
     eprintln!("kill-point seed {seed}");
     let dir = tempfile::tempdir().expect("dir");
-    let smtp = SmtpServer::start(free_port(), &dir.path().join("smtp"));
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
     let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\"", "after = \"0s\""));
-    let config = format!("smtp_url = \"{}\"\nmail_retry_secs = 1\n", smtp.url());
+    let config = format!("smtp_url = \"{}\"\nmail_retry_secs = 1\n", smtp.smtp_url());
     let mut acknowledged = Vec::new();
     const ROUNDS: usize = 4;
     for round in 0..ROUNDS {

@@ -1,5 +1,6 @@
-//! `SmtpServer`: a real SMTP server (aiosmtpd, `tests/smtp_server.py`) on a port of our choosing,
-//! so a test can stop it and start it again on the same port (an outage).
+//! `Receiver`: a real SMTP server (aiosmtpd, `tests/smtp_server.py`) or a real HTTP server for the
+//! tag webhook (`tests/webhook_server.py`) on a port of our choosing, so a test can stop it and
+//! start it again on the same port (an outage). Both store what they receive as N.json files.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub struct SmtpServer {
+pub struct Receiver {
     child: Child,
     pub port: u16,
     pub dir: PathBuf,
@@ -19,29 +20,44 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-impl SmtpServer {
-    /// Starts the server on `port`, storing messages in `dir` (kept across restarts).
-    pub fn start(port: u16, dir: &Path) -> SmtpServer {
+impl Receiver {
+    /// An SMTP server on `port`, storing messages in `dir` (kept across restarts).
+    pub fn smtp(port: u16, dir: &Path) -> Receiver {
+        Receiver::start("tests/smtp_server.py", port, dir, &[])
+    }
+
+    /// A webhook receiver on `port` that answers 503 to the first `fail` requests.
+    pub fn webhook(port: u16, dir: &Path, fail: u32) -> Receiver {
+        Receiver::start("tests/webhook_server.py", port, dir, &["--fail", &fail.to_string()])
+    }
+
+    fn start(script: &str, port: u16, dir: &Path, extra: &[&str]) -> Receiver {
         // Debian's Python, where `python3-aiosmtpd` is installed (tests/run installs it).
         let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
         let mut child = Command::new(python)
-            .args(["tests/smtp_server.py", "--port", &port.to_string(), "--dir"])
+            .args([script, "--port", &port.to_string()])
+            .args(extra)
+            .arg("--dir")
             .arg(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start tests/smtp_server.py (needs python3-aiosmtpd)");
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let line = lines.next().expect("the SMTP server exited before listening").expect("read");
+        let line = lines.next().unwrap_or_else(|| panic!("{script} exited before listening")).expect("read");
         assert!(line.starts_with("listening on"), "{line}");
-        SmtpServer { child, port, dir: dir.to_path_buf() }
+        Receiver { child, port, dir: dir.to_path_buf() }
     }
 
-    pub fn url(&self) -> String {
+    pub fn smtp_url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
-    /// Every message accepted so far, parsed, in arrival order.
+    pub fn webhook_url(&self) -> String {
+        format!("http://127.0.0.1:{}/hooks/nudge", self.port)
+    }
+
+    /// Everything received so far, parsed, in arrival order.
     pub fn messages(&self) -> Vec<Value> {
         messages(&self.dir)
     }
@@ -64,7 +80,7 @@ impl SmtpServer {
     }
 }
 
-impl Drop for SmtpServer {
+impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop();
     }
