@@ -359,8 +359,7 @@ impl Chat {
                 Effect::FollowUp { email, after_secs } => {
                     let due = now.saturating_add(after_secs.saturating_mul(1000));
                     let job = Job::Email { template: email };
-                    let item = OutboxItem::new(profile.id, conversation.id, job, &conversation.locale, now, due);
-                    writes.push(Write::Outbox(item));
+                    writes.push(Write::Outbox(OutboxItem::schedule(&conversation, job, now, due)));
                 }
             }
         }
@@ -373,14 +372,7 @@ impl Chat {
             if self.app.config.tag_webhook_url.is_some() && profile.consent.as_ref().is_some_and(|c| c.ads) {
                 for tag in &new_tags {
                     let job = Job::TagEvent { tag: tag.clone(), at: now };
-                    writes.push(Write::Outbox(OutboxItem::new(
-                        profile.id,
-                        conversation.id,
-                        job,
-                        &profile.locale,
-                        now,
-                        now,
-                    )));
+                    writes.push(Write::Outbox(OutboxItem::schedule(&conversation, job, now, now)));
                 }
             }
         }
@@ -390,15 +382,7 @@ impl Chat {
             let after = self.app.config.abandoned_after_secs;
             if after > 0 {
                 let due = now.saturating_add(after.saturating_mul(1000));
-                let job = Job::Abandoned;
-                writes.push(Write::Outbox(OutboxItem::new(
-                    profile.id,
-                    conversation.id,
-                    job,
-                    &profile.locale,
-                    now,
-                    due,
-                )));
+                writes.push(Write::Outbox(OutboxItem::schedule(&conversation, Job::Abandoned, now, due)));
             }
         }
         // The conversation record is written only when it changes (a question asked, the language);
@@ -421,8 +405,8 @@ impl Chat {
 
 impl Chat {
     /// The shopper asked to be forgotten: the erasure of everything stored about the visitor
-    /// (this turn is not even written), then a fresh visitor and conversation,
-    /// announced by a new `welcome` so the widget forgets the old id too.
+    /// (this turn is not even written), then a fresh visitor and conversation, announced by a
+    /// new `welcome` so the widget forgets the old id too.
     async fn erase(
         &mut self,
         mut frames: Vec<ServerFrame>,

@@ -95,6 +95,11 @@ impl OutboxState {
 }
 
 impl OutboxItem {
+    /// A job for the visitor of `conversation`, in its language, due at `due`.
+    pub fn schedule(conversation: &super::Conversation, job: Job, now: u64, due: u64) -> Self {
+        OutboxItem::new(conversation.visitor, conversation.id, job, &conversation.locale, now, due)
+    }
+
     pub fn new(
         visitor: VisitorId,
         conversation: ConversationId,
