@@ -51,7 +51,7 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<Option<std::thread::JoinHandle<()
             while !*app.shutdown.borrow() {
                 if Instant::now() >= next {
                     let now = now_ms();
-                    match sweep(&app.store, now.saturating_sub(days * DAY_MS), now) {
+                    match sweep(&app.store, now.saturating_sub(days.saturating_mul(DAY_MS)), now) {
                         Ok((0, 0)) => {}
                         Ok((visitors, conversations)) => log::info!(
                             "retention: erased {visitors} visitors and {conversations} conversations older than {days} days"
