@@ -40,6 +40,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin", web::get().to(leads_page))
         .route("/admin/leads/{visitor}", web::get().to(lead_page))
         .route("/admin/leads/{visitor}/erase", web::post().to(erase_lead))
+        .route("/admin/leads/{visitor}/reply", web::post().to(reply_to_lead))
+        .route("/admin/handoffs", web::get().to(handoffs_page))
         .route("/admin/funnel", web::get().to(funnel_page))
         .route("/admin/emails", web::get().to(emails_page))
         .route("/admin/try", web::get().to(try_page))
@@ -289,9 +291,55 @@ async fn lead_page(
         .await
         .map_err(store_error)?;
     match lead {
-        Some(lead) => Ok(html(StatusCode::OK, views::lead(&lead))),
+        Some(lead) => Ok(html(StatusCode::OK, views::lead(&lead, app.live.is_connected(&id)))),
         None => Ok(html(StatusCode::NOT_FOUND, views::not_found("No such lead."))),
     }
+}
+
+#[derive(Deserialize)]
+struct ReplyForm {
+    text: String,
+}
+
+/// A person answers a shopper: the message goes to every chat the visitor has open.
+async fn reply_to_lead(
+    app: web::Data<App>,
+    req: HttpRequest,
+    visitor: web::Path<String>,
+    form: web::Form<ReplyForm>,
+) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login)?;
+    if !same_origin(&app, &req) {
+        return Ok(html(StatusCode::FORBIDDEN, views::not_found("This form was posted from another site.")));
+    }
+    let id = VisitorId::parse(&visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
+    let text = form.into_inner().text.trim().to_string();
+    if text.is_empty() || text.chars().count() > app.config.max_message_chars {
+        let limit = app.config.max_message_chars;
+        return Err(actix_web::error::ErrorBadRequest(format!("write between 1 and {limit} characters")));
+    }
+    if app.live.send(&id, &text) == 0 {
+        let message = "The shopper is not in the chat any more; nothing was sent.";
+        return Ok(html(StatusCode::CONFLICT, views::not_found(message)));
+    }
+    Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, format!("/admin/leads/{id}"))).finish())
+}
+
+/// Shoppers who asked for a person, most recent first, and whether they are still in the chat.
+async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login)?;
+    let mut waiting = app
+        .store
+        .read(|store| {
+            let all = store.visitors().collect::<Result<Vec<_>, _>>()?;
+            Ok(all.into_iter().filter(|p| p.handoff_at.is_some()).collect::<Vec<_>>())
+        })
+        .await
+        .map_err(store_error)?;
+    waiting.sort_by_key(|p| std::cmp::Reverse(p.handoff_at));
+    waiting.truncate(PAGE_ROWS);
+    let rows: Vec<_> = waiting.into_iter().map(|p| (app.live.is_connected(&p.id), p)).collect();
+    Ok(html(StatusCode::OK, views::handoffs(&rows)))
 }
 
 /// Erases a lead on request (GDPR): everything stored about the visitor, at once.

@@ -2,6 +2,7 @@
 //! handshake, decodes frames, keeps the conversation state, applies the engine's effects through
 //! the store (durably) and only then sends the frames. Heartbeats and the idle timeout live here.
 
+pub mod agents;
 pub mod limits;
 mod session;
 

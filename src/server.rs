@@ -29,6 +29,8 @@ pub struct App {
     pub conversions: tokio::sync::Mutex<()>,
     /// Connections and message budgets per IP address.
     pub per_ip: Arc<crate::chat::limits::PerIp>,
+    /// Open chat sessions by visitor, for agents' replies.
+    pub live: Arc<crate::chat::agents::Live>,
     /// Admin login attempts per address.
     pub logins: admin::Logins,
     /// Set on SIGTERM: sessions tell their widgets to reconnect elsewhere and close.
@@ -119,6 +121,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         conversions: tokio::sync::Mutex::new(()),
         per_ip,
         logins: admin::Logins::default(),
+        live: Arc::default(),
         shutdown: tokio::sync::watch::Sender::new(false),
         intents: RwLock::new(Arc::new(intents)),
     });

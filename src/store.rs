@@ -253,6 +253,8 @@ pub struct Conversation {
 pub enum Speaker {
     Shopper,
     Bot,
+    /// A person answering from the admin after a handoff.
+    Agent,
 }
 
 /// One line of a transcript: a shopper message or a bot reply.

@@ -20,7 +20,7 @@ th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eee;vertical
 
 fn layout(title: &str, body: &str) -> String {
     let nav = "<nav><strong>Nudge</strong><a href=\"/admin\">Leads</a><a href=\"/admin/funnel\">Funnel</a>\
-        <a href=\"/admin/emails\">Emails</a><a href=\"/admin/try\">Try it</a>\
+        <a href=\"/admin/handoffs\">Handoffs</a><a href=\"/admin/emails\">Emails</a><a href=\"/admin/try\">Try it</a>\
         <form method=post action=\"/admin/logout\"><button type=submit>Log out</button></form></nav>";
     document(&format!("{title} · Nudge admin"), &format!("{STYLE}{nav}<h1>{}</h1>{body}", e(title)))
 }
@@ -128,7 +128,7 @@ pub struct Lead {
     pub follow_ups: Vec<OutboxItem>,
 }
 
-pub fn lead(lead: &Lead) -> String {
+pub fn lead(lead: &Lead, connected: bool) -> String {
     let p = &lead.profile;
     let mut body = format!(
         "<p>Visitor <code>{}</code> · status <strong>{}</strong> · score {} · campaign {} · {} visits</p>\
@@ -184,6 +184,7 @@ pub fn lead(lead: &Lead) -> String {
             let (who, class) = match entry.from {
                 Speaker::Shopper => ("shopper", ""),
                 Speaker::Bot => ("bot", " class=bot"),
+                Speaker::Agent => ("agent", ""),
             };
             let _ = write!(
                 body,
@@ -194,6 +195,17 @@ pub fn lead(lead: &Lead) -> String {
         }
         body.push_str("</table>");
     }
+    let chat = if connected {
+        format!(
+            "<form method=post action=\"/admin/leads/{}/reply\"><p><label>Answer in the chat as a person \
+             <input name=text size=60 maxlength=1000 required></label> <button type=submit>Send</button></p></form>",
+            p.id
+        )
+    } else {
+        "<p class=muted>Not in the chat right now.</p>".into()
+    };
+    let handoff = p.handoff_at.map(|at| format!("<p><strong>Asked for a person at {}.</strong></p>", time(at)));
+    body.insert_str(0, &format!("{}{chat}", handoff.unwrap_or_default()));
     let _ = write!(
         body,
         "<h2>Erase</h2><form method=post action=\"/admin/leads/{}/erase\"><p>Removes this lead's profile, \
@@ -238,6 +250,29 @@ fn outbox_table<'a>(rows: impl Iterator<Item = (&'a OutboxItem, Option<&'a str>)
     }
     out.push_str("</table>");
     out
+}
+
+pub fn handoffs(rows: &[(bool, Profile)]) -> String {
+    let mut body = String::from(
+        "<p>Shoppers who asked for a person, most recent first. Open one to answer in the chat.</p>\
+         <table><tr><th>Lead</th><th>Asked at</th><th>In the chat</th><th>Status</th><th>Preferences</th></tr>",
+    );
+    for (connected, p) in rows {
+        let preferences: Vec<String> =
+            p.preferences.iter().map(|(n, v)| format!("{}: {}", e(n), e(&v.value))).collect();
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/admin/leads/{id}\">{name}</a></td><td>{at}</td><td>{connected}</td><td>{status}</td><td>{prefs}</td></tr>",
+            id = p.id,
+            name = e(&lead_name(p)),
+            at = p.handoff_at.map(time).unwrap_or_default(),
+            connected = if *connected { "yes" } else { "no" },
+            status = p.status.as_str(),
+            prefs = preferences.join(", "),
+        );
+    }
+    body.push_str("</table>");
+    layout("Handoffs", &body)
 }
 
 pub fn emails(rows: &[(OutboxItem, Option<String>)]) -> String {

@@ -14,7 +14,12 @@ use crate::leads::{self, EmailLink, LinkError};
 use crate::now_ms;
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, Pixel, ServerFrame};
 use crate::server::App;
-use crate::store::{ConsentRecord, Conversation, Job, OutboxItem, Preference, Profile, Source, Status, Write};
+use crate::store::{
+    ConsentRecord, Conversation, Entry, Job, OutboxItem, Preference, Profile, Source, Speaker, Status, Write,
+};
+
+/// The `intent` of replies a person wrote (from the admin).
+pub const AGENT: &str = "agent";
 
 /// Counts a connection as open for as long as it lives.
 struct Connected(Arc<App>);
@@ -40,6 +45,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
     let mut strikes = 0u32;
     let mut shutdown = app.shutdown.subscribe();
     let mut chat = Chat { app: app.clone(), open: None };
+    let mut agent = app.live.register();
     let close = loop {
         tokio::select! {
             message = stream.recv() => {
@@ -50,7 +56,11 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                         last_chat = Instant::now();
                         if budget.take(last_chat) && admitted.take_message(last_chat) {
                             strikes = 0;
-                            chat.handle(&text).await
+                            let frames = chat.handle(&text).await;
+                            if let Some(open) = &chat.open {
+                                agent.carry(open.profile.id);
+                            }
+                            frames
                         } else {
                             strikes += 1;
                             if strikes >= app.config.rate_limit_strikes {
@@ -83,6 +93,14 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                     }
                     // The outgoing queue is bounded: a client that stops reading is dropped
                     // instead of having its replies buffered without limit.
+                    match tokio::time::timeout(send_timeout, ws.text(frame.to_json())).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
+                    }
+                }
+            }
+            Some(text) = agent.inbox.recv() => {
+                for frame in chat.agent(text).await {
                     match tokio::time::timeout(send_timeout, ws.text(frame.to_json())).await {
                         Ok(Ok(())) => {}
                         _ => return,
@@ -404,6 +422,35 @@ impl Chat {
 }
 
 impl Chat {
+    /// A person's message from the admin: recorded in the transcript, then sent as a reply from
+    /// the `agent`.
+    async fn agent(&mut self, text: String) -> Vec<ServerFrame> {
+        let Some(open) = &self.open else { return Vec::new() };
+        let entry = Entry {
+            at: now_ms(),
+            from: Speaker::Agent,
+            text: text.clone(),
+            intent: None,
+            how: None,
+            confidence: None,
+            variant: None,
+        };
+        let turn = Write::Turn { conversation: open.conversation.id, entries: vec![entry] };
+        match self.app.store.commit(vec![turn]).await {
+            Ok(()) => vec![ServerFrame::Reply(protocol::Reply {
+                text,
+                intent: AGENT.into(),
+                choices: Vec::new(),
+                how: None,
+                confidence: None,
+            })],
+            Err(e) => {
+                log::error!("an agent's message could not be stored: {e}");
+                Vec::new()
+            }
+        }
+    }
+
     /// The shopper asked to be forgotten: the erasure of everything stored about the visitor
     /// (this turn is not even written), then a fresh visitor and conversation, announced by a
     /// new `welcome` so the widget forgets the old id too.

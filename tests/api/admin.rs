@@ -182,3 +182,38 @@ fn a_marketer_logs_in_and_reads_a_transcript_in_the_browser() {
     // The cookie is not readable by scripts.
     assert_eq!(browser.js("return document.cookie;"), "");
 }
+
+#[tokio::test]
+async fn a_person_answers_a_shopper_who_asked_for_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let mut socket = server.connect().await;
+    let (visitor, ..) = hello(&mut socket, Hello::default()).await;
+    assert_eq!(say(&mut socket, "I want to talk to a human").await.intent, "human");
+    let cookie = session(&login(&server, PASSWORD, None).await.1);
+
+    let (_, _, handoffs) = get_with(format!("{}/admin/handoffs", server.url()), &cookie).await;
+    assert!(handoffs.contains(&format!("/admin/leads/{visitor}")) && handoffs.contains("<td>yes</td>"), "{handoffs}");
+    let reply_url = format!("{}/admin/leads/{visitor}/reply", server.url());
+    let (status, body) = post_with(reply_url.clone(), &cookie, "text=Hi%2C+Maria+here.+Size+42+is+in+stock.").await;
+    assert_eq!(status, 303, "{body}");
+    let answer = reply(&mut socket).await;
+    assert_eq!((answer.intent.as_str(), answer.text.as_str()), ("agent", "Hi, Maria here. Size 42 is in stock."));
+    // The chat goes on with the bot, and the person's message is in the transcript.
+    assert_eq!(say(&mut socket, "thanks!").await.intent, "thanks");
+    let (_, _, lead) = get_with(format!("{}/admin/leads/{visitor}", server.url()), &cookie).await;
+    assert!(lead.contains("<td>agent</td><td>Hi, Maria here. Size 42 is in stock.</td>"), "{lead}");
+    assert_eq!(post_with(reply_url.clone(), &cookie, "text=").await.0, 400, "an empty message");
+
+    drop(socket);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = post_with(reply_url.clone(), &cookie, "text=still+there%3F").await.0;
+        if status == 409 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 409, "the shopper left: nothing is sent");
+}

@@ -281,3 +281,16 @@ pub async fn get_with(url: String, cookie: &str) -> (u16, String, String) {
 pub fn session(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap_or("").to_string()
 }
+
+/// POSTs a form with a session cookie: (status, body).
+pub async fn post_with(url: String, cookie: &str, form: &str) -> (u16, String) {
+    let (cookie, form) = (cookie.to_string(), form.to_string());
+    tokio::task::spawn_blocking(move || {
+        let request =
+            http().post(&url).header("cookie", &cookie).header("content-type", "application/x-www-form-urlencoded");
+        let mut response = request.send(form.as_bytes()).expect("POST");
+        (response.status().as_u16(), response.body_mut().read_to_string().unwrap_or_default())
+    })
+    .await
+    .expect("join")
+}

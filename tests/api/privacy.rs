@@ -78,12 +78,7 @@ async fn marketers_erase_from_the_admin_and_the_command_line() {
     let erase = format!("{}/admin/leads/{visitor}/erase", server.url());
     let (status, _) = post(erase.clone(), None, "application/x-www-form-urlencoded", String::new()).await;
     assert_eq!(status, 303, "without a session: to the login");
-    let (status, body) = tokio::task::spawn_blocking(move || {
-        let mut response = http().post(&erase).header("cookie", &cookie).send(&[][..]).expect("POST");
-        (response.status().as_u16(), response.body_mut().read_to_string().unwrap_or_default())
-    })
-    .await
-    .expect("join");
+    let (status, body) = post_with(erase, &cookie, "").await;
     assert_eq!(status, 303, "{body}");
     let cookie = session(&login(&server, PASSWORD, None).await.1);
     assert_eq!(get_with(format!("{}/admin/leads/{visitor}", server.url()), &cookie).await.0, 404);

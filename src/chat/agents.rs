@@ -1,0 +1,86 @@
+//! Live chats a person can join. A shopper who asked for a human shows up in the admin's
+//! handoff list; what the marketer or support agent writes there goes to every connection the
+//! visitor has open, through each session, which records it in the transcript before sending it
+//! (the same durability as the bot's replies).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::ids::VisitorId;
+
+/// Agent messages waiting for a session that is busy answering its shopper.
+const QUEUE: usize = 16;
+
+#[derive(Default)]
+pub struct Live {
+    next: AtomicU64,
+    sessions: Mutex<HashMap<VisitorId, Vec<(u64, mpsc::Sender<String>)>>>,
+}
+
+/// A session's place in `Live`; dropping it takes the session out.
+pub struct Registration {
+    live: Arc<Live>,
+    key: u64,
+    visitor: Option<VisitorId>,
+    sender: mpsc::Sender<String>,
+    /// Messages from an agent for this session's shopper.
+    pub inbox: mpsc::Receiver<String>,
+}
+
+impl Live {
+    pub fn register(self: &Arc<Self>) -> Registration {
+        let (sender, inbox) = mpsc::channel(QUEUE);
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        Registration { live: self.clone(), key, visitor: None, sender, inbox }
+    }
+
+    pub fn is_connected(&self, visitor: &VisitorId) -> bool {
+        self.lock().get(visitor).is_some_and(|s| !s.is_empty())
+    }
+
+    /// Hands `text` to every open session of `visitor`; returns how many took it.
+    pub fn send(&self, visitor: &VisitorId, text: &str) -> usize {
+        let sessions = self.lock();
+        let open = sessions.get(visitor).map(Vec::as_slice).unwrap_or_default();
+        open.iter().filter(|(_, sender)| sender.try_send(text.to_string()).is_ok()).count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VisitorId, Vec<(u64, mpsc::Sender<String>)>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remove(&self, visitor: &VisitorId, key: u64) {
+        let mut sessions = self.lock();
+        if let Some(open) = sessions.get_mut(visitor) {
+            open.retain(|(k, _)| *k != key);
+            if open.is_empty() {
+                sessions.remove(visitor);
+            }
+        }
+    }
+}
+
+impl Registration {
+    /// Files the session under the visitor it now carries (after `hello`, or a new visitor
+    /// after an erasure).
+    pub fn carry(&mut self, visitor: VisitorId) {
+        if self.visitor == Some(visitor) {
+            return;
+        }
+        if let Some(old) = self.visitor.replace(visitor) {
+            self.live.remove(&old, self.key);
+        }
+        self.live.lock().entry(visitor).or_default().push((self.key, self.sender.clone()));
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(visitor) = self.visitor {
+            self.live.remove(&visitor, self.key);
+        }
+    }
+}
