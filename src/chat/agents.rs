@@ -14,10 +14,13 @@ use crate::ids::VisitorId;
 /// Agent messages waiting for a session that is busy answering its shopper.
 const QUEUE: usize = 16;
 
+/// Each open session of a visitor: its key and where its agent messages go.
+type Sessions = HashMap<VisitorId, Vec<(u64, mpsc::Sender<String>)>>;
+
 #[derive(Default)]
 pub struct Live {
     next: AtomicU64,
-    sessions: Mutex<HashMap<VisitorId, Vec<(u64, mpsc::Sender<String>)>>>,
+    sessions: Mutex<Sessions>,
 }
 
 /// A session's place in `Live`; dropping it takes the session out.
@@ -48,7 +51,7 @@ impl Live {
         open.iter().filter(|(_, sender)| sender.try_send(text.to_string()).is_ok()).count()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VisitorId, Vec<(u64, mpsc::Sender<String>)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
