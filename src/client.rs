@@ -94,6 +94,10 @@ fn show(frame: &ServerFrame, choices: &mut Vec<String>) {
                 _ => String::new(),
             };
             println!("bot [{}{how}]: {}", reply.intent, reply.text);
+            if !reply.captured.is_empty() {
+                let noted: Vec<String> = reply.captured.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("  (noted: {})", noted.join(", "));
+            }
             choices.clear();
             for (i, choice) in reply.choices.iter().enumerate() {
                 println!("  {}) {}", i + 1, choice.label);

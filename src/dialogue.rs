@@ -256,11 +256,21 @@ impl Turn<'_> {
         }
     }
 
-    /// Tells clients how the message was routed, on the first reply of the step.
+    /// Tells clients how the message was routed and what it set, on the first reply of the step.
     fn show_route(&mut self, how: How, confidence: f32) {
+        let captured = self
+            .step
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SetPreference { name, value, .. } => Some((name.clone(), value.clone())),
+                _ => None,
+            })
+            .collect();
         if let Some(ServerFrame::Reply(reply)) = self.step.frames.first_mut() {
             reply.how = Some(how);
             reply.confidence = Some(confidence);
+            reply.captured = captured;
         }
     }
 
@@ -310,6 +320,7 @@ impl Turn<'_> {
             choices,
             how: None,
             confidence: None,
+            captured: BTreeMap::new(),
         }));
     }
 }

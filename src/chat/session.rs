@@ -443,6 +443,7 @@ impl Chat {
                 choices: Vec::new(),
                 how: None,
                 confidence: None,
+                captured: Default::default(),
             })],
             Err(e) => {
                 log::error!("an agent's message could not be stored: {e}");

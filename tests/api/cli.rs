@@ -132,3 +132,37 @@ fn the_audience_export_hashes_emails_of_visitors_with_ads_consent() {
     assert_eq!(out, "email\n8e43ca37701228e74983efdbd0cff5c16b3b1e5d4e29a7c05626d4d25a018e11\n");
     assert!(err.contains("1 hashed emails exported"), "{err}");
 }
+
+#[test]
+fn nudge_chat_shows_the_matched_intent_and_what_was_noted() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = crate::helpers::TestServer::start();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["chat", "--url", &server.ws_url()])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("nudge chat");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut read_until = |needle: &str| -> Vec<String> {
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.expect("read");
+            let done = line.contains(needle);
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+        panic!("nudge chat ended before {needle:?}: {seen:?}");
+    };
+    read_until("bot [welcome");
+    writeln!(stdin, "I'm looking for sneakers in size 42").expect("type");
+    let seen = read_until("(noted:");
+    assert!(seen.iter().any(|l| l.starts_with("bot [product_interest via pattern 1.00]")), "{seen:?}");
+    assert!(seen.last().is_some_and(|l| l.contains("product=sneakers, size=42")), "{seen:?}");
+    drop(stdin);
+    let _ = child.wait();
+}
