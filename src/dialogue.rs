@@ -149,12 +149,12 @@ impl Turn<'_> {
         if declined || pending.tries + 1 >= slot.tries {
             let skip = question.skip.as_ref();
             if let Some(skip) = skip {
-                let text = self.render(skip);
+                let text = self.say_text(skip);
                 self.say(text, &pending.intent, Vec::new(), None);
             }
             self.continue_flow(&pending.then, pending.done.as_deref(), &pending.intent, 0);
         } else {
-            let text = self.render(&question.retry);
+            let text = self.say_text(&question.retry);
             let choices = self.choices(&question.choices);
             self.say(text, &pending.intent, choices, None);
             let retry = Pending { tries: pending.tries + 1, ..pending.clone() };
@@ -211,7 +211,7 @@ impl Turn<'_> {
         }
         let reply = intent.reply(&self.locale);
         let variant = choose_variant(&self.visitor, &intent.id, reply.variants.len());
-        let text = self.render(&reply.variants[variant]);
+        let text = self.say_text(&reply.variants[variant]);
         let choices = self.choices(&reply.choices);
         self.say(text, &intent.id, choices, Some(variant as u32));
         if !intent.ask.is_empty() || intent.done.is_some() {
@@ -235,7 +235,7 @@ impl Turn<'_> {
             && let Some(slot) = intents.slot(id)
         {
             let question = slot.question(&self.locale);
-            let text = self.render(&question.ask);
+            let text = self.say_text(&question.ask);
             let choices = self.choices(&question.choices);
             self.say(text, asking, choices, None);
             let pending = Pending {
@@ -284,11 +284,21 @@ impl Turn<'_> {
     }
 
     fn choices(&self, choices: &[ChoiceTemplate]) -> Vec<Choice> {
-        choices.iter().map(|c| Choice { label: self.render(&c.label), value: self.render(&c.value) }).collect()
+        choices.iter().map(|c| Choice { label: self.say_text(&c.label), value: self.render(&c.value) }).collect()
     }
 
+    /// Fills in preferences as they are stored (for `set`, tags and quick-reply values).
     fn render(&self, template: &Template) -> String {
         template.render(|name| self.preferences.get(name).map(String::as_str))
+    }
+
+    /// Fills in preferences the way a shopper reads them: a choice shows the words of its quick
+    /// reply in the conversation's language ("Laufschuhe", not `running_shoes`).
+    fn say_text(&self, template: &Template) -> String {
+        template.render(|name| {
+            let value = self.preferences.get(name)?;
+            Some(self.intents.slot(name).map_or(value.as_str(), |slot| slot.display(&self.locale, value)))
+        })
     }
 
     fn record_shopper(&mut self, message: &str, intent: &str, how: How, confidence: f32) {

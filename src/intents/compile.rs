@@ -426,7 +426,12 @@ impl Compiler {
         }
         let requires = raw.requires.into_iter().map(Spanned::into_inner).collect();
         let tries = raw.tries.unwrap_or(2).max(1);
-        Some(Slot { id, kind: kind?, pattern, tries, consent, requires, at, questions })
+        let mut slot =
+            Slot { id, kind: kind?, pattern, tries, consent, requires, at, questions, names: Default::default() };
+        if matches!(slot.kind, Kind::Choice(_)) {
+            slot.learn_names();
+        }
+        Some(slot)
     }
 
     fn choice_values(&mut self, raw: &RawSlot, at: &Location) -> Option<Kind> {

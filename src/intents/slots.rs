@@ -1,6 +1,7 @@
 //! Slots: questions whose answers become preferences (size, colour, budget, email, consent).
 //! Extraction is typed: a number in a range, an email address, one of a list, or free text.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -51,12 +52,37 @@ pub struct Slot {
     pub at: Location,
     /// Questions by locale in `LOCALES` order; English is always there.
     pub questions: [Option<Question>; 2],
+    /// For choice slots, by locale: canonical value → the words of the quick reply that means it
+    /// (its `value`, what the shopper "says" by tapping it), so replies say "running shoes" or
+    /// "Laufschuhe" where the preference is `running_shoes`.
+    pub names: [HashMap<String, String>; 2],
 }
 
 impl Slot {
     pub fn question(&self, locale: &str) -> &Question {
         let i = LOCALES.iter().position(|l| *l == locale).unwrap_or(0);
         self.questions[i].as_ref().or(self.questions[0].as_ref()).expect("English question checked at compile")
+    }
+
+    /// How to show a value of this slot to a shopper in `locale`: the words of the quick reply
+    /// that means it (in that language, else in English), or the value itself.
+    pub fn display<'a>(&'a self, locale: &str, value: &'a str) -> &'a str {
+        let i = LOCALES.iter().position(|l| *l == locale).unwrap_or(0);
+        self.names[i].get(value).or_else(|| self.names[0].get(value)).map_or(value, String::as_str)
+    }
+
+    /// Learns the display names from each language's quick replies (see `names`).
+    pub fn learn_names(&mut self) {
+        let mut names: [HashMap<String, String>; 2] = Default::default();
+        for (i, question) in self.questions.iter().enumerate() {
+            for choice in question.iter().flat_map(|q| &q.choices) {
+                let value = choice.value.render(|_| None);
+                if let Some(canonical) = self.extract(&super::text::normalize(&value), &value, true) {
+                    names[i].entry(canonical).or_insert(value);
+                }
+            }
+        }
+        self.names = names;
     }
 
     /// The answer in a message, if it holds a valid one. `asked` means the message answers
@@ -109,6 +135,7 @@ mod tests {
             requires: Vec::new(),
             at: Location { file: std::path::Path::new("x").into(), line: 1, col: 1 },
             questions: [None, None],
+            names: Default::default(),
         }
     }
 

@@ -121,8 +121,12 @@ fn compose(
     let url = |path: &str, claims: &Claims, ttl: u64| {
         format!("{}/{path}/{}", app.public_url, app.signer.sign(claims, now / 1000 + ttl))
     };
+    // Choices read as their quick replies' words in the email's language, as in the chat.
+    let shown = |name: &str, value: &str| {
+        intents.slot(name).map_or(value.to_string(), |slot| slot.display(&item.locale, value).to_string())
+    };
     let mut values: BTreeMap<&str, String> =
-        profile.preferences.iter().map(|(name, p)| (name.as_str(), p.value.clone())).collect();
+        profile.preferences.iter().map(|(name, p)| (name.as_str(), shown(name, &p.value))).collect();
     values.insert("resume_url", url("c", &resume, RESUME_TTL_SECS));
     let unsubscribe_url = url("u", &unsubscribe, UNSUBSCRIBE_TTL_SECS);
     values.insert("unsubscribe_url", unsubscribe_url.clone());
