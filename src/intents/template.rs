@@ -25,7 +25,7 @@ impl Template {
     /// Parses placeholders and sections; the error says what is wrong.
     pub fn parse(source: &str) -> Result<Template, String> {
         let mut rest = source;
-        let parts = parse_parts(&mut rest, None)?;
+        let parts = parse_parts(&mut rest, None, 0)?;
         Ok(Template { parts })
     }
 
@@ -44,8 +44,14 @@ impl Template {
     }
 }
 
+/// Sections inside sections, at most this deep (a reply is not a program).
+const MAX_DEPTH: usize = 8;
+
 /// Parses until the end of `rest`, or until `{{/name}}` closes the section `open`.
-fn parse_parts(rest: &mut &str, open: Option<&str>) -> Result<Vec<Part>, String> {
+fn parse_parts(rest: &mut &str, open: Option<&str>, depth: usize) -> Result<Vec<Part>, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("sections nest at most {MAX_DEPTH} deep"));
+    }
     let mut parts = Vec::new();
     while let Some(start) = rest.find("{{") {
         if start > 0 {
@@ -67,7 +73,7 @@ fn parse_parts(rest: &mut &str, open: Option<&str>) -> Result<Vec<Part>, String>
             Some('/') if open == Some(name) => return Ok(parts),
             Some('/') => return Err(format!("`{{{{/{name}}}}}` closes a section that is not open")),
             Some(sigil) => {
-                let inner = parse_parts(rest, Some(name))?;
+                let inner = parse_parts(rest, Some(name), depth + 1)?;
                 parts.push(Part::Section { name: name.to_string(), inverted: sigil == '^', parts: inner });
             }
         }
@@ -140,5 +146,6 @@ mod tests {
         assert!(Template::parse("{{#budget}} open").unwrap_err().contains("never closed"));
         assert!(Template::parse("{{/budget}}").unwrap_err().contains("not open"));
         assert!(Template::parse("{{#a}}{{/b}}").is_err());
+        assert!(Template::parse(&"{{#a}}".repeat(100)).unwrap_err().contains("nest at most"));
     }
 }
