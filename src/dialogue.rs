@@ -63,6 +63,8 @@ pub enum Effect {
     Handoff,
     /// Erase everything stored about the visitor (they asked for it).
     Erase,
+    /// The shopper asked to check out: offer the link if what it needs is known.
+    OfferCheckout,
     /// Schedule a follow-up email (sent only if it is still wanted then).
     FollowUp {
         email: String,
@@ -204,6 +206,9 @@ impl Turn<'_> {
         }
         if intent.erase {
             self.step.effects.push(Effect::Erase);
+        }
+        if intent.checkout {
+            self.step.effects.push(Effect::OfferCheckout);
         }
         if let Some(follow_up) = &intent.follow_up {
             let (email, after_secs) = (follow_up.email.clone(), follow_up.after_secs);

@@ -63,6 +63,7 @@ pub struct Intent {
     pub tags: Vec<Template>,
     pub score: i64,
     pub handoff: bool,
+    pub checkout: bool,
     pub erase: bool,
     pub follow_up: Option<FollowUp>,
 }

@@ -16,6 +16,12 @@ pub fn qualifies(profile: &Profile, config: &Config) -> bool {
         && config.qualify_requires.iter().all(|p| profile.preferences.contains_key(p))
 }
 
+/// Whether a checkout link can be built: the required preferences are known and the lead has
+/// not bought yet (an intent with `checkout = true` offers it whatever the score).
+pub fn can_check_out(profile: &Profile, config: &Config) -> bool {
+    profile.status < Status::Converted && config.qualify_requires.iter().all(|p| profile.preferences.contains_key(p))
+}
+
 /// The shop URL for this visitor's preferences, from the `checkout_url` template.
 pub fn checkout_target(config: &Config, profile: &Profile, campaign: Option<&str>) -> Result<Url, String> {
     let template = Template::parse(&config.checkout_url).map_err(|e| format!("checkout_url: {e}"))?;

@@ -344,8 +344,12 @@ impl Chat {
         let mut new_tags = Vec::new();
         let mut entries = Vec::new();
         let mut erase = false;
+        let mut checkout_asked = false;
         for effect in step.effects {
-            profile_changed |= !matches!(effect, Effect::Record(_) | Effect::SetPending(_) | Effect::FollowUp { .. });
+            profile_changed |= !matches!(
+                effect,
+                Effect::Record(_) | Effect::SetPending(_) | Effect::FollowUp { .. } | Effect::OfferCheckout
+            );
             match effect {
                 Effect::Record(entry) => entries.push(entry),
                 Effect::SetLocale(locale) => {
@@ -374,6 +378,7 @@ impl Chat {
                 }
                 Effect::Handoff => profile.handoff_at = Some(now),
                 Effect::Erase => erase = true,
+                Effect::OfferCheckout => checkout_asked = true,
                 Effect::FollowUp { email, after_secs } => {
                     let due = now.saturating_add(after_secs.saturating_mul(1000));
                     let job = Job::Email { template: email };
@@ -394,7 +399,7 @@ impl Chat {
                 }
             }
         }
-        if let Some(checkout) = self.offer_checkout(&mut profile, &conversation, now) {
+        if let Some(checkout) = self.offer_checkout(&mut profile, &conversation, now, checkout_asked) {
             profile_changed = true;
             step.frames.push(checkout);
             let after = self.app.config.abandoned_after_secs;
@@ -488,10 +493,18 @@ impl Chat {
 }
 
 impl Chat {
-    /// The first time a lead qualifies: the `checkout` frame with its signed `/r/` link.
-    fn offer_checkout(&self, profile: &mut Profile, conversation: &Conversation, now: u64) -> Option<ServerFrame> {
+    /// The `checkout` frame with its signed `/r/` link: the first time a lead qualifies, or
+    /// whenever an intent with `checkout = true` answered (`asked`) and the link can be built.
+    fn offer_checkout(
+        &self,
+        profile: &mut Profile,
+        conversation: &Conversation,
+        now: u64,
+        asked: bool,
+    ) -> Option<ServerFrame> {
         let config = &self.app.config;
-        if !leads::qualifies(profile, config) {
+        let offer = if asked { leads::can_check_out(profile, config) } else { leads::qualifies(profile, config) };
+        if !offer {
             return None;
         }
         let target = leads::checkout_target(config, profile, conversation.source.campaign.as_deref())

@@ -241,6 +241,7 @@ impl Compiler {
             tags,
             score: raw.score,
             handoff: raw.handoff,
+            checkout: raw.checkout,
             erase: raw.erase,
             follow_up,
         })

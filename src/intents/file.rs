@@ -130,6 +130,10 @@ pub struct RawIntent {
     /// Hand the conversation to a person (recorded on the transcript).
     #[serde(default)]
     pub handoff: bool,
+    /// Offer the checkout link now (once the required preferences are known), whatever the
+    /// score.
+    #[serde(default)]
+    pub checkout: bool,
     /// Erase everything stored about the visitor when this intent answers (their request).
     #[serde(default)]
     pub erase: bool,

@@ -83,3 +83,42 @@ async fn declining_skips_to_the_next_question() {
         "no budget, no `bis €`: {summary}"
     );
 }
+
+/// Every frame the server sends for one message (until it goes quiet).
+async fn frames_for(socket: &mut nudge::client::Socket, text: &str) -> Vec<nudge::protocol::ServerFrame> {
+    send(socket, nudge::protocol::ClientFrame::Say { text: text.into() }).await;
+    let mut frames = Vec::new();
+    while let Ok(Ok(frame)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), nudge::client::recv(socket)).await
+    {
+        frames.push(frame);
+    }
+    frames
+}
+
+#[tokio::test]
+async fn asking_to_check_out_gets_the_link_once_the_size_is_known() {
+    use nudge::protocol::ServerFrame;
+    let server = TestServer::start();
+    let mut socket = server.connect().await;
+    hello(&mut socket, Hello::default()).await;
+    // The product is known, the size not; the score is far below the qualifying 30.
+    say_all(&mut socket, "I'm looking for boots").await;
+    let frames = frames_for(&mut socket, "I'll take them").await;
+    let texts: Vec<&str> = frames
+        .iter()
+        .filter_map(|f| if let ServerFrame::Reply(r) = f { Some(r.text.as_str()) } else { None })
+        .collect();
+    assert_eq!(texts.first(), Some(&"Great choice!"), "{frames:?}");
+    assert!(texts.last().is_some_and(|t| t.contains("What size")), "the size is asked first: {frames:?}");
+    assert!(!frames.iter().any(|f| matches!(f, ServerFrame::Checkout { .. })), "no link without a size");
+
+    let frames = frames_for(&mut socket, "41").await;
+    let link =
+        frames.iter().find_map(|f| if let ServerFrame::Checkout { url, .. } = f { Some(url.clone()) } else { None });
+    assert!(link.as_ref().is_some_and(|url| url.contains("/r/")), "{frames:?}");
+    assert!(
+        frames.iter().any(|f| matches!(f, ServerFrame::Reply(r) if r.text == "Here's your checkout link for boots in size 41. The cart is filled in for you.")),
+        "{frames:?}"
+    );
+}
