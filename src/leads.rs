@@ -75,8 +75,10 @@ pub struct EmailLink {
     pub name: Option<String>,
     pub campaign: Option<String>,
     pub product: Option<String>,
-    /// Set in follow-up emails: the visitor the email was written for.
+    /// Set in follow-up emails: the visitor the email was written for ...
     pub visitor: Option<VisitorId>,
+    /// ... and the conversation it followed up on.
+    pub conversation: Option<ConversationId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +95,8 @@ impl EmailLink {
     /// Verifies an email-link token at `now` (seconds).
     pub fn verify(signer: &Signer, token: &str, now: u64) -> Result<EmailLink, LinkError> {
         match signer.verify(token, now)? {
-            Claims::Chat { email, name, campaign, product, visitor } => {
-                Ok(EmailLink { email: Email::parse(&email)?, name, campaign, product, visitor })
+            Claims::Chat { email, name, campaign, product, visitor, conversation } => {
+                Ok(EmailLink { email: Email::parse(&email)?, name, campaign, product, visitor, conversation })
             }
             _ => Err(LinkError::NotEmailLink),
         }

@@ -343,7 +343,14 @@ fn link(
 ) -> anyhow::Result<()> {
     let email = nudge::ids::Email::parse(&email)?;
     let (secrets, _) = nudge::signing::Secrets::load_or_create(&config.data)?;
-    let claims = nudge::signing::Claims::Chat { email: email.to_string(), name, campaign, product, visitor: None };
+    let claims = nudge::signing::Claims::Chat {
+        email: email.to_string(),
+        name,
+        campaign,
+        product,
+        visitor: None,
+        conversation: None,
+    };
     let token = secrets.signer()?.sign(&claims, nudge::now_ms() / 1000 + ttl);
     let public_url = match &config.public_url {
         Some(url) => url.trim_end_matches('/').to_string(),

@@ -33,6 +33,10 @@ pub enum Claims {
         /// clicking it proves the address is theirs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         visitor: Option<VisitorId>,
+        /// The conversation the email followed up on: the link resumes it however long ago it
+        /// was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation: Option<ConversationId>,
     },
     /// A checkout link: the shop URL it leads to, and whose click it records.
     #[serde(rename = "r")]
@@ -309,6 +313,7 @@ mod tests {
             campaign: None,
             product: None,
             visitor: None,
+            conversation: None,
         }
     }
 

@@ -207,8 +207,15 @@ impl Chat {
                 };
                 let found = match profile {
                     Some(profile) => {
-                        let last = store.latest_conversation(&profile.id)?;
-                        Some((profile, last))
+                        // A follow-up email's link resumes the conversation it followed up on.
+                        let followed_up = match link.as_ref().and_then(|l| l.conversation) {
+                            Some(id) => store.conversation(&id)?.filter(|c| c.visitor == profile.id),
+                            None => None,
+                        };
+                        let resumes = followed_up.is_some();
+                        let last =
+                            followed_up.map_or_else(|| store.latest_conversation(&profile.id), |c| Ok(Some(c)))?;
+                        Some((profile, last, resumes))
                     }
                     None => None,
                 };
@@ -218,8 +225,8 @@ impl Chat {
             .map_err(internal)?;
         let returning = found.is_some();
         let locale = hello.locale.as_deref().map(locale_from_tag);
-        let (mut profile, last) =
-            found.unwrap_or_else(|| (Profile::new(VisitorId::mint(now), now, locale.unwrap_or("en")), None));
+        let (mut profile, last, resumes) =
+            found.unwrap_or_else(|| (Profile::new(VisitorId::mint(now), now, locale.unwrap_or("en")), None, false));
         profile.visits += 1;
         profile.last_seen_at = now;
         if let Some(locale) = locale {
@@ -242,7 +249,7 @@ impl Chat {
         }
         let resume_window = self.app.config.resume_window_secs * 1000;
         let conversation = match last {
-            Some(c) if now.saturating_sub(c.last_at) <= resume_window => c,
+            Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => c,
             _ => new_conversation(
                 &mut writes,
                 Conversation {

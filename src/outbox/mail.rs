@@ -116,6 +116,7 @@ fn compose(
         campaign: profile.campaign.clone(),
         product: owned("product"),
         visitor: Some(profile.id),
+        conversation: Some(item.conversation),
     };
     let unsubscribe = Claims::Unsubscribe { visitor: profile.id };
     let url = |path: &str, claims: &Claims, ttl: u64| {

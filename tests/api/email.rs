@@ -55,7 +55,11 @@ async fn wait_for_metric(server: &TestServer, name: &str, at_least: u64) {
 async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     let dir = tempfile::tempdir().expect("dir");
     let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
-    let config = format!("smtp_url = \"{}\"\nmail_from = \"Shoe Shop <shop@example.com>\"\n", smtp.smtp_url());
+    // No resume window: only the email's link can bring the shopper back into the same conversation.
+    let config = format!(
+        "smtp_url = \"{}\"\nmail_from = \"Shoe Shop <shop@example.com>\"\nresume_window_secs = 0\n",
+        smtp.smtp_url()
+    );
     let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
     let visitor = shop(&server, "ana@example.com").await;
 
@@ -81,7 +85,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     assert_eq!(status, 303);
     let token = location.strip_prefix("/chat?nudge=").expect("lands on /chat").to_string();
     let mut socket = server.connect().await;
-    let (same, _, returning, _) = hello(&mut socket, Hello { token: Some(token), ..Hello::default() }).await;
+    let (same, resumed, returning, _) = hello(&mut socket, Hello { token: Some(token), ..Hello::default() }).await;
     assert_eq!((same.as_str(), returning), (visitor.as_str(), true));
 
     // Unsubscribe: GET only asks (mail scanners follow links), POST is RFC 8058 one-click.
@@ -106,6 +110,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     let (sent, later): (Vec<_>, Vec<_>) = items.iter().partition(|i| matches!(i.state, OutboxState::Sent { .. }));
     assert_eq!(sent.len(), 1);
     assert_eq!(header(mail, "message-id"), format!("<{}@127.0.0.1>", sent[0].id), "the outbox id names the message");
+    assert_eq!(resumed, sent[0].conversation.to_string(), "the link resumed the conversation it followed up on");
     // The boots flow finished again after the unsubscribe: its follow-up was not sent.
     assert_eq!(later.len(), 1);
     assert!(matches!(&later[0].state, OutboxState::Skipped { reason, .. } if reason == "no marketing consent"));

@@ -143,8 +143,14 @@ async fn tampered_tokens_foreign_targets_and_bad_conversions_are_refused() {
     let base = format!("http://{}", server.addr);
     let signer = Secrets::load_or_create(&data).expect("secrets").0.signer().expect("signer");
     let far = u64::MAX / 2;
-    let chat =
-        Claims::Chat { email: "bo@example.com".into(), name: None, campaign: None, product: None, visitor: None };
+    let chat = Claims::Chat {
+        email: "bo@example.com".into(),
+        name: None,
+        campaign: None,
+        product: None,
+        visitor: None,
+        conversation: None,
+    };
     let good = signer.sign(&chat, far);
     let tampered = {
         let (head, sig) = good.rsplit_once('.').expect("token");
