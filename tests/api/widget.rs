@@ -109,3 +109,40 @@ fn the_widget_chats_on_a_phone_sized_landing_page() {
     assert_eq!(conversation.source.click_ids.get("gclid").map(String::as_str), Some("G-123"));
     assert!(conversation.source.page.as_deref().is_some_and(|p| p.contains("/demo")));
 }
+
+#[test]
+fn the_widget_forgets_an_erased_visitor_and_shows_a_person_s_answer() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(crate::helpers::set_password(&dir.path().join("data"), crate::helpers::PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), std::path::Path::new("intents"), "");
+    let browser = Browser::start(360, 740);
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
+    wait_for_bot(&browser, 1);
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+
+    // Asking for a person: an agent answers from the admin, and the widget shows it.
+    browser.type_into(&input, "I want to talk to a human\u{E007}");
+    wait_for_bot(&browser, 2);
+    let visitor = browser.js("return localStorage.getItem('nudge.visitor');").as_str().expect("visitor").to_string();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let cookie = crate::helpers::session(&crate::helpers::login(&server, crate::helpers::PASSWORD, None).await.1);
+        let url = format!("{}/admin/leads/{visitor}/reply", server.url());
+        assert_eq!(crate::helpers::post_with(url, &cookie, "text=Hello%2C+this+is+Maria.").await.0, 303);
+    });
+    assert_eq!(wait_for_bot(&browser, 3), "Hello, this is Maria.");
+
+    // Asking to be forgotten: the widget takes the new visitor id the server gives it.
+    browser.type_into(&input, "Please delete all my personal data\u{E007}");
+    assert!(wait_for_bot(&browser, 4).starts_with("Done: everything we stored about you is erased"));
+    browser.wait_for(
+        "a new visitor id",
+        &format!(
+            "return localStorage.getItem('nudge.visitor') !== '{visitor}' && localStorage.getItem('nudge.visitor');"
+        ),
+    );
+    browser.type_into(&input, "do you ship to Austria?\u{E007}");
+    assert!(wait_for_bot(&browser, 5).contains("We ship"));
+}
