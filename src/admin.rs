@@ -3,30 +3,23 @@
 //! public URL is https, 12 hours); logins are rate-limited per address; POSTs from other origins
 //! are refused; every page is sent with headers that forbid framing, scripts and caching.
 
+mod auth;
 mod report;
 mod views;
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Instant;
+pub use auth::Logins;
+use auth::{Denied, require, same_origin};
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::chat::limits::{Bucket, client_ip};
 use crate::export::{self, LeadFilter, Platform};
 use crate::ids::VisitorId;
 use crate::server::App;
 use crate::store::{Status, StoreError, Write};
 use crate::{intents, now_ms};
 
-const COOKIE: &str = "nudge_admin";
-const SESSION_SECS: u64 = 12 * 60 * 60;
-/// Login attempts per address: a burst of 10, then one every 6 seconds.
-const LOGIN_BURST: f64 = 10.0;
-const LOGIN_RATE: f64 = 1.0 / 6.0;
 /// Rows shown on a page; the exports have everything.
 pub const PAGE_ROWS: usize = 500;
 
@@ -34,9 +27,9 @@ pub const PAGE_ROWS: usize = 500;
 const ADMIN_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/login", web::get().to(login_page))
-        .route("/admin/login", web::post().to(login))
-        .route("/admin/logout", web::post().to(logout))
+    cfg.route("/admin/login", web::get().to(auth::login_page))
+        .route("/admin/login", web::post().to(auth::login))
+        .route("/admin/logout", web::post().to(auth::logout))
         .route("/admin", web::get().to(leads_page))
         .route("/admin/leads/{visitor}", web::get().to(lead_page))
         .route("/admin/leads/{visitor}/erase", web::post().to(erase_lead))
@@ -51,32 +44,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/export/audience.csv", web::get().to(export_audience));
 }
 
-/// Login attempts per address (forgotten wholesale when the map grows large), and a cap on
-/// password checks running at once: each Argon2 check takes 19 MiB and tens of milliseconds, so
-/// many addresses at once must queue rather than exhaust memory.
-pub struct Logins {
-    attempts: Mutex<HashMap<IpAddr, Bucket>>,
-    checking: tokio::sync::Semaphore,
-}
-
-impl Default for Logins {
-    fn default() -> Self {
-        Logins { attempts: Mutex::default(), checking: tokio::sync::Semaphore::new(2) }
-    }
-}
-
-impl Logins {
-    fn allow(&self, ip: IpAddr) -> bool {
-        let mut map = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 10_000 {
-            map.clear();
-        }
-        map.entry(ip).or_insert_with(|| Bucket::new(LOGIN_RATE, LOGIN_BURST)).take(Instant::now())
-    }
-}
-
 /// A response with the admin's security headers.
-fn secured(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+pub(super) fn secured(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
     builder
         .insert_header((header::CONTENT_SECURITY_POLICY, ADMIN_CSP))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
@@ -87,7 +56,7 @@ fn secured(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpRespon
     builder
 }
 
-fn html(status: StatusCode, body: String) -> HttpResponse {
+pub(super) fn html(status: StatusCode, body: String) -> HttpResponse {
     secured(HttpResponse::build(status)).content_type("text/html; charset=utf-8").body(body)
 }
 
@@ -102,108 +71,9 @@ fn csv(name: &str, body: Vec<u8>) -> HttpResponse {
         .body(body)
 }
 
-/// Why a request is turned away: pages send the browser to the login form, the API and exports
-/// answer 401 with a reason.
-enum Denied {
-    Login,
-    Api,
-}
-
-impl From<Denied> for actix_web::Error {
-    fn from(denied: Denied) -> actix_web::Error {
-        let response = match denied {
-            Denied::Login => {
-                secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin/login")).finish()
-            }
-            Denied::Api => secured(HttpResponse::Unauthorized()).json(serde_json::json!({
-                "error": "log in at /admin/login first (the session cookie is missing, expired or from an old password)"
-            })),
-        };
-        actix_web::error::InternalError::from_response("not logged in", response).into()
-    }
-}
-
 fn store_error(error: StoreError) -> actix_web::Error {
     log::error!("admin: {error}");
     actix_web::error::ErrorServiceUnavailable("the store is unavailable; retry later")
-}
-
-/// Whether the request carries a valid session cookie.
-fn logged_in(app: &App, req: &HttpRequest) -> bool {
-    let Some(token) = cookie(req, COOKIE) else { return false };
-    matches!(app.signer.verify(&token, now_ms() / 1000), Ok(claims) if claims == app.secrets.admin_claims())
-}
-
-fn require(app: &App, req: &HttpRequest, denied: Denied) -> Result<(), actix_web::Error> {
-    if logged_in(app, req) { Ok(()) } else { Err(denied.into()) }
-}
-
-fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_string))
-}
-
-fn session_cookie(app: &App, value: &str, max_age: u64) -> String {
-    let secure = if app.public_url.starts_with("https://") { "; Secure" } else { "" };
-    format!("{COOKIE}={value}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
-}
-
-/// A form posted from another site (login CSRF, forced logout) is refused; browsers always send
-/// `Origin` with a POST.
-fn same_origin(app: &App, req: &HttpRequest) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let origin = origin.trim_end_matches('/');
-    origin.eq_ignore_ascii_case(&app.public_origin)
-        || ["http://", "https://"].iter().any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
-}
-
-async fn login_page(app: web::Data<App>, req: HttpRequest) -> HttpResponse {
-    if logged_in(&app, &req) {
-        return secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin")).finish();
-    }
-    html(StatusCode::OK, views::login(None))
-}
-
-#[derive(Deserialize)]
-struct LoginForm {
-    password: String,
-}
-
-async fn login(app: web::Data<App>, req: HttpRequest, form: web::Form<LoginForm>) -> actix_web::Result<HttpResponse> {
-    if !same_origin(&app, &req) {
-        return Ok(html(StatusCode::FORBIDDEN, views::login(Some("This form was posted from another site."))));
-    }
-    let peer = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    if !app.logins.allow(client_ip(peer, req.headers(), &app.config.trusted_proxies)) {
-        return Ok(html(StatusCode::TOO_MANY_REQUESTS, views::login(Some("Too many attempts; wait a minute."))));
-    }
-    let password = form.into_inner().password;
-    let checking = app.clone();
-    let _turn = app.logins.checking.acquire().await.map_err(actix_web::error::ErrorServiceUnavailable)?;
-    // Argon2 is slow on purpose: off the async workers.
-    let matches = web::block(move || checking.secrets.admin_password_matches(&password)).await?;
-    if !matches {
-        return Ok(html(StatusCode::UNAUTHORIZED, views::login(Some("Wrong password."))));
-    }
-    let token = app.signer.sign(&app.secrets.admin_claims(), now_ms() / 1000 + SESSION_SECS);
-    Ok(secured(HttpResponse::SeeOther())
-        .insert_header((header::LOCATION, "/admin"))
-        .insert_header((header::SET_COOKIE, session_cookie(&app, &token, SESSION_SECS)))
-        .finish())
-}
-
-async fn logout(app: web::Data<App>, req: HttpRequest) -> HttpResponse {
-    if !same_origin(&app, &req) {
-        return html(StatusCode::FORBIDDEN, views::login(Some("This form was posted from another site.")));
-    }
-    secured(HttpResponse::SeeOther())
-        .insert_header((header::LOCATION, "/admin/login"))
-        .insert_header((header::SET_COOKIE, session_cookie(&app, "", 0)))
-        .finish()
 }
 
 /// Filters as the pages' forms send them: empty fields mean "any".
