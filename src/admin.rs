@@ -162,7 +162,7 @@ async fn lead_page(
         .map_err(store_error)?;
     match lead {
         Some(lead) => Ok(html(StatusCode::OK, views::lead(&lead, app.live.is_connected(&id)))),
-        None => Ok(html(StatusCode::NOT_FOUND, views::not_found("No such lead."))),
+        None => Ok(html(StatusCode::NOT_FOUND, views::notice("Not found", "No such lead."))),
     }
 }
 
@@ -178,11 +178,7 @@ async fn reply_to_lead(
     visitor: web::Path<String>,
     form: web::Form<ReplyForm>,
 ) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login)?;
-    if !same_origin(&app, &req) {
-        return Ok(html(StatusCode::FORBIDDEN, views::not_found("This form was posted from another site.")));
-    }
-    let id = VisitorId::parse(&visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
+    let id = posted_about(&app, &req, &visitor)?;
     let text = form.into_inner().text.trim().to_string();
     if text.is_empty() || text.chars().count() > app.config.max_message_chars {
         let limit = app.config.max_message_chars;
@@ -190,7 +186,7 @@ async fn reply_to_lead(
     }
     if app.live.send(&id, &text) == 0 {
         let message = "The shopper is not in the chat any more; nothing was sent.";
-        return Ok(html(StatusCode::CONFLICT, views::not_found(message)));
+        return Ok(html(StatusCode::CONFLICT, views::notice("Not sent", message)));
     }
     Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, format!("/admin/leads/{id}"))).finish())
 }
@@ -212,17 +208,23 @@ async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Resu
     Ok(html(StatusCode::OK, views::handoffs(&rows)))
 }
 
+/// A form posted about one lead: it needs a session, our own origin and a valid visitor id.
+fn posted_about(app: &App, req: &HttpRequest, visitor: &str) -> actix_web::Result<VisitorId> {
+    require(app, req, Denied::Login)?;
+    if !same_origin(app, req) {
+        let page = html(StatusCode::FORBIDDEN, views::notice("Refused", "This form was posted from another site."));
+        return Err(actix_web::error::InternalError::from_response("foreign origin", page).into());
+    }
+    VisitorId::parse(visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))
+}
+
 /// Erases a lead on request (GDPR): everything stored about the visitor, at once.
 async fn erase_lead(
     app: web::Data<App>,
     req: HttpRequest,
     visitor: web::Path<String>,
 ) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login)?;
-    if !same_origin(&app, &req) {
-        return Ok(html(StatusCode::FORBIDDEN, views::not_found("This form was posted from another site.")));
-    }
-    let visitor = VisitorId::parse(&visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
+    let visitor = posted_about(&app, &req, &visitor)?;
     app.store.commit(vec![Write::Erase { visitor, at: now_ms() }]).await.map_err(store_error)?;
     log::info!("admin: erased visitor {visitor}");
     Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin?erased=1")).finish())

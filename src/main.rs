@@ -159,14 +159,8 @@ enum ExportCommand {
     Leads {
         #[arg(long, value_enum, default_value = "csv")]
         format: nudge::export::Format,
-        /// Only leads with this status (chatting, qualified, checkout_clicked, converted).
-        #[arg(long, value_parser = parse_status)]
-        status: Option<nudge::store::Status>,
-        #[arg(long)]
-        campaign: Option<String>,
-        /// Only leads with this retargeting tag.
-        #[arg(long)]
-        tag: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// Include every message and reply (jsonl only).
         #[arg(long)]
         transcripts: bool,
@@ -177,16 +171,30 @@ enum ExportCommand {
     Audience {
         #[arg(long, value_enum)]
         platform: nudge::export::Platform,
-        #[arg(long, value_parser = parse_status)]
-        status: Option<nudge::store::Status>,
-        #[arg(long)]
-        campaign: Option<String>,
-        /// Only visitors with this retargeting tag, e.g. `cart_abandoner`.
-        #[arg(long)]
-        tag: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         #[command(flatten)]
         config: ConfigArgs,
     },
+}
+
+/// Which leads an export takes.
+#[derive(clap::Args)]
+struct FilterArgs {
+    /// Only leads with this status (chatting, qualified, checkout_clicked, converted).
+    #[arg(long, value_parser = parse_status)]
+    status: Option<nudge::store::Status>,
+    #[arg(long)]
+    campaign: Option<String>,
+    /// Only leads with this retargeting tag, e.g. `cart_abandoner`.
+    #[arg(long)]
+    tag: Option<String>,
+}
+
+impl From<FilterArgs> for nudge::export::LeadFilter {
+    fn from(args: FilterArgs) -> Self {
+        nudge::export::LeadFilter { status: args.status, campaign: args.campaign, tag: args.tag }
+    }
 }
 
 fn main() -> ExitCode {
@@ -224,12 +232,12 @@ fn main() -> ExitCode {
                 false => print_out(&report.to_string()),
             }
         }
-        Command::Export(ExportCommand::Leads { format, status, campaign, tag, transcripts, config }) => {
-            let filter = nudge::export::LeadFilter { status, campaign, tag };
+        Command::Export(ExportCommand::Leads { format, filter, transcripts, config }) => {
+            let filter = filter.into();
             config.load().and_then(|config| export_leads(&config, &filter, format, transcripts))
         }
-        Command::Export(ExportCommand::Audience { platform, status, campaign, tag, config }) => {
-            let filter = nudge::export::LeadFilter { status, campaign, tag };
+        Command::Export(ExportCommand::Audience { platform, filter, config }) => {
+            let filter = filter.into();
             config.load().and_then(|config| {
                 let store = nudge::store::Store::open(&config.data)?;
                 let out = std::io::BufWriter::new(std::io::stdout().lock());

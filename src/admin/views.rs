@@ -37,8 +37,9 @@ pub fn login(problem: Option<&str>) -> String {
     )
 }
 
-pub fn not_found(what: &str) -> String {
-    layout("Not found", &format!("<p>{}</p>", e(what)))
+/// A page that only says something: a missing lead, a refused form, a shopper who left.
+pub fn notice(title: &str, text: &str) -> String {
+    layout(title, &format!("<p>{}</p>", e(text)))
 }
 
 fn time(ms: u64) -> String {
