@@ -247,7 +247,7 @@ async fn unsubscribe(app: web::Data<App>, token: web::Path<String>) -> Result<Ht
         let mut consent = profile.consent.take().unwrap_or_else(|| ConsentRecord::new(Default::default(), now, ""));
         consent.marketing = false;
         consent.at = now;
-        consent.source = "unsubscribe_link".into();
+        consent.source = crate::store::UNSUBSCRIBE_SOURCE.into();
         profile.consent = Some(consent);
         let cancel = Write::CancelFollowUps { visitor, reason: "unsubscribed".into(), at: now };
         app.store.commit(vec![Write::Visitor(profile), cancel]).await?;

@@ -134,10 +134,21 @@ impl Profile {
                 self.preferences.insert(name.clone(), preference.clone());
             }
         }
-        if let Some(theirs) = &stored.consent
-            && self.consent.as_ref().is_none_or(|mine| mine.at < theirs.at)
-        {
-            self.consent = Some(theirs.clone());
+        if let Some(theirs) = &stored.consent {
+            if self.consent.as_ref().is_none_or(|mine| mine.at < theirs.at) {
+                self.consent = Some(theirs.clone());
+            }
+            // An unsubscribe stays until the shopper says yes again in the chat; a page's banner
+            // re-sent by a chat opened earlier does not undo it.
+            if theirs.source == UNSUBSCRIBE_SOURCE
+                && !theirs.marketing
+                && let Some(mine) = self.consent.as_mut()
+                && mine.marketing
+                && mine.source != "chat"
+            {
+                mine.marketing = false;
+                mine.source = UNSUBSCRIBE_SOURCE.into();
+            }
         }
         self.handoff_at = self.handoff_at.max(stored.handoff_at);
     }
@@ -215,9 +226,25 @@ pub struct ConsentRecord {
     pub source: String,
 }
 
+/// Where a withdrawal of marketing consent by an email's unsubscribe link is recorded from.
+pub const UNSUBSCRIBE_SOURCE: &str = "unsubscribe_link";
+
 impl ConsentRecord {
     pub fn new(consent: crate::protocol::Consent, at: u64, source: &str) -> Self {
         ConsentRecord { marketing: consent.marketing, ads: consent.ads, at, source: source.into() }
+    }
+
+    /// The consent a page reports (its consent banner, sent with every `hello`), over what was
+    /// recorded before: an unsubscribe from our emails is not undone by a banner that still says
+    /// yes; only the shopper saying yes again in the chat grants it back.
+    pub fn from_page(consent: crate::protocol::Consent, at: u64, source: &str, before: Option<&ConsentRecord>) -> Self {
+        let unsubscribed = before.is_some_and(|c| c.source == UNSUBSCRIBE_SOURCE && !c.marketing);
+        let mut record = ConsentRecord::new(consent, at, source);
+        if unsubscribed {
+            record.marketing = false;
+            record.source = UNSUBSCRIBE_SOURCE.into();
+        }
+        record
     }
 }
 

@@ -233,7 +233,7 @@ impl Chat {
             profile.locale = locale.into();
         }
         if let Some(consent) = hello.consent {
-            profile.consent = Some(ConsentRecord::new(consent, now, "hello"));
+            profile.consent = Some(ConsentRecord::from_page(consent, now, "hello", profile.consent.as_ref()));
         }
         let campaign = link
             .as_ref()
@@ -321,7 +321,7 @@ impl Chat {
             return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
         };
         let mut profile = open.profile.clone();
-        profile.consent = Some(ConsentRecord::new(consent, now_ms(), "widget"));
+        profile.consent = Some(ConsentRecord::from_page(consent, now_ms(), "widget", profile.consent.as_ref()));
         self.app.store.commit(vec![Write::Visitor(profile.clone())]).await.map_err(internal)?;
         open.profile = profile;
         Ok(vec![ServerFrame::Tags { tags: Vec::new(), pixel: Vec::new() }])

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nudge::ids::VisitorId;
-use nudge::protocol::{ClientFrame, Hello, ServerFrame};
+use nudge::protocol::{ClientFrame, Consent, Hello, ServerFrame};
 use nudge::store::{Job, OutboxItem, OutboxState, Store};
 use serde_json::json;
 
@@ -98,8 +98,15 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     assert_eq!(one_click().await.0, 200, "unsubscribing twice is fine");
     let (status, _) = post(format!("{}/u/not-a-token", server.url()), None, "text/plain", String::new()).await;
     assert_eq!(status, 400);
-    // The chat opened before the unsubscribe writes its copy of the profile; the unsubscribe stays.
+    // The chat opened before the unsubscribe writes its copy of the profile, and its page's consent
+    // banner still says yes; the unsubscribe stays.
+    send(&mut socket, nudge::protocol::ClientFrame::Consent(Consent { marketing: true, ads: true })).await;
+    recv(&mut socket).await;
     say_all(&mut socket, "I'm looking for boots").await;
+    let mut later = server.connect().await;
+    let consent = Some(Consent { marketing: true, ads: true });
+    hello(&mut later, Hello { visitor: Some(visitor.clone()), consent, ..Hello::default() }).await;
+    drop(later);
 
     // Sent once: nothing more arrives.
     tokio::time::sleep(Duration::from_millis(2500)).await;
