@@ -286,16 +286,10 @@ async fn export_leads(
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api)?;
     let filter = query.leads()?;
-    let body = app
-        .store
-        .read(move |store| {
-            let mut out = Vec::new();
-            export::leads(store, &filter, export::Format::Csv, false, &mut out, |_, _| {}).map_err(export_error)?;
-            Ok(out)
-        })
-        .await
-        .map_err(store_error)?;
-    Ok(csv("leads.csv", body))
+    csv_export(&app, "leads.csv", move |store, out| {
+        export::leads(store, &filter, export::Format::Csv, false, out, |_, _| {})
+    })
+    .await
 }
 
 async fn export_audience(
@@ -315,22 +309,26 @@ async fn export_audience(
             )));
         }
     };
+    csv_export(&app, "audience.csv", move |store, out| export::audience(store, &filter, platform, out)).await
+}
+
+/// Runs an export into memory on the blocking pool and sends it as a CSV download.
+async fn csv_export<F>(app: &App, name: &str, write: F) -> actix_web::Result<HttpResponse>
+where
+    F: FnOnce(&crate::store::Store, &mut Vec<u8>) -> Result<u64, export::ExportError> + Send + 'static,
+{
     let body = app
         .store
         .read(move |store| {
             let mut out = Vec::new();
-            export::audience(store, &filter, platform, &mut out).map_err(export_error)?;
+            // Writing into memory cannot fail; the store can.
+            write(store, &mut out).map_err(|error| match error {
+                export::ExportError::Store(e) => e,
+                other => StoreError::Corrupt { tree: "export", reason: other.to_string() },
+            })?;
             Ok(out)
         })
         .await
         .map_err(store_error)?;
-    Ok(csv("audience.csv", body))
-}
-
-/// Writing into memory cannot fail; the store can.
-fn export_error(error: export::ExportError) -> StoreError {
-    match error {
-        export::ExportError::Store(e) => e,
-        other => StoreError::Corrupt { tree: "export", reason: other.to_string() },
-    }
+    Ok(csv(name, body))
 }
