@@ -1,7 +1,7 @@
 //! Counters exported at `/metrics` in the Prometheus text format.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -15,6 +15,10 @@ pub struct Metrics {
     pub outbox_retries: AtomicU64,
     pub outbox_dead: AtomicU64,
     pub outbox_skipped: AtomicU64,
+    /// Jobs (or worker loops) that panicked; each job was dead-lettered.
+    pub outbox_panics: AtomicU64,
+    /// Whether the outbox worker thread is alive (for `/healthz`).
+    pub outbox_running: AtomicBool,
 }
 
 impl Metrics {
@@ -54,6 +58,13 @@ impl Metrics {
             "counter",
             "Outbox jobs not wanted any more when due.",
             get(&self.outbox_skipped),
+        );
+        metric("nudge_outbox_panics_total", "counter", "Outbox jobs that panicked.", get(&self.outbox_panics));
+        metric(
+            "nudge_outbox_running",
+            "gauge",
+            "1 while the outbox worker runs.",
+            u8::from(self.outbox_running.load(Ordering::Relaxed)).to_string(),
         );
         metric("nudge_store_batches_total", "counter", "Batches made durable.", store.0.to_string());
         metric("nudge_store_flushes_total", "counter", "Flushes to disk (group commits).", store.1.to_string());

@@ -9,6 +9,7 @@
 mod mail;
 mod webhook;
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -43,29 +44,73 @@ pub struct Receivers {
     pub webhook: Option<Webhook>,
 }
 
-/// Starts the worker; it stops soon after `App::shutdown` is set.
+/// Starts the worker; it stops soon after `App::shutdown` is set. It is supervised: a job that
+/// panics is dead-lettered with the panic's message and the worker goes on, and a panic outside a
+/// job restarts the loop, so one bad job can never stop every later email. `/healthz` reports
+/// the worker through `Metrics::outbox_running`.
 pub fn spawn(app: Arc<App>, receivers: Receivers) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // Set before the thread starts, so `/healthz` is right from the first request.
+    app.metrics.outbox_running.store(true, Ordering::Relaxed);
     std::thread::Builder::new().name("nudge-outbox".into()).spawn(move || {
+        let _running = Running(&app.metrics);
         while !*app.shutdown.borrow() {
-            let now = now_ms();
-            match app.store.due_follow_ups(now, 64) {
-                Ok(due) if !due.is_empty() => {
-                    for item in due {
-                        let writes = run(&app, &receivers, item, now_ms());
-                        if let Err(e) = app.store.commit_blocking(writes) {
-                            log::error!("outbox: cannot record an outcome: {e}");
-                            std::thread::sleep(POLL);
-                        }
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => log::error!("outbox: cannot read due jobs: {e}"),
+            if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| work(&app, &receivers))) {
+                app.metrics.outbox_panics.fetch_add(1, Ordering::Relaxed);
+                log::error!("outbox: the worker panicked and restarts: {}", panic_message(&panic));
+                std::thread::sleep(POLL);
             }
-            let next = app.store.next_follow_up_at().ok().flatten().unwrap_or(u64::MAX);
-            std::thread::sleep(Duration::from_millis(next.saturating_sub(now)).clamp(Duration::from_millis(5), POLL));
         }
     })
+}
+
+/// Clears `outbox_running` when the worker ends, however it ends.
+struct Running<'a>(&'a crate::metrics::Metrics);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.outbox_running.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The worker's loop: runs what is due, sleeps until the next job is due (at most `POLL`).
+fn work(app: &App, receivers: &Receivers) {
+    while !*app.shutdown.borrow() {
+        let now = now_ms();
+        match app.store.due_follow_ups(now, 64) {
+            Ok(due) if !due.is_empty() => {
+                for item in due {
+                    let writes = run_supervised(app, receivers, item);
+                    if let Err(e) = app.store.commit_blocking(writes) {
+                        log::error!("outbox: cannot record an outcome: {e}");
+                        std::thread::sleep(POLL);
+                    }
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => log::error!("outbox: cannot read due jobs: {e}"),
+        }
+        let next = app.store.next_follow_up_at().ok().flatten().unwrap_or(u64::MAX);
+        std::thread::sleep(Duration::from_millis(next.saturating_sub(now)).clamp(Duration::from_millis(5), POLL));
+    }
+}
+
+/// `run`, with a panic turned into the job's dead letter: it would panic again on every retry.
+fn run_supervised(app: &App, receivers: &Receivers, item: OutboxItem) -> Vec<Write> {
+    let mut dead_letter = item.clone();
+    panic::catch_unwind(AssertUnwindSafe(|| run(app, receivers, item, now_ms()))).unwrap_or_else(|panic| {
+        app.metrics.outbox_panics.fetch_add(1, Ordering::Relaxed);
+        dead(app, &mut dead_letter, now_ms(), format!("the job panicked: {}", panic_message(&panic)));
+        vec![Write::Outbox(dead_letter)]
+    })
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Runs one due job; returns what to commit, the item with its new state last.

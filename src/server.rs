@@ -155,8 +155,14 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running { addr, public_url, server, app, watch, generated, outbox, retention })
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+/// Live when the HTTP server answers and the outbox worker runs: a server whose emails have
+/// stopped is not healthy, whatever its chat does.
+async fn healthz(app: web::Data<App>) -> HttpResponse {
+    if app.metrics.outbox_running.load(std::sync::atomic::Ordering::Relaxed) || *app.shutdown.borrow() {
+        HttpResponse::Ok().content_type("text/plain").body("ok\n")
+    } else {
+        HttpResponse::ServiceUnavailable().content_type("text/plain").body("the outbox worker is not running\n")
+    }
 }
 
 async fn metrics(app: web::Data<App>) -> HttpResponse {

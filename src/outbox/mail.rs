@@ -131,13 +131,12 @@ fn compose(
     values.insert("resume_url", url("c", &resume, RESUME_TTL_SECS));
     let unsubscribe_url = url("u", &unsubscribe, UNSUBSCRIBE_TTL_SECS);
     values.insert("unsubscribe_url", unsubscribe_url.clone());
-    let subject: String =
-        body.subject.render(|n| values.get(n).map(String::as_str)).chars().filter(|c| !c.is_control()).collect();
+    let subject = header_text(&body.subject.render(|n| values.get(n).map(String::as_str))).unwrap_or_default();
     let text = body.text.render(|n| values.get(n).map(String::as_str));
     let escaped: BTreeMap<&str, String> = values.iter().map(|(k, v)| (*k, escape_html(v))).collect();
     let html = body.html.render(|n| escaped.get(n).map(String::as_str));
     let to = Mailbox::new(
-        owned("name"),
+        owned("name").and_then(|name| header_text(&name)),
         address.to_string().parse().map_err(|e| format!("the address {address} cannot be mailed: {e}"))?,
     );
     let host = url::Url::parse(&app.public_url).ok().and_then(|u| u.host_str().map(str::to_string));
@@ -156,4 +155,31 @@ fn compose(
         ))
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| format!("cannot build the message: {e}"))
+}
+
+/// A shopper's words made safe for a mail header: control characters (a CR or LF would start a
+/// new header, and lettre refuses to format one) become spaces, runs of space collapse. `None`
+/// when nothing printable is left.
+fn header_text(raw: &str) -> Option<String> {
+    let text = raw.split(|c: char| c.is_control() || c.is_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>();
+    (!text.is_empty()).then(|| text.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_text;
+
+    #[test]
+    fn header_text_has_no_line_breaks_or_controls() {
+        for (raw, clean) in [
+            ("Ann", Some("Ann")),
+            ("Ann\nBcc: x@evil.example", Some("Ann Bcc: x@evil.example")),
+            ("Ann\r\nX", Some("Ann X")),
+            ("  Ann \t Lee ", Some("Ann Lee")),
+            ("\u{7}\u{1b}", None),
+            ("", None),
+        ] {
+            assert_eq!(header_text(raw).as_deref(), clean, "{raw:?}");
+        }
+    }
 }

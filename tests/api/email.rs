@@ -279,3 +279,39 @@ async fn killed_at_random_moments_every_acknowledged_follow_up_is_delivered_once
         ids.len()
     );
 }
+
+#[tokio::test]
+async fn a_name_with_line_breaks_is_mailed_safely_and_later_follow_ups_still_go_out() {
+    let dir = tempfile::tempdir().expect("dir");
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    let config = format!("smtp_url = \"{}\"\n", smtp.smtp_url());
+    let server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
+    let data = server.data.to_str().expect("utf-8").to_string();
+    let url = server.url();
+    let name = "Ann\r\nBcc: eve@evil.example\nX";
+    let args = ["link", "--email", "ann@example.com", "--name", name, "--data", &data, "--public-url", &url];
+    let (code, link, err) = run_nudge(&args);
+    assert_eq!(code, 0, "{err}");
+    let (_, location, _) = get(link.trim().to_string()).await;
+    let token = location.strip_prefix("/chat?nudge=").expect("token").to_string();
+    let mut socket = server.connect().await;
+    hello(&mut socket, Hello { token: Some(token), ..Hello::default() }).await;
+    for text in FLOW.into_iter().chain(["yes"]) {
+        say_all(&mut socket, text).await;
+    }
+    // A follow-up scheduled after Ann's, for another shopper.
+    shop(&server, "bo@example.com").await;
+
+    let messages = smtp.wait_for(2, Duration::from_secs(20));
+    let mut to: Vec<&str> = messages.iter().map(rcpt).collect();
+    to.sort();
+    assert_eq!(to, ["ann@example.com", "bo@example.com"], "both delivered, and to nobody else");
+    let ann = messages.iter().find(|m| rcpt(m) == "ann@example.com").expect("Ann's email");
+    let header_to = header(ann, "to");
+    assert!(!header_to.contains('\n') && !header_to.contains('\r'), "{header_to:?}");
+    assert!(header(ann, "bcc").is_empty(), "no header was injected");
+    assert_eq!(ann["rcpt_tos"].as_array().map(Vec::len), Some(1));
+    let (status, _, body) = get(format!("{url}/healthz")).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(metric(&server, "nudge_outbox_running").await, 1);
+}
