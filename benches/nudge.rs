@@ -6,9 +6,10 @@ use std::path::Path;
 
 use divan::{Bencher, counter::ItemsCount};
 use nudge::dialogue::{self, Input, State};
-use nudge::ids::{ConversationId, VisitorId};
+use nudge::domain::{Change, Entry, Pending, Speaker};
+use nudge::ids::{ConversationId, TurnId, VisitorId};
 use nudge::intents::{IntentSet, text};
-use nudge::store::{Entry, Pending, Preference, Profile, Speaker, Store, Write};
+use nudge::store::{Command, Store};
 
 fn main() {
     divan::main();
@@ -130,7 +131,11 @@ fn transcript_append_durable(bencher: Bencher, writers: usize) {
         runtime.block_on(async {
             let commits = conversations.iter().enumerate().map(|(i, c)| {
                 let store = store.clone();
-                let write = Write::Turn { conversation: *c, entries: vec![entry(i), entry(i)] };
+                let write = Command::AppendTurn {
+                    conversation: *c,
+                    turn: TurnId::mint(i as u64),
+                    entries: vec![entry(i), entry(i)],
+                };
                 tokio::spawn(async move { store.commit(vec![write]).await })
             });
             for commit in commits.collect::<Vec<_>>() {
@@ -144,14 +149,17 @@ fn transcript_append_durable(bencher: Bencher, writers: usize) {
 fn export_leads_10k_visitors(bencher: Bencher) {
     let dir = tempfile::tempdir().expect("dir");
     let store = Store::open(dir.path()).expect("store");
-    let writes: Vec<Write> = (0..10_000u64)
-        .map(|i| {
-            let mut p = Profile::new(VisitorId::mint(i), i, "en");
-            for (name, value) in [("product", "sneakers"), ("size", "42"), ("email", "a@example.com")] {
-                p.preferences.insert(name.into(), Preference { value: value.into(), at: i, message: value.into() });
-            }
-            p.tags.insert("interest:sneakers".into());
-            Write::Visitor(p)
+    let writes: Vec<Command> = (0..10_000u64)
+        .flat_map(|i| {
+            let visitor = VisitorId::mint(i);
+            let preferences =
+                [("product", "sneakers"), ("size", "42"), ("email", "a@example.com")].map(|(name, value)| {
+                    Change::Preference { name: name.into(), value: value.into(), at: i, message: value.into() }
+                });
+            [Change::Create { at: i, locale: "en".into() }, Change::Tags(vec!["interest:sneakers".into()])]
+                .into_iter()
+                .chain(preferences)
+                .map(move |change| Command::Visitor { visitor, change })
         })
         .collect();
     store.commit_blocking(writes).expect("populate");

@@ -14,10 +14,11 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use crate::domain::Status;
 use crate::export::{self, LeadFilter, Platform};
 use crate::ids::VisitorId;
 use crate::server::App;
-use crate::store::{Status, StoreError, Write};
+use crate::store::{Command, StoreError};
 use crate::{intents, now_ms};
 
 /// Rows shown on a page; the exports have everything.
@@ -105,7 +106,10 @@ impl Filters {
 }
 
 /// The newest `PAGE_ROWS` leads passing `filter`, and how many pass in all.
-fn newest(store: &crate::store::Store, filter: &LeadFilter) -> Result<(Vec<crate::store::Profile>, usize), StoreError> {
+fn newest(
+    store: &crate::store::Store,
+    filter: &LeadFilter,
+) -> Result<(Vec<crate::domain::Profile>, usize), StoreError> {
     let mut all = filter.profiles(store).collect::<Result<Vec<_>, _>>()?;
     let total = all.len();
     all.sort_by_key(|p| std::cmp::Reverse(p.last_seen_at));
@@ -225,7 +229,7 @@ async fn erase_lead(
     visitor: web::Path<String>,
 ) -> actix_web::Result<HttpResponse> {
     let visitor = posted_about(&app, &req, &visitor)?;
-    app.store.commit(vec![Write::Erase { visitor, at: now_ms() }]).await.map_err(store_error)?;
+    app.store.commit(vec![Command::Erase { visitor, at: now_ms() }]).await.map_err(store_error)?;
     log::info!("admin: erased visitor {visitor}");
     Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin?erased=1")).finish())
 }

@@ -6,13 +6,14 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::json;
 
+use crate::domain::{Change, ConsentChange, Status};
 use crate::ids::VisitorId;
 use crate::leads::{self, Conversion, EmailLink, LinkError};
 use crate::now_ms;
 use crate::pages::{document, escape_html, html_page};
 use crate::server::App;
 use crate::signing::{Claims, TokenError, constant_time_eq};
-use crate::store::{ConsentRecord, Profile, Status, StoreError, Write};
+use crate::store::{Command, StoreError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/c/{token}", web::get().to(email_link))
@@ -107,9 +108,18 @@ async fn email_link(app: web::Data<App>, token: web::Path<String>) -> Result<Htt
         })
         .await?;
     let now = now_ms();
-    let mut profile = existing.unwrap_or_else(|| Profile::new(VisitorId::mint(now), now, "en"));
-    let writes = vec![link.apply(&mut profile, now), Write::Visitor(profile)];
-    app.store.commit(writes).await?;
+    let mut commands = Vec::new();
+    let visitor = match existing {
+        Some(profile) => profile.id,
+        None => {
+            let visitor = VisitorId::mint(now);
+            commands.push(Command::Visitor { visitor, change: Change::Create { at: now, locale: "en".into() } });
+            visitor
+        }
+    };
+    commands.extend(link.changes(now).into_iter().map(|change| Command::Visitor { visitor, change }));
+    commands.push(link.link(visitor));
+    app.store.commit(commands).await?;
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, format!("/chat?nudge={token}"))).finish())
 }
 
@@ -121,17 +131,15 @@ async fn checkout(app: web::Data<App>, token: web::Path<String>) -> Result<HttpR
     else {
         return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not a checkout link"));
     };
-    let allowed = url::Url::parse(&target).is_ok_and(|url| leads::target_allowed(&url, &app.config.shop_hosts));
-    if !allowed {
+    // The redirect goes to the URL that was checked, as the parser wrote it, never the raw claim.
+    let target = url::Url::parse(&target).ok().filter(|url| leads::target_allowed(url, &app.config.shop_hosts));
+    let Some(target) = target else {
         log::warn!("refused a checkout redirect to a host outside shop_hosts");
         return Err(Failure::page(StatusCode::FORBIDDEN, "the link leads to a shop this server does not allow"));
-    }
-    if let Some(mut profile) = app.store.read(move |store| store.visitor(&visitor)).await?
-        && profile.advance(Status::CheckoutClicked, now_ms())
-    {
-        app.store.commit(vec![Write::Visitor(profile)]).await?;
-    }
-    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, target)).finish())
+    };
+    let clicked = Change::Status { status: Status::CheckoutClicked, at: now_ms() };
+    app.store.commit(vec![Command::Visitor { visitor, change: clicked }]).await?;
+    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, target.as_str())).finish())
 }
 
 /// `POST /api/conversions`: the shop reports an order; idempotent by order id.
@@ -196,15 +204,13 @@ async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> 
             HttpResponse::Ok().json(json!({ "status": "duplicate", "order_id": order.id, "visitor": order.visitor }))
         );
     }
-    let mut profile = profile.ok_or_else(|| Failure::json(StatusCode::NOT_FOUND, "unknown visitor"))?;
+    let profile = profile.ok_or_else(|| Failure::json(StatusCode::NOT_FOUND, "unknown visitor"))?;
     let mut variants: Vec<(String, u32)> =
         transcript.iter().filter_map(|e| Some((e.intent.clone()?, e.variant?))).collect();
     variants.sort();
     variants.dedup();
     let now = now_ms();
     let order = leads::attribute(&conversion, &profile, conversation.as_ref(), variants, now);
-    profile.advance(Status::Converted, now);
-    profile.orders.push(order.id.clone());
     let response = json!({
         "status": "recorded",
         "order_id": order.id,
@@ -213,8 +219,12 @@ async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> 
         "campaign": order.campaign,
     });
     let visitor = profile.id;
-    let cancel = Write::CancelFollowUps { visitor, reason: "converted".into(), at: now };
-    app.store.commit(vec![Write::Order(order), Write::Visitor(profile), cancel]).await?;
+    let commands = vec![
+        Command::Visitor { visitor, change: Change::Order { id: order.id.clone(), at: now } },
+        Command::RecordOrder(order),
+        Command::CancelFollowUps { visitor, reason: "converted".into(), at: now },
+    ];
+    app.store.commit(commands).await?;
     Ok(HttpResponse::Created().json(response))
 }
 
@@ -243,14 +253,10 @@ async fn unsubscribe_page(app: web::Data<App>, token: web::Path<String>) -> Resu
 async fn unsubscribe(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let visitor = unsubscribe_claims(&app, &token)?;
     let now = now_ms();
-    if let Some(mut profile) = app.store.read(move |store| store.visitor(&visitor)).await? {
-        let mut consent = profile.consent.take().unwrap_or_else(|| ConsentRecord::new(Default::default(), now, ""));
-        consent.marketing = false;
-        consent.at = now;
-        consent.source = crate::store::UNSUBSCRIBE_SOURCE.into();
-        profile.consent = Some(consent);
-        let cancel = Write::CancelFollowUps { visitor, reason: "unsubscribed".into(), at: now };
-        app.store.commit(vec![Write::Visitor(profile), cancel]).await?;
-    }
+    let commands = vec![
+        Command::Visitor { visitor, change: Change::Consent(ConsentChange::unsubscribe(now)) },
+        Command::CancelFollowUps { visitor, reason: "unsubscribed".into(), at: now },
+    ];
+    app.store.commit(commands).await?;
     Ok(html_page(document("Unsubscribed", "<h1>You are unsubscribed</h1><p>You will get no more emails from us.</p>")))
 }

@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::{Entry, Pending, Speaker};
 use crate::ids::VisitorId;
 use crate::intents::slots::{ConsentKind, Slot};
 use crate::intents::{Choice, ChoiceTemplate, How, Intent, IntentSet, template::Template, text};
 use crate::protocol::{Reply, ServerFrame};
-use crate::store::{Entry, Pending, Speaker};
 
 /// A ranked match this close to an example means the shopper changed the subject instead of
 /// answering the question; weaker ones count as a bad answer.
@@ -39,6 +39,16 @@ pub enum Input<'a> {
     Say(&'a str),
     /// A quick-reply button; its value is routed like a typed message.
     Choose(&'a str),
+}
+
+impl<'a> Input<'a> {
+    /// What the shopper sent, if anything.
+    pub fn text(&self) -> Option<&'a str> {
+        match self {
+            Input::Start => None,
+            Input::Say(text) | Input::Choose(text) => Some(text),
+        }
+    }
 }
 
 /// A change the shell must make durable before sending the frames.

@@ -5,7 +5,8 @@ use std::io::Write;
 
 use serde_json::json;
 
-use crate::store::{Conversation, Entry, Order, Profile, Speaker, Status, Store, StoreError};
+use crate::domain::{Conversation, Entry, Order, Profile, Speaker, Status};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -1,6 +1,6 @@
-//! Identifiers minted by the server: visitors and conversations.
+//! Identifiers minted by the server: visitors, conversations, outbox jobs and turns.
 //!
-//! Both are 16 bytes: a 48-bit big-endian millisecond timestamp, then 80 random bits. Time first
+//! All are 16 bytes: a 48-bit big-endian millisecond timestamp, then 80 random bits. Time first
 //! so that sled keys sort by creation time; random so that a visitor id cannot be guessed. On the
 //! wire they are 32 lowercase hex characters, and they can only be built by minting or parsing.
 
@@ -67,6 +67,22 @@ macro_rules! id_type {
 id_type!(VisitorId);
 id_type!(ConversationId);
 id_type!(OutboxId);
+// A turn of a conversation, minted by the session: the key that makes appending it idempotent.
+id_type!(TurnId);
+
+impl TurnId {
+    /// A fresh id that sorts after `previous` (the session's last turn), so that a transcript
+    /// reads in the order its turns happened even within one millisecond.
+    pub fn after(previous: Option<TurnId>, now_ms: u64) -> TurnId {
+        let fresh = TurnId::mint(now_ms);
+        match previous {
+            Some(previous) if previous >= fresh => {
+                TurnId(u128::from_be_bytes(previous.0).wrapping_add(1).to_be_bytes())
+            }
+            _ => fresh,
+        }
+    }
+}
 
 fn mint_bytes(now_ms: u64) -> [u8; 16] {
     let mut bytes = [0u8; 16];
@@ -136,6 +152,16 @@ impl fmt::Display for Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn turn_ids_follow_each_other_within_a_millisecond() {
+        let mut last = None;
+        for _ in 0..1000 {
+            let next = TurnId::after(last, 7);
+            assert!(last.is_none_or(|last| next > last));
+            last = Some(next);
+        }
+    }
 
     #[test]
     fn emails_are_normalized_or_refused() {

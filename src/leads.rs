@@ -4,10 +4,11 @@
 use url::Url;
 
 use crate::config::Config;
+use crate::domain::{Change, Conversation, Order, Profile, Status};
 use crate::ids::{BadEmail, ConversationId, Email, VisitorId};
 use crate::intents::template::Template;
 use crate::signing::{Claims, Signer, TokenError};
-use crate::store::{Conversation, Order, Preference, Profile, Status, Store, Write};
+use crate::store::{Command, Store};
 
 /// Whether a visitor who is still chatting has reached the score and told us what is required.
 pub fn qualifies(profile: &Profile, config: &Config) -> bool {
@@ -113,20 +114,20 @@ impl EmailLink {
         store.visitor_by_email(self.email.as_str())
     }
 
-    /// Records what the link knows on the profile (email, name, product, campaign) and returns
-    /// the write that indexes the email, so the same link finds this visitor on any device.
-    pub fn apply(&self, profile: &mut Profile, now: u64) -> Write {
+    /// What the link knows of its visitor (email, name, product, campaign), as changes to the
+    /// profile.
+    pub fn changes(&self, now: u64) -> Vec<Change> {
         let known =
             [("email", Some(self.email.to_string())), ("name", self.name.clone()), ("product", self.product.clone())];
-        for (name, value) in known {
-            if let Some(value) = value {
-                profile.preferences.insert(name.into(), Preference { value, at: now, message: "email link".into() });
-            }
-        }
-        if self.campaign.is_some() {
-            profile.campaign.clone_from(&self.campaign);
-        }
-        Write::Email { email: self.email.to_string(), visitor: profile.id }
+        let preferences = known.into_iter().filter_map(|(name, value)| {
+            Some(Change::Preference { name: name.into(), value: value?, at: now, message: "email link".into() })
+        });
+        preferences.chain(self.campaign.clone().map(Change::Campaign)).collect()
+    }
+
+    /// The command that indexes the email, so the same link finds this visitor on any device.
+    pub fn link(&self, visitor: VisitorId) -> Command {
+        Command::LinkEmail { email: self.email.to_string(), visitor }
     }
 }
 
@@ -206,7 +207,7 @@ mod tests {
         let config = Config::default();
         let mut profile = Profile::new(VisitorId::mint(0), 0, "en");
         for (name, value) in [("product", "running shoes"), ("size", "42&evil=1")] {
-            let pref = crate::store::Preference { value: value.into(), at: 0, message: String::new() };
+            let pref = crate::domain::Preference { value: value.into(), at: 0, message: String::new() };
             profile.preferences.insert(name.into(), pref);
         }
         let url = checkout_target(&config, &profile, Some("spring sale")).expect("url");

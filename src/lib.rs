@@ -12,6 +12,7 @@ pub mod chat;
 pub mod client;
 pub mod config;
 pub mod dialogue;
+pub mod domain;
 pub mod export;
 pub mod fuzzing;
 pub mod ids;

@@ -183,7 +183,7 @@ enum ExportCommand {
 struct FilterArgs {
     /// Only leads with this status (chatting, qualified, checkout_clicked, converted).
     #[arg(long, value_parser = parse_status)]
-    status: Option<nudge::store::Status>,
+    status: Option<nudge::domain::Status>,
     #[arg(long)]
     campaign: Option<String>,
     /// Only leads with this retargeting tag, e.g. `cart_abandoner`.
@@ -327,7 +327,7 @@ fn erase(config: &Config, visitor: Option<String>, email: Option<String>) -> any
         (None, None) => None,
     };
     let profile = profile.ok_or_else(|| anyhow::anyhow!("no such visitor in {}", config.data.display()))?;
-    store.commit_blocking(vec![nudge::store::Write::Erase { visitor: profile.id, at: nudge::now_ms() }])?;
+    store.commit_blocking(vec![nudge::store::Command::Erase { visitor: profile.id, at: nudge::now_ms() }])?;
     println!("erased visitor {}", profile.id);
     Ok(())
 }
@@ -401,8 +401,8 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
     n.checked_mul(seconds).filter(|t| *t > 0).ok_or_else(|| format!("{s:?} is not a usable duration"))
 }
 
-fn parse_status(s: &str) -> Result<nudge::store::Status, String> {
-    nudge::store::Status::parse(s)
+fn parse_status(s: &str) -> Result<nudge::domain::Status, String> {
+    nudge::domain::Status::parse(s)
         .ok_or_else(|| format!("unknown status {s:?} (chatting, qualified, checkout_clicked or converted)"))
 }
 

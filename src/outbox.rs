@@ -17,9 +17,10 @@ use std::time::Duration;
 pub use mail::{Mailer, mail_dir};
 pub use webhook::{Webhook, sign};
 
+use crate::domain::{Change, Job, OutboxItem, OutboxState, Profile, Status};
 use crate::now_ms;
 use crate::server::App;
-use crate::store::{Job, OutboxItem, OutboxState, Profile, Status, Write};
+use crate::store::Command;
 
 /// The tag a shopper gets who was offered a checkout link and did not buy in time.
 pub const CART_ABANDONER: &str = "cart_abandoner";
@@ -96,12 +97,12 @@ fn work(app: &App, receivers: &Receivers) {
 }
 
 /// `run`, with a panic turned into the job's dead letter: it would panic again on every retry.
-fn run_supervised(app: &App, receivers: &Receivers, item: OutboxItem) -> Vec<Write> {
+fn run_supervised(app: &App, receivers: &Receivers, item: OutboxItem) -> Vec<Command> {
     let mut dead_letter = item.clone();
     panic::catch_unwind(AssertUnwindSafe(|| run(app, receivers, item, now_ms()))).unwrap_or_else(|panic| {
         app.metrics.outbox_panics.fetch_add(1, Ordering::Relaxed);
         dead(app, &mut dead_letter, now_ms(), format!("the job panicked: {}", panic_message(&panic)));
-        vec![Write::Outbox(dead_letter)]
+        vec![Command::Finish(dead_letter)]
     })
 }
 
@@ -114,7 +115,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Runs one due job; returns what to commit, the item with its new state last.
-fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<Write> {
+fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<Command> {
     let mut writes = Vec::new();
     let result = match item.job.clone() {
         Job::Email { template } => receivers.mailer.deliver(app, &item, &template, now),
@@ -150,7 +151,7 @@ fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<
             }
         }
     }
-    writes.push(Write::Outbox(item));
+    writes.push(Command::Finish(item));
     writes
 }
 
@@ -163,18 +164,18 @@ fn dead(app: &App, item: &mut OutboxItem, now: u64, error: String) {
 
 /// The abandonment check: a shopper who has not bought since the checkout link was offered is
 /// tagged `cart_abandoner` (and the tag event queued for the webhook).
-fn abandoned(app: &App, item: &OutboxItem, now: u64, webhook: bool, writes: &mut Vec<Write>) -> Result<(), Failure> {
+fn abandoned(app: &App, item: &OutboxItem, now: u64, webhook: bool, writes: &mut Vec<Command>) -> Result<(), Failure> {
     let profile = app.store.visitor(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
-    let mut profile: Profile = profile.ok_or_else(|| Failure::Unwanted("the visitor is gone".into()))?;
+    let profile: Profile = profile.ok_or_else(|| Failure::Unwanted("the visitor is gone".into()))?;
     if profile.status == Status::Converted {
         return Err(Failure::Unwanted("converted".into()));
     }
-    if profile.tags.insert(CART_ABANDONER.into()) {
+    if !profile.tags.contains(CART_ABANDONER) {
         if webhook && profile.consent.as_ref().is_some_and(|c| c.ads) {
             let job = Job::TagEvent { tag: CART_ABANDONER.into(), at: now };
-            writes.push(Write::Outbox(OutboxItem::new(profile.id, item.conversation, job, &item.locale, now, now)));
+            writes.push(Command::Enqueue(OutboxItem::new(profile.id, item.conversation, job, &item.locale, now, now)));
         }
-        writes.push(Write::Visitor(profile));
+        writes.push(Command::Visitor { visitor: profile.id, change: Change::Tags(vec![CART_ABANDONER.into()]) });
     }
     Ok(())
 }

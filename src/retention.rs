@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::now_ms;
 use crate::server::App;
-use crate::store::{Result, Store, Write};
+use crate::store::{Command, Result, Store};
 
 const EVERY: Duration = Duration::from_secs(60 * 60);
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -21,14 +21,14 @@ pub fn sweep(store: &Store, cutoff: u64, now: u64) -> Result<(usize, usize)> {
         let profile = profile?;
         if profile.last_seen_at < cutoff {
             erased.insert(profile.id);
-            writes.push(Write::Erase { visitor: profile.id, at: now });
+            writes.push(Command::Erase { visitor: profile.id, at: now });
         }
     }
     let visitors = writes.len();
     for conversation in store.conversations() {
         let conversation = conversation?;
         if conversation.last_at < cutoff && !erased.contains(&conversation.visitor) {
-            writes.push(Write::ExpireConversation(conversation.id));
+            writes.push(Command::ExpireConversation(conversation.id));
         }
     }
     let conversations = writes.len() - visitors;

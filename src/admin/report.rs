@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::domain::{Speaker, Status};
 use crate::ids::VisitorId;
-use crate::store::{Speaker, Status, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Visitors of one campaign by how far they got, and the orders attributed to it.
 #[derive(Debug, Default, Clone, serde::Serialize)]

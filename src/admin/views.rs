@@ -3,10 +3,10 @@
 
 use std::fmt::Write;
 
+use crate::domain::{Conversation, Entry, OutboxItem, OutboxState, Profile, Speaker, Status};
 use crate::export::{LeadFilter, rfc3339};
 use crate::intents::{How, Route};
 use crate::pages::{document, escape_html as e};
-use crate::store::{Conversation, Entry, OutboxItem, OutboxState, Profile, Speaker, Status};
 
 use super::PAGE_ROWS;
 use super::report::Funnel;

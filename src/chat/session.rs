@@ -8,15 +8,13 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 
 use super::limits::{Admitted, Bucket};
 use crate::dialogue::{self, Effect, Input};
-use crate::ids::{ConversationId, VisitorId};
-use crate::intents::slots::ConsentKind;
+use crate::domain::{Change, ConsentChange, Conversation, Entry, Job, OutboxItem, Profile, Source, Speaker, Status};
+use crate::ids::{ConversationId, TurnId, VisitorId};
 use crate::leads::{self, EmailLink, LinkError};
 use crate::now_ms;
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, Pixel, ServerFrame};
 use crate::server::App;
-use crate::store::{
-    ConsentRecord, Conversation, Entry, Job, OutboxItem, Preference, Profile, Source, Speaker, Status, Write,
-};
+use crate::store::Command;
 
 /// The `intent` of replies a person wrote (from the admin).
 pub const AGENT: &str = "agent";
@@ -44,7 +42,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
     let mut budget = Bucket::new(config.messages_per_second, config.message_burst);
     let mut strikes = 0u32;
     let mut shutdown = app.shutdown.subscribe();
-    let mut chat = Chat { app: app.clone(), open: None };
+    let mut chat = Chat { app: app.clone(), open: None, failed: None, last_turn: None };
     let mut agent = app.live.register();
     let close = loop {
         tokio::select! {
@@ -156,6 +154,10 @@ struct Open {
 struct Chat {
     app: Arc<App>,
     open: Option<Open>,
+    /// The message whose commit failed, and the turn id it had: its retry reuses the id.
+    failed: Option<(String, TurnId)>,
+    /// The last turn this session stored: the next one sorts after it.
+    last_turn: Option<TurnId>,
 }
 
 impl Chat {
@@ -225,33 +227,37 @@ impl Chat {
             .map_err(internal)?;
         let returning = found.is_some();
         let locale = hello.locale.as_deref().map(locale_from_tag);
-        let (mut profile, last, resumes) =
-            found.unwrap_or_else(|| (Profile::new(VisitorId::mint(now), now, locale.unwrap_or("en")), None, false));
-        profile.visits += 1;
-        profile.last_seen_at = now;
-        if let Some(locale) = locale {
-            profile.locale = locale.into();
-        }
-        if let Some(consent) = hello.consent {
-            profile.consent = Some(ConsentRecord::from_page(consent, now, "hello", profile.consent.as_ref()));
-        }
+        let mut commands = Vec::new();
+        let (mut profile, last, resumes) = match found {
+            Some(found) => found,
+            None => {
+                let profile = Profile::new(VisitorId::mint(now), now, locale.unwrap_or("en"));
+                let create = Change::Create { at: now, locale: profile.locale.clone() };
+                commands.push(Command::Visitor { visitor: profile.id, change: create });
+                (profile, None, false)
+            }
+        };
         let campaign = link
             .as_ref()
             .and_then(|l| l.campaign.clone())
             .or(hello.campaign)
             .or_else(|| hello.utm.get("campaign").cloned());
-        let mut writes = Vec::new();
-        if let Some(link) = &link {
-            writes.push(link.apply(&mut profile, now));
+        let visit = Change::Visit { at: now, locale: locale.map(str::to_string), campaign: campaign.clone() };
+        commands.push(Command::change(&mut profile, visit));
+        if let Some(consent) = hello.consent {
+            commands.push(Command::change(&mut profile, Change::Consent(ConsentChange::page(consent, "hello", now))));
         }
-        if campaign.is_some() {
-            profile.campaign.clone_from(&campaign);
+        if let Some(link) = &link {
+            for change in link.changes(now) {
+                commands.push(Command::change(&mut profile, change));
+            }
+            commands.push(link.link(profile.id));
         }
         let resume_window = self.app.config.resume_window_secs * 1000;
         let conversation = match last {
             Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => c,
             _ => new_conversation(
-                &mut writes,
+                &mut commands,
                 Conversation {
                     id: ConversationId::mint(now),
                     visitor: profile.id,
@@ -275,7 +281,7 @@ impl Chat {
             returning,
         });
         self.open = Some(Open { profile, conversation });
-        match self.step(Input::Start, true, writes).await {
+        match self.step(Input::Start, commands).await {
             Ok(greeting) => frames.extend(greeting),
             // Nothing of this hello was stored: the client may say hello again.
             Err(error) => {
@@ -311,7 +317,7 @@ impl Chat {
         }
         let input = if chosen { Input::Choose(text) } else { Input::Say(text) };
         self.app.metrics.messages_total.fetch_add(1, Ordering::Relaxed);
-        self.step(input, false, Vec::new()).await
+        self.step(input, Vec::new()).await
     }
 
     /// Records the shopper's choice (with time and source) and answers with the tags the page
@@ -321,20 +327,17 @@ impl Chat {
             return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
         };
         let mut profile = open.profile.clone();
-        profile.consent = Some(ConsentRecord::from_page(consent, now_ms(), "widget", profile.consent.as_ref()));
-        self.app.store.commit(vec![Write::Visitor(profile.clone())]).await.map_err(internal)?;
+        let change = Change::Consent(ConsentChange::page(consent, "widget", now_ms()));
+        self.app.store.commit(vec![Command::change(&mut profile, change)]).await.map_err(internal)?;
         open.profile = profile;
         Ok(vec![ServerFrame::Tags { tags: Vec::new(), pixel: Vec::new() }])
     }
 
     /// Runs the engine, makes its effects durable, and returns the frames to send. On a store
-    /// failure the in-memory conversation is left as it was, so a retry continues cleanly.
-    async fn step(
-        &mut self,
-        input: Input<'_>,
-        profile_changed: bool,
-        mut writes: Vec<Write>,
-    ) -> Result<Vec<ServerFrame>, ServerFrame> {
+    /// failure the in-memory conversation is left as it was, so a retry continues cleanly; a
+    /// retry of the same message reuses the failed turn's id, so it is stored once whatever the
+    /// failure left behind.
+    async fn step(&mut self, input: Input<'_>, mut commands: Vec<Command>) -> Result<Vec<ServerFrame>, ServerFrame> {
         let open = self.open.as_ref().expect("step runs on an open conversation");
         let now = now_ms();
         let state = dialogue::State {
@@ -343,58 +346,62 @@ impl Chat {
             preferences: open.profile.preferences.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
             pending: open.conversation.pending.clone(),
         };
+        let said = input.text().map(str::to_string);
+        let turn = match self.failed.take() {
+            Some((text, turn)) if Some(&text) == said.as_ref() => turn,
+            _ => TurnId::after(self.last_turn, now),
+        };
         let intents = self.app.intents();
         let mut step = dialogue::step(&intents, &state, input, now);
         let mut profile = open.profile.clone();
         let mut conversation = open.conversation.clone();
-        let mut profile_changed = profile_changed;
         let mut new_tags = Vec::new();
         let mut entries = Vec::new();
         let mut erase = false;
         let mut checkout_asked = false;
         for effect in step.effects {
-            profile_changed |= !matches!(
-                effect,
-                Effect::Record(_) | Effect::SetPending(_) | Effect::FollowUp { .. } | Effect::OfferCheckout
-            );
-            match effect {
-                Effect::Record(entry) => entries.push(entry),
+            let change = match effect {
+                Effect::Record(entry) => {
+                    entries.push(entry);
+                    continue;
+                }
                 Effect::SetLocale(locale) => {
                     conversation.locale.clone_from(&locale);
-                    profile.locale = locale;
+                    let id = conversation.id;
+                    commands.push(Command::ConversationLocale { conversation: id, locale: locale.clone() });
+                    Change::Locale(locale)
                 }
-                Effect::SetPreference { name, value, message } => {
-                    profile.preferences.insert(name, Preference { value, at: now, message });
-                }
+                Effect::SetPreference { name, value, message } => Change::Preference { name, value, at: now, message },
                 Effect::AddTags(tags) => {
                     new_tags.extend(tags.iter().filter(|t| !profile.tags.contains(*t)).cloned());
-                    profile.tags.extend(tags);
+                    Change::Tags(tags)
                 }
-                Effect::AddScore(score) => profile.score += score,
-                Effect::SetPending(pending) => conversation.pending = pending,
-                Effect::SetConsent { kind, granted } => {
-                    let mut consent =
-                        profile.consent.clone().unwrap_or_else(|| ConsentRecord::new(Default::default(), now, "chat"));
-                    match kind {
-                        ConsentKind::Marketing => consent.marketing = granted,
-                        ConsentKind::Ads => consent.ads = granted,
-                    }
-                    consent.at = now;
-                    consent.source = "chat".into();
-                    profile.consent = Some(consent);
+                Effect::AddScore(score) => Change::Score(score),
+                Effect::SetPending(pending) => {
+                    conversation.pending = pending;
+                    continue;
                 }
-                Effect::Handoff => profile.handoff_at = Some(now),
-                Effect::Erase => erase = true,
-                Effect::OfferCheckout => checkout_asked = true,
+                Effect::SetConsent { kind, granted } => Change::Consent(ConsentChange::chat(kind, granted, now)),
+                Effect::Handoff => Change::Handoff { at: now },
+                Effect::Erase => {
+                    erase = true;
+                    continue;
+                }
+                Effect::OfferCheckout => {
+                    checkout_asked = true;
+                    continue;
+                }
                 Effect::FollowUp { email, after_secs } => {
                     let due = now.saturating_add(after_secs.saturating_mul(1000));
                     let job = Job::Email { template: email };
-                    writes.push(Write::Outbox(OutboxItem::schedule(&conversation, job, now, due)));
+                    commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, due)));
+                    continue;
                 }
-            }
+            };
+            commands.push(Command::change(&mut profile, change));
         }
         if erase {
-            return self.erase(step.frames, writes, &conversation, now).await;
+            return self.erase(step.frames, commands, &conversation, now).await;
         }
         if !new_tags.is_empty() {
             step.frames.push(tags_frame(&profile, &new_tags));
@@ -402,32 +409,30 @@ impl Chat {
             if self.app.config.tag_webhook_url.is_some() && profile.consent.as_ref().is_some_and(|c| c.ads) {
                 for tag in &new_tags {
                     let job = Job::TagEvent { tag: tag.clone(), at: now };
-                    writes.push(Write::Outbox(OutboxItem::schedule(&conversation, job, now, now)));
+                    commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, now)));
                 }
             }
         }
-        if let Some(checkout) = self.offer_checkout(&mut profile, &conversation, now, checkout_asked) {
-            profile_changed = true;
+        if let Some(checkout) = self.offer_checkout(&mut profile, &mut commands, &conversation, now, checkout_asked) {
             step.frames.push(checkout);
             let after = self.app.config.abandoned_after_secs;
             if after > 0 {
                 let due = now.saturating_add(after.saturating_mul(1000));
-                writes.push(Write::Outbox(OutboxItem::schedule(&conversation, Job::Abandoned, now, due)));
+                commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, Job::Abandoned, now, due)));
             }
         }
-        // The conversation record is written only when it changes (a question asked, the language);
-        // its last activity is read back from the transcript.
-        if conversation != open.conversation {
-            writes.push(Write::Conversation(conversation.clone()));
+        if conversation.pending != open.conversation.pending {
+            commands.push(Command::SetPending { conversation: conversation.id, pending: conversation.pending.clone() });
         }
         conversation.last_at = now;
         if !entries.is_empty() {
-            writes.push(Write::Turn { conversation: conversation.id, entries });
+            commands.push(Command::AppendTurn { conversation: conversation.id, turn, entries });
         }
-        if profile_changed {
-            writes.push(Write::Visitor(profile.clone()));
+        if let Err(e) = self.app.store.commit(commands).await {
+            self.failed = said.map(|text| (text, turn));
+            return Err(internal(e));
         }
-        self.app.store.commit(writes).await.map_err(internal)?;
+        self.last_turn = Some(turn);
         self.open = Some(Open { profile, conversation });
         Ok(step.frames)
     }
@@ -447,16 +452,20 @@ impl Chat {
             confidence: None,
             variant: None,
         };
-        let turn = Write::Turn { conversation: open.conversation.id, entries: vec![entry] };
-        match self.app.store.commit(vec![turn]).await {
-            Ok(()) => vec![ServerFrame::Reply(protocol::Reply {
-                text,
-                intent: AGENT.into(),
-                choices: Vec::new(),
-                how: None,
-                confidence: None,
-                captured: Default::default(),
-            })],
+        let turn = TurnId::after(self.last_turn, entry.at);
+        let append = Command::AppendTurn { conversation: open.conversation.id, turn, entries: vec![entry] };
+        match self.app.store.commit(vec![append]).await {
+            Ok(()) => {
+                self.last_turn = Some(turn);
+                vec![ServerFrame::Reply(protocol::Reply {
+                    text,
+                    intent: AGENT.into(),
+                    choices: Vec::new(),
+                    how: None,
+                    confidence: None,
+                    captured: Default::default(),
+                })]
+            }
             Err(e) => {
                 log::error!("an agent's message could not be stored: {e}");
                 Vec::new()
@@ -470,7 +479,7 @@ impl Chat {
     async fn erase(
         &mut self,
         mut frames: Vec<ServerFrame>,
-        mut writes: Vec<Write>,
+        mut commands: Vec<Command>,
         conversation: &Conversation,
         now: u64,
     ) -> Result<Vec<ServerFrame>, ServerFrame> {
@@ -485,10 +494,11 @@ impl Chat {
             source: Source::default(),
             pending: None,
         };
-        writes.push(Write::Erase { visitor: old, at: now });
-        writes.push(Write::Visitor(fresh.clone()));
-        writes.push(Write::Conversation(fresh_conversation.clone()));
-        self.app.store.commit(writes).await.map_err(internal)?;
+        commands.push(Command::Erase { visitor: old, at: now });
+        let create = Change::Create { at: now, locale: fresh.locale.clone() };
+        commands.push(Command::Visitor { visitor: fresh.id, change: create });
+        commands.push(Command::OpenConversation(fresh_conversation.clone()));
+        self.app.store.commit(commands).await.map_err(internal)?;
         frames.push(ServerFrame::Welcome {
             visitor: fresh.id.to_string(),
             conversation: fresh_conversation.id.to_string(),
@@ -505,6 +515,7 @@ impl Chat {
     fn offer_checkout(
         &self,
         profile: &mut Profile,
+        commands: &mut Vec<Command>,
         conversation: &Conversation,
         now: u64,
         asked: bool,
@@ -517,7 +528,7 @@ impl Chat {
         let target = leads::checkout_target(config, profile, conversation.source.campaign.as_deref())
             .map_err(|e| log::warn!("cannot offer a checkout link: {e}"))
             .ok()?;
-        profile.advance(Status::Qualified, now);
+        commands.push(Command::change(profile, Change::Status { status: Status::Qualified, at: now }));
         let expires = now / 1000 + config.checkout_ttl_days * 24 * 3600;
         let url = leads::checkout_link(
             &self.app.signer,
@@ -533,8 +544,8 @@ impl Chat {
 }
 
 /// A conversation starts with its record written in the same batch as its first turn.
-fn new_conversation(writes: &mut Vec<Write>, conversation: Conversation) -> Conversation {
-    writes.push(Write::Conversation(conversation.clone()));
+fn new_conversation(commands: &mut Vec<Command>, conversation: Conversation) -> Conversation {
+    commands.push(Command::OpenConversation(conversation.clone()));
     conversation
 }
 

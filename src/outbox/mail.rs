@@ -13,11 +13,11 @@ use lettre::{FileTransport, Message, SmtpTransport, Transport as _};
 
 use super::Failure;
 use crate::config::Config;
+use crate::domain::{OutboxItem, Profile, Status};
 use crate::ids::Email;
 use crate::pages::escape_html;
 use crate::server::App;
 use crate::signing::Claims;
-use crate::store::{OutboxItem, Profile, Status};
 
 /// Resume links in emails stay valid this long ...
 const RESUME_TTL_SECS: u64 = 30 * 24 * 60 * 60;

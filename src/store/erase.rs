@@ -1,51 +1,39 @@
-//! Erasure and expiry, applied on the writer thread. An erased visitor leaves a tombstone (id and
-//! time, nothing personal) so that a chat still open on that visitor cannot write it back; their
-//! profile, email links, conversations, transcripts and follow-ups are removed. Orders stay (the
-//! shop's records), keyed by a visitor id that no longer leads anywhere.
+//! Erasure and expiry, staged like every other command. An erased visitor leaves a tombstone (id
+//! and time, nothing personal) so that a chat still open on that visitor cannot write it back;
+//! their profile, email links, conversations, transcripts and follow-ups are removed. Orders stay
+//! (the shop's records), keyed by a visitor id that no longer leads anywhere.
 
-use super::{Profile, Result, Trees, decode, outbox};
+use super::apply::Batch;
+use super::{Conversation, Result, T, decode, outbox};
 use crate::ids::{ConversationId, VisitorId};
 
-pub(super) fn visitor(trees: &Trees, visitor: &VisitorId, at: u64) -> Result<()> {
-    trees.erased.insert(visitor.as_bytes(), &at.to_be_bytes())?;
-    if let Some(old) = trees.visitors.remove(visitor.as_bytes())? {
-        let old: Profile = decode("visitors", &old)?;
-        super::writer::unindex(trees, &old)?;
-    }
-    let emails: Vec<_> = trees
-        .emails
-        .iter()
-        .filter_map(|entry| entry.ok().filter(|(_, v)| v.as_ref() == visitor.as_bytes()).map(|(k, _)| k))
-        .collect();
-    for email in emails {
-        trees.emails.remove(email)?;
-    }
-    let conversations: Vec<_> =
-        trees.visitor_conversations.scan_prefix(visitor.as_bytes()).keys().collect::<sled::Result<_>>()?;
-    for key in conversations {
-        if let Ok(id) = ConversationId::from_bytes(&key[16..]) {
-            conversation(trees, &id)?;
+pub(super) fn visitor(batch: &mut Batch, visitor: &VisitorId, at: u64) -> Result<()> {
+    batch.forget_visitor(*visitor, at)?;
+    for (email, owner) in batch.scan(T::Emails, &[])? {
+        if owner == visitor.as_bytes() {
+            batch.remove(T::Emails, email);
         }
     }
-    outbox::remove_visitor(trees, visitor)
+    for (key, _) in batch.scan(T::VisitorConversations, visitor.as_bytes())? {
+        if let Ok(id) = ConversationId::from_bytes(&key[16..]) {
+            conversation(batch, &id)?;
+        }
+    }
+    outbox::remove_visitor(batch, visitor)
 }
 
 /// Removes a conversation, its transcript and its index entry.
-pub(super) fn conversation(trees: &Trees, id: &ConversationId) -> Result<()> {
-    if let Some(raw) = trees.conversations.remove(id.as_bytes())? {
-        let conversation: super::Conversation = decode("conversations", &raw)?;
-        let mut index = [0u8; 32];
-        index[..16].copy_from_slice(conversation.visitor.as_bytes());
-        index[16..].copy_from_slice(id.as_bytes());
-        trees.visitor_conversations.remove(index)?;
+pub(super) fn conversation(batch: &mut Batch, id: &ConversationId) -> Result<()> {
+    if let Some(raw) = batch.get(T::Conversations, id.as_bytes())? {
+        let conversation: Conversation = decode("conversations", &raw)?;
+        let mut index = conversation.visitor.as_bytes().to_vec();
+        index.extend_from_slice(id.as_bytes());
+        batch.remove(T::VisitorConversations, index);
+        batch.remove(T::Conversations, id.as_bytes().to_vec());
     }
-    let turns: Vec<_> = trees.transcripts.scan_prefix(id.as_bytes()).keys().collect::<sled::Result<_>>()?;
-    for turn in turns {
-        trees.transcripts.remove(turn)?;
+    for (turn, _) in batch.scan(T::Transcripts, id.as_bytes())? {
+        batch.remove(T::Transcripts, turn);
     }
+    batch.forget_conversation(*id);
     Ok(())
-}
-
-pub(super) fn is_erased(trees: &Trees, visitor: &VisitorId) -> Result<bool> {
-    Ok(trees.erased.contains_key(visitor.as_bytes())?)
 }

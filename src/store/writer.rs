@@ -8,10 +8,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    Profile, Result, Stats, Status, StoreError, Trees, Write, campaign_prefix, decode, encode, erase, outbox, turn_key,
-};
-use crate::ids::VisitorId;
+use super::apply::{Group, Memory};
+use super::{Command, Result, Stats, StoreError, Trees};
 
 /// Batches waiting beyond this make `commit` wait for room: backpressure instead of memory growth.
 const QUEUE: usize = 4096;
@@ -19,7 +17,7 @@ const QUEUE: usize = 4096;
 const GROUP: usize = 1024;
 
 struct Job {
-    writes: Vec<Write>,
+    commands: Vec<Command>,
     done: oneshot::Sender<Result<()>>,
 }
 
@@ -40,22 +38,22 @@ impl Drop for Handle {
 }
 
 impl Handle {
-    pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+    pub async fn commit(&self, commands: Vec<Command>) -> Result<()> {
         let (done, wait) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
-        queue.send(Job { writes, done }).await.map_err(|_| StoreError::Closed)?;
+        queue.send(Job { commands, done }).await.map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
     }
 
-    pub fn commit_blocking(&self, writes: Vec<Write>) -> Result<()> {
+    pub fn commit_blocking(&self, commands: Vec<Command>) -> Result<()> {
         let (done, wait) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
-        queue.blocking_send(Job { writes, done }).map_err(|_| StoreError::Closed)?;
+        queue.blocking_send(Job { commands, done }).map_err(|_| StoreError::Closed)?;
         wait.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 }
 
-pub fn spawn(db: sled::Db, trees: Trees, stats: Arc<Stats>) -> Handle {
+pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) -> Handle {
     let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
     // Applied groups wait here for the flusher, so the next group is applied while the last
     // one is being flushed (the `fsync` is most of a commit's time).
@@ -91,7 +89,7 @@ pub fn spawn(db: sled::Db, trees: Trees, stats: Arc<Stats>) -> Handle {
                         Err(_) => break,
                     }
                 }
-                let applied = group.drain(..).map(|job| (job.done, apply(&trees, job.writes))).collect();
+                let applied = apply(&trees, &mut memory, group.drain(..));
                 if applied_tx.send(applied).is_err() {
                     return;
                 }
@@ -104,76 +102,20 @@ pub fn spawn(db: sled::Db, trees: Trees, stats: Arc<Stats>) -> Handle {
     Handle { queue: Some(queue), writer: Some(writer) }
 }
 
-fn apply(trees: &Trees, writes: Vec<Write>) -> Result<()> {
-    for write in writes {
-        match write {
-            // A chat still open on an erased visitor must not write it back.
-            Write::Visitor(profile) if erase::is_erased(trees, &profile.id)? => {}
-            Write::Conversation(conversation) if erase::is_erased(trees, &conversation.visitor)? => {}
-            Write::Email { visitor, .. } if erase::is_erased(trees, &visitor)? => {}
-            Write::Outbox(item) if erase::is_erased(trees, &item.visitor)? => {}
-            Write::Turn { conversation, .. } if !trees.conversations.contains_key(conversation.as_bytes())? => {}
-            Write::Visitor(mut profile) => {
-                let id = profile.id.as_bytes();
-                // One writer, so reading the old value here cannot race another update.
-                let old = trees.visitors.get(id)?.map(|old| decode::<Profile>("visitors", &old)).transpose()?;
-                if let Some(old) = &old {
-                    // Sessions write the copy they loaded; what others recorded meanwhile (a
-                    // checkout click, an order, an unsubscribe) must survive that.
-                    profile.merge_stored(old);
-                }
-                trees.visitors.insert(profile.id.as_bytes(), encode(&profile))?;
-                if let Some(old) = old {
-                    unindex(trees, &old)?;
-                }
-                trees.leads_by_status.insert(status_key(profile.status, &profile.id), &[])?;
-                if let Some(campaign) = &profile.campaign {
-                    trees.leads_by_campaign.insert(campaign_key(campaign, &profile.id), &[])?;
-                }
-            }
-            Write::Email { email, visitor } => {
-                trees.emails.insert(email.as_bytes(), visitor.as_bytes())?;
-            }
-            Write::Order(order) => {
-                trees.orders.insert(order.id.as_bytes(), encode(&order))?;
-            }
-            Write::Conversation(conversation) => {
-                let mut index = [0u8; 32];
-                index[..16].copy_from_slice(conversation.visitor.as_bytes());
-                index[16..].copy_from_slice(conversation.id.as_bytes());
-                trees.visitor_conversations.insert(index, &[])?;
-                trees.conversations.insert(conversation.id.as_bytes(), encode(&conversation))?;
-            }
-            Write::Turn { conversation, entries } => {
-                let key = turn_key(&conversation, trees.ids.generate_id()?);
-                trees.transcripts.insert(key, encode(&entries))?;
-            }
-            Write::Outbox(item) => outbox::apply(trees, &item)?,
-            Write::CancelFollowUps { visitor, reason, at } => outbox::cancel(trees, &visitor, &reason, at)?,
-            Write::Erase { visitor, at } => erase::visitor(trees, &visitor, at)?,
-            Write::ExpireConversation(id) => erase::conversation(trees, &id)?,
+/// Stages each batch (one that fails is answered with its error, the others go on) and
+/// commits the staged ones in one transaction; when that fails, each of them fails.
+fn apply(
+    trees: &Trees,
+    memory: &mut Memory,
+    jobs: impl Iterator<Item = Job>,
+) -> Vec<(oneshot::Sender<Result<()>>, Result<()>)> {
+    let mut staged = Group::new(trees);
+    let mut applied: Vec<_> = jobs.map(|job| (job.done, staged.stage(memory, job.commands))).collect();
+    if let Err(e) = staged.commit(memory) {
+        log::error!("store: a group commit failed: {e}");
+        for (_, result) in applied.iter_mut().filter(|(_, r)| r.is_ok()) {
+            *result = Err(e.clone());
         }
     }
-    Ok(())
-}
-
-/// Removes a profile's entries from the status and campaign indexes.
-pub(super) fn unindex(trees: &Trees, old: &Profile) -> Result<()> {
-    trees.leads_by_status.remove(status_key(old.status, &old.id))?;
-    if let Some(campaign) = &old.campaign {
-        trees.leads_by_campaign.remove(campaign_key(campaign, &old.id))?;
-    }
-    Ok(())
-}
-
-fn status_key(status: Status, visitor: &VisitorId) -> Vec<u8> {
-    let mut key = vec![status as u8];
-    key.extend_from_slice(visitor.as_bytes());
-    key
-}
-
-fn campaign_key(campaign: &str, visitor: &VisitorId) -> Vec<u8> {
-    let mut key = campaign_prefix(campaign);
-    key.extend_from_slice(visitor.as_bytes());
-    key
+    applied
 }

@@ -110,12 +110,17 @@ fn the_audience_export_hashes_emails_of_visitors_with_ads_consent() {
     let now = nudge::now_ms();
     let mut writes = Vec::new();
     for (email, ads) in [(" Ana@Example.com", true), ("bo@example.com", false)] {
-        let mut profile = nudge::store::Profile::new(nudge::ids::VisitorId::mint(now), now, "en");
+        use nudge::domain::{Change, ConsentChange};
+        let visitor = nudge::ids::VisitorId::mint(now);
         let consent = nudge::protocol::Consent { marketing: true, ads };
-        profile.consent = Some(nudge::store::ConsentRecord::new(consent, now, "test"));
-        let preference = nudge::store::Preference { value: email.into(), at: now, message: String::new() };
-        profile.preferences.insert("email".into(), preference);
-        writes.push(nudge::store::Write::Visitor(profile));
+        let email = Change::Preference { name: "email".into(), value: email.into(), at: now, message: String::new() };
+        for change in [
+            Change::Create { at: now, locale: "en".into() },
+            Change::Consent(ConsentChange::page(consent, "test", now)),
+            email,
+        ] {
+            writes.push(nudge::store::Command::Visitor { visitor, change });
+        }
     }
     store.commit_blocking(writes).expect("commit");
     drop(store);

@@ -1,9 +1,10 @@
 //! Every answered message is on disk: the server is killed without a graceful shutdown and the
 //! store reopened on the same data directory.
 
+use nudge::domain::Speaker;
 use nudge::ids::ConversationId;
 use nudge::protocol::Hello;
-use nudge::store::{Speaker, Store};
+use nudge::store::Store;
 
 use crate::helpers::*;
 

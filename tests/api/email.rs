@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use nudge::domain::{Job, OutboxItem, OutboxState};
 use nudge::ids::VisitorId;
 use nudge::protocol::{ClientFrame, Consent, Hello, ServerFrame};
-use nudge::store::{Job, OutboxItem, OutboxState, Store};
+use nudge::store::Store;
 use serde_json::json;
 
 use crate::helpers::*;

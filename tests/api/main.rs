@@ -5,6 +5,7 @@ mod admin;
 mod bad_input;
 mod chat;
 mod cli;
+mod concurrency;
 mod durability;
 mod email;
 mod flow;

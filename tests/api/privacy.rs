@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use nudge::ids::{ConversationId, VisitorId};
+use nudge::domain::{Change, Conversation, Entry, Profile, Source, Speaker};
+use nudge::ids::{ConversationId, TurnId, VisitorId};
 use nudge::protocol::{ClientFrame, Hello, ServerFrame};
-use nudge::store::{Conversation, Entry, Profile, Source, Speaker, Store, Write};
+use nudge::store::{Command, Store};
 
 use crate::helpers::*;
 
@@ -115,7 +116,11 @@ fn the_retention_sweep_expires_old_conversations_and_forgotten_visitors() {
     let mut writes = Vec::new();
     // One visitor seen today with one old and one new conversation; one not seen for a year.
     let mut add = |last_seen: u64, conversations: &[u64]| {
-        let profile = Profile { last_seen_at: last_seen, ..Profile::new(VisitorId::mint(last_seen), last_seen, "en") };
+        let profile = Profile::new(VisitorId::mint(last_seen), last_seen, "en");
+        writes.push(Command::Visitor {
+            visitor: profile.id,
+            change: Change::Create { at: last_seen, locale: "en".into() },
+        });
         let ids: Vec<ConversationId> = conversations.iter().map(|at| ConversationId::mint(*at)).collect();
         for (id, at) in ids.iter().zip(conversations) {
             let conversation = Conversation {
@@ -136,10 +141,9 @@ fn the_retention_sweep_expires_old_conversations_and_forgotten_visitors() {
                 confidence: None,
                 variant: None,
             };
-            writes.push(Write::Conversation(conversation));
-            writes.push(Write::Turn { conversation: *id, entries: vec![entry] });
+            writes.push(Command::OpenConversation(conversation));
+            writes.push(Command::AppendTurn { conversation: *id, turn: TurnId::mint(*at), entries: vec![entry] });
         }
-        writes.push(Write::Visitor(profile.clone()));
         (profile.id, ids)
     };
     let (active, talks) = add(now, &[now - 400 * day, now - day]);

@@ -4,9 +4,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use nudge::domain::Speaker;
 use nudge::ids::ConversationId;
 use nudge::protocol::{ClientFrame, ErrorCode, Hello, ServerFrame};
-use nudge::store::{Speaker, Store};
+use nudge::store::Store;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;

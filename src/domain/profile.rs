@@ -1,0 +1,345 @@
+//! A visitor's profile and the changes that happen to it. Writers never store a copy of a
+//! profile: they say what happened (`Change`), and `Profile::apply` applies it to whatever is
+//! stored, so a chat session and a checkout click, an order or an unsubscribe for the same
+//! visitor can never undo each other.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::VisitorId;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    pub id: VisitorId,
+    pub created_at: u64,
+    pub last_seen_at: u64,
+    pub locale: String,
+    pub visits: u32,
+    #[serde(default)]
+    pub consent: Option<ConsentRecord>,
+    #[serde(default)]
+    pub preferences: BTreeMap<String, Preference>,
+    /// Retargeting tags, e.g. `interest:sneakers`.
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+    /// Lead score, added to by intents.
+    #[serde(default)]
+    pub score: i64,
+    /// When the shopper last asked for a person.
+    #[serde(default)]
+    pub handoff_at: Option<u64>,
+    /// Where the lead is in the funnel, and when it reached each status.
+    #[serde(default)]
+    pub status: Status,
+    #[serde(default)]
+    pub status_at: BTreeMap<Status, u64>,
+    /// The campaign the visitor last came from.
+    #[serde(default)]
+    pub campaign: Option<String>,
+    /// Ids of the orders attributed to this visitor.
+    #[serde(default)]
+    pub orders: Vec<String>,
+}
+
+/// The funnel: chatting → qualified → checkout clicked → converted. A lead only moves forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Chatting,
+    Qualified,
+    CheckoutClicked,
+    Converted,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Chatting, Status::Qualified, Status::CheckoutClicked, Status::Converted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Chatting => "chatting",
+            Status::Qualified => "qualified",
+            Status::CheckoutClicked => "checkout_clicked",
+            Status::Converted => "converted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A captured preference, with when and from which message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Preference {
+    pub value: String,
+    pub at: u64,
+    pub message: String,
+}
+
+/// What the shopper agreed to, when, and through what (`hello`, `widget`, `chat`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConsentRecord {
+    pub marketing: bool,
+    pub ads: bool,
+    pub at: u64,
+    pub source: String,
+}
+
+/// Where a withdrawal of marketing consent by an email's unsubscribe link is recorded from.
+pub const UNSUBSCRIBE_SOURCE: &str = "unsubscribe_link";
+/// Consent the shopper gave in the chat itself: the only source that can undo an unsubscribe.
+const CHAT_SOURCE: &str = "chat";
+
+impl ConsentRecord {
+    fn unsubscribed(&self) -> bool {
+        self.source == UNSUBSCRIBE_SOURCE && !self.marketing
+    }
+}
+
+/// A consent decision: the kinds it decides (`None` leaves a kind as it was), from where, when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentChange {
+    pub marketing: Option<bool>,
+    pub ads: Option<bool>,
+    /// `hello` and `widget` are a page's consent banner, `chat` an answer in the chat,
+    /// `UNSUBSCRIBE_SOURCE` an email's unsubscribe link.
+    pub source: String,
+    pub at: u64,
+}
+
+impl ConsentChange {
+    /// What a page's consent banner reports (both kinds).
+    pub fn page(consent: crate::protocol::Consent, source: &str, at: u64) -> Self {
+        ConsentChange { marketing: Some(consent.marketing), ads: Some(consent.ads), source: source.into(), at }
+    }
+
+    /// An answer in the chat about one kind.
+    pub fn chat(kind: crate::intents::slots::ConsentKind, granted: bool, at: u64) -> Self {
+        use crate::intents::slots::ConsentKind;
+        let (marketing, ads) = match kind {
+            ConsentKind::Marketing => (Some(granted), None),
+            ConsentKind::Ads => (None, Some(granted)),
+        };
+        ConsentChange { marketing, ads, source: CHAT_SOURCE.into(), at }
+    }
+
+    /// An email's unsubscribe link.
+    pub fn unsubscribe(at: u64) -> Self {
+        ConsentChange { marketing: Some(false), ads: None, source: UNSUBSCRIBE_SOURCE.into(), at }
+    }
+}
+
+/// What can happen to a profile. Each says what happened, never what the whole profile is now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A new visitor: creates the profile when there is none (and changes nothing otherwise).
+    /// Every other change to a visitor that is not stored is dropped.
+    Create {
+        at: u64,
+        locale: String,
+    },
+    /// The visitor opened a chat (`hello`): one more visit, seen now, in this language and from
+    /// this campaign when known.
+    Visit {
+        at: u64,
+        locale: Option<String>,
+        campaign: Option<String>,
+    },
+    Locale(String),
+    Campaign(String),
+    Preference {
+        name: String,
+        value: String,
+        at: u64,
+        message: String,
+    },
+    /// The lead reached `status` (ignored unless it is further than where the lead is).
+    Status {
+        status: Status,
+        at: u64,
+    },
+    Consent(ConsentChange),
+    Tags(Vec<String>),
+    Score(i64),
+    Handoff {
+        at: u64,
+    },
+    /// An order was attributed to the visitor: it counts, and the lead is converted.
+    Order {
+        id: String,
+        at: u64,
+    },
+}
+
+impl Profile {
+    pub fn new(id: VisitorId, now: u64, locale: &str) -> Profile {
+        Profile {
+            id,
+            created_at: now,
+            last_seen_at: now,
+            locale: locale.into(),
+            visits: 0,
+            consent: None,
+            preferences: BTreeMap::new(),
+            tags: BTreeSet::new(),
+            score: 0,
+            handoff_at: None,
+            status: Status::Chatting,
+            status_at: [(Status::Chatting, now)].into(),
+            campaign: None,
+            orders: Vec::new(),
+        }
+    }
+
+    pub fn preference(&self, name: &str) -> Option<&str> {
+        self.preferences.get(name).map(|p| p.value.as_str())
+    }
+
+    /// Moves the lead to `status` at `now` if that is forward; returns whether it moved.
+    pub fn advance(&mut self, status: Status, now: u64) -> bool {
+        if status <= self.status {
+            return false;
+        }
+        self.status = status;
+        self.status_at.entry(status).or_insert(now);
+        true
+    }
+
+    /// Applies what happened. The rules hold whatever order changes from different writers
+    /// arrive in: a status only moves forward, tags and orders only accumulate, and a page's
+    /// consent banner cannot grant marketing back after an unsubscribe (only a yes in the chat).
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Create { .. } => {}
+            Change::Visit { at, locale, campaign } => {
+                self.visits += 1;
+                self.last_seen_at = self.last_seen_at.max(*at);
+                if let Some(locale) = locale {
+                    self.locale.clone_from(locale);
+                }
+                if campaign.is_some() {
+                    self.campaign.clone_from(campaign);
+                }
+            }
+            Change::Locale(locale) => self.locale.clone_from(locale),
+            Change::Campaign(campaign) => self.campaign = Some(campaign.clone()),
+            Change::Preference { name, value, at, message } => {
+                let preference = Preference { value: value.clone(), at: *at, message: message.clone() };
+                self.preferences.insert(name.clone(), preference);
+            }
+            Change::Status { status, at } => {
+                self.advance(*status, *at);
+            }
+            Change::Consent(change) => self.consent = Some(consented(self.consent.as_ref(), change)),
+            Change::Tags(tags) => self.tags.extend(tags.iter().cloned()),
+            Change::Score(score) => self.score = self.score.saturating_add(*score),
+            Change::Handoff { at } => self.handoff_at = self.handoff_at.max(Some(*at)),
+            Change::Order { id, at } => {
+                if !self.orders.contains(id) {
+                    self.orders.push(id.clone());
+                }
+                self.advance(Status::Converted, *at);
+            }
+        }
+    }
+}
+
+fn consented(before: Option<&ConsentRecord>, change: &ConsentChange) -> ConsentRecord {
+    let mut record =
+        before.cloned().unwrap_or(ConsentRecord { marketing: false, ads: false, at: 0, source: "".into() });
+    let unsubscribed = record.unsubscribed();
+    if let Some(ads) = change.ads {
+        record.ads = ads;
+    }
+    let keeps_unsubscribe = unsubscribed && change.source != CHAT_SOURCE;
+    match change.marketing {
+        Some(marketing) if !keeps_unsubscribe => {
+            record.marketing = marketing;
+            record.source.clone_from(&change.source);
+        }
+        // A decision about ads alone keeps the mark of an unsubscribe.
+        None if !unsubscribed => record.source.clone_from(&change.source),
+        _ => {}
+    }
+    record.at = record.at.max(change.at);
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intents::slots::ConsentKind;
+    use crate::protocol::Consent;
+
+    fn consent_after(changes: &[ConsentChange]) -> (bool, bool, String) {
+        let mut profile = Profile::new(VisitorId::mint(1), 1, "en");
+        for change in changes {
+            profile.apply(&Change::Consent(change.clone()));
+        }
+        let c = profile.consent.expect("recorded");
+        (c.marketing, c.ads, c.source)
+    }
+
+    #[test]
+    fn consent_rules() {
+        let yes = Consent { marketing: true, ads: true };
+        let banner = |at| ConsentChange::page(yes, "hello", at);
+        type Case = (&'static str, Vec<ConsentChange>, (bool, bool, &'static str));
+        let cases: Vec<Case> = vec![
+            ("a banner grants both", vec![banner(1)], (true, true, "hello")),
+            (
+                "an unsubscribe withdraws marketing only",
+                vec![banner(1), ConsentChange::unsubscribe(2)],
+                (false, true, UNSUBSCRIBE_SOURCE),
+            ),
+            (
+                "a banner after an unsubscribe keeps it",
+                vec![banner(1), ConsentChange::unsubscribe(2), banner(3)],
+                (false, true, UNSUBSCRIBE_SOURCE),
+            ),
+            (
+                "a banner sent before the unsubscribe but applied after keeps it",
+                vec![ConsentChange::unsubscribe(2), banner(1)],
+                (false, true, UNSUBSCRIBE_SOURCE),
+            ),
+            (
+                "a yes in the chat grants it back",
+                vec![ConsentChange::unsubscribe(2), ConsentChange::chat(ConsentKind::Marketing, true, 3)],
+                (true, false, "chat"),
+            ),
+            (
+                "an ads answer in the chat keeps an unsubscribe",
+                vec![ConsentChange::unsubscribe(1), ConsentChange::chat(ConsentKind::Ads, true, 2), banner(3)],
+                (false, true, UNSUBSCRIBE_SOURCE),
+            ),
+            (
+                "an ads answer in the chat leaves marketing",
+                vec![banner(1), ConsentChange::chat(ConsentKind::Ads, false, 2)],
+                (true, false, "chat"),
+            ),
+        ];
+        for (name, changes, (marketing, ads, source)) in cases {
+            assert_eq!(consent_after(&changes), (marketing, ads, source.to_string()), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_status_only_moves_forward_and_orders_count_once() {
+        let mut profile = Profile::new(VisitorId::mint(1), 1, "en");
+        for change in [
+            Change::Status { status: Status::CheckoutClicked, at: 2 },
+            Change::Status { status: Status::Qualified, at: 3 },
+            Change::Order { id: "A-1".into(), at: 4 },
+            Change::Order { id: "A-1".into(), at: 5 },
+            Change::Status { status: Status::Qualified, at: 6 },
+        ] {
+            profile.apply(&change);
+        }
+        assert_eq!(profile.status, Status::Converted);
+        assert_eq!(profile.orders, ["A-1"]);
+        assert_eq!(profile.status_at.get(&Status::Converted), Some(&4));
+        assert_eq!(profile.status_at.get(&Status::Qualified), None, "skipped over, never reached after");
+    }
+}

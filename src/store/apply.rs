@@ -1,0 +1,289 @@
+//! Applying commands, all or nothing. The writer thread stages each batch of a group in memory
+//! (`Batch`: its reads see what is stored plus what the group and the batch staged before, its
+//! writes go to the overlay only), so a command that fails leaves nothing of its batch behind.
+//! The staged writes of every batch that succeeded are then committed in one sled transaction,
+//! which sled recovers whole or not at all after a crash.
+//!
+//! Being the only writer, the writer thread also keeps what the hot path would otherwise read
+//! (`Memory`): which visitors were erased and which conversations are gone.
+
+use std::collections::{BTreeMap, HashSet};
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::{Command, Result, StoreError, T, Trees, campaign_prefix, decode, encode, erase, outbox, turn_key};
+use crate::domain::{Change, Conversation, Profile, Status};
+use crate::ids::{ConversationId, VisitorId};
+
+/// Staged writes: `Some` inserts, `None` removes. Ordered, so prefix scans can merge them.
+type Staged = BTreeMap<(T, Vec<u8>), Option<Vec<u8>>>;
+
+/// What the writer thread knows without reading the store.
+pub(super) struct Memory {
+    /// Every tombstone (loaded at open: erasures are few).
+    erased: HashSet<VisitorId>,
+    /// Conversations expired or erased since the store was opened: a session still open on one
+    /// must not write turns into it. (Sessions do not outlive the process, so earlier ones
+    /// cannot be written to.)
+    gone: HashSet<ConversationId>,
+}
+
+impl Memory {
+    pub(super) fn load(trees: &Trees) -> Result<Memory> {
+        let mut erased = HashSet::new();
+        for key in trees[T::Erased].iter().keys() {
+            if let Ok(id) = VisitorId::from_bytes(&key?) {
+                erased.insert(id);
+            }
+        }
+        Ok(Memory { erased, gone: HashSet::new() })
+    }
+}
+
+/// The batches of one group commit, staged over the trees.
+pub(super) struct Group<'a> {
+    trees: &'a Trees,
+    staged: Staged,
+    erased: HashSet<VisitorId>,
+    gone: HashSet<ConversationId>,
+}
+
+impl<'a> Group<'a> {
+    pub(super) fn new(trees: &'a Trees) -> Self {
+        Group { trees, staged: Staged::new(), erased: HashSet::new(), gone: HashSet::new() }
+    }
+
+    /// Stages one batch; when a command fails, nothing of the batch is staged.
+    pub(super) fn stage(&mut self, memory: &Memory, commands: Vec<Command>) -> Result<()> {
+        let mut batch = Batch {
+            group: self,
+            memory,
+            own: Staged::new(),
+            profiles: BTreeMap::new(),
+            erased: HashSet::new(),
+            gone: HashSet::new(),
+        };
+        for command in commands {
+            batch.apply(command)?;
+        }
+        batch.finish_profiles();
+        let Batch { own, erased, gone, .. } = batch;
+        self.staged.extend(own);
+        self.erased.extend(erased);
+        self.gone.extend(gone);
+        Ok(())
+    }
+
+    /// Writes everything staged in one transaction (not yet flushed), then remembers what
+    /// was erased and expired.
+    pub(super) fn commit(self, memory: &mut Memory) -> Result<()> {
+        let mut batches: BTreeMap<T, sled::Batch> = BTreeMap::new();
+        for ((tree, key), value) in self.staged {
+            let batch = batches.entry(tree).or_default();
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        if !batches.is_empty() {
+            let trees: Vec<&sled::Tree> = batches.keys().map(|tree| &self.trees[*tree]).collect();
+            let batches: Vec<sled::Batch> = batches.into_values().collect();
+            trees
+                .as_slice()
+                .transaction(|views| {
+                    for (view, batch) in views.iter().zip(&batches) {
+                        view.apply_batch(batch)?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => StoreError::Sled(e),
+                    TransactionError::Abort(()) => StoreError::Closed,
+                })?;
+        }
+        memory.erased.extend(self.erased);
+        memory.gone.extend(self.gone);
+        Ok(())
+    }
+}
+
+/// A profile as it was before the batch, and as the batch's commands left it.
+struct Cached {
+    before: Option<Profile>,
+    after: Option<Profile>,
+}
+
+/// One batch being staged: reads see the trees, then the group's staged writes, then its own.
+pub(super) struct Batch<'g, 'a> {
+    group: &'g Group<'a>,
+    memory: &'g Memory,
+    own: Staged,
+    /// Profiles are decoded once per batch and encoded once at its end, however many changes.
+    profiles: BTreeMap<VisitorId, Cached>,
+    erased: HashSet<VisitorId>,
+    gone: HashSet<ConversationId>,
+}
+
+impl Batch<'_, '_> {
+    fn apply(&mut self, command: Command) -> Result<()> {
+        match command {
+            Command::Visitor { visitor, .. } if self.is_erased(&visitor) => {}
+            Command::Visitor { visitor, change } => {
+                let cached = self.profile(visitor)?;
+                match (&mut cached.after, &change) {
+                    (None, Change::Create { at, locale }) => cached.after = Some(Profile::new(visitor, *at, locale)),
+                    (None, _) => {}
+                    (Some(profile), change) => profile.apply(change),
+                }
+            }
+            Command::LinkEmail { visitor, .. } if self.is_erased(&visitor) => {}
+            Command::LinkEmail { email, visitor } => {
+                self.put(T::Emails, email.into_bytes(), visitor.as_bytes().to_vec())
+            }
+            Command::RecordOrder(order) => {
+                if self.get(T::Orders, order.id.as_bytes())?.is_none() {
+                    self.put(T::Orders, order.id.as_bytes().to_vec(), encode(&order));
+                }
+            }
+            Command::OpenConversation(conversation) if self.is_erased(&conversation.visitor) => {}
+            Command::OpenConversation(conversation) => {
+                if self.get(T::Conversations, conversation.id.as_bytes())?.is_none() {
+                    let mut index = conversation.visitor.as_bytes().to_vec();
+                    index.extend_from_slice(conversation.id.as_bytes());
+                    self.put(T::VisitorConversations, index, Vec::new());
+                    self.put(T::Conversations, conversation.id.as_bytes().to_vec(), encode(&conversation));
+                }
+            }
+            Command::AppendTurn { conversation, .. } if self.is_gone(&conversation) => {}
+            Command::AppendTurn { conversation, turn, entries } => {
+                self.put(T::Transcripts, turn_key(&conversation, &turn).to_vec(), encode(&entries));
+            }
+            Command::SetPending { conversation, pending } => {
+                self.change_conversation(&conversation, |c| c.pending = pending)?;
+            }
+            Command::ConversationLocale { conversation, locale } => {
+                self.change_conversation(&conversation, |c| c.locale = locale)?;
+            }
+            Command::Enqueue(item) if self.is_erased(&item.visitor) => {}
+            Command::Enqueue(item) => outbox::enqueue(self, &item)?,
+            Command::Finish(item) => outbox::finish(self, &item)?,
+            Command::CancelFollowUps { visitor, reason, at } => outbox::cancel(self, &visitor, &reason, at)?,
+            Command::Erase { visitor, at } => erase::visitor(self, &visitor, at)?,
+            Command::ExpireConversation(id) => erase::conversation(self, &id)?,
+        }
+        Ok(())
+    }
+
+    pub(super) fn get(&self, tree: T, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let staged = (tree, key.to_vec());
+        if let Some(value) = self.own.get(&staged).or_else(|| self.group.staged.get(&staged)) {
+            return Ok(value.clone());
+        }
+        Ok(self.group.trees[tree].get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub(super) fn put(&mut self, tree: T, key: Vec<u8>, value: Vec<u8>) {
+        self.own.insert((tree, key), Some(value));
+    }
+
+    pub(super) fn remove(&mut self, tree: T, key: Vec<u8>) {
+        self.own.insert((tree, key), None);
+    }
+
+    /// Every key and value under `prefix`, as the batch would leave them.
+    pub(super) fn scan(&self, tree: T, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut found = BTreeMap::new();
+        for entry in self.group.trees[tree].scan_prefix(prefix) {
+            let (key, value) = entry?;
+            found.insert(key.to_vec(), Some(value.to_vec()));
+        }
+        for staged in [&self.group.staged, &self.own] {
+            let within = staged
+                .range((tree, prefix.to_vec())..)
+                .take_while(|((t, key), _)| *t == tree && key.starts_with(prefix));
+            for ((_, key), value) in within {
+                found.insert(key.clone(), value.clone());
+            }
+        }
+        Ok(found.into_iter().filter_map(|(key, value)| Some((key, value?))).collect())
+    }
+
+    pub(super) fn is_erased(&self, visitor: &VisitorId) -> bool {
+        self.memory.erased.contains(visitor) || self.group.erased.contains(visitor) || self.erased.contains(visitor)
+    }
+
+    fn is_gone(&self, conversation: &ConversationId) -> bool {
+        self.memory.gone.contains(conversation)
+            || self.group.gone.contains(conversation)
+            || self.gone.contains(conversation)
+    }
+
+    fn profile(&mut self, visitor: VisitorId) -> Result<&mut Cached> {
+        if !self.profiles.contains_key(&visitor) {
+            let before: Option<Profile> =
+                self.get(T::Visitors, visitor.as_bytes())?.map(|raw| decode("visitors", &raw)).transpose()?;
+            self.profiles.insert(visitor, Cached { after: before.clone(), before });
+        }
+        Ok(self.profiles.get_mut(&visitor).expect("inserted above"))
+    }
+
+    /// Erasure: the profile is removed with the batch, and every later command for the
+    /// visitor is dropped.
+    pub(super) fn forget_visitor(&mut self, visitor: VisitorId, at: u64) -> Result<()> {
+        self.put(T::Erased, visitor.as_bytes().to_vec(), at.to_be_bytes().to_vec());
+        self.profile(visitor)?.after = None;
+        self.erased.insert(visitor);
+        Ok(())
+    }
+
+    pub(super) fn forget_conversation(&mut self, conversation: ConversationId) {
+        self.gone.insert(conversation);
+    }
+
+    fn change_conversation(&mut self, id: &ConversationId, change: impl FnOnce(&mut Conversation)) -> Result<()> {
+        if let Some(raw) = self.get(T::Conversations, id.as_bytes())? {
+            let mut conversation: Conversation = decode("conversations", &raw)?;
+            change(&mut conversation);
+            self.put(T::Conversations, id.as_bytes().to_vec(), encode(&conversation));
+        }
+        Ok(())
+    }
+
+    /// Writes the profiles the batch changed, and keeps the status and campaign indexes in step.
+    fn finish_profiles(&mut self) {
+        for (visitor, Cached { before, after }) in std::mem::take(&mut self.profiles) {
+            if before == after {
+                continue;
+            }
+            if let Some(before) = &before {
+                self.remove(T::LeadsByStatus, status_key(before.status, &visitor));
+                if let Some(campaign) = &before.campaign {
+                    self.remove(T::LeadsByCampaign, campaign_key(campaign, &visitor));
+                }
+            }
+            match after {
+                Some(after) => {
+                    self.put(T::LeadsByStatus, status_key(after.status, &visitor), Vec::new());
+                    if let Some(campaign) = &after.campaign {
+                        self.put(T::LeadsByCampaign, campaign_key(campaign, &visitor), Vec::new());
+                    }
+                    self.put(T::Visitors, visitor.as_bytes().to_vec(), encode(&after));
+                }
+                None => self.remove(T::Visitors, visitor.as_bytes().to_vec()),
+            }
+        }
+    }
+}
+
+fn status_key(status: Status, visitor: &VisitorId) -> Vec<u8> {
+    let mut key = vec![status as u8];
+    key.extend_from_slice(visitor.as_bytes());
+    key
+}
+
+fn campaign_key(campaign: &str, visitor: &VisitorId) -> Vec<u8> {
+    let mut key = campaign_prefix(campaign);
+    key.extend_from_slice(visitor.as_bytes());
+    key
+}

@@ -1,0 +1,499 @@
+//! Every command on a fresh store, and what it leaves stored; batches all or nothing.
+//! Data driven: each case is commands in, the whole store rendered as lines out.
+
+use std::collections::BTreeMap;
+
+use super::apply::{Group, Memory};
+use super::{Command, Store, StoreError, T};
+use crate::domain::{
+    Change, ConsentChange, Conversation, Entry, Job, Order, OutboxItem, OutboxState, Source, Speaker, Status,
+};
+use crate::ids::{ConversationId, TurnId, VisitorId};
+use crate::intents::slots::ConsentKind;
+use crate::protocol::Consent;
+
+/// Fixed ids, so that the rendering can name them.
+struct World {
+    v1: VisitorId,
+    v2: VisitorId,
+    c1: ConversationId,
+    c2: ConversationId,
+    t1: TurnId,
+    t2: TurnId,
+    names: BTreeMap<[u8; 16], &'static str>,
+}
+
+impl World {
+    fn new() -> World {
+        let (v1, v2) = (VisitorId::mint(1), VisitorId::mint(2));
+        let (c1, c2) = (ConversationId::mint(3), ConversationId::mint(4));
+        let (t1, t2) = (TurnId::mint(5), TurnId::mint(6));
+        let names = [
+            (*v1.as_bytes(), "V1"),
+            (*v2.as_bytes(), "V2"),
+            (*c1.as_bytes(), "C1"),
+            (*c2.as_bytes(), "C2"),
+            (*t1.as_bytes(), "T1"),
+            (*t2.as_bytes(), "T2"),
+        ]
+        .into();
+        World { v1, v2, c1, c2, t1, t2, names }
+    }
+
+    fn name(&self, bytes: &[u8]) -> String {
+        <[u8; 16]>::try_from(bytes)
+            .ok()
+            .and_then(|b| self.names.get(&b))
+            .map_or_else(|| format!("?{}", bytes.len()), |n| n.to_string())
+    }
+
+    fn create(&self, visitor: VisitorId) -> Command {
+        Command::Visitor { visitor, change: Change::Create { at: 10, locale: "en".into() } }
+    }
+
+    fn change(&self, visitor: VisitorId, change: Change) -> Command {
+        Command::Visitor { visitor, change }
+    }
+
+    fn open(&self, id: ConversationId, visitor: VisitorId) -> Command {
+        Command::OpenConversation(Conversation {
+            id,
+            visitor,
+            started_at: 10,
+            last_at: 10,
+            locale: "en".into(),
+            source: Source::default(),
+            pending: None,
+        })
+    }
+
+    fn turn(&self, conversation: ConversationId, turn: TurnId, text: &str) -> Command {
+        let entry = Entry {
+            at: 20,
+            from: Speaker::Shopper,
+            text: text.into(),
+            intent: None,
+            how: None,
+            confidence: None,
+            variant: None,
+        };
+        Command::AppendTurn { conversation, turn, entries: vec![entry] }
+    }
+
+    fn job(&self, visitor: VisitorId, job: Job) -> OutboxItem {
+        OutboxItem::new(visitor, self.c1, job, "en", 30, 40)
+    }
+
+    fn email(&self, visitor: VisitorId) -> OutboxItem {
+        self.job(visitor, Job::Email { template: "your_selection".into() })
+    }
+
+    /// The whole store as lines, ids by name, in tree order.
+    fn render(&self, store: &Store) -> Vec<String> {
+        let mut out = Vec::new();
+        for profile in store.visitors() {
+            let p = profile.expect("visitor");
+            let prefs: Vec<String> = p.preferences.iter().map(|(k, v)| format!("{k}={}", v.value)).collect();
+            let consent = p.consent.map_or("-".into(), |c| format!("m:{} a:{} {}", c.marketing, c.ads, c.source));
+            out.push(format!(
+                "visitor {} visits={} seen={} {} {} campaign={} score={} tags={:?} prefs={:?} consent=({consent}) handoff={:?} orders={:?}",
+                self.name(p.id.as_bytes()),
+                p.visits,
+                p.last_seen_at,
+                p.locale,
+                p.status.as_str(),
+                p.campaign.as_deref().unwrap_or("-"),
+                p.score,
+                p.tags,
+                prefs,
+                p.handoff_at,
+                p.orders,
+            ));
+        }
+        let trees = &store.inner.trees;
+        for (key, _) in trees[T::LeadsByStatus].iter().flatten() {
+            let status = Status::ALL[key[0] as usize].as_str();
+            out.push(format!("status {status} {}", self.name(&key[1..])));
+        }
+        for (key, _) in trees[T::LeadsByCampaign].iter().flatten() {
+            let split = key.iter().position(|b| *b == 0).expect("campaign key");
+            out.push(format!("campaign {} {}", String::from_utf8_lossy(&key[..split]), self.name(&key[split + 1..])));
+        }
+        // The injected failure is an unreadable conversation: rendered as what it is.
+        for conversation in store.conversations() {
+            let Ok(c) = conversation else {
+                out.push("conversation unreadable".into());
+                continue;
+            };
+            let pending = c.pending.map_or("-".into(), |p| p.slot);
+            out.push(format!(
+                "conversation {} of {} {} pending={pending}",
+                self.name(c.id.as_bytes()),
+                self.name(c.visitor.as_bytes()),
+                c.locale
+            ));
+        }
+        for (key, _) in trees[T::VisitorConversations].iter().flatten() {
+            out.push(format!("conversations of {}: {}", self.name(&key[..16]), self.name(&key[16..])));
+        }
+        for (key, value) in trees[T::Transcripts].iter().flatten() {
+            let entries: Vec<Entry> = super::decode("transcripts", &value).expect("turn");
+            let texts: Vec<&str> = entries.iter().map(|e| e.text.as_str()).collect();
+            out.push(format!("turn {} {} {texts:?}", self.name(&key[..16]), self.name(&key[16..])));
+        }
+        for (key, value) in trees[T::Emails].iter().flatten() {
+            out.push(format!("email {} -> {}", String::from_utf8_lossy(&key), self.name(&value)));
+        }
+        for (key, value) in trees[T::Orders].iter().flatten() {
+            let order: Order = super::decode("orders", &value).expect("order");
+            out.push(format!(
+                "order {} of {} value={}",
+                String::from_utf8_lossy(&key),
+                self.name(order.visitor.as_bytes()),
+                order.value
+            ));
+        }
+        let mut outbox = Vec::new();
+        for item in store.follow_ups() {
+            let item = item.expect("outbox");
+            outbox.push(format!(
+                "outbox {} for {} {} due={}",
+                item.job.describe(),
+                self.name(item.visitor.as_bytes()),
+                item.state.name(),
+                item.due_at
+            ));
+        }
+        // Items minted in one millisecond have random order: sorted by what they say.
+        outbox.sort();
+        out.extend(outbox);
+        let due = trees[T::OutboxDue].len();
+        let pending = trees[T::OutboxPending].len();
+        if due + pending > 0 {
+            out.push(format!("outbox indexes: {due} due, {pending} pending"));
+        }
+        for (key, _) in trees[T::Erased].iter().flatten() {
+            out.push(format!("erased {}", self.name(&key)));
+        }
+        out
+    }
+}
+
+fn fresh() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path()).expect("store");
+    (dir, store)
+}
+
+#[test]
+fn every_command_on_a_fresh_store() {
+    let w = World::new();
+    let (v1, v2, c1, c2) = (w.v1, w.v2, w.c1, w.c2);
+    let yes = Consent { marketing: true, ads: true };
+    let pref = |name: &str, value: &str, at| Change::Preference {
+        name: name.into(),
+        value: value.into(),
+        at,
+        message: "m".into(),
+    };
+    let order = Order {
+        id: "A-1".into(),
+        visitor: v1,
+        conversation: Some(c1),
+        campaign: None,
+        variants: Vec::new(),
+        value: 99.0,
+        currency: "EUR".into(),
+        at: 50,
+    };
+    let sent = |mut item: OutboxItem| {
+        item.state = OutboxState::Sent { at: 60 };
+        item
+    };
+    let mail = w.email(v1);
+    let cases: Vec<(&str, Vec<Command>, Vec<&str>)> = vec![
+        (
+            "create",
+            vec![w.create(v1), w.create(v1)],
+            vec![
+                "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
+                "status chatting V1",
+            ],
+        ),
+        ("a change to a visitor that is not stored is dropped", vec![w.change(v2, pref("size", "42", 11))], vec![]),
+        (
+            "visit",
+            vec![
+                w.create(v1),
+                w.change(v1, Change::Visit { at: 12, locale: Some("de".into()), campaign: Some("spring".into()) }),
+                w.change(v1, Change::Visit { at: 11, locale: None, campaign: None }),
+            ],
+            vec![
+                "visitor V1 visits=2 seen=12 de chatting campaign=spring score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
+                "status chatting V1",
+                "campaign spring V1",
+            ],
+        ),
+        (
+            "preferences, tags, score, handoff, locale, campaign",
+            vec![
+                w.create(v1),
+                w.change(v1, pref("size", "41", 11)),
+                w.change(v1, pref("size", "42", 12)),
+                w.change(v1, pref("colour", "black", 12)),
+                w.change(v1, Change::Tags(vec!["interest:boots".into(), "vip".into()])),
+                w.change(v1, Change::Tags(vec!["vip".into()])),
+                w.change(v1, Change::Score(5)),
+                w.change(v1, Change::Score(-2)),
+                w.change(v1, Change::Handoff { at: 13 }),
+                w.change(v1, Change::Handoff { at: 12 }),
+                w.change(v1, Change::Locale("de".into())),
+                w.change(v1, Change::Campaign("autumn".into())),
+            ],
+            vec![
+                "visitor V1 visits=0 seen=10 de chatting campaign=autumn score=3 tags={\"interest:boots\", \"vip\"} prefs=[\"colour=black\", \"size=42\"] consent=(-) handoff=Some(13) orders=[]",
+                "status chatting V1",
+                "campaign autumn V1",
+            ],
+        ),
+        (
+            "a status only moves forward, and its index follows",
+            vec![
+                w.create(v1),
+                w.change(v1, Change::Status { status: Status::CheckoutClicked, at: 11 }),
+                w.change(v1, Change::Status { status: Status::Qualified, at: 12 }),
+            ],
+            vec![
+                "visitor V1 visits=0 seen=10 en checkout_clicked campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
+                "status checkout_clicked V1",
+            ],
+        ),
+        (
+            "consent: a page's banner cannot undo an unsubscribe, the chat can",
+            vec![
+                w.create(v1),
+                w.create(v2),
+                w.change(v1, Change::Consent(ConsentChange::page(yes, "hello", 11))),
+                w.change(v1, Change::Consent(ConsentChange::unsubscribe(12))),
+                w.change(v1, Change::Consent(ConsentChange::page(yes, "widget", 13))),
+                w.change(v2, Change::Consent(ConsentChange::unsubscribe(12))),
+                w.change(v2, Change::Consent(ConsentChange::chat(ConsentKind::Marketing, true, 13))),
+            ],
+            vec![
+                "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(m:false a:true unsubscribe_link) handoff=None orders=[]",
+                "visitor V2 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(m:true a:false chat) handoff=None orders=[]",
+                "status chatting V1",
+                "status chatting V2",
+            ],
+        ),
+        (
+            "link an email",
+            vec![w.create(v1), Command::LinkEmail { email: "ana@example.com".into(), visitor: v1 }],
+            vec![
+                "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
+                "status chatting V1",
+                "email ana@example.com -> V1",
+            ],
+        ),
+        (
+            "an order is recorded once and converts its visitor",
+            vec![
+                w.create(v1),
+                Command::RecordOrder(order.clone()),
+                w.change(v1, Change::Order { id: "A-1".into(), at: 50 }),
+                Command::RecordOrder(Order { value: 1.0, ..order.clone() }),
+                w.change(v1, Change::Order { id: "A-1".into(), at: 51 }),
+            ],
+            vec![
+                "visitor V1 visits=0 seen=10 en converted campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[\"A-1\"]",
+                "status converted V1",
+                "order A-1 of V1 value=99",
+            ],
+        ),
+        (
+            "a conversation: opened once, turns idempotent by id, pending and locale",
+            vec![
+                w.create(v1),
+                w.open(c1, v1),
+                w.turn(c1, w.t1, "hi"),
+                w.turn(c1, w.t1, "hi"),
+                w.turn(c1, w.t2, "boots"),
+                Command::SetPending {
+                    conversation: c1,
+                    pending: Some(crate::domain::Pending {
+                        slot: "size".into(),
+                        tries: 0,
+                        then: Vec::new(),
+                        done: None,
+                        intent: "product_interest".into(),
+                    }),
+                },
+                Command::ConversationLocale { conversation: c1, locale: "de".into() },
+                w.open(c1, v1),
+                Command::SetPending { conversation: c2, pending: None },
+            ],
+            vec![
+                "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
+                "status chatting V1",
+                "conversation C1 of V1 de pending=size",
+                "conversations of V1: C1",
+                "turn C1 T1 [\"hi\"]",
+                "turn C1 T2 [\"boots\"]",
+            ],
+        ),
+        (
+            "expire a conversation: no turn can be added to it afterwards",
+            vec![
+                w.create(v1),
+                w.open(c1, v1),
+                w.turn(c1, w.t1, "hi"),
+                Command::ExpireConversation(c1),
+                w.turn(c1, w.t2, "late"),
+            ],
+            vec![
+                "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
+                "status chatting V1",
+            ],
+        ),
+        (
+            "enqueue once per visitor and job; finish",
+            vec![
+                w.create(v1),
+                Command::Enqueue(mail.clone()),
+                Command::Enqueue(w.email(v1)),
+                Command::Enqueue(mail.clone()),
+                Command::Finish(sent(mail.clone())),
+                Command::Enqueue(w.email(v1)),
+            ],
+            vec![
+                "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
+                "status chatting V1",
+                "outbox email your_selection for V1 pending due=40",
+                "outbox email your_selection for V1 sent due=40",
+                "outbox indexes: 1 due, 1 pending",
+            ],
+        ),
+        (
+            "cancel: emails and the abandonment check, not tag events; a late outcome only as sent",
+            vec![
+                w.create(v1),
+                Command::Enqueue(mail.clone()),
+                Command::Enqueue(w.job(v1, Job::Abandoned)),
+                Command::Enqueue(w.job(v1, Job::TagEvent { tag: "vip".into(), at: 30 })),
+                Command::CancelFollowUps { visitor: v1, reason: "converted".into(), at: 45 },
+                Command::Finish(OutboxItem { due_at: 99, ..mail.clone() }),
+            ],
+            vec![
+                "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
+                "status chatting V1",
+                "outbox cart abandonment check for V1 cancelled due=40",
+                "outbox email your_selection for V1 cancelled due=40",
+                "outbox webhook: tag vip for V1 pending due=40",
+                "outbox indexes: 1 due, 1 pending",
+            ],
+        ),
+        (
+            "erase: everything about the visitor goes, the order stays, nothing comes back",
+            vec![
+                w.create(v1),
+                w.create(v2),
+                w.change(v1, pref("email", "ana@example.com", 11)),
+                Command::LinkEmail { email: "ana@example.com".into(), visitor: v1 },
+                w.open(c1, v1),
+                w.open(c2, v2),
+                w.turn(c1, w.t1, "hi"),
+                Command::Enqueue(mail.clone()),
+                Command::RecordOrder(order.clone()),
+                Command::Erase { visitor: v1, at: 70 },
+                w.create(v1),
+                w.change(v1, pref("size", "42", 71)),
+                w.open(c1, v1),
+                w.turn(c1, w.t2, "still typing"),
+                Command::LinkEmail { email: "ana@example.com".into(), visitor: v1 },
+                Command::Enqueue(w.email(v1)),
+                Command::Finish(sent(mail.clone())),
+            ],
+            vec![
+                "visitor V2 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
+                "status chatting V2",
+                "conversation C2 of V2 en pending=-",
+                "conversations of V2: C2",
+                "order A-1 of V1 value=99",
+                "erased V1",
+            ],
+        ),
+    ];
+    for (name, commands, expected) in cases {
+        // Once as one batch, once a batch per command: the same state either way.
+        for batched in [true, false] {
+            let (_dir, store) = fresh();
+            if batched {
+                store.commit_blocking(commands.clone()).expect(name);
+            } else {
+                for command in &commands {
+                    store.commit_blocking(vec![command.clone()]).expect(name);
+                }
+            }
+            assert_eq!(w.render(&store), expected, "{name} (batched: {batched})");
+        }
+    }
+}
+
+/// A value that cannot be decoded: the failure a test can inject into a real store.
+fn corrupt_conversation(store: &Store, id: &ConversationId) {
+    store.inner.trees[T::Conversations].insert(id.as_bytes(), &[1, b'{'][..]).expect("insert");
+}
+
+#[test]
+fn a_batch_whose_last_command_fails_leaves_nothing_and_its_retry_stores_the_turn_once() {
+    let w = World::new();
+    let (_dir, store) = fresh();
+    store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("setup");
+    corrupt_conversation(&store, &w.c2);
+    let before = w.render(&store);
+    let turn = vec![
+        w.turn(w.c1, w.t1, "I wear 42"),
+        w.change(
+            w.v1,
+            Change::Preference { name: "size".into(), value: "42".into(), at: 20, message: "I wear 42".into() },
+        ),
+        w.change(w.v1, Change::Status { status: Status::Qualified, at: 20 }),
+        Command::Enqueue(w.email(w.v1)),
+        Command::Erase { visitor: w.v2, at: 20 },
+    ];
+    let mut failing = turn.clone();
+    failing.push(Command::SetPending { conversation: w.c2, pending: None });
+    let error = store.commit_blocking(failing).expect_err("the last command fails");
+    assert!(matches!(error, StoreError::Corrupt { tree: "conversations", .. }), "{error}");
+    assert_eq!(w.render(&store), before, "nothing of the failed batch is stored");
+
+    // The session retries the same message with the same turn id, and may do so twice.
+    store.commit_blocking(turn.clone()).expect("retry");
+    store.commit_blocking(turn).expect("retry again");
+    let after = w.render(&store);
+    assert_eq!(after.iter().filter(|l| l.starts_with("turn C1")).count(), 1, "{after:#?}");
+    assert!(after[0].contains("qualified") && after[0].contains("size=42"), "{after:#?}");
+    assert_eq!(after.iter().filter(|l| l.starts_with("outbox email")).count(), 1, "{after:#?}");
+}
+
+#[test]
+fn in_a_group_a_failing_batch_does_not_take_the_others_with_it() {
+    let w = World::new();
+    let (_dir, store) = fresh();
+    store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("setup");
+    corrupt_conversation(&store, &w.c2);
+    let trees = &store.inner.trees;
+    let mut memory = Memory::load(trees).expect("memory");
+    let mut group = Group::new(trees);
+    group.stage(&memory, vec![w.turn(w.c1, w.t1, "first")]).expect("first batch");
+    let failing = vec![w.turn(w.c1, w.t2, "second"), Command::SetPending { conversation: w.c2, pending: None }];
+    assert!(group.stage(&memory, failing).is_err());
+    group.stage(&memory, vec![w.create(w.v2), Command::Erase { visitor: w.v1, at: 30 }]).expect("third batch");
+    // A batch staged later in the group sees what earlier ones staged, the failed one excepted.
+    group.stage(&memory, vec![w.turn(w.c1, w.t2, "after the erasure")]).expect("fourth batch");
+    group.commit(&mut memory).expect("commit");
+    let rendered = w.render(&store);
+    assert!(!rendered.iter().any(|l| l.starts_with("turn")), "{rendered:#?}");
+    assert!(rendered.contains(&"erased V1".to_string()), "{rendered:#?}");
+    assert!(rendered.iter().any(|l| l.starts_with("visitor V2")), "{rendered:#?}");
+}
