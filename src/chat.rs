@@ -51,10 +51,18 @@ pub async fn ws(req: HttpRequest, body: web::Payload, app: web::Data<App>) -> ac
 }
 
 /// Browsers always send `Origin`; a page may open the socket when it is one of ours (the
-/// request's own host or the public URL) or allow-listed. Non-browser clients send none.
+/// request's own host or the public URL) or allow-listed. Non-browser clients send none. The
+/// host a proxy forwarded (`X-Forwarded-Host`, `Forwarded`) counts only from `trusted_proxies`:
+/// anyone else could name any host there.
 fn origin_allowed(app: &App, req: &HttpRequest, origin: &str) -> bool {
     let origin = origin.trim_end_matches('/');
-    let host = req.connection_info().host().to_string();
+    let peer = req.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let proxied = app.config.trusted_proxies.iter().any(|n| n.0.contains(&peer));
+    let host = if proxied {
+        req.connection_info().host().to_string()
+    } else {
+        req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string()
+    };
     let own = [format!("http://{host}"), format!("https://{host}")];
     own.iter().any(|o| o.eq_ignore_ascii_case(origin))
         || app.public_origin.eq_ignore_ascii_case(origin)

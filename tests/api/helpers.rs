@@ -242,17 +242,16 @@ pub fn set_password(data: &Path, password: &str) -> (bool, String) {
 }
 
 /// Logs in; returns (status, `Set-Cookie`).
+/// Logs in as a browser on `origin` would (`None`: the server's own pages).
 pub async fn login(server: &TestServer, password: &str, origin: Option<&str>) -> (u16, String) {
     let (url, body, origin) = (
         format!("{}/admin/login", server.url()),
         format!("password={}", password.replace(' ', "+")),
-        origin.map(str::to_string),
+        origin.map_or_else(|| server.url(), str::to_string),
     );
     tokio::task::spawn_blocking(move || {
-        let mut request = http().post(&url).header("content-type", "application/x-www-form-urlencoded");
-        if let Some(origin) = origin {
-            request = request.header("origin", &origin);
-        }
+        let request =
+            http().post(&url).header("content-type", "application/x-www-form-urlencoded").header("origin", &origin);
         let response = request.send(body.as_bytes()).expect("POST /admin/login");
         let cookie = response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         (response.status().as_u16(), cookie)
@@ -283,11 +282,16 @@ pub fn session(set_cookie: &str) -> String {
 }
 
 /// POSTs a form with a session cookie: (status, body).
+/// POSTs a form as a browser on the server's own admin page would (with its `Origin`).
 pub async fn post_with(url: String, cookie: &str, form: &str) -> (u16, String) {
     let (cookie, form) = (cookie.to_string(), form.to_string());
+    let origin = url::Url::parse(&url).expect("url").origin().ascii_serialization();
     tokio::task::spawn_blocking(move || {
-        let request =
-            http().post(&url).header("cookie", &cookie).header("content-type", "application/x-www-form-urlencoded");
+        let request = http()
+            .post(&url)
+            .header("cookie", &cookie)
+            .header("origin", &origin)
+            .header("content-type", "application/x-www-form-urlencoded");
         let mut response = request.send(form.as_bytes()).expect("POST");
         (response.status().as_u16(), response.body_mut().read_to_string().unwrap_or_default())
     })
