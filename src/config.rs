@@ -50,6 +50,11 @@ pub struct Config {
     pub rate_limit_strikes: u32,
     /// Open chat connections per IP address.
     pub max_connections_per_ip: usize,
+    /// New chat connections one IP address may open per minute (and as many in a burst).
+    pub connections_per_minute_per_ip: f64,
+    /// What one `hello` may ask to keep about where the visitor came from (page, referrer,
+    /// campaign, UTM parameters and click ids together), in bytes.
+    pub max_hello_bytes: usize,
     /// A client that does not read its replies for this long is disconnected.
     pub send_timeout_secs: u64,
     /// Reverse proxies (addresses or networks such as `10.0.0.0/8`) whose `X-Forwarded-For`
@@ -116,6 +121,8 @@ impl Default for Config {
             messages_per_second_per_ip: 20.0,
             rate_limit_strikes: 10,
             max_connections_per_ip: 50,
+            connections_per_minute_per_ip: 60.0,
+            max_hello_bytes: 4096,
             send_timeout_secs: 10,
             trusted_proxies: Vec::new(),
             smtp_url: None,

@@ -32,6 +32,15 @@ pub struct Hello {
     pub consent: Option<Consent>,
 }
 
+impl Hello {
+    /// The bytes of what a `hello` asks the server to keep about where the visitor came from.
+    pub fn attribution_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        let pairs = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        text(&self.page) + text(&self.referrer) + text(&self.campaign) + pairs(&self.utm) + pairs(&self.click_ids)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct Consent {

@@ -108,8 +108,10 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     let addr = listener.local_addr().map_err(|e| StartError::Bind(config.listen.clone(), e))?;
     let public_url = config.public_url(addr);
     let public_origin = origin_of(&public_url);
-    let per_ip =
-        crate::chat::limits::PerIp::new(config.messages_per_second_per_ip, config.messages_per_second_per_ip * 2.0);
+    let per_ip = crate::chat::limits::PerIp::new(
+        (config.messages_per_second_per_ip, config.messages_per_second_per_ip * 2.0),
+        (config.connections_per_minute_per_ip / 60.0, config.connections_per_minute_per_ip),
+    );
     let app = Arc::new(App {
         config,
         store,

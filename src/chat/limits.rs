@@ -1,5 +1,7 @@
 //! Limits that keep one visitor from hurting the others: message rate per connection and per IP
-//! address (token buckets), and open connections per IP address.
+//! address (token buckets), new connections per IP address (a token bucket too), and open
+//! connections per IP address. An address's buckets outlive its connections until they have
+//! refilled, so reconnecting never buys a fresh budget.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,15 +28,25 @@ impl Bucket {
 
     /// Takes a token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    /// Whether the bucket is as full as a new one: forgetting it then gives nothing away.
+    fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
     }
 }
 
@@ -67,28 +79,48 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Network]) -> IpAd
 struct Address {
     connections: usize,
     messages: Bucket,
+    connects: Bucket,
 }
 
-/// Connections and message budgets per IP address. An address is forgotten when its last
-/// connection closes, so the map holds only addresses that are connected.
+/// Connections and budgets per IP address. An address is forgotten once it has no connection
+/// and its buckets have refilled, so the map holds the addresses that are connected or were
+/// lately.
 pub struct PerIp {
-    addresses: Mutex<HashMap<IpAddr, Address>>,
-    rate: f64,
-    burst: f64,
+    addresses: Mutex<Addresses>,
+    messages: (f64, f64),
+    connects: (f64, f64),
 }
+
+struct Addresses {
+    map: HashMap<IpAddr, Address>,
+    swept: Instant,
+}
+
+/// How often the map is swept for addresses that can be forgotten.
+const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl PerIp {
-    pub fn new(rate: f64, burst: f64) -> Arc<PerIp> {
-        Arc::new(PerIp { addresses: Mutex::new(HashMap::new()), rate, burst })
+    /// `messages` and `connects` are (per second, burst) for each address.
+    pub fn new(messages: (f64, f64), connects: (f64, f64)) -> Arc<PerIp> {
+        let addresses = Addresses { map: HashMap::new(), swept: Instant::now() };
+        Arc::new(PerIp { addresses: Mutex::new(addresses), messages, connects })
     }
 
-    /// Counts a new connection from `ip`, or refuses it when `max` are already open.
+    /// Counts a new connection from `ip`, or refuses it when `max` are already open or the
+    /// address opens connections faster than its budget.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Admitted> {
+        let now = Instant::now();
         let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        let address = addresses
-            .entry(ip)
-            .or_insert_with(|| Address { connections: 0, messages: Bucket::new(self.rate, self.burst) });
-        if address.connections >= max {
+        if now.duration_since(addresses.swept) >= SWEEP {
+            addresses.swept = now;
+            addresses.map.retain(|_, a| a.connections > 0 || !(a.messages.is_full(now) && a.connects.is_full(now)));
+        }
+        let address = addresses.map.entry(ip).or_insert_with(|| Address {
+            connections: 0,
+            messages: Bucket::new(self.messages.0, self.messages.1),
+            connects: Bucket::new(self.connects.0, self.connects.1),
+        });
+        if address.connections >= max || !address.connects.take(now) {
             return None;
         }
         address.connections += 1;
@@ -97,7 +129,7 @@ impl PerIp {
 
     fn take(&self, ip: IpAddr, now: Instant) -> bool {
         let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        addresses.get_mut(&ip).is_none_or(|a| a.messages.take(now))
+        addresses.map.get_mut(&ip).is_none_or(|a| a.messages.take(now))
     }
 }
 
@@ -115,13 +147,11 @@ impl Admitted {
 }
 
 impl Drop for Admitted {
+    /// Releases the slot; the address's buckets stay until they have refilled.
     fn drop(&mut self) {
         let mut addresses = self.limits.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(address) = addresses.get_mut(&self.ip) {
+        if let Some(address) = addresses.map.get_mut(&self.ip) {
             address.connections -= 1;
-            if address.connections == 0 {
-                addresses.remove(&self.ip);
-            }
         }
     }
 }
@@ -156,8 +186,24 @@ mod tests {
     }
 
     #[test]
+    fn an_address_keeps_its_budgets_across_reconnects() {
+        let limits = PerIp::new((1.0, 2.0), (0.5, 3.0));
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let first = limits.admit(ip, 10).expect("first");
+        let now = Instant::now();
+        assert!(first.take_message(now) && first.take_message(now));
+        assert!(!first.take_message(now), "the address's burst is spent");
+        drop(first);
+        let again = limits.admit(ip, 10).expect("reconnect");
+        assert!(!again.take_message(now), "reconnecting does not refill it");
+        drop(again);
+        assert!(limits.admit(ip, 10).is_some(), "third connection within the connection burst");
+        assert!(limits.admit(ip, 10).is_none(), "the fourth in a row is too fast");
+    }
+
+    #[test]
     fn addresses_are_capped_and_released() {
-        let limits = PerIp::new(10.0, 10.0);
+        let limits = PerIp::new((10.0, 10.0), (100.0, 100.0));
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let first = limits.admit(ip, 2).expect("first");
         let second = limits.admit(ip, 2).expect("second");

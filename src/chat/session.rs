@@ -42,7 +42,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
     let mut budget = Bucket::new(config.messages_per_second, config.message_burst);
     let mut strikes = 0u32;
     let mut shutdown = app.shutdown.subscribe();
-    let mut chat = Chat { app: app.clone(), open: None, failed: None, last_turn: None };
+    let mut chat = Chat { app: app.clone(), open: None, failed: None, last_turn: None, unsaved: Vec::new() };
     let mut agent = app.live.register();
     let close = loop {
         tokio::select! {
@@ -158,6 +158,17 @@ struct Chat {
     failed: Option<(String, TurnId)>,
     /// The last turn this session stored: the next one sorts after it.
     last_turn: Option<TurnId>,
+    /// What `hello` would store (a new visitor, the visit, the conversation, the greeting):
+    /// committed with the first message, so a visitor who only said hello is not stored.
+    unsaved: Vec<Command>,
+}
+
+/// When a step's commands are stored.
+enum Persist {
+    /// Before its frames are sent (every message).
+    Now,
+    /// With the next message's commit (the greeting of `hello`).
+    WithNextMessage,
 }
 
 impl Chat {
@@ -179,6 +190,11 @@ impl Chat {
     }
 
     async fn hello(&mut self, hello: Hello) -> Result<Vec<ServerFrame>, ServerFrame> {
+        let max = self.app.config.max_hello_bytes;
+        if hello.attribution_bytes() > max {
+            let message = format!("page, referrer, campaign, utm and click ids are at most {max} bytes together");
+            return Err(ServerFrame::error(ErrorCode::TooLong, message));
+        }
         let now = now_ms();
         let mut frames = Vec::new();
         let link = match hello.token.as_deref().filter(|t| !t.is_empty()) {
@@ -281,7 +297,7 @@ impl Chat {
             returning,
         });
         self.open = Some(Open { profile, conversation });
-        match self.step(Input::Start, commands).await {
+        match self.step(Input::Start, commands, Persist::WithNextMessage).await {
             Ok(greeting) => frames.extend(greeting),
             // Nothing of this hello was stored: the client may say hello again.
             Err(error) => {
@@ -317,19 +333,21 @@ impl Chat {
         }
         let input = if chosen { Input::Choose(text) } else { Input::Say(text) };
         self.app.metrics.messages_total.fetch_add(1, Ordering::Relaxed);
-        self.step(input, Vec::new()).await
+        self.step(input, Vec::new(), Persist::Now).await
     }
 
     /// Records the shopper's choice (with time and source) and answers with the tags the page
     /// may now fire.
     async fn consent(&mut self, consent: protocol::Consent) -> Result<Vec<ServerFrame>, ServerFrame> {
-        let Some(open) = self.open.as_mut() else {
+        let Some(open) = self.open.as_ref() else {
             return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
         };
         let mut profile = open.profile.clone();
         let change = Change::Consent(ConsentChange::page(consent, "widget", now_ms()));
-        self.app.store.commit(vec![Command::change(&mut profile, change)]).await.map_err(internal)?;
-        open.profile = profile;
+        self.commit(vec![Command::change(&mut profile, change)]).await.map_err(internal)?;
+        if let Some(open) = self.open.as_mut() {
+            open.profile = profile;
+        }
         Ok(vec![ServerFrame::Tags { tags: Vec::new(), pixel: Vec::new() }])
     }
 
@@ -337,7 +355,12 @@ impl Chat {
     /// failure the in-memory conversation is left as it was, so a retry continues cleanly; a
     /// retry of the same message reuses the failed turn's id, so it is stored once whatever the
     /// failure left behind.
-    async fn step(&mut self, input: Input<'_>, mut commands: Vec<Command>) -> Result<Vec<ServerFrame>, ServerFrame> {
+    async fn step(
+        &mut self,
+        input: Input<'_>,
+        mut commands: Vec<Command>,
+        persist: Persist,
+    ) -> Result<Vec<ServerFrame>, ServerFrame> {
         let open = self.open.as_ref().expect("step runs on an open conversation");
         let now = now_ms();
         let state = dialogue::State {
@@ -428,9 +451,14 @@ impl Chat {
         if !entries.is_empty() {
             commands.push(Command::AppendTurn { conversation: conversation.id, turn, entries });
         }
-        if let Err(e) = self.app.store.commit(commands).await {
-            self.failed = said.map(|text| (text, turn));
-            return Err(internal(e));
+        match persist {
+            Persist::WithNextMessage => self.unsaved = commands,
+            Persist::Now => {
+                if let Err(e) = self.commit(commands).await {
+                    self.failed = said.map(|text| (text, turn));
+                    return Err(internal(e));
+                }
+            }
         }
         self.last_turn = Some(turn);
         self.open = Some(Open { profile, conversation });
@@ -439,6 +467,16 @@ impl Chat {
 }
 
 impl Chat {
+    /// Commits `commands` after whatever `hello` left unsaved, which stays for the next try when
+    /// the commit fails.
+    async fn commit(&mut self, commands: Vec<Command>) -> Result<(), crate::store::StoreError> {
+        let batch =
+            if self.unsaved.is_empty() { commands } else { self.unsaved.iter().cloned().chain(commands).collect() };
+        self.app.store.commit(batch).await?;
+        self.unsaved.clear();
+        Ok(())
+    }
+
     /// A person's message from the admin: recorded in the transcript, then sent as a reply from
     /// the `agent`.
     async fn agent(&mut self, text: String) -> Vec<ServerFrame> {
@@ -454,7 +492,7 @@ impl Chat {
         };
         let turn = TurnId::after(self.last_turn, entry.at);
         let append = Command::AppendTurn { conversation: open.conversation.id, turn, entries: vec![entry] };
-        match self.app.store.commit(vec![append]).await {
+        match self.commit(vec![append]).await {
             Ok(()) => {
                 self.last_turn = Some(turn);
                 vec![ServerFrame::Reply(protocol::Reply {
@@ -498,7 +536,7 @@ impl Chat {
         let create = Change::Create { at: now, locale: fresh.locale.clone() };
         commands.push(Command::Visitor { visitor: fresh.id, change: create });
         commands.push(Command::OpenConversation(fresh_conversation.clone()));
-        self.app.store.commit(commands).await.map_err(internal)?;
+        self.commit(commands).await.map_err(internal)?;
         frames.push(ServerFrame::Welcome {
             visitor: fresh.id.to_string(),
             conversation: fresh_conversation.id.to_string(),

@@ -116,3 +116,28 @@ async fn the_handshake_checks_origin_and_subprotocol() {
     send(&mut socket, ClientFrame::Hello(Hello::default())).await;
     assert!(matches!(recv(&mut socket).await, ServerFrame::Welcome { .. }));
 }
+
+#[tokio::test]
+async fn a_hello_that_asks_to_keep_too_much_is_refused_and_a_visitor_who_only_said_hello_is_not_stored() {
+    let mut server = TestServer::start();
+    let mut socket = server.connect().await;
+    let utm = (0..40).map(|i| (format!("key{i}"), "v".repeat(100))).collect();
+    send(&mut socket, ClientFrame::Hello(Hello { utm, ..Hello::default() })).await;
+    let message = expect_error(&mut socket, nudge::protocol::ErrorCode::TooLong).await;
+    assert!(message.contains("4096 bytes"), "{message}");
+    let (only_hello, ..) =
+        hello(&mut socket, Hello { page: Some("https://shop.example/".into()), ..Hello::default() }).await;
+    let mut talker = server.connect().await;
+    let (talked, ..) = hello(&mut talker, Hello::default()).await;
+    say(&mut talker, "do you ship to Austria?").await;
+    drop((socket, talker));
+    server.kill();
+    let store = Store::open(&server.data).expect("store");
+    let id = |v: &str| nudge::ids::VisitorId::parse(v).expect("id");
+    assert!(store.visitor(&id(&only_hello)).expect("read").is_none(), "a hello alone stores nothing");
+    let talked = store.visitor(&id(&talked)).expect("read").expect("a visitor who said something");
+    let conversation = store.latest_conversation(&talked.id).expect("read").expect("conversation");
+    let transcript = store.transcript(&conversation.id).expect("read");
+    assert_eq!(transcript.len(), 3, "the greeting, the message and its reply: {transcript:?}");
+    assert_eq!(talked.visits, 1);
+}

@@ -183,6 +183,7 @@ async fn a_campaign_written_as_a_formula_is_exported_as_text() {
     click_ids.insert("@gclid".to_string(), "+1".to_string());
     let hello = nudge::protocol::Hello { campaign: Some(formula.into()), click_ids, ..Default::default() };
     crate::helpers::hello(&mut socket, hello).await;
+    crate::helpers::say(&mut socket, "hi").await;
     drop(socket);
     server.kill();
     let (code, csv, err) = crate::helpers::run_nudge(&["export", "leads", "--data", data.to_str().expect("utf-8")]);

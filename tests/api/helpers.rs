@@ -8,7 +8,7 @@ use nudge::client::{self, Socket};
 use nudge::protocol::{ClientFrame, Hello, Reply, ServerFrame};
 
 const GENEROUS_LIMITS: &str = "messages_per_second = 1000.0\nmessage_burst = 1000.0\n\
-    messages_per_second_per_ip = 100000.0\nmax_connections_per_ip = 10000\n";
+    messages_per_second_per_ip = 100000.0\nmax_connections_per_ip = 10000\nconnections_per_minute_per_ip = 1000000.0\n";
 
 pub struct TestServer {
     child: Child,

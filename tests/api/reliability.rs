@@ -88,6 +88,49 @@ async fn connections_per_address_are_capped() {
     }
 }
 
+#[tokio::test]
+async fn reconnecting_does_not_refill_an_addresses_budget_and_connecting_is_rate_limited() {
+    let dir = tempfile::tempdir().expect("dir");
+    // Per address: one message at once (the hello), then one every 2 s; 4 new connections at once,
+    // then 1 a minute.
+    let config = strict(
+        dir.path(),
+        "messages_per_second = 1000.0\nmessage_burst = 1000.0\nmessages_per_second_per_ip = 0.5\n\
+         connections_per_minute_per_ip = 4.0\n",
+    );
+    let server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &["--config", &config]);
+    let mut socket = server.connect().await;
+    hello(&mut socket, Hello::default()).await;
+    let mut answered = 1;
+    loop {
+        send(&mut socket, ClientFrame::Say { text: "do you ship to Austria?".into() }).await;
+        match recv(&mut socket).await {
+            ServerFrame::Reply(_) => answered += 1,
+            ServerFrame::Error { code: ErrorCode::RateLimited, .. } => break,
+            other => panic!("{other:?}"),
+        }
+        assert!(answered <= 2, "the address's budget was not enforced");
+    }
+    drop(socket);
+    // A new connection from the same address finds the budget as it was left.
+    let mut again = server.connect().await;
+    send(&mut again, ClientFrame::Hello(Hello::default())).await;
+    match recv(&mut again).await {
+        ServerFrame::Error { code: ErrorCode::RateLimited, .. } => {}
+        other => panic!("a reconnect got a fresh budget: {other:?}"),
+    }
+    drop(again);
+    // Two connections so far; two more at once are fine, the fifth in a row is refused.
+    let _third = server.connect().await;
+    let _fourth = server.connect().await;
+    match nudge::client::connect(&server.ws_url()).await {
+        Err(nudge::client::ClientError::Ws(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status().as_u16(), 429);
+        }
+        other => panic!("a fifth connection within the minute must be refused, got {:?}", other.map(|_| ())),
+    }
+}
+
 async fn connect_forwarded(server: &TestServer, forwarded_for: &str) -> Result<u16, u16> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = server.ws_url().into_client_request().expect("request");
