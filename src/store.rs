@@ -5,9 +5,10 @@
 //!
 //! Writes are `Command`s that say what happened, never snapshots: the store applies each to what
 //! is stored, so two writers touching one visitor cannot undo each other. A batch of commands is
-//! all or nothing (`store/apply.rs` stages it, one sled transaction commits it), and commits go
-//! through one writer thread (`store/writer.rs`) that applies every batch waiting in its queue,
-//! flushes once, then acknowledges them all: a group commit. A caller whose `commit` returned
+//! all or nothing (`store/apply.rs` stages it, `store/journal.rs` makes its writes survive a
+//! crash whole or not at all), and commits go through one writer thread (`store/writer.rs`) that
+//! applies every batch waiting in its queue, flushes once, then acknowledges them all: a group
+//! commit. A caller whose `commit` returned
 //! knows its batch is on disk.
 //!
 //! Reads are methods that answer one question each (a visitor, a page of leads, a transcript),
@@ -15,6 +16,7 @@
 
 mod apply;
 mod erase;
+mod journal;
 mod outbox;
 #[cfg(test)]
 mod tests;
@@ -127,10 +129,12 @@ enum T {
     OutboxPending,
     /// Erased visitor ids → when (u64 ms BE).
     Erased,
+    /// Groups being applied (`store/journal.rs`).
+    Journal,
 }
 
 impl T {
-    const ALL: [T; 12] = [
+    const ALL: [T; 13] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -143,6 +147,7 @@ impl T {
         T::OutboxDue,
         T::OutboxPending,
         T::Erased,
+        T::Journal,
     ];
 
     fn name(self) -> &'static str {
@@ -159,12 +164,13 @@ impl T {
             T::OutboxDue => "outbox_due",
             T::OutboxPending => "outbox_pending",
             T::Erased => "erased",
+            T::Journal => "journal",
         }
     }
 }
 
 #[derive(Clone)]
-struct Trees([sled::Tree; 12]);
+struct Trees([sled::Tree; 13]);
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
@@ -189,6 +195,11 @@ impl Store {
         }
         let trees = Trees(trees.try_into().expect("one tree per name in T::ALL"));
         let stats = Arc::new(Stats::default());
+        let replayed = journal::replay(&trees)?;
+        if replayed > 0 {
+            db.flush()?;
+            log::warn!("store: completed {replayed} group(s) of writes that a crash interrupted");
+        }
         let memory = apply::Memory::load(&trees)?;
         let writer = writer::spawn(db.clone(), trees.clone(), memory, stats.clone());
         Ok(Store { inner: Arc::new(Inner { db, trees, writer, stats }) })

@@ -1,18 +1,15 @@
 //! Applying commands, all or nothing. The writer thread stages each batch of a group in memory
 //! (`Batch`: its reads see what is stored plus what the group and the batch staged before, its
 //! writes go to the overlay only), so a command that fails leaves nothing of its batch behind.
-//! The staged writes of every batch that succeeded are then committed in one sled transaction,
-//! which sled recovers whole or not at all after a crash.
+//! The staged writes of every batch that succeeded are then written through the journal
+//! (`store/journal.rs`), so a crash cannot leave part of a group either.
 //!
 //! Being the only writer, the writer thread also keeps what the hot path would otherwise read
 //! (`Memory`): which visitors were erased and which conversations are gone.
 
 use std::collections::{BTreeMap, HashSet};
 
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-
-use super::{Command, Result, StoreError, T, Trees, campaign_prefix, decode, encode, erase, outbox, turn_key};
+use super::{Command, Result, T, Trees, campaign_prefix, decode, encode, erase, journal, outbox, turn_key};
 use crate::domain::{Change, Conversation, Profile, Status};
 use crate::ids::{ConversationId, VisitorId};
 
@@ -75,36 +72,25 @@ impl<'a> Group<'a> {
         Ok(())
     }
 
-    /// Writes everything staged in one transaction (not yet flushed), then remembers what
-    /// was erased and expired.
-    pub(super) fn commit(self, memory: &mut Memory) -> Result<()> {
-        let mut batches: BTreeMap<T, sled::Batch> = BTreeMap::new();
-        for ((tree, key), value) in self.staged {
-            let batch = batches.entry(tree).or_default();
-            match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
-            }
+    /// Writes everything staged (not yet flushed), through the journal when it is more than one
+    /// write, then remembers what was erased and expired. Returns the journal entry to remove
+    /// once the flush has covered the group.
+    pub(super) fn commit(self, memory: &mut Memory, seq: u64) -> Result<Option<u64>> {
+        let trees = self.trees;
+        let journaled = self.staged.len() > 1;
+        if journaled {
+            let writes = self.staged.iter().map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref()));
+            trees[T::Journal].insert(journal::key(seq), journal::encode(writes))?;
         }
-        if !batches.is_empty() {
-            let trees: Vec<&sled::Tree> = batches.keys().map(|tree| &self.trees[*tree]).collect();
-            let batches: Vec<sled::Batch> = batches.into_values().collect();
-            trees
-                .as_slice()
-                .transaction(|views| {
-                    for (view, batch) in views.iter().zip(&batches) {
-                        view.apply_batch(batch)?;
-                    }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                })
-                .map_err(|e| match e {
-                    TransactionError::Storage(e) => StoreError::Sled(e),
-                    TransactionError::Abort(()) => StoreError::Closed,
-                })?;
+        for ((tree, key), value) in self.staged {
+            match value {
+                Some(value) => trees[tree].insert(key, value)?,
+                None => trees[tree].remove(key)?,
+            };
         }
         memory.erased.extend(self.erased);
         memory.gone.extend(self.gone);
-        Ok(())
+        Ok(journaled.then_some(seq))
     }
 }
 

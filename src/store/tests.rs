@@ -491,9 +491,66 @@ fn in_a_group_a_failing_batch_does_not_take_the_others_with_it() {
     group.stage(&memory, vec![w.create(w.v2), Command::Erase { visitor: w.v1, at: 30 }]).expect("third batch");
     // A batch staged later in the group sees what earlier ones staged, the failed one excepted.
     group.stage(&memory, vec![w.turn(w.c1, w.t2, "after the erasure")]).expect("fourth batch");
-    group.commit(&mut memory).expect("commit");
+    group.commit(&mut memory, 1).expect("commit");
     let rendered = w.render(&store);
     assert!(!rendered.iter().any(|l| l.starts_with("turn")), "{rendered:#?}");
     assert!(rendered.contains(&"erased V1".to_string()), "{rendered:#?}");
     assert!(rendered.iter().any(|l| l.starts_with("visitor V2")), "{rendered:#?}");
+}
+
+#[test]
+fn a_group_a_crash_interrupted_is_completed_from_the_journal_at_open() {
+    let w = World::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let expected = {
+        let store = Store::open(dir.path()).expect("store");
+        store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("setup");
+        w.render(&store)
+    };
+    // What a group of the first batch plus a turn would stage, journaled; then a crash after
+    // only some of its writes reached the trees.
+    let reference = tempfile::tempdir().expect("dir");
+    let complete = {
+        let store = Store::open(reference.path()).expect("store");
+        store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1), w.turn(w.c1, w.t1, "hi")]).expect("commit");
+        w.render(&store)
+    };
+    assert_ne!(expected, complete);
+    {
+        let store = Store::open(dir.path()).expect("store");
+        let trees = &store.inner.trees;
+        let turn = super::turn_key(&w.c1, &w.t1).to_vec();
+        let entries = vec![Entry {
+            at: 20,
+            from: Speaker::Shopper,
+            text: "hi".into(),
+            intent: None,
+            how: None,
+            confidence: None,
+            variant: None,
+        }];
+        let value = super::encode(&entries);
+        let writes = [(T::Transcripts, turn.as_slice(), Some(value.as_slice()))];
+        trees[T::Journal].insert(super::journal::key(7), super::journal::encode(writes.into_iter())).expect("journal");
+        store.flush().expect("flush");
+        assert_eq!(w.render(&store), expected, "the crash came before the group's writes");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(w.render(&store), complete, "completed at open");
+    assert!(store.inner.trees[T::Journal].is_empty(), "and the entry removed");
+    // Replaying is harmless when the writes had all landed: committing goes on normally.
+    store.commit_blocking(vec![w.turn(w.c1, w.t2, "again")]).expect("commit after replay");
+}
+
+#[test]
+fn the_flusher_removes_journal_entries_once_their_group_is_on_disk() {
+    let w = World::new();
+    let (_dir, store) = fresh();
+    store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1), w.turn(w.c1, w.t1, "hi")]).expect("commit");
+    // The removal happens right after the acknowledgement, on the flusher thread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !store.inner.trees[T::Journal].is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the journal entry was never removed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

@@ -1,6 +1,6 @@
-//! The group commit: the writer thread applies every batch waiting in its queue and hands the
-//! group to the flusher thread, which flushes sled once for every group handed over before it
-//! started, then acknowledges them all. Under load many sessions share each `fsync`, and the
+//! The group commit: the writer thread stages every batch waiting in its queue, writes them
+//! (through the journal: `store/journal.rs`) and hands the group to the flusher thread, which
+//! flushes sled once for every group handed over before it started, then acknowledges them all. Under load many sessions share each `fsync`, and the
 //! next group is applied while the last one is flushed; alone, a batch waits for one flush.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{Group, Memory};
-use super::{Command, Result, Stats, StoreError, Trees};
+use super::{Command, Result, Stats, StoreError, T, Trees};
 
 /// Batches waiting beyond this make `commit` wait for room: backpressure instead of memory growth.
 const QUEUE: usize = 4096;
@@ -57,22 +57,33 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
     let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
     // Applied groups wait here for the flusher, so the next group is applied while the last
     // one is being flushed (the `fsync` is most of a commit's time).
-    let (applied_tx, applied_rx) = std::sync::mpsc::channel::<Vec<(oneshot::Sender<Result<()>>, Result<()>)>>();
+    let (applied_tx, applied_rx) = std::sync::mpsc::channel::<Applied>();
+    let journal = trees[T::Journal].clone();
     let flusher = std::thread::Builder::new()
         .name("nudge-store-flush".into())
         .spawn(move || {
-            while let Ok(mut groups) = applied_rx.recv() {
+            while let Ok(first) = applied_rx.recv() {
                 // Everything received was applied before this flush starts, so it covers all.
+                let mut groups = vec![first];
                 while let Ok(more) = applied_rx.try_recv() {
-                    groups.extend(more);
+                    groups.push(more);
                 }
                 let flushed = db.flush().map(drop);
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
-                stats.batches.fetch_add(groups.len() as u64, Ordering::Relaxed);
-                for (done, result) in groups {
-                    let result = result.and_then(|()| flushed.clone().map_err(StoreError::Sled));
-                    // A session that went away no longer waits for its acknowledgement.
-                    let _ = done.send(result);
+                for group in groups {
+                    stats.batches.fetch_add(group.acks.len() as u64, Ordering::Relaxed);
+                    for (done, result) in group.acks {
+                        let result = result.and_then(|()| flushed.clone().map_err(StoreError::Sled));
+                        // A session that went away no longer waits for its acknowledgement.
+                        let _ = done.send(result);
+                    }
+                    // The group is on disk: its journal entry has done its work. The removal is
+                    // durable with the next flush, before any later group is acknowledged.
+                    if let (Some(seq), Ok(())) = (group.journal, &flushed)
+                        && let Err(e) = journal.remove(super::journal::key(seq))
+                    {
+                        log::error!("store: cannot remove journal entry {seq}: {e}");
+                    }
                 }
             }
         })
@@ -81,6 +92,7 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
         .name("nudge-store-writer".into())
         .spawn(move || {
             let mut group = Vec::with_capacity(GROUP);
+            let mut seq = 0u64;
             while let Some(first) = jobs.blocking_recv() {
                 group.push(first);
                 while group.len() < GROUP {
@@ -89,7 +101,8 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                         Err(_) => break,
                     }
                 }
-                let applied = apply(&trees, &mut memory, group.drain(..));
+                seq += 1;
+                let applied = apply(&trees, &mut memory, seq, group.drain(..));
                 if applied_tx.send(applied).is_err() {
                     return;
                 }
@@ -102,20 +115,25 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
     Handle { queue: Some(queue), writer: Some(writer) }
 }
 
-/// Stages each batch (one that fails is answered with its error, the others go on) and
-/// commits the staged ones in one transaction; when that fails, each of them fails.
-fn apply(
-    trees: &Trees,
-    memory: &mut Memory,
-    jobs: impl Iterator<Item = Job>,
-) -> Vec<(oneshot::Sender<Result<()>>, Result<()>)> {
+/// A group applied and waiting for its flush: who to acknowledge, and its journal entry.
+struct Applied {
+    acks: Vec<(oneshot::Sender<Result<()>>, Result<()>)>,
+    journal: Option<u64>,
+}
+
+/// Stages each batch (one that fails is answered with its error, the others go on) and writes
+/// the staged ones; when that fails, each of them fails.
+fn apply(trees: &Trees, memory: &mut Memory, seq: u64, jobs: impl Iterator<Item = Job>) -> Applied {
     let mut staged = Group::new(trees);
-    let mut applied: Vec<_> = jobs.map(|job| (job.done, staged.stage(memory, job.commands))).collect();
-    if let Err(e) = staged.commit(memory) {
-        log::error!("store: a group commit failed: {e}");
-        for (_, result) in applied.iter_mut().filter(|(_, r)| r.is_ok()) {
-            *result = Err(e.clone());
+    let mut acks: Vec<_> = jobs.map(|job| (job.done, staged.stage(memory, job.commands))).collect();
+    match staged.commit(memory, seq) {
+        Ok(journal) => Applied { acks, journal },
+        Err(e) => {
+            log::error!("store: a group commit failed: {e}");
+            for (_, result) in acks.iter_mut().filter(|(_, r)| r.is_ok()) {
+                *result = Err(e.clone());
+            }
+            Applied { acks, journal: None }
         }
     }
-    applied
 }
