@@ -20,6 +20,7 @@ mod journal;
 mod outbox;
 #[cfg(test)]
 mod tests;
+mod turns;
 mod writer;
 
 use std::path::Path;
@@ -246,7 +247,7 @@ impl Store {
         if let Some(last) =
             self.inner.trees[T::Transcripts].scan_prefix(conversation.id.as_bytes()).values().next_back()
         {
-            let turn: Vec<Entry> = decode("transcripts", &last?)?;
+            let turn = turns::decode(&last?)?;
             conversation.last_at = turn.last().map_or(conversation.started_at, |e| e.at);
         }
         Ok(Some(conversation))
@@ -314,7 +315,7 @@ impl Store {
     pub fn transcript(&self, conversation: &ConversationId) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
         for turn in self.inner.trees[T::Transcripts].scan_prefix(conversation.as_bytes()).values() {
-            entries.extend(decode::<Vec<Entry>>("transcripts", &turn?)?);
+            entries.extend(turns::decode(&turn?)?);
         }
         Ok(entries)
     }

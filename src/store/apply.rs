@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::{Command, Result, T, Trees, campaign_prefix, decode, encode, erase, journal, outbox, turn_key};
+use super::{Command, Result, T, Trees, campaign_prefix, decode, encode, erase, journal, outbox, turn_key, turns};
 use crate::domain::{Change, Conversation, Profile, Status};
 use crate::ids::{ConversationId, VisitorId};
 
@@ -143,7 +143,7 @@ impl Batch<'_, '_> {
             }
             Command::AppendTurn { conversation, .. } if self.is_gone(&conversation) => {}
             Command::AppendTurn { conversation, turn, entries } => {
-                self.put(T::Transcripts, turn_key(&conversation, &turn).to_vec(), encode(&entries));
+                self.put(T::Transcripts, turn_key(&conversation, &turn).to_vec(), turns::encode(&entries));
             }
             Command::SetPending { conversation, pending } => {
                 self.change_conversation(&conversation, |c| c.pending = pending)?;

@@ -104,8 +104,7 @@ mod tests {
         let writes: Vec<Borrowed> =
             vec![(T::Transcripts, b"k1", Some(b"v1")), (T::LeadsByStatus, b"k2", None), (T::Visitors, b"", Some(b""))];
         let decoded = decode(&encode(writes.iter().copied())).expect("decode");
-        let back: Vec<Borrowed> =
-            decoded.iter().map(|(t, k, v)| (*t, k.as_slice(), v.as_deref())).collect();
+        let back: Vec<Borrowed> = decoded.iter().map(|(t, k, v)| (*t, k.as_slice(), v.as_deref())).collect();
         assert_eq!(back, writes);
         assert!(decode(&[9]).is_err(), "another version");
         let mut truncated = encode(writes.iter().copied());

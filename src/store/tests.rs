@@ -137,7 +137,7 @@ impl World {
             out.push(format!("conversations of {}: {}", self.name(&key[..16]), self.name(&key[16..])));
         }
         for (key, value) in trees[T::Transcripts].iter().flatten() {
-            let entries: Vec<Entry> = super::decode("transcripts", &value).expect("turn");
+            let entries = super::turns::decode(&value).expect("turn");
             let texts: Vec<&str> = entries.iter().map(|e| e.text.as_str()).collect();
             out.push(format!("turn {} {} {texts:?}", self.name(&key[..16]), self.name(&key[16..])));
         }
@@ -529,7 +529,7 @@ fn a_group_a_crash_interrupted_is_completed_from_the_journal_at_open() {
             confidence: None,
             variant: None,
         }];
-        let value = super::encode(&entries);
+        let value = super::turns::encode(&entries);
         let writes = [(T::Transcripts, turn.as_slice(), Some(value.as_slice()))];
         trees[T::Journal].insert(super::journal::key(7), super::journal::encode(writes.into_iter())).expect("journal");
         store.flush().expect("flush");
