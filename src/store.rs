@@ -18,6 +18,7 @@ mod apply;
 mod erase;
 mod journal;
 mod outbox;
+mod readers;
 #[cfg(test)]
 mod tests;
 mod turns;
@@ -111,6 +112,7 @@ struct Inner {
     db: sled::Db,
     trees: Trees,
     writer: writer::Handle,
+    readers: readers::Readers,
     stats: Arc<Stats>,
 }
 
@@ -203,7 +205,8 @@ impl Store {
         }
         let memory = apply::Memory::load(&trees)?;
         let writer = writer::spawn(db.clone(), trees.clone(), memory, stats.clone());
-        Ok(Store { inner: Arc::new(Inner { db, trees, writer, stats }) })
+        let readers = readers::Readers::spawn().map_err(|e| StoreError::Sled(e.into()))?;
+        Ok(Store { inner: Arc::new(Inner { db, trees, writer, readers, stats }) })
     }
 
     /// Applies every command, all or nothing, and returns once they are durable on disk.
@@ -353,14 +356,18 @@ impl Store {
         Ok(self.inner.trees[T::Erased].contains_key(visitor.as_bytes())?)
     }
 
-    /// Runs a blocking read on the runtime's blocking pool, so sled never stalls a session task.
+    /// Runs a blocking read on the store's reader threads, so sled never stalls a session task.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T> + Send + 'static,
     {
+        let (done, wait) = tokio::sync::oneshot::channel();
         let store = self.clone();
-        tokio::task::spawn_blocking(move || f(&store)).await.map_err(|_| StoreError::Closed)?
+        if !self.inner.readers.run(Box::new(move || drop(done.send(f(&store))))) {
+            return Err(StoreError::Closed);
+        }
+        wait.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Flushes whatever is buffered; used on shutdown.

@@ -54,7 +54,9 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                         last_chat = Instant::now();
                         if budget.take(last_chat) && admitted.take_message(last_chat) {
                             strikes = 0;
-                            let frames = chat.handle(&text).await;
+                            // Boxed: the connection's task stays small while it waits, instead
+                            // of reserving room for the deepest step of every message.
+                            let frames = Box::pin(chat.handle(&text)).await;
                             if let Some(open) = &chat.open {
                                 agent.carry(open.profile.id);
                             }
@@ -98,7 +100,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                 }
             }
             Some(text) = agent.inbox.recv() => {
-                for frame in chat.agent(text).await {
+                for frame in Box::pin(chat.agent(text)).await {
                     match tokio::time::timeout(send_timeout, ws.text(frame.to_json())).await {
                         Ok(Ok(())) => {}
                         _ => return,
@@ -296,6 +298,10 @@ impl Chat {
             conversation: conversation.id.to_string(),
             returning,
         });
+        // Of where the conversation came from, the session needs only the campaign (for checkout
+        // links); the rest is stored, and would cost every idle connection up to 4 KiB.
+        let mut conversation = conversation;
+        conversation.source = Source { campaign: conversation.source.campaign.take(), ..Source::default() };
         self.open = Some(Open { profile, conversation });
         match self.step(Input::Start, commands, Persist::WithNextMessage).await {
             Ok(greeting) => frames.extend(greeting),
