@@ -122,7 +122,7 @@ async fn leads_page(
     req: HttpRequest,
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login)?;
+    require(&app, &req, Denied::Login).await?;
     let filter = query.leads()?;
     let reading = filter.clone();
     let (leads, total) = app.store.read(move |store| newest(store, &reading)).await.map_err(store_error)?;
@@ -134,7 +134,7 @@ async fn leads_api(
     req: HttpRequest,
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api)?;
+    require(&app, &req, Denied::Api).await?;
     let filter = query.leads()?;
     let (leads, total) = app.store.read(move |store| newest(store, &filter)).await.map_err(store_error)?;
     Ok(json(serde_json::json!({ "total": total, "leads": leads })))
@@ -145,7 +145,7 @@ async fn lead_page(
     req: HttpRequest,
     visitor: web::Path<String>,
 ) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login)?;
+    require(&app, &req, Denied::Login).await?;
     let id = VisitorId::parse(&visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
     let lead = app
         .store
@@ -182,7 +182,7 @@ async fn reply_to_lead(
     visitor: web::Path<String>,
     form: web::Form<ReplyForm>,
 ) -> actix_web::Result<HttpResponse> {
-    let id = posted_about(&app, &req, &visitor)?;
+    let id = posted_about(&app, &req, &visitor).await?;
     let text = form.into_inner().text.trim().to_string();
     if text.is_empty() || text.chars().count() > app.config.max_message_chars {
         let limit = app.config.max_message_chars;
@@ -197,7 +197,7 @@ async fn reply_to_lead(
 
 /// Shoppers who asked for a person, most recent first, and whether they are still in the chat.
 async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login)?;
+    require(&app, &req, Denied::Login).await?;
     let mut waiting = app
         .store
         .read(|store| {
@@ -213,8 +213,8 @@ async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Resu
 }
 
 /// A form posted about one lead: it needs a session, our own origin and a valid visitor id.
-fn posted_about(app: &App, req: &HttpRequest, visitor: &str) -> actix_web::Result<VisitorId> {
-    require(app, req, Denied::Login)?;
+async fn posted_about(app: &App, req: &HttpRequest, visitor: &str) -> actix_web::Result<VisitorId> {
+    require(app, req, Denied::Login).await?;
     if !same_origin(app, req) {
         let page = html(StatusCode::FORBIDDEN, views::notice("Refused", "This form was posted from another site."));
         return Err(actix_web::error::InternalError::from_response("foreign origin", page).into());
@@ -228,25 +228,25 @@ async fn erase_lead(
     req: HttpRequest,
     visitor: web::Path<String>,
 ) -> actix_web::Result<HttpResponse> {
-    let visitor = posted_about(&app, &req, &visitor)?;
+    let visitor = posted_about(&app, &req, &visitor).await?;
     app.store.commit(vec![Command::Erase { visitor, at: now_ms() }]).await.map_err(store_error)?;
     log::info!("admin: erased visitor {visitor}");
     Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin?erased=1")).finish())
 }
 
 async fn funnel_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login)?;
+    require(&app, &req, Denied::Login).await?;
     let funnel = app.store.read(report::funnel).await.map_err(store_error)?;
     Ok(html(StatusCode::OK, views::funnel(&funnel)))
 }
 
 async fn funnel_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api)?;
+    require(&app, &req, Denied::Api).await?;
     Ok(json(app.store.read(report::funnel).await.map_err(store_error)?))
 }
 
 async fn emails_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login)?;
+    require(&app, &req, Denied::Login).await?;
     let rows = app
         .store
         .read(|store| {
@@ -270,7 +270,7 @@ async fn try_page(
     req: HttpRequest,
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login)?;
+    require(&app, &req, Denied::Login).await?;
     let set = app.intents();
     let tried = given(&query.q).map(|text| {
         let normalized = intents::text::normalize(&text);
@@ -288,7 +288,7 @@ async fn export_leads(
     req: HttpRequest,
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api)?;
+    require(&app, &req, Denied::Api).await?;
     let filter = query.leads()?;
     csv_export(&app, "leads.csv", move |store, out| {
         export::leads(store, &filter, export::Format::Csv, false, out, |_, _| {})
@@ -301,7 +301,7 @@ async fn export_audience(
     req: HttpRequest,
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api)?;
+    require(&app, &req, Denied::Api).await?;
     let filter = query.leads()?;
     let platform = match given(&query.platform).as_deref() {
         Some("google") => Platform::Google,

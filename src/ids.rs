@@ -67,6 +67,8 @@ macro_rules! id_type {
 id_type!(VisitorId);
 id_type!(ConversationId);
 id_type!(OutboxId);
+// A marketer's admin session: named by the cookie, live while the store holds it.
+id_type!(AdminSessionId);
 // A turn of a conversation, minted by the session: the key that makes appending it idempotent.
 id_type!(TurnId);
 

@@ -11,7 +11,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::ids::{ConversationId, VisitorId};
+use crate::ids::{AdminSessionId, ConversationId, VisitorId};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -47,7 +47,7 @@ pub enum Claims {
     /// A marketer's admin session (the cookie). `pw` fingerprints the password hash it was
     /// issued under, so changing the password ends every session.
     #[serde(rename = "a")]
-    Admin { pw: String },
+    Admin { pw: String, sid: AdminSessionId },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -254,10 +254,10 @@ impl Secrets {
     }
 
     /// The claim an admin session carries: a fingerprint of the current password hash.
-    pub fn admin_claims(&self) -> Claims {
+    pub fn admin_claims(&self, sid: AdminSessionId) -> Claims {
         use sha2::Digest;
         let digest = Sha256::digest(self.admin_password_hash.as_deref().unwrap_or("").as_bytes());
-        Claims::Admin { pw: B64.encode(&digest[..9]) }
+        Claims::Admin { pw: B64.encode(&digest[..9]), sid }
     }
 
     /// Writes the file (owner-only) through a temporary file and a rename, so a crash leaves

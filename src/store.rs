@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::domain::{Change, Conversation, Entry, Order, OutboxItem, Pending, Profile, Status};
-use crate::ids::{ConversationId, OutboxId, TurnId, VisitorId};
+use crate::ids::{AdminSessionId, ConversationId, OutboxId, TurnId, VisitorId};
 
 /// Every value starts with this version byte; a reader that meets another refuses it loudly
 /// instead of misreading it.
@@ -85,6 +85,10 @@ pub enum Command {
     Erase { visitor: VisitorId, at: u64 },
     /// Removes a conversation and its transcript (retention).
     ExpireConversation(ConversationId),
+    /// A marketer logged in; sessions that have expired by `at` are removed.
+    OpenAdminSession { id: AdminSessionId, at: u64, expires_at: u64 },
+    /// A marketer logged out: the session's cookie stops working, wherever it was copied.
+    EndAdminSession(AdminSessionId),
 }
 
 impl Command {
@@ -134,10 +138,12 @@ enum T {
     Erased,
     /// Groups being applied (`store/journal.rs`).
     Journal,
+    /// Live admin sessions → when they expire (u64 ms BE).
+    AdminSessions,
 }
 
 impl T {
-    const ALL: [T; 13] = [
+    const ALL: [T; 14] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -151,6 +157,7 @@ impl T {
         T::OutboxPending,
         T::Erased,
         T::Journal,
+        T::AdminSessions,
     ];
 
     fn name(self) -> &'static str {
@@ -168,12 +175,13 @@ impl T {
             T::OutboxPending => "outbox_pending",
             T::Erased => "erased",
             T::Journal => "journal",
+            T::AdminSessions => "admin_sessions",
         }
     }
 }
 
 #[derive(Clone)]
-struct Trees([sled::Tree; 13]);
+struct Trees([sled::Tree; 14]);
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
@@ -349,6 +357,12 @@ impl Store {
     /// Every follow-up ever scheduled, oldest first.
     pub fn follow_ups(&self) -> impl Iterator<Item = Result<OutboxItem>> + '_ {
         self.inner.trees[T::Outbox].iter().values().map(|v| decode("outbox", &v?))
+    }
+
+    /// Whether the admin session `id` exists and has not expired at `now`.
+    pub fn admin_session_live(&self, id: &AdminSessionId, now: u64) -> Result<bool> {
+        let expires = self.inner.trees[T::AdminSessions].get(id.as_bytes())?;
+        Ok(expires.and_then(|e| <[u8; 8]>::try_from(e.as_ref()).ok()).is_some_and(|e| u64::from_be_bytes(e) > now))
     }
 
     /// Whether a visitor was erased (a tombstone is all that is left).

@@ -1,6 +1,8 @@
 //! The admin's login: the password checked against its Argon2id hash (at most two checks at once,
-//! a per-address rate limit), a signed session cookie tied to that hash, and the checks every
-//! other admin route makes (a valid session; for POSTs, our own origin).
+//! a per-address rate limit and a global one), a signed session cookie naming a session the store
+//! holds and tied to that hash, and the checks every other admin route makes (a live session;
+//! for POSTs, our own origin). Logging out ends the session in the store, so a copied cookie
+//! stops working too; a new password ends every session.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,36 +15,47 @@ use serde::Deserialize;
 
 use super::{html, secured, views};
 use crate::chat::limits::{Bucket, client_ip};
+use crate::ids::AdminSessionId;
 use crate::now_ms;
 use crate::server::App;
+use crate::signing::Claims;
+use crate::store::Command;
 
 const COOKIE: &str = "nudge_admin";
 const SESSION_SECS: u64 = 12 * 60 * 60;
-/// Login attempts per address: a burst of 10, then one every 6 seconds.
+/// Login attempts per address: a burst of 10, then one every 6 seconds ...
 const LOGIN_BURST: f64 = 10.0;
 const LOGIN_RATE: f64 = 1.0 / 6.0;
+/// ... and from all addresses together: a burst of 30, then one every 2 seconds, so guesses
+/// spread over many addresses slow down too.
+const GLOBAL_BURST: f64 = 30.0;
+const GLOBAL_RATE: f64 = 0.5;
 
-/// Login attempts per address (forgotten wholesale when the map grows large), and a cap on
-/// password checks running at once: each Argon2 check takes 19 MiB and tens of milliseconds, so
-/// many addresses at once must queue rather than exhaust memory.
+/// Login attempts per address and overall, and a cap on password checks running at once: each
+/// Argon2 check takes 19 MiB and tens of milliseconds, so many addresses at once must queue
+/// rather than exhaust memory.
 pub struct Logins {
-    attempts: Mutex<HashMap<IpAddr, Bucket>>,
+    attempts: Mutex<(HashMap<IpAddr, Bucket>, Bucket)>,
     checking: tokio::sync::Semaphore,
 }
 
 impl Default for Logins {
     fn default() -> Self {
-        Logins { attempts: Mutex::default(), checking: tokio::sync::Semaphore::new(2) }
+        let attempts = Mutex::new((HashMap::new(), Bucket::new(GLOBAL_RATE, GLOBAL_BURST)));
+        Logins { attempts, checking: tokio::sync::Semaphore::new(2) }
     }
 }
 
 impl Logins {
     fn allow(&self, ip: IpAddr) -> bool {
-        let mut map = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 10_000 {
-            map.clear();
+        let now = Instant::now();
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let (per_address, global) = &mut *attempts;
+        if per_address.len() > 10_000 {
+            // Only addresses whose budget has refilled are forgotten: that gives nothing away.
+            per_address.retain(|_, bucket| !bucket.is_full(now));
         }
-        map.entry(ip).or_insert_with(|| Bucket::new(LOGIN_RATE, LOGIN_BURST)).take(Instant::now())
+        per_address.entry(ip).or_insert_with(|| Bucket::new(LOGIN_RATE, LOGIN_BURST)).take(now) && global.take(now)
     }
 }
 
@@ -67,14 +80,27 @@ impl From<Denied> for actix_web::Error {
     }
 }
 
-/// Whether the request carries a valid session cookie.
-pub(super) fn logged_in(app: &App, req: &HttpRequest) -> bool {
-    let Some(token) = cookie(req, COOKIE) else { return false };
-    matches!(app.signer.verify(&token, now_ms() / 1000), Ok(claims) if claims == app.secrets.admin_claims())
+/// The session the request's cookie names, when the cookie is ours and for the current password.
+fn claimed_session(app: &App, req: &HttpRequest) -> Option<AdminSessionId> {
+    let token = cookie(req, COOKIE)?;
+    match app.signer.verify(&token, now_ms() / 1000) {
+        Ok(claims @ Claims::Admin { sid, .. }) if claims == app.secrets.admin_claims(sid) => Some(sid),
+        _ => None,
+    }
 }
 
-pub(super) fn require(app: &App, req: &HttpRequest, denied: Denied) -> Result<(), actix_web::Error> {
-    if logged_in(app, req) { Ok(()) } else { Err(denied.into()) }
+/// Whether the request carries the cookie of a live session (one not logged out).
+pub(super) async fn logged_in(app: &App, req: &HttpRequest) -> bool {
+    let Some(sid) = claimed_session(app, req) else { return false };
+    let now = now_ms();
+    app.store.read(move |store| store.admin_session_live(&sid, now)).await.unwrap_or_else(|e| {
+        log::error!("admin: cannot check a session: {e}");
+        false
+    })
+}
+
+pub(super) async fn require(app: &App, req: &HttpRequest, denied: Denied) -> Result<(), actix_web::Error> {
+    if logged_in(app, req).await { Ok(()) } else { Err(denied.into()) }
 }
 
 fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
@@ -110,7 +136,7 @@ pub(super) fn same_origin(app: &App, req: &HttpRequest) -> bool {
 }
 
 pub(super) async fn login_page(app: web::Data<App>, req: HttpRequest) -> HttpResponse {
-    if logged_in(&app, &req) {
+    if logged_in(&app, &req).await {
         return secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin")).finish();
     }
     html(StatusCode::OK, views::login(None))
@@ -141,7 +167,10 @@ pub(super) async fn login(
     if !matches {
         return Ok(html(StatusCode::UNAUTHORIZED, views::login(Some("Wrong password."))));
     }
-    let token = app.signer.sign(&app.secrets.admin_claims(), now_ms() / 1000 + SESSION_SECS);
+    let (sid, now) = (AdminSessionId::mint(now_ms()), now_ms());
+    let session = Command::OpenAdminSession { id: sid, at: now, expires_at: now + SESSION_SECS * 1000 };
+    app.store.commit(vec![session]).await.map_err(actix_web::error::ErrorInternalServerError)?;
+    let token = app.signer.sign(&app.secrets.admin_claims(sid), now / 1000 + SESSION_SECS);
     Ok(secured(HttpResponse::SeeOther())
         .insert_header((header::LOCATION, "/admin"))
         .insert_header((header::SET_COOKIE, session_cookie(&app, &token, SESSION_SECS)))
@@ -152,8 +181,29 @@ pub(super) async fn logout(app: web::Data<App>, req: HttpRequest) -> HttpRespons
     if !same_origin(&app, &req) {
         return html(StatusCode::FORBIDDEN, views::login(Some("This form was posted from another site.")));
     }
+    // Ended in the store: the same cookie, copied elsewhere, no longer works either.
+    if let Some(sid) = claimed_session(&app, &req)
+        && let Err(e) = app.store.commit(vec![Command::EndAdminSession(sid)]).await
+    {
+        log::error!("admin: cannot end a session: {e}");
+        return html(StatusCode::INTERNAL_SERVER_ERROR, views::login(Some("Could not log out; please try again.")));
+    }
     secured(HttpResponse::SeeOther())
         .insert_header((header::LOCATION, "/admin/login"))
         .insert_header((header::SET_COOKIE, session_cookie(&app, "", 0)))
         .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guesses_from_many_addresses_are_limited_together() {
+        let logins = Logins::default();
+        let allowed = (0..40u8).filter(|i| logins.allow(IpAddr::from([192, 0, 2, *i]))).count();
+        assert_eq!(allowed, GLOBAL_BURST as usize, "one guess each from 40 addresses");
+        let one = IpAddr::from([198, 51, 100, 1]);
+        assert!(!logins.allow(one), "a new address waits too");
+    }
 }

@@ -44,7 +44,7 @@ impl Bucket {
     }
 
     /// Whether the bucket is as full as a new one: forgetting it then gives nothing away.
-    fn is_full(&mut self, now: Instant) -> bool {
+    pub fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
         self.tokens >= self.burst
     }

@@ -157,6 +157,15 @@ impl Batch<'_, '_> {
             Command::CancelFollowUps { visitor, reason, at } => outbox::cancel(self, &visitor, &reason, at)?,
             Command::Erase { visitor, at } => erase::visitor(self, &visitor, at)?,
             Command::ExpireConversation(id) => erase::conversation(self, &id)?,
+            Command::OpenAdminSession { id, at, expires_at } => {
+                for (old, expires) in self.scan(T::AdminSessions, &[])? {
+                    if <[u8; 8]>::try_from(expires.as_slice()).is_ok_and(|e| u64::from_be_bytes(e) <= at) {
+                        self.remove(T::AdminSessions, old);
+                    }
+                }
+                self.put(T::AdminSessions, id.as_bytes().to_vec(), expires_at.to_be_bytes().to_vec());
+            }
+            Command::EndAdminSession(id) => self.remove(T::AdminSessions, id.as_bytes().to_vec()),
         }
         Ok(())
     }

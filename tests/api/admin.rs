@@ -119,6 +119,14 @@ async fn admin_needs_a_login_and_its_session_cookie_is_locked_down() {
     let tampered = format!("{}x", cookie);
     assert_eq!(get_with(format!("{}/admin", server.url()), &tampered).await.0, 303, "a tampered cookie");
 
+    // Logging out ends the session itself: the same cookie, copied before, is refused.
+    let (_, fresh) = login(&server, PASSWORD, None).await;
+    let copied = session(&fresh);
+    assert_eq!(get_with(format!("{}/admin", server.url()), &copied).await.0, 200);
+    assert_eq!(post_with(format!("{}/admin/logout", server.url()), &copied, "").await.0, 303);
+    assert_eq!(get_with(format!("{}/admin", server.url()), &copied).await.0, 303, "a copied cookie after logout");
+    assert_eq!(get_with(format!("{}/admin", server.url()), &cookie).await.0, 200, "other sessions go on");
+
     // Guessing is slowed down: a burst of attempts, then 429.
     let mut limited = false;
     for _ in 0..12 {
