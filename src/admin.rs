@@ -18,7 +18,7 @@ use crate::domain::Status;
 use crate::export::{self, LeadFilter, Platform};
 use crate::ids::VisitorId;
 use crate::server::App;
-use crate::store::{Command, StoreError};
+use crate::store::{Command, Seen, StoreError};
 use crate::{intents, now_ms};
 
 /// Rows shown on a page; the exports have everything.
@@ -83,6 +83,10 @@ struct Filters {
     status: Option<String>,
     campaign: Option<String>,
     tag: Option<String>,
+    /// The page after this lead (`<ms>-<visitor>`, as `next` gave it).
+    after: Option<String>,
+    /// Leads a page (at most `PAGE_ROWS`).
+    limit: Option<usize>,
     platform: Option<String>,
     q: Option<String>,
 }
@@ -105,16 +109,60 @@ impl Filters {
     }
 }
 
-/// The newest `PAGE_ROWS` leads passing `filter`, and how many pass in all.
-fn newest(
+/// A page of leads passing the filter, seen last first.
+struct Page {
+    leads: Vec<crate::domain::Profile>,
+    /// Where the next page starts, when there is one.
+    next: Option<Seen>,
+    /// How many pass in all, when the indexes can say without reading every lead (not with a
+    /// tag filter).
+    total: Option<usize>,
+}
+
+/// One page through the last-seen index: as many leads as the page shows, plus the ones the
+/// filter skips on the way, never every lead.
+fn page(
     store: &crate::store::Store,
     filter: &LeadFilter,
-) -> Result<(Vec<crate::domain::Profile>, usize), StoreError> {
-    let mut all = filter.profiles(store).collect::<Result<Vec<_>, _>>()?;
-    let total = all.len();
-    all.sort_by_key(|p| std::cmp::Reverse(p.last_seen_at));
-    all.truncate(PAGE_ROWS);
-    Ok((all, total))
+    after: Option<Seen>,
+    limit: usize,
+) -> Result<Page, StoreError> {
+    let mut leads = Vec::new();
+    let mut next = None;
+    for found in store.visitors_by_last_seen(after) {
+        let (seen, profile) = found?;
+        if !filter.matches(&profile) {
+            continue;
+        }
+        if leads.len() == limit {
+            break;
+        }
+        next = Some(seen);
+        leads.push(profile);
+    }
+    if leads.len() < limit {
+        next = None;
+    }
+    let total = match (&filter.status, &filter.campaign, &filter.tag) {
+        (_, _, Some(_)) | (Some(_), Some(_), _) => None,
+        (Some(status), None, None) => Some(store.count_with_status(*status)),
+        (None, Some(campaign), None) => Some(store.count_in_campaign(campaign)),
+        (None, None, None) => Some(store.visitor_count()),
+    };
+    Ok(Page { leads, next, total })
+}
+
+/// The page the query asks for; a bad `after` is a 400 with the reason.
+async fn read_page(app: &App, filters: &Filters) -> actix_web::Result<Page> {
+    let filter = filters.leads()?;
+    let after = match given(&filters.after) {
+        Some(after) => Some(Seen::parse(&after).ok_or_else(|| {
+            actix_web::error::ErrorBadRequest("`after` is the `next` of an earlier page (`<ms>-<visitor>`)")
+        })?),
+        None => None,
+    };
+    let limit = filters.limit.unwrap_or(PAGE_ROWS).clamp(1, PAGE_ROWS);
+    app.store.read(move |store| page(store, &filter, after, limit)).await.map_err(store_error)
 }
 
 async fn leads_page(
@@ -124,9 +172,8 @@ async fn leads_page(
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Login).await?;
     let filter = query.leads()?;
-    let reading = filter.clone();
-    let (leads, total) = app.store.read(move |store| newest(store, &reading)).await.map_err(store_error)?;
-    Ok(html(StatusCode::OK, views::leads(&filter, &leads, total)))
+    let page = read_page(&app, &query).await?;
+    Ok(html(StatusCode::OK, views::leads(&filter, &page.leads, page.total, page.next.map(|n| n.to_string()))))
 }
 
 async fn leads_api(
@@ -135,9 +182,9 @@ async fn leads_api(
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    let filter = query.leads()?;
-    let (leads, total) = app.store.read(move |store| newest(store, &filter)).await.map_err(store_error)?;
-    Ok(json(serde_json::json!({ "total": total, "leads": leads })))
+    let page = read_page(&app, &query).await?;
+    let next = page.next.map(|n| n.to_string());
+    Ok(json(serde_json::json!({ "total": page.total, "leads": page.leads, "next": next })))
 }
 
 async fn lead_page(

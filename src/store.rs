@@ -140,10 +140,12 @@ enum T {
     Journal,
     /// Live admin sessions → when they expire (u64 ms BE).
     AdminSessions,
+    /// Last seen (u64 ms BE) ++ visitor id: the admin's newest-first pages.
+    LeadsBySeen,
 }
 
 impl T {
-    const ALL: [T; 14] = [
+    const ALL: [T; 15] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -158,6 +160,7 @@ impl T {
         T::Erased,
         T::Journal,
         T::AdminSessions,
+        T::LeadsBySeen,
     ];
 
     fn name(self) -> &'static str {
@@ -176,12 +179,13 @@ impl T {
             T::Erased => "erased",
             T::Journal => "journal",
             T::AdminSessions => "admin_sessions",
+            T::LeadsBySeen => "leads_by_seen",
         }
     }
 }
 
 #[derive(Clone)]
-struct Trees([sled::Tree; 14]);
+struct Trees([sled::Tree; 15]);
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
@@ -211,6 +215,7 @@ impl Store {
             db.flush()?;
             log::warn!("store: completed {replayed} group(s) of writes that a crash interrupted");
         }
+        index_last_seen(&trees)?;
         let memory = apply::Memory::load(&trees)?;
         let writer = writer::spawn(db.clone(), trees.clone(), memory, stats.clone());
         let readers = readers::Readers::spawn().map_err(|e| StoreError::Sled(e.into()))?;
@@ -289,6 +294,34 @@ impl Store {
 
     pub fn visitor_count(&self) -> usize {
         self.inner.trees[T::Visitors].len()
+    }
+
+    /// Visitors seen last first, from the index, starting after `after` (the last of the page
+    /// before): a cursor, so a page costs what it shows, however many leads there are.
+    pub fn visitors_by_last_seen(&self, after: Option<Seen>) -> impl Iterator<Item = Result<(Seen, Profile)>> + '_ {
+        let index = &self.inner.trees[T::LeadsBySeen];
+        let range = match after {
+            Some(after) => index.range(..after.key().to_vec()),
+            None => index.range::<&[u8], _>(..),
+        };
+        range.keys().rev().filter_map(move |key| {
+            let key = match key {
+                Ok(key) => key,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let seen = Seen::from_key(&key)?;
+            self.visitor_by_key(&key[8..]).map(|p| p.map(|p| (seen, p))).transpose()
+        })
+    }
+
+    /// How many visitors have `status`, counted in the index.
+    pub fn count_with_status(&self, status: Status) -> usize {
+        self.inner.trees[T::LeadsByStatus].scan_prefix([status as u8]).count()
+    }
+
+    /// How many visitors came last from `campaign`, counted in the index.
+    pub fn count_in_campaign(&self, campaign: &str) -> usize {
+        self.inner.trees[T::LeadsByCampaign].scan_prefix(campaign_prefix(campaign)).count()
     }
 
     /// Visitors with a status, from the index (no scan of all visitors).
@@ -389,6 +422,52 @@ impl Store {
         self.inner.db.flush()?;
         Ok(())
     }
+}
+
+/// Where a visitor stands in the newest-first order: when last seen, and who. Written as
+/// `<ms>-<visitor>` in the admin's `after` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub at: u64,
+    pub visitor: VisitorId,
+}
+
+impl Seen {
+    fn key(&self) -> [u8; 24] {
+        let mut key = [0u8; 24];
+        key[..8].copy_from_slice(&self.at.to_be_bytes());
+        key[8..].copy_from_slice(self.visitor.as_bytes());
+        key
+    }
+
+    fn from_key(key: &[u8]) -> Option<Seen> {
+        let at = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+        Some(Seen { at, visitor: VisitorId::from_bytes(key.get(8..)?).ok()? })
+    }
+
+    pub fn parse(s: &str) -> Option<Seen> {
+        let (at, visitor) = s.split_once('-')?;
+        Some(Seen { at: at.parse().ok()?, visitor: VisitorId::parse(visitor).ok()? })
+    }
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.at, self.visitor)
+    }
+}
+
+/// Stores made before `leads_by_seen` existed get it built once, at open.
+fn index_last_seen(trees: &Trees) -> Result<()> {
+    if !trees[T::LeadsBySeen].is_empty() || trees[T::Visitors].is_empty() {
+        return Ok(());
+    }
+    for value in trees[T::Visitors].iter().values() {
+        let profile: Profile = decode("visitors", &value?)?;
+        let seen = Seen { at: profile.last_seen_at, visitor: profile.id };
+        trees[T::LeadsBySeen].insert(seen.key(), &[])?;
+    }
+    Ok(())
 }
 
 /// Index key prefix of a campaign: its bytes and a 0 byte, so `spring` does not match `spring2`.

@@ -67,7 +67,8 @@ fn lead_name(profile: &Profile) -> String {
     profile.preference("email").or(profile.preference("name")).map_or_else(|| profile.id.to_string(), str::to_string)
 }
 
-pub fn leads(filter: &LeadFilter, leads: &[Profile], total: usize) -> String {
+/// The leads page: `total` when the indexes know it, `next` the cursor of the following page.
+pub fn leads(filter: &LeadFilter, leads: &[Profile], total: Option<usize>, next: Option<String>) -> String {
     let value = |v: &Option<String>| e(v.as_deref().unwrap_or(""));
     let mut statuses = String::from("<option value=\"\">any status</option>");
     for status in Status::ALL {
@@ -84,12 +85,16 @@ pub fn leads(filter: &LeadFilter, leads: &[Profile], total: usize) -> String {
         "<form class=filters method=get action=\"/admin\"><select name=status>{statuses}</select>\
          <input name=campaign placeholder=campaign value=\"{}\"><input name=tag placeholder=tag value=\"{}\">\
          <button type=submit>Filter</button></form>\
-         <p>{total} leads{}. Export: <a href=\"/admin/export/leads.csv?{q}\">leads CSV</a> · \
+         <p>{count}. Export: <a href=\"/admin/export/leads.csv?{q}\">leads CSV</a> · \
          <a href=\"/admin/export/audience.csv?platform=google&amp;{q}\">Google audience</a> · \
          <a href=\"/admin/export/audience.csv?platform=meta&amp;{q}\">Meta audience</a> (hashed emails, ads consent only)</p>",
         value(&filter.campaign),
         value(&filter.tag),
-        if total > PAGE_ROWS { format!(", the {PAGE_ROWS} seen last shown") } else { String::new() },
+        count = match total {
+            Some(total) if total > leads.len() => format!("{total} leads, {} seen last shown", leads.len()),
+            Some(total) => format!("{total} leads"),
+            None => format!("{} leads shown", leads.len()),
+        },
         q = e(&query),
     );
     body.push_str(
@@ -119,6 +124,10 @@ pub fn leads(filter: &LeadFilter, leads: &[Profile], total: usize) -> String {
         );
     }
     body.push_str("</tbody></table>");
+    if let Some(next) = next {
+        let _ =
+            write!(body, "<p><a href=\"/admin?{}&amp;after={}\">Older leads</a></p>", e(&query), e(&url_encode(&next)));
+    }
     layout("Leads", &body)
 }
 

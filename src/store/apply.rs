@@ -252,6 +252,7 @@ impl Batch<'_, '_> {
                 continue;
             }
             if let Some(before) = &before {
+                self.remove(T::LeadsBySeen, super::Seen { at: before.last_seen_at, visitor }.key().to_vec());
                 self.remove(T::LeadsByStatus, status_key(before.status, &visitor));
                 if let Some(campaign) = &before.campaign {
                     self.remove(T::LeadsByCampaign, campaign_key(campaign, &visitor));
@@ -259,6 +260,11 @@ impl Batch<'_, '_> {
             }
             match after {
                 Some(after) => {
+                    self.put(
+                        T::LeadsBySeen,
+                        super::Seen { at: after.last_seen_at, visitor }.key().to_vec(),
+                        Vec::new(),
+                    );
                     self.put(T::LeadsByStatus, status_key(after.status, &visitor), Vec::new());
                     if let Some(campaign) = &after.campaign {
                         self.put(T::LeadsByCampaign, campaign_key(campaign, &visitor), Vec::new());

@@ -554,3 +554,27 @@ fn the_flusher_removes_journal_entries_once_their_group_is_on_disk() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+#[test]
+fn leads_page_newest_first_and_an_older_store_gets_the_index_at_open() {
+    let w = World::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let visit = |at| Change::Visit { at, locale: None, campaign: None };
+    {
+        let store = Store::open(dir.path()).expect("store");
+        let commands = vec![w.create(w.v1), w.create(w.v2), w.change(w.v1, visit(30)), w.change(w.v2, visit(20))];
+        store.commit_blocking(commands).expect("commit");
+        let order: Vec<_> = store.visitors_by_last_seen(None).map(|r| r.expect("read").1.id).collect();
+        assert_eq!(order, [w.v1, w.v2]);
+        let after = store.visitors_by_last_seen(None).next().expect("first").expect("read").0;
+        let rest: Vec<_> = store.visitors_by_last_seen(Some(after)).map(|r| r.expect("read").1.id).collect();
+        assert_eq!(rest, [w.v2], "the page after the first");
+        store.commit_blocking(vec![w.change(w.v2, visit(40))]).expect("seen again");
+        let order: Vec<_> = store.visitors_by_last_seen(None).map(|r| r.expect("read").1.id).collect();
+        assert_eq!(order, [w.v2, w.v1], "moved to the front, and only once");
+        store.inner.trees[T::LeadsBySeen].clear().expect("as before the index existed");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let order: Vec<_> = store.visitors_by_last_seen(None).map(|r| r.expect("read").1.id).collect();
+    assert_eq!(order, [w.v2, w.v1]);
+}

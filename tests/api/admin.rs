@@ -285,3 +285,37 @@ async fn a_person_answers_a_shopper_who_asked_for_one() {
     }
     assert_eq!(status, 409, "the shopper left: nothing is sent");
 }
+
+#[tokio::test]
+async fn leads_page_through_a_cursor_newest_first() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    assert!(set_password(&data, PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let mut visitors = Vec::new();
+    for _ in 0..3 {
+        let mut socket = server.connect().await;
+        let (visitor, ..) = hello(&mut socket, nudge::protocol::Hello::default()).await;
+        say(&mut socket, "do you ship to Austria?").await;
+        visitors.push(visitor);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let cookie = session(&login(&server, PASSWORD, None).await.1);
+    let api = |query: &str| get_with(format!("{}/admin/api/leads?{query}", server.url()), &cookie);
+    let (status, _, body) = api("limit=2").await;
+    assert_eq!(status, 200, "{body}");
+    let first: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let ids = |page: &serde_json::Value| -> Vec<String> {
+        page["leads"].as_array().expect("leads").iter().map(|l| l["id"].as_str().expect("id").to_string()).collect()
+    };
+    assert_eq!(ids(&first), [visitors[2].clone(), visitors[1].clone()], "seen last first");
+    assert_eq!(first["total"], 3);
+    let next = first["next"].as_str().expect("a next page").to_string();
+    let (_, _, body) = api(&format!("limit=2&after={next}")).await;
+    let second: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ids(&second), [visitors[0].clone()]);
+    assert!(second["next"].is_null(), "the last page");
+    assert_eq!(api("after=yesterday").await.0, 400, "a cursor that is not one");
+    let (_, _, page) = get_with(format!("{}/admin?limit=1", server.url()), &cookie).await;
+    assert!(page.contains("Older leads"), "{page}");
+}
