@@ -198,6 +198,10 @@ impl From<FilterArgs> for nudge::export::LeadFilter {
 }
 
 fn main() -> ExitCode {
+    // Everything Nudge writes (the store, mail files, exports into the data directory) holds
+    // personal data: readable by this user only.
+    // SAFETY: umask only sets the process's file creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,actix_server=warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -197,7 +197,7 @@ impl std::ops::Index<T> for Trees {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.into()))?;
+        private_dir(dir).map_err(|e| StoreError::Sled(e.into()))?;
         let db = sled::Config::new().path(dir.join("store")).open().map_err(|e| match e {
             sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
                 StoreError::Locked(dir.display().to_string())
@@ -455,6 +455,15 @@ impl std::fmt::Display for Seen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}", self.at, self.visitor)
     }
+}
+
+/// Creates `dir` (and its parents) readable by this user only, and makes an existing one so:
+/// it holds personal data. (Files inside are created under the process's umask, which `main`
+/// sets to owner-only.)
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Stores made before `leads_by_seen` existed get it built once, at open.

@@ -48,7 +48,7 @@ impl Mailer {
                 .map_err(|e| format!("smtp_url: {e} (expected smtp://[user:password@]host[:port][?tls=required])"))?,
             None => {
                 let dir = mail_dir(config);
-                std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                crate::store::private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
                 Transport::Files(FileTransport::new(dir))
             }
         };

@@ -158,3 +158,33 @@ fn the_retention_sweep_expires_old_conversations_and_forgotten_visitors() {
     assert_eq!(store.conversations_of(&active).expect("read").len(), 1);
     assert_eq!(nudge::retention::sweep(&store, now - 365 * day, now).expect("sweep"), (0, 0), "nothing twice");
 }
+
+#[tokio::test]
+async fn the_data_directory_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    // A directory made by an earlier version, open to everyone.
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut server = TestServer::start_on(&data, Path::new("intents"), &[]);
+    let mut socket = server.connect().await;
+    hello(&mut socket, Hello::default()).await;
+    say(&mut socket, "do you ship to Austria?").await;
+    drop(socket);
+    server.kill();
+    let mut checked = 0;
+    let mut todo = vec![data.clone()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::metadata(&path).expect("metadata");
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            todo.extend(std::fs::read_dir(&path).expect("read dir").map(|e| e.expect("entry").path()));
+        } else {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked > 5, "the store, the mail directory and the secrets were checked: {checked}");
+}
