@@ -68,16 +68,7 @@ impl World {
     }
 
     fn turn(&self, conversation: ConversationId, turn: TurnId, text: &str) -> Command {
-        let entry = Entry {
-            at: 20,
-            from: Speaker::Shopper,
-            text: text.into(),
-            intent: None,
-            how: None,
-            confidence: None,
-            variant: None,
-        };
-        Command::AppendTurn { conversation, turn, entries: vec![entry] }
+        Command::AppendTurn { conversation, turn, entries: vec![shopper_says(text)] }
     }
 
     fn job(&self, visitor: VisitorId, job: Job) -> OutboxItem {
@@ -176,6 +167,18 @@ impl World {
             out.push(format!("erased {}", self.name(&key)));
         }
         out
+    }
+}
+
+fn shopper_says(text: &str) -> Entry {
+    Entry {
+        at: 20,
+        from: Speaker::Shopper,
+        text: text.into(),
+        intent: None,
+        how: None,
+        confidence: None,
+        variant: None,
     }
 }
 
@@ -520,16 +523,7 @@ fn a_group_a_crash_interrupted_is_completed_from_the_journal_at_open() {
         let store = Store::open(dir.path()).expect("store");
         let trees = &store.inner.trees;
         let turn = super::turn_key(&w.c1, &w.t1).to_vec();
-        let entries = vec![Entry {
-            at: 20,
-            from: Speaker::Shopper,
-            text: "hi".into(),
-            intent: None,
-            how: None,
-            confidence: None,
-            variant: None,
-        }];
-        let value = super::turns::encode(&entries);
+        let value = super::turns::encode(&[shopper_says("hi")]);
         let writes = [(T::Transcripts, turn.as_slice(), Some(value.as_slice()))];
         trees[T::Journal].insert(super::journal::key(7), super::journal::encode(writes.into_iter())).expect("journal");
         store.flush().expect("flush");
