@@ -277,6 +277,7 @@ async fn erase_lead(
 ) -> actix_web::Result<HttpResponse> {
     let visitor = posted_about(&app, &req, &visitor).await?;
     app.store.commit(vec![Command::Erase { visitor, at: now_ms() }]).await.map_err(store_error)?;
+    crate::chat::forget_mail(&app.clone().into_inner(), visitor).await;
     log::info!("admin: erased visitor {visitor}");
     Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin?erased=1")).finish())
 }

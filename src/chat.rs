@@ -6,6 +6,8 @@ pub mod agents;
 pub mod limits;
 mod session;
 
+pub(crate) use session::forget_mail;
+
 use std::sync::Arc;
 
 use actix_web::http::header;

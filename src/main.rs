@@ -333,7 +333,11 @@ fn erase(config: &Config, visitor: Option<String>, email: Option<String>) -> any
     };
     let profile = profile.ok_or_else(|| anyhow::anyhow!("no such visitor in {}", config.data.display()))?;
     store.commit_blocking(vec![nudge::store::Command::Erase { visitor: profile.id, at: nudge::now_ms() }])?;
+    let mails = nudge::outbox::erase_mail(config, &profile.id)?;
     println!("erased visitor {}", profile.id);
+    if mails > 0 {
+        eprintln!("removed {mails} mail files written to them");
+    }
     Ok(())
 }
 

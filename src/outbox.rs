@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-pub use mail::{Mailer, mail_dir};
+pub use mail::{Mailer, erase_mail, expire_mail, mail_dir};
 pub use webhook::{Webhook, sign};
 
 use crate::domain::{Change, Job, OutboxItem, OutboxState, Profile, Status};

@@ -1,5 +1,5 @@
 //! Retention: conversations not active for `retention_days` are removed with their transcripts,
-//! and visitors not seen for that long are erased entirely. Runs at start and then hourly on its
+//! visitors not seen for that long are erased entirely, and mail files that old are removed. Runs at start and then hourly on its
 //! own thread; `retention_days = 0` keeps everything.
 
 use std::sync::Arc;
@@ -51,7 +51,13 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<Option<std::thread::JoinHandle<()
             while !*app.shutdown.borrow() {
                 if Instant::now() >= next {
                     let now = now_ms();
-                    match sweep(&app.store, now.saturating_sub(days.saturating_mul(DAY_MS)), now) {
+                    let cutoff = now.saturating_sub(days.saturating_mul(DAY_MS));
+                    match crate::outbox::expire_mail(&app.config, cutoff) {
+                        Ok(0) => {}
+                        Ok(files) => log::info!("retention: removed {files} mail files older than {days} days"),
+                        Err(e) => log::error!("retention: mail files: {e}"),
+                    }
+                    match sweep(&app.store, cutoff, now) {
                         Ok((0, 0)) => {}
                         Ok((visitors, conversations)) => log::info!(
                             "retention: erased {visitors} visitors and {conversations} conversations older than {days} days"

@@ -543,6 +543,7 @@ impl Chat {
         commands.push(Command::Visitor { visitor: fresh.id, change: create });
         commands.push(Command::OpenConversation(fresh_conversation.clone()));
         self.commit(commands).await.map_err(internal)?;
+        forget_mail(&self.app, old).await;
         frames.push(ServerFrame::Welcome {
             visitor: fresh.id.to_string(),
             conversation: fresh_conversation.id.to_string(),
@@ -605,6 +606,15 @@ fn tags_frame(profile: &Profile, new_tags: &[String]) -> ServerFrame {
         Vec::new()
     };
     ServerFrame::Tags { tags: profile.tags.iter().cloned().collect(), pixel }
+}
+
+/// The mail files written to an erased visitor go with them (off the async workers).
+pub(crate) async fn forget_mail(app: &Arc<App>, visitor: VisitorId) {
+    let app = app.clone();
+    let removed = tokio::task::spawn_blocking(move || crate::outbox::erase_mail(&app.config, &visitor)).await;
+    if let Ok(Err(e)) = removed {
+        log::error!("erasure: the mail files of {visitor} could not all be removed: {e}");
+    }
 }
 
 fn internal(error: crate::store::StoreError) -> ServerFrame {

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::{FileTransport, Message, SmtpTransport, Transport as _};
+use lettre::{Message, SmtpTransport, Transport as _};
 
 use super::Failure;
 use crate::config::Config;
 use crate::domain::{OutboxItem, Profile, Status};
-use crate::ids::Email;
+use crate::ids::{Email, VisitorId};
 use crate::pages::escape_html;
 use crate::server::App;
 use crate::signing::Claims;
@@ -33,8 +33,9 @@ pub struct Mailer {
 
 enum Transport {
     Smtp(SmtpTransport),
-    /// No SMTP server configured: each message becomes an `.eml` file.
-    Files(FileTransport),
+    /// No SMTP server configured: each message becomes an `.eml` file in this directory,
+    /// named `<visitor>-<outbox id>.eml` so that erasing the visitor can find it.
+    Files(PathBuf),
 }
 
 impl Mailer {
@@ -49,13 +50,13 @@ impl Mailer {
             None => {
                 let dir = mail_dir(config);
                 crate::store::private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                Transport::Files(FileTransport::new(dir))
+                Transport::Files(dir)
             }
         };
         Ok(Mailer { transport, from })
     }
 
-    fn send(&self, message: &Message) -> Result<(), Failure> {
+    fn send(&self, item: &OutboxItem, message: &Message) -> Result<(), Failure> {
         match &self.transport {
             Transport::Smtp(smtp) => smtp.send(message).map(drop).map_err(|e| {
                 if e.is_permanent() {
@@ -65,7 +66,10 @@ impl Mailer {
                     Failure::Temporary(e.to_string())
                 }
             }),
-            Transport::Files(files) => files.send(message).map(drop).map_err(|e| Failure::Temporary(e.to_string())),
+            Transport::Files(dir) => {
+                let path = dir.join(format!("{}-{}.eml", item.visitor, item.id));
+                std::fs::write(&path, message.formatted()).map_err(|e| Failure::Temporary(e.to_string()))
+            }
         }
     }
 
@@ -74,12 +78,43 @@ impl Mailer {
         let profile = app.store.visitor(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
         let (profile, address) = wanted(profile.as_ref()).map_err(|reason| Failure::Unwanted(reason.into()))?;
         let message = compose(app, &self.from, item, template, profile, address, now).map_err(Failure::Permanent)?;
-        self.send(&message)
+        self.send(item, &message)
     }
 }
 
 pub fn mail_dir(config: &Config) -> PathBuf {
     config.data.join("mail")
+}
+
+/// Removes the `.eml` files written for `visitor` (erasure): they hold the address, the
+/// preferences and a resume link. Returns how many.
+pub fn erase_mail(config: &Config, visitor: &VisitorId) -> std::io::Result<usize> {
+    let prefix = format!("{visitor}-");
+    remove_mail(config, |name, _| name.starts_with(&prefix))
+}
+
+/// Removes the `.eml` files last written before `cutoff` (ms since the epoch; retention).
+pub fn expire_mail(config: &Config, cutoff: u64) -> std::io::Result<usize> {
+    let cutoff = std::time::UNIX_EPOCH + Duration::from_millis(cutoff);
+    remove_mail(config, |_, modified| modified < cutoff)
+}
+
+fn remove_mail(config: &Config, doomed: impl Fn(&str, std::time::SystemTime) -> bool) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(mail_dir(config)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let modified = entry.metadata()?.modified()?;
+        if entry.file_name().to_str().is_some_and(|name| name.ends_with(".eml") && doomed(name, modified)) {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Whether the email is still wanted, and where it goes; otherwise why not.

@@ -188,3 +188,32 @@ async fn the_data_directory_is_readable_by_its_owner_only() {
     }
     assert!(checked > 5, "the store, the mail directory and the secrets were checked: {checked}");
 }
+
+#[tokio::test]
+async fn an_erasure_removes_the_mail_files_written_to_the_shopper() {
+    let dir = tempfile::tempdir().expect("dir");
+    let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\"", "after = \"1s\""));
+    let server = TestServer::start_configured(dir.path(), &intents, "");
+    let mut socket = server.connect().await;
+    known_shopper(&server, &mut socket).await;
+    let mail = server.data.join("mail");
+    let mentions = |dir: &Path| -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .filter(|text| text.contains("ana@example.com"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mentions(&mail) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the follow-up was never written");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    send(&mut socket, ClientFrame::Say { text: "Please delete all my personal data".into() }).await;
+    assert_eq!(reply(&mut socket).await.intent, "erase_data");
+    assert!(matches!(recv(&mut socket).await, ServerFrame::Welcome { .. }));
+    assert_eq!(mentions(&mail), 0, "no mail file names the address any more");
+}
