@@ -20,7 +20,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/r/{token}", web::get().to(checkout))
         .route("/api/conversions", web::post().to(conversion))
         .route("/u/{token}", web::get().to(unsubscribe_page))
-        .route("/u/{token}", web::post().to(unsubscribe));
+        .route("/u/{token}", web::post().to(unsubscribe))
+        .route("/v/{token}", web::get().to(confirm_page))
+        .route("/v/{token}", web::post().to(confirm));
 }
 
 /// A failed request: its status, the reason, and whether a person (HTML) or a program (JSON)
@@ -259,4 +261,34 @@ async fn unsubscribe(app: web::Data<App>, token: web::Path<String>) -> Result<Ht
     ];
     app.store.commit(commands).await?;
     Ok(html_page(document("Unsubscribed", "<h1>You are unsubscribed</h1><p>You will get no more emails from us.</p>")))
+}
+
+fn confirm_claims(app: &App, token: &str) -> Result<(VisitorId, String), Failure> {
+    match app.signer.verify(token, now_secs()).map_err(|e| Failure::token(e, true))? {
+        Claims::Confirm { visitor, email } => Ok((visitor, email)),
+        _ => Err(Failure::page(StatusCode::BAD_REQUEST, "this is not a confirmation link")),
+    }
+}
+
+/// `GET /v/{token}`: asks to confirm, so that a mail scanner following links confirms nobody.
+async fn confirm_page(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
+    let (_, email) = confirm_claims(&app, &token)?;
+    let action = escape_html(&format!("/v/{token}"));
+    let email = escape_html(&email);
+    Ok(html_page(document(
+        "Confirm your address",
+        &format!(
+            "<h1>Confirm {email}?</h1><p>You will get our emails at this address.</p>\
+             <form method=post action=\"{action}\"><button type=submit>Confirm</button></form>"
+        ),
+    )))
+}
+
+/// `POST /v/{token}`: the double opt-in: records that the address is the visitor's (with time
+/// and source). Repeating it changes nothing that matters.
+async fn confirm(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
+    let (visitor, email) = confirm_claims(&app, &token)?;
+    let change = Change::ConfirmEmail { email, at: now_ms(), source: "confirmation link".into() };
+    app.store.commit(vec![Command::Visitor { visitor, change }]).await?;
+    Ok(html_page(document("Confirmed", "<h1>Thank you</h1><p>Your address is confirmed.</p>")))
 }

@@ -52,6 +52,10 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// New chat connections one IP address may open per minute (and as many in a burst).
     pub connections_per_minute_per_ip: f64,
+    /// Double opt-in: an address typed in the chat gets a confirmation email first, and no
+    /// marketing email until its owner follows the link (addresses from signed email links
+    /// count as confirmed). German marketing law expects it; turn it off only where it does not.
+    pub double_opt_in: bool,
     /// What one `hello` may ask to keep about where the visitor came from (page, referrer,
     /// campaign, UTM parameters and click ids together), in bytes.
     pub max_hello_bytes: usize,
@@ -123,6 +127,7 @@ impl Default for Config {
             max_connections_per_ip: 50,
             connections_per_minute_per_ip: 60.0,
             max_hello_bytes: 4096,
+            double_opt_in: true,
             send_timeout_secs: 10,
             trusted_proxies: Vec::new(),
             smtp_url: None,

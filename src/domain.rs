@@ -15,4 +15,6 @@ mod profile;
 pub use conversation::{Conversation, Entry, Pending, Source, Speaker};
 pub use order::Order;
 pub use outbox::{Job, OutboxItem, OutboxState};
-pub use profile::{Change, ConsentChange, ConsentRecord, Preference, Profile, Status, UNSUBSCRIBE_SOURCE};
+pub use profile::{
+    Change, Confirmation, ConsentChange, ConsentRecord, Preference, Profile, Status, UNSUBSCRIBE_SOURCE,
+};

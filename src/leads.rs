@@ -122,7 +122,9 @@ impl EmailLink {
         let preferences = known.into_iter().filter_map(|(name, value)| {
             Some(Change::Preference { name: name.into(), value: value?, at: now, message: "email link".into() })
         });
-        preferences.chain(self.campaign.clone().map(Change::Campaign)).collect()
+        // The signed link came to this address: following it proves the address.
+        let confirmed = Change::ConfirmEmail { email: self.email.to_string(), at: now, source: "email link".into() };
+        preferences.chain(self.campaign.clone().map(Change::Campaign)).chain([confirmed]).collect()
     }
 
     /// The command that indexes the email, so the same link finds this visitor on any device.

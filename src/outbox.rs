@@ -119,6 +119,7 @@ fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<
     let mut writes = Vec::new();
     let result = match item.job.clone() {
         Job::Email { template } => receivers.mailer.deliver(app, &item, &template, now),
+        Job::ConfirmEmail { email } => receivers.mailer.confirm(app, &item, &email, now),
         Job::TagEvent { tag, at } => match &receivers.webhook {
             Some(webhook) => webhook.deliver(app, &item, &tag, at, now),
             None => Err(Failure::Unwanted("no tag_webhook_url configured".into())),

@@ -44,6 +44,9 @@ pub enum Claims {
     /// A one-click unsubscribe link.
     #[serde(rename = "u")]
     Unsubscribe { visitor: VisitorId },
+    /// A double opt-in link: following it proves `email` is the visitor's.
+    #[serde(rename = "v")]
+    Confirm { visitor: VisitorId, email: String },
     /// A marketer's admin session (the cookie). `pw` fingerprints the password hash it was
     /// issued under, so changing the password ends every session.
     #[serde(rename = "a")]

@@ -442,6 +442,9 @@ impl Chat {
                 }
             }
         }
+        if let Some(job) = self.confirmation(&open.profile, &profile) {
+            commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, now)));
+        }
         if let Some(checkout) = self.offer_checkout(&mut profile, &mut commands, &conversation, now, checkout_asked) {
             step.frames.push(checkout);
             let after = self.app.config.abandoned_after_secs;
@@ -555,6 +558,16 @@ impl Chat {
 }
 
 impl Chat {
+    /// Double opt-in: when this step gave an address and marketing consent that were not both
+    /// there before, and the address is not confirmed, its owner is asked to confirm it.
+    fn confirmation(&self, before: &Profile, after: &Profile) -> Option<Job> {
+        let wants_mail = |p: &Profile| p.consent.as_ref().is_some_and(|c| c.marketing);
+        let email = after.preference("email")?;
+        let new = before.preference("email") != Some(email) || !wants_mail(before);
+        (self.app.config.double_opt_in && new && wants_mail(after) && !after.confirmed(email))
+            .then(|| Job::ConfirmEmail { email: email.to_string() })
+    }
+
     /// The `checkout` frame with its signed `/r/` link: the first time a lead qualifies, or
     /// whenever an intent with `checkout = true` answered (`asked`) and the link can be built.
     fn offer_checkout(

@@ -33,6 +33,8 @@ pub enum Job {
     Abandoned,
     /// A tag event for the retargeting webhook.
     TagEvent { tag: String, at: u64 },
+    /// Double opt-in: asks the owner of an address typed in the chat to confirm it.
+    ConfirmEmail { email: String },
 }
 
 impl Job {
@@ -42,6 +44,7 @@ impl Job {
             Job::Email { template } => format!("email:{template}"),
             Job::Abandoned => "abandoned".into(),
             Job::TagEvent { tag, .. } => format!("tag:{tag}"),
+            Job::ConfirmEmail { email } => format!("confirm:{email}"),
         }
     }
 
@@ -51,6 +54,7 @@ impl Job {
             Job::Email { template } => format!("email {template}"),
             Job::Abandoned => "cart abandonment check".into(),
             Job::TagEvent { tag, .. } => format!("webhook: tag {tag}"),
+            Job::ConfirmEmail { .. } => "email: please confirm your address".into(),
         }
     }
 }

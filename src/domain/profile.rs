@@ -40,6 +40,18 @@ pub struct Profile {
     /// Ids of the orders attributed to this visitor.
     #[serde(default)]
     pub orders: Vec<String>,
+    /// The address the visitor proved is theirs (double opt-in), when and how.
+    #[serde(default)]
+    pub confirmed: Option<Confirmation>,
+}
+
+/// An address proven to be the visitor's: by the confirmation link sent to it, or by arriving
+/// through a signed email link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Confirmation {
+    pub email: String,
+    pub at: u64,
+    pub source: String,
 }
 
 /// The funnel: chatting → qualified → checkout clicked → converted. A lead only moves forward.
@@ -171,6 +183,12 @@ pub enum Change {
         id: String,
         at: u64,
     },
+    /// The visitor proved `email` is theirs.
+    ConfirmEmail {
+        email: String,
+        at: u64,
+        source: String,
+    },
 }
 
 impl Profile {
@@ -190,7 +208,13 @@ impl Profile {
             status_at: [(Status::Chatting, now)].into(),
             campaign: None,
             orders: Vec::new(),
+            confirmed: None,
         }
+    }
+
+    /// Whether `email` is the address the visitor confirmed.
+    pub fn confirmed(&self, email: &str) -> bool {
+        self.confirmed.as_ref().is_some_and(|c| c.email == email)
     }
 
     pub fn preference(&self, name: &str) -> Option<&str> {
@@ -241,6 +265,9 @@ impl Profile {
                     self.orders.push(id.clone());
                 }
                 self.advance(Status::Converted, *at);
+            }
+            Change::ConfirmEmail { email, at, source } => {
+                self.confirmed = Some(Confirmation { email: email.clone(), at: *at, source: source.clone() });
             }
         }
     }

@@ -24,6 +24,8 @@ const RESUME_TTL_SECS: u64 = 30 * 24 * 60 * 60;
 /// ... and unsubscribe links longer, as RFC 8058 asks.
 const UNSUBSCRIBE_TTL_SECS: u64 = 365 * 24 * 60 * 60;
 const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Confirmation links (double opt-in) stay valid this long.
+const CONFIRM_TTL_SECS: u64 = 7 * 24 * 60 * 60;
 
 /// Where mail goes, and from whom.
 pub struct Mailer {
@@ -77,9 +79,71 @@ impl Mailer {
     pub(super) fn deliver(&self, app: &App, item: &OutboxItem, template: &str, now: u64) -> Result<(), Failure> {
         let profile = app.store.visitor(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
         let (profile, address) = wanted(profile.as_ref()).map_err(|reason| Failure::Unwanted(reason.into()))?;
+        if app.config.double_opt_in && !profile.confirmed(address.as_str()) {
+            return Err(Failure::Unwanted("address not confirmed (double opt-in)".into()));
+        }
         let message = compose(app, &self.from, item, template, profile, address, now).map_err(Failure::Permanent)?;
         self.send(item, &message)
     }
+}
+
+impl Mailer {
+    /// Double opt-in: asks the owner of `email` to confirm it, unless the visitor already did or
+    /// the address is no longer theirs.
+    pub(super) fn confirm(&self, app: &App, item: &OutboxItem, email: &str, now: u64) -> Result<(), Failure> {
+        let profile = app.store.visitor(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
+        let profile = profile.ok_or_else(|| Failure::Unwanted("the visitor is gone".into()))?;
+        if profile.confirmed(email) {
+            return Err(Failure::Unwanted("already confirmed".into()));
+        }
+        if profile.preference("email") != Some(email) {
+            return Err(Failure::Unwanted("the visitor gave another address since".into()));
+        }
+        let address = Email::parse(email).map_err(|e| Failure::Permanent(e.to_string()))?;
+        let claims = Claims::Confirm { visitor: profile.id, email: address.to_string() };
+        let link = format!("{}/v/{}", app.public_url, app.signer.sign(&claims, now / 1000 + CONFIRM_TTL_SECS));
+        let (subject, text) = if item.locale == "de" {
+            (
+                "Bitte bestätigen Sie Ihre E-Mail-Adresse",
+                format!(
+                    "Hallo,\n\nSie haben uns im Chat diese Adresse genannt und E-Mails von uns gewünscht. \
+                     Bitte bestätigen Sie das mit diesem Link:\n\n{link}\n\nWaren Sie das nicht, ignorieren Sie \
+                     diese E-Mail einfach; Sie hören dann nichts mehr von uns.\n"
+                ),
+            )
+        } else {
+            (
+                "Please confirm your email address",
+                format!(
+                    "Hello,\n\nYou gave us this address in our chat and asked for our emails. Please confirm \
+                     with this link:\n\n{link}\n\nIf that was not you, just ignore this email; you will not hear \
+                     from us again.\n"
+                ),
+            )
+        };
+        let html = format!(
+            "<p>{}</p><p><a href=\"{}\">{}</a></p>",
+            escape_html(&text),
+            escape_html(&link),
+            escape_html(&link)
+        );
+        let to: Mailbox = address.to_string().parse().map_err(|e| Failure::Permanent(format!("{e}")))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(format!("<{}@{}>", item.id, host(app))))
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|e| Failure::Permanent(format!("cannot build the message: {e}")))?;
+        self.send(item, &message)
+    }
+}
+
+fn host(app: &App) -> String {
+    url::Url::parse(&app.public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or("nudge.localhost".into())
 }
 
 pub fn mail_dir(config: &Config) -> PathBuf {
@@ -174,12 +238,11 @@ fn compose(
         owned("name").and_then(|name| header_text(&name)),
         address.to_string().parse().map_err(|e| format!("the address {address} cannot be mailed: {e}"))?,
     );
-    let host = url::Url::parse(&app.public_url).ok().and_then(|u| u.host_str().map(str::to_string));
     Message::builder()
         .from(from.clone())
         .to(to)
         .subject(subject)
-        .message_id(Some(format!("<{}@{}>", item.id, host.as_deref().unwrap_or("nudge.localhost"))))
+        .message_id(Some(format!("<{}@{}>", item.id, host(app))))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str("List-Unsubscribe"),
             format!("<{unsubscribe_url}>"),

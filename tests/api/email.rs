@@ -16,6 +16,10 @@ use crate::receivers::{Receiver, free_port, header, rcpt};
 
 const FLOW: [&str; 4] = ["I'm looking for sneakers", "42", "black", "120"];
 
+/// Shoppers here type their addresses into the chat; double opt-in, which holds their
+/// follow-ups until they confirm, has its own test below.
+const NO_DOUBLE_OPT_IN: &str = "double_opt_in = false\n";
+
 /// The starter pack with follow-ups due a second after they are scheduled.
 fn quick_pack(dir: &Path) -> std::path::PathBuf {
     copy_starter_pack(dir, |text| text.replace("after = \"1h\"", "after = \"1s\""))
@@ -58,7 +62,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
     // No resume window: only the email's link can bring the shopper back into the same conversation.
     let config = format!(
-        "smtp_url = \"{}\"\nmail_from = \"Shoe Shop <shop@example.com>\"\nresume_window_secs = 0\n",
+        "smtp_url = \"{}\"\nmail_from = \"Shoe Shop <shop@example.com>\"\nresume_window_secs = 0\n{NO_DOUBLE_OPT_IN}",
         smtp.smtp_url()
     );
     let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
@@ -133,7 +137,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
 async fn follow_ups_outlast_an_smtp_outage_and_are_only_sent_while_wanted() {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
-    let config = format!("smtp_url = \"smtp://127.0.0.1:{port}\"\nmail_retry_secs = 1\n");
+    let config = format!("smtp_url = \"smtp://127.0.0.1:{port}\"\nmail_retry_secs = 1\n{NO_DOUBLE_OPT_IN}");
     let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
     let key = api_key(&server.data);
 
@@ -221,7 +225,7 @@ async fn killed_at_random_moments_every_acknowledged_follow_up_is_delivered_once
     let dir = tempfile::tempdir().expect("dir");
     let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
     let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\"", "after = \"0s\""));
-    let config = format!("smtp_url = \"{}\"\nmail_retry_secs = 1\n", smtp.smtp_url());
+    let config = format!("smtp_url = \"{}\"\nmail_retry_secs = 1\n{NO_DOUBLE_OPT_IN}", smtp.smtp_url());
     let mut acknowledged = Vec::new();
     const ROUNDS: usize = 4;
     for round in 0..ROUNDS {
@@ -285,7 +289,7 @@ async fn killed_at_random_moments_every_acknowledged_follow_up_is_delivered_once
 async fn a_name_with_line_breaks_is_mailed_safely_and_later_follow_ups_still_go_out() {
     let dir = tempfile::tempdir().expect("dir");
     let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
-    let config = format!("smtp_url = \"{}\"\n", smtp.smtp_url());
+    let config = format!("smtp_url = \"{}\"\n{NO_DOUBLE_OPT_IN}", smtp.smtp_url());
     let server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
     let data = server.data.to_str().expect("utf-8").to_string();
     let url = server.url();
@@ -315,4 +319,51 @@ async fn a_name_with_line_breaks_is_mailed_safely_and_later_follow_ups_still_go_
     let (status, _, body) = get(format!("{url}/healthz")).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     assert_eq!(metric(&server, "nudge_outbox_running").await, 1);
+}
+
+#[tokio::test]
+async fn an_address_typed_in_the_chat_is_confirmed_before_any_marketing_email() {
+    let dir = tempfile::tempdir().expect("dir");
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    let config = format!("smtp_url = \"{}\"\n", smtp.smtp_url());
+    let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
+    let visitor = shop(&server, "ana@example.com").await;
+
+    // The first email asks to confirm; the follow-up due a second later is not sent.
+    let first = smtp.wait_for(1, Duration::from_secs(20));
+    assert_eq!(rcpt(&first[0]), "ana@example.com");
+    assert_eq!(header(&first[0], "subject"), "Please confirm your email address");
+    let text = first[0]["text"].as_str().expect("a text part");
+    let prefix = format!("{}/v/", server.url());
+    let link = text.split_whitespace().find(|w| w.starts_with(&prefix)).expect("a confirmation link").to_string();
+    wait_for_metric(&server, "nudge_outbox_skipped_total", 1).await;
+    assert_eq!(smtp.messages().len(), 1, "no marketing email before the confirmation");
+
+    // GET only asks (mail scanners follow links); the POST confirms.
+    let (status, _, page) = get(link.clone()).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<form method=post"), "{page}");
+    assert_eq!(post(link.clone(), None, "application/x-www-form-urlencoded", String::new()).await.0, 200);
+    let (status, _) = post(format!("{}/v/not-a-token", server.url()), None, "text/plain", String::new()).await;
+    assert_eq!(status, 400);
+
+    // Confirmed: the next follow-up goes out, and no second confirmation is asked.
+    let mut socket = server.connect().await;
+    hello(&mut socket, Hello { visitor: Some(visitor.clone()), ..Hello::default() }).await;
+    say_all(&mut socket, "I'm looking for boots").await;
+    let all = smtp.wait_for(2, Duration::from_secs(20));
+    assert_eq!(all.len(), 2);
+    assert!(header(&all[1], "subject").contains("boots"), "{}", header(&all[1], "subject"));
+    drop(socket);
+    server.kill();
+    let store = Store::open(&server.data).expect("store");
+    let profile = store.visitor(&VisitorId::parse(&visitor).expect("id")).expect("read").expect("visitor");
+    let confirmed = profile.confirmed.expect("the confirmation is recorded");
+    assert_eq!((confirmed.email.as_str(), confirmed.source.as_str()), ("ana@example.com", "confirmation link"));
+    let skipped: Vec<_> =
+        emails(&store).into_iter().filter(|i| matches!(i.state, OutboxState::Skipped { .. })).collect();
+    assert!(
+        matches!(&skipped[0].state, OutboxState::Skipped { reason, .. } if reason.contains("not confirmed")),
+        "{skipped:?}"
+    );
 }
