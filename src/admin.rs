@@ -109,6 +109,76 @@ impl Filters {
     }
 }
 
+/// A lead as `/admin/api/leads` shows it. The API's own type, so that neither a change of the
+/// domain nor of the store's encoding changes what programs reading the API see.
+#[derive(serde::Serialize)]
+struct LeadBody<'a> {
+    id: VisitorId,
+    created_at: u64,
+    last_seen_at: u64,
+    locale: &'a str,
+    visits: u32,
+    status: &'static str,
+    status_at: std::collections::BTreeMap<&'static str, u64>,
+    score: i64,
+    tags: &'a std::collections::BTreeSet<String>,
+    campaign: Option<&'a str>,
+    preferences: std::collections::BTreeMap<&'a str, PreferenceBody<'a>>,
+    consent: Option<ConsentBody<'a>>,
+    /// The address the visitor confirmed (double opt-in), if any.
+    confirmed_email: Option<&'a str>,
+    handoff_at: Option<u64>,
+    orders: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+struct PreferenceBody<'a> {
+    value: &'a str,
+    at: u64,
+    message: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct ConsentBody<'a> {
+    marketing: bool,
+    ads: bool,
+    at: u64,
+    source: &'a str,
+}
+
+impl<'a> From<&'a crate::domain::Profile> for LeadBody<'a> {
+    fn from(p: &'a crate::domain::Profile) -> Self {
+        LeadBody {
+            id: p.id,
+            created_at: p.created_at,
+            last_seen_at: p.last_seen_at,
+            locale: &p.locale,
+            visits: p.visits,
+            status: p.status.as_str(),
+            status_at: p.status_at.iter().map(|(status, at)| (status.as_str(), *at)).collect(),
+            score: p.score,
+            tags: &p.tags,
+            campaign: p.campaign.as_deref(),
+            preferences: p
+                .preferences
+                .iter()
+                .map(|(name, pref)| {
+                    (name.as_str(), PreferenceBody { value: &pref.value, at: pref.at, message: &pref.message })
+                })
+                .collect(),
+            consent: p.consent.as_ref().map(|c| ConsentBody {
+                marketing: c.marketing,
+                ads: c.ads,
+                at: c.at,
+                source: &c.source,
+            }),
+            confirmed_email: p.confirmed.as_ref().map(|c| c.email.as_str()),
+            handoff_at: p.handoff_at,
+            orders: &p.orders,
+        }
+    }
+}
+
 /// A page of leads passing the filter, seen last first.
 struct Page {
     leads: Vec<crate::domain::Profile>,
@@ -184,7 +254,8 @@ async fn leads_api(
     require(&app, &req, Denied::Api).await?;
     let page = read_page(&app, &query).await?;
     let next = page.next.map(|n| n.to_string());
-    Ok(json(serde_json::json!({ "total": page.total, "leads": page.leads, "next": next })))
+    let leads: Vec<LeadBody> = page.leads.iter().map(LeadBody::from).collect();
+    Ok(json(serde_json::json!({ "total": page.total, "leads": leads, "next": next })))
 }
 
 async fn lead_page(

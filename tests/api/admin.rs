@@ -310,6 +310,12 @@ async fn leads_page_through_a_cursor_newest_first() {
     };
     assert_eq!(ids(&first), [visitors[2].clone(), visitors[1].clone()], "seen last first");
     assert_eq!(first["total"], 3);
+    let lead = &first["leads"][0];
+    assert_eq!(
+        (lead["status"].as_str(), lead["visits"].as_u64(), lead["locale"].as_str()),
+        (Some("chatting"), Some(1), Some("en"))
+    );
+    assert!(lead["status_at"]["chatting"].is_u64() && lead["confirmed_email"].is_null(), "{lead}");
     let next = first["next"].as_str().expect("a next page").to_string();
     let (_, _, body) = api(&format!("limit=2&after={next}")).await;
     let second: serde_json::Value = serde_json::from_str(&body).expect("json");
