@@ -217,3 +217,20 @@ async fn an_erasure_removes_the_mail_files_written_to_the_shopper() {
     assert!(matches!(recv(&mut socket).await, ServerFrame::Welcome { .. }));
     assert_eq!(mentions(&mail), 0, "no mail file names the address any more");
 }
+
+#[tokio::test]
+async fn a_chat_resumed_by_visitor_id_is_not_told_the_address() {
+    let server = TestServer::start();
+    let mut socket = server.connect().await;
+    let (visitor, ..) = hello(&mut socket, Hello::default()).await;
+    for text in ["I'm looking for sneakers", "42", "black", "120", "ana@example.com", "yes"] {
+        say_all(&mut socket, text).await;
+    }
+    drop(socket);
+    // Whoever holds the visitor id (it travels in links) asks what the bot knows.
+    let mut other = server.connect().await;
+    hello(&mut other, Hello { visitor: Some(visitor), ..Hello::default() }).await;
+    let answer = say(&mut other, "do you have a discount code?").await;
+    assert_eq!(answer.intent, "discount_known");
+    assert!(!answer.text.contains("ana@example.com"), "{}", answer.text);
+}
