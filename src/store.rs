@@ -395,7 +395,7 @@ impl Store {
     /// Whether the admin session `id` exists and has not expired at `now`.
     pub fn admin_session_live(&self, id: &AdminSessionId, now: u64) -> Result<bool> {
         let expires = self.inner.trees[T::AdminSessions].get(id.as_bytes())?;
-        Ok(expires.and_then(|e| <[u8; 8]>::try_from(e.as_ref()).ok()).is_some_and(|e| u64::from_be_bytes(e) > now))
+        Ok(expires.and_then(|e| ms_be(&e)).is_some_and(|expires| expires > now))
     }
 
     /// Whether a visitor was erased (a tombstone is all that is left).
@@ -477,6 +477,11 @@ fn index_last_seen(trees: &Trees) -> Result<()> {
         trees[T::LeadsBySeen].insert(seen.key(), &[])?;
     }
     Ok(())
+}
+
+/// A stored time: milliseconds, big-endian (an admin session's expiry).
+fn ms_be(raw: &[u8]) -> Option<u64> {
+    raw.try_into().ok().map(u64::from_be_bytes)
 }
 
 /// Index key prefix of a campaign: its bytes and a 0 byte, so `spring` does not match `spring2`.

@@ -159,7 +159,7 @@ impl Batch<'_, '_> {
             Command::ExpireConversation(id) => erase::conversation(self, &id)?,
             Command::OpenAdminSession { id, at, expires_at } => {
                 for (old, expires) in self.scan(T::AdminSessions, &[])? {
-                    if <[u8; 8]>::try_from(expires.as_slice()).is_ok_and(|e| u64::from_be_bytes(e) <= at) {
+                    if super::ms_be(&expires).is_some_and(|expires| expires <= at) {
                         self.remove(T::AdminSessions, old);
                     }
                 }

@@ -12,7 +12,7 @@ const THREADS: usize = 4;
 type Read = Box<dyn FnOnce() + Send>;
 
 pub(super) struct Readers {
-    queue: Mutex<mpsc::Sender<Read>>,
+    queue: mpsc::Sender<Read>,
 }
 
 impl Readers {
@@ -34,11 +34,11 @@ impl Readers {
                 }
             })?;
         }
-        Ok(Readers { queue: Mutex::new(queue) })
+        Ok(Readers { queue })
     }
 
     /// Queues `read`; false when the readers are gone.
     pub(super) fn run(&self, read: Read) -> bool {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).send(read).is_ok()
+        self.queue.send(read).is_ok()
     }
 }

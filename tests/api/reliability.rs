@@ -67,6 +67,16 @@ async fn a_flooding_client_is_limited_and_closed_while_others_chat() {
     eprintln!("calm client's slowest reply during the flood: {slowest:?}");
 }
 
+/// The next connection from this address is turned away at the handshake with 429.
+async fn refused(server: &TestServer, which: &str) {
+    match nudge::client::connect(&server.ws_url()).await {
+        Err(nudge::client::ClientError::Ws(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status().as_u16(), 429);
+        }
+        other => panic!("{which} must be refused, got {:?}", other.map(|_| ())),
+    }
+}
+
 #[tokio::test]
 async fn connections_per_address_are_capped() {
     let dir = tempfile::tempdir().expect("dir");
@@ -74,12 +84,7 @@ async fn connections_per_address_are_capped() {
     let server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &["--config", &config]);
     let first = server.connect().await;
     let _second = server.connect().await;
-    match nudge::client::connect(&server.ws_url()).await {
-        Err(nudge::client::ClientError::Ws(tokio_tungstenite::tungstenite::Error::Http(response))) => {
-            assert_eq!(response.status().as_u16(), 429);
-        }
-        other => panic!("a third connection must be refused, got {:?}", other.map(|_| ())),
-    }
+    refused(&server, "a third connection").await;
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(10);
     while nudge::client::connect(&server.ws_url()).await.is_err() {
@@ -123,12 +128,7 @@ async fn reconnecting_does_not_refill_an_addresses_budget_and_connecting_is_rate
     // Two connections so far; two more at once are fine, the fifth in a row is refused.
     let _third = server.connect().await;
     let _fourth = server.connect().await;
-    match nudge::client::connect(&server.ws_url()).await {
-        Err(nudge::client::ClientError::Ws(tokio_tungstenite::tungstenite::Error::Http(response))) => {
-            assert_eq!(response.status().as_u16(), 429);
-        }
-        other => panic!("a fifth connection within the minute must be refused, got {:?}", other.map(|_| ())),
-    }
+    refused(&server, "a fifth connection within the minute").await;
 }
 
 async fn connect_forwarded(server: &TestServer, forwarded_for: &str) -> Result<u16, u16> {
