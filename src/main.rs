@@ -150,6 +150,13 @@ enum IntentsCommand {
         /// Override the required margin over the runner-up intent.
         #[arg(long)]
         margin: Option<f32>,
+        /// Print every row as CSV (text, label, got, how, confidence, source, lang) instead.
+        #[arg(long)]
+        rows: bool,
+        /// K-fold cross-validation of the tuned thresholds: tune on K-1 folds of the file,
+        /// measure on the one left out.
+        #[arg(long)]
+        folds: Option<usize>,
     },
 }
 
@@ -207,8 +214,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve),
         Command::Intents(IntentsCommand::Check { dir }) => return check(&dir),
-        Command::Intents(IntentsCommand::Eval { file, intents, json, threshold, margin }) => {
-            eval(&file, &intents, json, threshold, margin)
+        Command::Intents(IntentsCommand::Eval { file, intents, json, threshold, margin, rows, folds }) => {
+            eval(&file, &intents, EvalOptions { json, threshold, margin, rows, folds })
         }
         Command::Chat { url, campaign } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -415,21 +422,40 @@ fn parse_status(s: &str) -> Result<nudge::domain::Status, String> {
         .ok_or_else(|| format!("unknown status {s:?} (chatting, qualified, checkout_clicked or converted)"))
 }
 
-fn eval(file: &Path, dir: &Path, json: bool, threshold: Option<f32>, margin: Option<f32>) -> anyhow::Result<()> {
+struct EvalOptions {
+    json: bool,
+    threshold: Option<f32>,
+    margin: Option<f32>,
+    rows: bool,
+    folds: Option<usize>,
+}
+
+fn eval(file: &Path, dir: &Path, options: EvalOptions) -> anyhow::Result<()> {
+    use nudge::intents::eval;
     let mut set = IntentSet::load(dir).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("the intents have errors:\n{}", list.join("\n"))
     })?;
-    set.threshold = threshold.unwrap_or(set.threshold);
-    set.margin = margin.unwrap_or(set.margin);
-    let rows = nudge::intents::eval::read_rows(file)?;
-    let report = nudge::intents::eval::evaluate(&set, &rows);
-    if json {
-        let mut value = serde_json::to_value(&report)?;
-        value["accuracy"] = report.accuracy().into();
-        value["labelled_accuracy"] = report.labelled_accuracy().into();
-        value["false_match_rate"] = report.false_match_rate().into();
-        print_out(&format!("{}\n", serde_json::to_string_pretty(&value)?))
+    set.threshold = options.threshold.unwrap_or(set.threshold);
+    set.margin = options.margin.unwrap_or(set.margin);
+    let rows = eval::read_rows(file)?;
+    if let Some(k) = options.folds {
+        let report = eval::cross_validate(&mut set, &rows, k)?;
+        return match options.json {
+            true => print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
+            false => print_out(&report.to_string()),
+        };
+    }
+    if options.rows {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        for row in &rows {
+            out.serialize(eval::route(&set, row))?;
+        }
+        return print_out(&String::from_utf8(out.into_inner()?)?);
+    }
+    let report = eval::evaluate(&set, &rows);
+    if options.json {
+        print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))
     } else {
         print_out(&report.to_string())
     }
