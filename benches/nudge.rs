@@ -66,19 +66,19 @@ fn generated_pack() -> (tempfile::TempDir, IntentSet) {
 #[divan::bench]
 fn route_starter_pack(bencher: Bencher) {
     let set = starter_pack();
-    let normalized: Vec<String> = MESSAGES.iter().map(|m| text::normalize(m)).collect();
+    let messages: Vec<text::Message> = MESSAGES.iter().map(|m| text::Message::new(m)).collect();
     bencher
-        .counter(ItemsCount::new(normalized.len()))
-        .bench_local(|| normalized.iter().map(|m| set.route(m, &|_| false).intent).sum::<usize>());
+        .counter(ItemsCount::new(messages.len()))
+        .bench_local(|| messages.iter().map(|m| set.route(m, &|_| false).intent).sum::<usize>());
 }
 
 #[divan::bench]
 fn route_500_intents(bencher: Bencher) {
     let (_dir, set) = generated_pack();
-    let words: Vec<String> = MESSAGES.iter().map(|m| text::normalize(m)).collect();
+    let messages: Vec<text::Message> = MESSAGES.iter().map(|m| text::Message::new(m)).collect();
     bencher
-        .counter(ItemsCount::new(words.len()))
-        .bench_local(|| words.iter().map(|m| set.route(m, &|_| false).intent).sum::<usize>());
+        .counter(ItemsCount::new(messages.len()))
+        .bench_local(|| messages.iter().map(|m| set.route(m, &|_| false).intent).sum::<usize>());
 }
 
 #[divan::bench]

@@ -392,9 +392,10 @@ async fn try_page(
     require(&app, &req, Denied::Login).await?;
     let set = app.intents();
     let tried = given(&query.q).map(|text| {
-        let normalized = intents::text::normalize(&text);
-        let locale = intents::text::guess_locale(&normalized).unwrap_or("en");
-        let route = set.route(&normalized, &|_| false);
+        let message = intents::text::Message::new(&text);
+        let locale = intents::text::guess_locale(&message.normalized).unwrap_or("en");
+        let route = set.route(&message, &|_| false);
+        let normalized = message.normalized;
         let intent = &set.intents[route.intent];
         let reply = intent.reply(locale).variants.first().map(|t| t.render(|_| None)).unwrap_or_default();
         views::Tried { text, normalized, intent: intent.id.clone(), route, reply }

@@ -105,25 +105,26 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
         }
         Input::Say(message) | Input::Choose(message) => message,
     };
-    let normalized = text::normalize(message);
-    if let Some(guessed) = text::guess_locale(&normalized).filter(|l| *l != turn.locale) {
+    let routed = text::Message::new(message);
+    let normalized = routed.normalized.as_str();
+    if let Some(guessed) = text::guess_locale(normalized).filter(|l| *l != turn.locale) {
         turn.locale = guessed.to_string();
         turn.step.effects.push(Effect::SetLocale(turn.locale.clone()));
     }
     if let Some(pending) = &state.pending
         && let Some(slot) = intents.slot(&pending.slot)
-        && turn.slot_answer(slot, pending, &normalized, message)
+        && turn.slot_answer(slot, pending, &routed, message)
     {
         turn.show_route(How::Slot, 1.0);
         return turn.step;
     }
     let known = |p: &str| state.preferences.contains_key(p);
-    let route = intents.route(&normalized, &known);
+    let route = intents.route(&routed, &known);
     turn.record_shopper(message, &intents.intents[route.intent].id, route.how, route.confidence);
     if state.pending.is_some() && intents.intents[route.intent].ask.is_empty() {
         turn.step.effects.push(Effect::SetPending(None));
     }
-    turn.answer(route.intent, &normalized, message, 0);
+    turn.answer(route.intent, normalized, message, 0);
     turn.show_route(route.how, route.confidence);
     turn.step
 }
@@ -142,7 +143,8 @@ struct Turn<'a> {
 impl Turn<'_> {
     /// Handles a message as the answer to the pending question. Returns false when the
     /// shopper clearly changed the subject (another intent matches), so normal routing goes on.
-    fn slot_answer(&mut self, slot: &Slot, pending: &Pending, normalized: &str, message: &str) -> bool {
+    fn slot_answer(&mut self, slot: &Slot, pending: &Pending, routed: &text::Message, message: &str) -> bool {
+        let normalized = routed.normalized.as_str();
         if let Some(value) = slot.extract(normalized, message, true) {
             self.record_shopper(message, &pending.intent, How::Slot, 1.0);
             self.set_preference(slot, value, message);
@@ -151,7 +153,7 @@ impl Turn<'_> {
         }
         let declined = text::is_decline(normalized);
         let known = |p: &str| self.preferences.contains_key(p);
-        let route = self.intents.route(normalized, &known);
+        let route = self.intents.route(routed, &known);
         let changed_subject = route.how == How::Pattern || (route.how == How::Examples && route.confidence >= SURE);
         if !declined && changed_subject {
             return false;

@@ -25,8 +25,9 @@ pub fn frame(data: &[u8]) {
 /// Normalization and routing against the starter pack.
 pub fn route(data: &[u8]) {
     let message = String::from_utf8_lossy(data);
-    let normalized = text::normalize(&message);
-    assert!(PACK.route(&normalized, &|_| false).intent < PACK.intents.len());
+    let message = text::Message::new(&message);
+    assert!(PACK.route(&message, &|_| false).intent < PACK.intents.len());
+    let normalized = message.normalized;
     let _ = text::guess_locale(&normalized);
     let _ = text::is_decline(&normalized);
 }

@@ -7,10 +7,12 @@ pub mod eval;
 mod file;
 mod matcher;
 mod rank;
+pub mod scope;
 pub mod slots;
 mod spell;
 pub mod template;
 pub mod text;
+mod words;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,6 +32,9 @@ pub const FALLBACK: &str = "fallback";
 /// Chosen on `../shared/eval/dev.csv` with `nudge intents eval --threshold --margin`; see README.
 pub const DEFAULT_THRESHOLD: f32 = 0.35;
 pub const DEFAULT_MARGIN: f32 = 0.02;
+/// A routed message whose words give it less than this probability of being about the shop
+/// falls back (see `scope`).
+pub const DEFAULT_SCOPE: f32 = 0.3;
 
 /// Locales a reply can be written in; the first is the default and must always be present.
 pub const LOCALES: [&str; 2] = ["en", "de"];
@@ -158,6 +163,17 @@ pub struct Route {
     pub confidence: f32,
 }
 
+/// A route with the evidence for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Explained {
+    pub route: Route,
+    pub evidence: scope::Evidence,
+    /// The gate's probability that the message is about the shop.
+    pub on_topic: f32,
+    /// The cosine of the message to the routed intent's nearest example.
+    pub support: f32,
+}
+
 #[derive(Debug)]
 pub struct IntentSet {
     pub intents: Vec<Intent>,
@@ -167,6 +183,11 @@ pub struct IntentSet {
     slot_by_id: HashMap<String, usize>,
     matcher: Matcher,
     ranker: Ranker,
+    /// The shop's words and the other side's, and the gate learned from them.
+    vocabulary: scope::Vocabulary,
+    gate: scope::Gate,
+    /// A routed message needs at least this probability of being about the shop.
+    pub scope: f32,
     speller: spell::Speller,
     /// A ranked intent is accepted when its score reaches `threshold` and beats the runner-up
     /// intent by `margin`.
@@ -255,17 +276,18 @@ impl IntentSet {
         self.fallback
     }
 
-    /// Routes a message that `text::normalize` has already normalized, among the intents whose
-    /// conditions hold (`known` says which preferences the visitor has).
-    pub fn route(&self, normalized: &str, known: &dyn Fn(&str) -> bool) -> Route {
-        let route = self.route_as_typed(normalized, known);
+    /// Routes a message among the intents whose conditions hold (`known` says which
+    /// preferences the visitor has).
+    pub fn route(&self, message: &text::Message, known: &dyn Fn(&str) -> bool) -> Route {
+        let normalized = message.normalized.as_str();
+        let route = self.route_as_typed(normalized, &message.names, known);
         if route.how != How::Fallback {
             return route;
         }
         // Only a message that would fall back is repaired, so typo repair cannot move one
         // that already routes.
         match self.speller.correct(normalized) {
-            Some(repaired) => match self.route_as_typed(&repaired, known) {
+            Some(repaired) => match self.route_as_typed(&repaired, &message.names, known) {
                 repaired if repaired.how != How::Fallback => repaired,
                 _ => route,
             },
@@ -273,7 +295,21 @@ impl IntentSet {
         }
     }
 
-    fn route_as_typed(&self, normalized: &str, known: &dyn Fn(&str) -> bool) -> Route {
+    fn route_as_typed(&self, normalized: &str, names: &[String], known: &dyn Fn(&str) -> bool) -> Route {
+        let route = self.route_unscoped(normalized, known);
+        if route.how == How::Fallback || route.intent == self.fallback {
+            return route;
+        }
+        // A pattern or a near example is evidence, not a verdict: the words must also be
+        // about the shop.
+        let on_topic = self.gate.on_topic(&self.vocabulary.evidence(normalized, names, None));
+        match on_topic >= self.scope {
+            true => route,
+            false => Route { intent: self.fallback, how: How::Fallback, confidence: on_topic },
+        }
+    }
+
+    fn route_unscoped(&self, normalized: &str, known: &dyn Fn(&str) -> bool) -> Route {
         let eligible = |i: usize| self.intents[i].eligible(known);
         if let Some(intent) = self.matcher.best(normalized, &self.intents, &eligible) {
             return Route { intent, how: How::Pattern, confidence: 1.0 };
@@ -289,13 +325,22 @@ impl IntentSet {
         }
     }
 
+    /// How a message routes and the evidence behind it (`nudge intents eval --rows`).
+    pub fn explain(&self, message: &text::Message) -> Explained {
+        let route = self.route(message, &|_| false);
+        let scores = self.ranker.scores(&message.normalized, &|_| true, None);
+        let support = scores.iter().find(|(i, _)| *i == route.intent).map_or(0.0, |s| s.1);
+        let evidence = self.vocabulary.evidence(&message.normalized, &message.names, None);
+        Explained { route, evidence, on_topic: self.gate.on_topic(&evidence), support }
+    }
+
     /// Runs every example and counter-example, each with its own intent's `when_set`
     /// preferences known; each failure names the example's place.
     pub fn check_examples(&self) -> Vec<Diagnostic> {
         let mut failures = Vec::new();
         for intent in &self.intents {
             let known = |p: &str| intent.when_set.iter().any(|s| s == p);
-            let routed = |text: &str| &self.intents[self.route(&text::normalize(text), &known).intent].id;
+            let routed = |text: &str| &self.intents[self.route(&text::Message::new(text), &known).intent].id;
             for example in &intent.examples {
                 let got = routed(&example.text);
                 if *got != intent.id {

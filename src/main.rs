@@ -150,6 +150,9 @@ enum IntentsCommand {
         /// Override the required margin over the runner-up intent.
         #[arg(long)]
         margin: Option<f32>,
+        /// Override the probability of being about the shop that a routed message needs.
+        #[arg(long)]
+        scope: Option<f32>,
         /// Print every row as CSV (text, label, got, how, confidence, source, lang) instead.
         #[arg(long)]
         rows: bool,
@@ -214,8 +217,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve),
         Command::Intents(IntentsCommand::Check { dir }) => return check(&dir),
-        Command::Intents(IntentsCommand::Eval { file, intents, json, threshold, margin, rows, folds }) => {
-            eval(&file, &intents, EvalOptions { json, threshold, margin, rows, folds })
+        Command::Intents(IntentsCommand::Eval { file, intents, json, threshold, margin, scope, rows, folds }) => {
+            eval(&file, &intents, EvalOptions { json, threshold, margin, scope, rows, folds })
         }
         Command::Chat { url, campaign } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -426,6 +429,7 @@ struct EvalOptions {
     json: bool,
     threshold: Option<f32>,
     margin: Option<f32>,
+    scope: Option<f32>,
     rows: bool,
     folds: Option<usize>,
 }
@@ -438,6 +442,7 @@ fn eval(file: &Path, dir: &Path, options: EvalOptions) -> anyhow::Result<()> {
     })?;
     set.threshold = options.threshold.unwrap_or(set.threshold);
     set.margin = options.margin.unwrap_or(set.margin);
+    set.scope = options.scope.unwrap_or(set.scope);
     let rows = eval::read_rows(file)?;
     if let Some(k) = options.folds {
         let report = eval::cross_validate(&mut set, &rows, k)?;

@@ -10,12 +10,13 @@ use toml::Spanned;
 use super::file::{self, RawChoice, RawEmail, RawIntent, RawQuestion, RawReply, RawSlot, Source};
 use super::matcher::{self, Matcher};
 use super::rank::Ranker;
+use super::scope::{Gate, Side, Vocabulary};
 use super::slots::{ConsentKind, Kind, Question, Slot};
-use super::spell::Speller;
+use super::spell::{self, Speller};
 use super::template::Template;
 use super::{
-    BUILTIN_PREFERENCES, ChoiceTemplate, DEFAULT_MARGIN, DEFAULT_THRESHOLD, Diagnostic, EMAIL_LINKS, Email, EmailBody,
-    Example, FALLBACK, FollowUp, Intent, IntentSet, Location, Reply, WELCOME, text,
+    BUILTIN_PREFERENCES, ChoiceTemplate, DEFAULT_MARGIN, DEFAULT_SCOPE, DEFAULT_THRESHOLD, Diagnostic, EMAIL_LINKS,
+    Email, EmailBody, Example, FALLBACK, FollowUp, Intent, IntentSet, Location, Reply, WELCOME, text,
 };
 
 /// A name used somewhere that must turn out to be a known preference, slot or intent.
@@ -34,6 +35,8 @@ struct Compiler {
     email_names_used: Vec<Reference>,
     /// The pack's words, for typo repair.
     speller: Speller,
+    /// The shop's words (all but the fallback's), for the scope gate.
+    vocabulary: Vocabulary,
 }
 
 pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnostic>> {
@@ -153,12 +156,31 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     for (_, example) in &examples {
         speller.learn_text(example);
     }
+    // The scope gate learns every example, those of intents that erase data too: they are
+    // the shop's words all the same.
+    let mut vocabulary = c.vocabulary;
+    let side = |intent: usize| if intent == by_id[FALLBACK] { Side::Other } else { Side::Shop };
+    let every: Vec<(Side, String)> = intents
+        .iter()
+        .enumerate()
+        .flat_map(|(i, intent)| intent.examples.iter().map(move |e| (side(i), text::normalize(&e.text))))
+        .collect();
+    for (side, example) in &every {
+        vocabulary.learn(example, *side);
+    }
+    let samples: Vec<_> = every
+        .iter()
+        .map(|(side, example)| (vocabulary.evidence(example, &[], Some((example, *side))), *side == Side::Shop))
+        .collect();
     Ok(IntentSet {
         warnings: shared_examples(&intents, &ranked, &examples),
         welcome: by_id[WELCOME],
         fallback: by_id[FALLBACK],
         ranker: Ranker::new(&examples),
         speller,
+        gate: Gate::fit(&samples),
+        vocabulary,
+        scope: DEFAULT_SCOPE,
         threshold: DEFAULT_THRESHOLD,
         margin: DEFAULT_MARGIN,
         intents,
@@ -189,6 +211,8 @@ impl Compiler {
         for pattern in raw.patterns {
             let span = pattern.span();
             self.speller.learn_pattern(pattern.get_ref());
+            let side = if id == FALLBACK { Side::Other } else { Side::Shop };
+            self.vocabulary.learn(&text::normalize(&spell::literal(pattern.get_ref())), side);
             match matcher::Pattern::new(pattern.into_inner(), index) {
                 Ok(p) => patterns.push(p),
                 Err(e) => self.errors.push(Diagnostic { at: source.inside(&span), message: e }),
@@ -438,9 +462,9 @@ impl Compiler {
     fn choice_values(&mut self, raw: &RawSlot, at: &Location) -> Option<Kind> {
         let mut values = Vec::new();
         for (value, words) in &raw.values {
-            self.speller.learn_text(&text::normalize(value));
-            for word in words {
+            for word in std::iter::once(value).chain(words) {
                 self.speller.learn_text(&text::normalize(word));
+                self.vocabulary.learn(&text::normalize(word), Side::Shop);
             }
             let mut words: Vec<String> = words.iter().map(|w| regex::escape(&text::normalize(w))).collect();
             words.push(regex::escape(&text::normalize(value)));

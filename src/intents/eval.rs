@@ -29,6 +29,13 @@ pub struct Routed<'a> {
     pub confidence: f32,
     pub source: &'a str,
     pub lang: &'a str,
+    /// The evidence (see `scope`), the gate's probability that the message is about the shop,
+    /// and the cosine to the routed intent's nearest example.
+    pub shop: f32,
+    pub other: f32,
+    pub foreign: f32,
+    pub on_topic: f32,
+    pub support: f32,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -170,7 +177,8 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>, EvalError> {
 
 /// Routes one row as a fresh visitor would be routed.
 pub fn route<'a>(intents: &'a IntentSet, row: &'a Row) -> Routed<'a> {
-    let route = intents.route(&text::normalize(&row.text), &|_| false);
+    let explained = intents.explain(&text::Message::new(&row.text));
+    let route = explained.route;
     let got = if route.intent == intents.fallback() { NONE } else { intents.intents[route.intent].id.as_str() };
     Routed {
         text: &row.text,
@@ -180,6 +188,11 @@ pub fn route<'a>(intents: &'a IntentSet, row: &'a Row) -> Routed<'a> {
         confidence: route.confidence,
         source: &row.source,
         lang: &row.lang,
+        shop: explained.evidence.shop,
+        other: explained.evidence.other,
+        foreign: explained.evidence.foreign,
+        on_topic: explained.on_topic,
+        support: explained.support,
     }
 }
 
@@ -265,21 +278,34 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// The knobs `--folds` tunes; everything else about routing is fixed by the pack.
+/// The knobs `--folds` tunes (the ranker's threshold and margin, the scope gate's cutoff);
+/// everything else about routing is fixed by the pack.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Tuning {
     pub threshold: f32,
     pub margin: f32,
+    pub scope: f32,
 }
 
 impl Tuning {
     fn grid() -> Vec<Tuning> {
-        let thresholds = (4..=12).map(|i| i as f32 * 0.05);
-        thresholds.flat_map(|threshold| [0.0, 0.02, 0.05, 0.1].map(|margin| Tuning { threshold, margin })).collect()
+        let mut grid = Vec::new();
+        for threshold in [0.3, 0.35, 0.4, 0.45] {
+            for margin in [0.0, 0.02, 0.05] {
+                for scope in (0..=5).map(|i| i as f32 * 0.1) {
+                    grid.push(Tuning { threshold, margin, scope });
+                }
+            }
+        }
+        grid
+    }
+    fn of(set: &IntentSet) -> Tuning {
+        Tuning { threshold: set.threshold, margin: set.margin, scope: set.scope }
     }
     fn apply(self, set: &mut IntentSet) {
         set.threshold = self.threshold;
         set.margin = self.margin;
+        set.scope = self.scope;
     }
 }
 
@@ -314,7 +340,7 @@ pub fn cross_validate(set: &mut IntentSet, rows: &[Row], k: usize) -> Result<Cro
     if k < 2 || rows.len() < k {
         return Err(FoldsError);
     }
-    let pack = Tuning { threshold: set.threshold, margin: set.margin };
+    let pack = Tuning::of(set);
     let fold_of: Vec<usize> = rows.iter().map(|r| fnv(&text::normalize(&r.text)) as usize % k).collect();
     // Route every row once per grid point; tuning and measuring are then sums over rows.
     let grid = Tuning::grid();
@@ -373,26 +399,28 @@ impl std::fmt::Display for CrossValidation {
         let line = |f: &mut std::fmt::Formatter<'_>, name: &str, rows: usize, tuning: &Tuning, t: &Totals| {
             writeln!(
                 f,
-                "{name:<14} {rows:>6} {:>9.2} {:>7.2} {:>9.3} {:>14.3}",
+                "{name:<14} {rows:>6} {:>9.2} {:>7.2} {:>6.2} {:>9.3} {:>14.3}",
                 tuning.threshold,
                 tuning.margin,
+                tuning.scope,
                 t.labelled_accuracy(),
                 t.false_match_rate()
             )
         };
         writeln!(
             f,
-            "{:<14} {:>6} {:>9} {:>7} {:>9} {:>14}",
-            "", "rows", "threshold", "margin", "labelled", "false matches"
+            "{:<14} {:>6} {:>9} {:>7} {:>6} {:>9} {:>14}",
+            "", "rows", "threshold", "margin", "scope", "labelled", "false matches"
         )?;
         for (i, fold) in self.folds.iter().enumerate() {
             line(f, &format!("fold {}", i + 1), fold.rows, &fold.tuning, &fold.totals)?;
         }
         writeln!(
             f,
-            "{:<14} {:>6} {:>9} {:>7} {:>9.3} {:>14.3}",
+            "{:<14} {:>6} {:>9} {:>7} {:>6} {:>9.3} {:>14.3}",
             "pooled",
             self.pooled.rows,
+            "",
             "",
             "",
             self.pooled.labelled_accuracy(),

@@ -87,6 +87,14 @@ impl Ranker {
 
     /// The intent whose examples are nearest to the message, or `None` when it shares nothing.
     pub fn rank(&self, normalized: &str, eligible: &dyn Fn(usize) -> bool) -> Option<Ranked> {
+        let ranked = self.scores(normalized, eligible, None);
+        let &(intent, score) = ranked.first()?;
+        Some(Ranked { intent, score, runner_up: ranked.get(1).map_or(0.0, |r| r.1) })
+    }
+
+    /// Every intent that shares something with the message, nearest first, with the cosine of
+    /// its nearest example. `skip` leaves one example out (scoring the pack's own examples).
+    pub fn scores(&self, normalized: &str, eligible: &dyn Fn(usize) -> bool, skip: Option<usize>) -> Vec<(usize, f32)> {
         let mut query = Vec::new();
         let mut norm = 0.0f32;
         for (feature, weight) in features(normalized) {
@@ -101,7 +109,7 @@ impl Ranker {
             }
         }
         if query.is_empty() {
-            return None;
+            return Vec::new();
         }
         let norm = norm.sqrt();
         // A dense accumulator: every example's dot product with the message.
@@ -111,6 +119,9 @@ impl Ranker {
             for &(example, weight) in &self.postings[id as usize] {
                 scores[example as usize] += w * weight;
             }
+        }
+        if let Some(skip) = skip {
+            scores[skip] = 0.0;
         }
         let mut best_per_intent: HashMap<usize, f32> = HashMap::new();
         for (example, &score) in scores.iter().enumerate() {
@@ -122,8 +133,7 @@ impl Ranker {
         }
         let mut ranked: Vec<(usize, f32)> = best_per_intent.into_iter().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let &(intent, score) = ranked.first()?;
-        Some(Ranked { intent, score, runner_up: ranked.get(1).map_or(0.0, |r| r.1) })
+        ranked
     }
 }
 

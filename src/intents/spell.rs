@@ -33,19 +33,7 @@ impl Speller {
     /// Learns the literal words of a regex pattern: escapes (`\b`, `\w`, `\d`) and group syntax
     /// are dropped first, so `\bdeliver\w*` teaches `deliver`.
     pub fn learn_pattern(&mut self, pattern: &str) {
-        let mut literal = String::with_capacity(pattern.len());
-        let mut chars = pattern.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => {
-                    chars.next();
-                    literal.push(' ');
-                }
-                c if c.is_alphabetic() => literal.push(c),
-                _ => literal.push(' '),
-            }
-        }
-        self.learn_text(&super::text::normalize(&literal));
+        self.learn_text(&super::text::normalize(&literal(pattern)));
     }
 
     /// The message with its unknown words repaired, or `None` when no word changed.
@@ -101,6 +89,24 @@ impl Speller {
         }
         best.filter(|_| !tied).map(|(known, _)| known)
     }
+}
+
+/// The literal words of a regex pattern, space-separated: escapes (`\b`, `\w`, `\d`) and group
+/// syntax are dropped.
+pub fn literal(pattern: &str) -> String {
+    let mut literal = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+                literal.push(' ');
+            }
+            c if c.is_alphabetic() => literal.push(c),
+            _ => literal.push(' '),
+        }
+    }
+    literal
 }
 
 fn words(text: &str) -> impl Iterator<Item = &str> {

@@ -24,6 +24,40 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
+/// A message ready for routing: normalized, and with the words its writer capitalized inside a
+/// sentence (names of people, places and brands), which say nothing of what it is about.
+/// German capitalizes every noun, so a German message has no names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub normalized: String,
+    pub names: Vec<String>,
+}
+
+impl Message {
+    pub fn new(text: &str) -> Message {
+        let normalized = normalize(text);
+        let names = if guess_locale(&normalized) == Some("de") { Vec::new() } else { names(text) };
+        Message { normalized, names }
+    }
+}
+
+/// Capitalized words that do not start a sentence, normalized. Words in capitals throughout
+/// are shouting, not names.
+fn names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut sentence_start = true;
+    for word in text.split_whitespace() {
+        let letters = word.trim_matches(|c: char| !c.is_alphanumeric());
+        let mut chars = letters.chars();
+        let capitalized = chars.next().is_some_and(char::is_uppercase) && chars.any(char::is_lowercase);
+        if capitalized && !sentence_start {
+            names.push(normalize(letters));
+        }
+        sentence_start = word.ends_with(['.', '!', '?', ':']) && !letters.eq_ignore_ascii_case("mr");
+    }
+    names
+}
+
 /// A regex pattern spelled the way `normalize` spells messages. Case is left alone (patterns are
 /// compiled case-insensitively) because lowercasing would turn `\W` into `\w`.
 ///
@@ -210,6 +244,15 @@ mod tests {
         }
         assert_eq!(normalize_pattern(r"\bGröße\W"), r"(?-u:\b)Groesse\W");
         assert_eq!(normalize_pattern(r"\\b[\d.]\s"), r"\\b[\d.](?-u:\s)");
+    }
+
+    #[test]
+    fn names_are_capitalized_inside_a_sentence() {
+        let names = |t: &str| Message::new(t).names;
+        assert_eq!(names("Where is the bill from Anna Freeman? Thanks"), ["anna", "freeman"]);
+        assert_eq!(names("bills from Mr. Smith"), ["mr", "smith"]);
+        assert_eq!(names("WHERE IS MY ORDER"), Vec::<String>::new());
+        assert_eq!(names("Ich möchte meine Bestellung nach München"), Vec::<String>::new());
     }
 
     #[test]

@@ -93,8 +93,7 @@ fn frames_messages_and_tokens_never_panic() {
         let input = random.string(40);
         let _ = protocol::decode(&input);
         let _ = protocol::decode(&format!(r#"{{"type":"say","text":{}}}"#, serde_json::json!(input)));
-        let normalized = text::normalize(&input);
-        let route = pack.route(&normalized, &|_| false);
+        let route = pack.route(&text::Message::new(&input), &|_| false);
         assert!(route.intent < pack.intents.len());
         assert!(signer.verify(&input, 0).is_err());
     }
