@@ -27,6 +27,12 @@ const MIN_LEN: usize = 3;
 /// "take") belong to every topic and are no evidence either way.
 const COMMON_ZIPF: f32 = 6.0;
 
+/// English contractions typed without the apostrophe: as common as the words they join.
+const CONTRACTIONS: [&str; 16] = [
+    "dont", "cant", "wont", "didnt", "doesnt", "isnt", "arent", "wasnt", "havent", "hasnt", "couldnt", "shouldnt",
+    "wouldnt", "ive", "youre", "theyre",
+];
+
 /// Words rarer than this (once per hundred thousand words) name topics.
 const TOPIC_ZIPF: f32 = 5.0;
 
@@ -60,6 +66,14 @@ pub struct Evidence {
     pub foreign: f32,
 }
 
+impl Evidence {
+    fn add(&mut self, other: Evidence) {
+        self.shop += other.shop;
+        self.other += other.other;
+        self.foreign += other.foreign;
+    }
+}
+
 impl Vocabulary {
     /// Learns the words of one normalized text (an example or a pattern's literal words).
     pub fn learn(&mut self, normalized: &str, side: Side) {
@@ -79,11 +93,11 @@ impl Vocabulary {
             texts[*side as usize] -= 1;
         }
         let share = |counts: [u32; 2], side: usize| counts[side] as f32 / texts[side].max(1) as f32;
-        // What one word says, or `None` when neither the pack nor general language knows it.
-        let one = |word: &str, evidence: &mut Evidence| -> Option<()> {
+        // What one word says; whether the pack knows it.
+        let one = |word: &str, evidence: &mut Evidence| -> bool {
             let zipf = words::zipf10(word).map(|z| f32::from(z) / 10.0);
-            if zipf.is_some_and(|z| z >= COMMON_ZIPF) {
-                return Some(());
+            if zipf.is_some_and(|z| z >= COMMON_ZIPF) || CONTRACTIONS.contains(&word) {
+                return true;
             }
             let stem = stem(word);
             let mut counts = self.counts.get(&stem).copied().unwrap_or_default();
@@ -93,8 +107,11 @@ impl Vocabulary {
                 counts[*side as usize] -= 1;
             }
             match counts {
-                // Zipf 3 (once per million words) is where the list ends.
-                [0, 0] => evidence.foreign += ((COMMON_ZIPF - zipf?) / 3.0).clamp(0.0, 1.0),
+                [0, 0] => {
+                    // Zipf 3 (once per million words) is where the list ends.
+                    evidence.foreign += zipf.map_or(0.0, |z| ((COMMON_ZIPF - z) / 3.0).clamp(0.0, 1.0));
+                    return false;
+                }
                 counts if share(counts, 0) > RATIO * share(counts, 1) => evidence.shop += 1.0,
                 // The other side is a small sample of everything else: only its topic words
                 // (rarer ones) tell, not the request words it happens to use more ("find").
@@ -103,16 +120,22 @@ impl Vocabulary {
                 }
                 _ => {}
             }
-            Some(())
+            true
         };
         let mut evidence = Evidence::default();
         for word in words(normalized).filter(|w| !names.iter().any(|n| n == w)) {
-            if one(word, &mut evidence).is_none() {
-                // German joins nouns: "Handyrechnung" says what "Handy" and "Rechnung" say.
-                if let Some((head, tail)) = compound(word, &|w| self.knows(w)) {
-                    one(head, &mut evidence);
-                    one(tail, &mut evidence);
-                }
+            let mut alone = Evidence::default();
+            if one(word, &mut alone) {
+                evidence.add(alone);
+                continue;
+            }
+            // Joined words say what their parts say: German nouns ("Handyrechnung") and, when
+            // the pack knows a part, English ones ("goodnight").
+            let mut parts = Evidence::default();
+            match compound(word, &|w| self.knows(w)) {
+                Some((head, tail)) if one(head, &mut parts) | one(tail, &mut parts) => evidence.add(parts),
+                Some(_) if words::zipf10(word).is_none() => evidence.add(parts),
+                _ => evidence.add(alone),
             }
         }
         evidence
