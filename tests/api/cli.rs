@@ -31,6 +31,9 @@ fn eval_reports_known_numbers() {
         "accuracy on labelled rows: 0.750 (3/4)",
         "false matches on none: 0.500 (1/2)",
         "tracking                     1.000   0.667      3",
+        "other                         2         -          0.500",
+        "shop                          4     0.750              -",
+        "en                            6     0.750          0.500",
         "    1  none -> shipping",
         "         \"do you ship pizza\"",
     ] {
@@ -42,10 +45,40 @@ fn eval_reports_known_numbers() {
     assert_eq!(report["labelled_accuracy"], 0.75);
     assert_eq!(report["false_match_rate"], 0.5);
     assert_eq!(report["per_intent"]["shipping"]["false_positives"], 1);
+    assert_eq!(report["per_source"]["other"]["false_match_rate"], 0.5);
+    assert_eq!(report["per_lang"]["en"]["rows"], 6);
+
+    let (_, csv) =
+        nudge(&["intents", "eval", "tests/fixtures/small/eval.csv", "--intents", "tests/fixtures/small", "--rows"]);
+    assert!(csv.starts_with("text,label,got,how,confidence,source,lang,"), "{csv}");
+    assert!(csv.contains("do you ship pizza,none,shipping,pattern,1.0,other,en,"), "{csv}");
 
     let (code, out) = nudge(&["intents", "eval", "no-such.csv", "--intents", "tests/fixtures/small"]);
     assert_eq!(code, 1);
     assert!(out.contains("no-such.csv"), "{out}");
+}
+
+#[test]
+fn folds_tune_on_some_rows_and_measure_on_the_others() {
+    let args = ["intents", "eval", "tests/fixtures/small/eval.csv", "--intents", "tests/fixtures/small", "--folds"];
+    let (code, out) = nudge(&[&args[..], &["2"]].concat());
+    assert_eq!(code, 0, "{out}");
+    for line in ["pooled", "tuned on all", "pack                6      0.35    0.02   0.30     0.750          0.500"] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    let (_, json) = nudge(&[&args[..], &["2", "--json"]].concat());
+    let report: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let folds = report["folds"].as_array().expect("folds");
+    assert_eq!(folds.len(), 2);
+    let rows: u64 = folds.iter().map(|f| f["rows"].as_u64().expect("rows")).sum();
+    assert_eq!((rows, report["pooled"]["rows"].as_u64()), (6, Some(6)), "each row measured once");
+    // Pooled over folds is what each fold measured, added up.
+    let correct: u64 = folds.iter().map(|f| f["totals"]["correct"].as_u64().expect("correct")).sum();
+    assert_eq!(report["pooled"]["correct"].as_u64(), Some(correct));
+
+    let (code, out) = nudge(&[&args[..], &["1"]].concat());
+    assert_eq!(code, 1);
+    assert!(out.contains("--folds needs at least 2 folds"), "{out}");
 }
 
 #[tokio::test]
