@@ -154,7 +154,9 @@ impl Turn<'_> {
         let declined = text::is_decline(normalized);
         let known = |p: &str| self.preferences.contains_key(p);
         let route = self.intents.route(routed, &known);
-        let changed_subject = route.how == How::Pattern || (route.how == How::Examples && route.confidence >= SURE);
+        // "size 99" to the size question is a bad answer to it, whatever else it matches.
+        let changed_subject = !slot.refuses(normalized)
+            && (route.how == How::Pattern || (route.how == How::Examples && route.confidence >= SURE));
         if !declined && changed_subject {
             return false;
         }
@@ -182,10 +184,13 @@ impl Turn<'_> {
     fn answer(&mut self, index: usize, normalized: &str, message: &str, depth: usize) {
         let intents = self.intents;
         let intent: &Intent = &intents.intents[index];
+        let mut refused = Vec::new();
         for &slot in &intent.capture {
             let slot = &intents.slots[slot];
             if let Some(value) = slot.extract(normalized, message, false) {
                 self.set_preference(slot, value, message);
+            } else if slot.refuses(normalized) {
+                refused.push(slot);
             }
         }
         for (name, template) in &intent.set {
@@ -231,6 +236,10 @@ impl Turn<'_> {
         let text = self.say_text(&reply.variants[variant]);
         let choices = self.choices(&reply.choices);
         self.say(text, &intent.id, choices, Some(variant as u32));
+        for slot in refused {
+            let text = self.say_text(&slot.question(&self.locale).retry);
+            self.say(text, &intent.id, Vec::new(), None);
+        }
         if !intent.ask.is_empty() || intent.done.is_some() {
             let queue: Vec<String> = intent.ask.iter().map(|&s| intents.slots[s].id.clone()).collect();
             let done = intent.done.map(|d| intents.intents[d].id.as_str());

@@ -85,6 +85,14 @@ impl Slot {
         self.names = names;
     }
 
+    /// Whether a message names a value for this slot that the slot refuses ("size 99"): its
+    /// pattern finds the value, but the value is out of range. The shopper is told, instead of
+    /// the value being dropped without a word.
+    pub fn refuses(&self, normalized: &str) -> bool {
+        let Some(pattern) = &self.pattern else { return false };
+        pattern.is_match(normalized) && self.extract(normalized, normalized, false).is_none()
+    }
+
     /// The answer in a message, if it holds a valid one. `asked` means the message answers
     /// this slot's question, so the whole message may be the answer; otherwise (capturing from
     /// a message that matched an intent) the slot's pattern must find it first.
@@ -158,5 +166,7 @@ mod tests {
         ] {
             assert_eq!(slot.extract(text, text, asked).as_deref(), expected, "{text}");
         }
+        assert!(size.refuses("size 99"));
+        assert!(!size.refuses("size 42") && !size.refuses("99 problems") && !colour.refuses("green"));
     }
 }

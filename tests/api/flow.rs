@@ -122,3 +122,34 @@ async fn asking_to_check_out_gets_the_link_once_the_size_is_known() {
         "{frames:?}"
     );
 }
+
+/// What a new shopper tries first, each in a fresh chat: asking whether the shop has a product
+/// starts the shoe finder with what the message already says, a value the shop cannot take is
+/// answered instead of dropped, and no reply asks for a number it was just given.
+#[tokio::test]
+async fn first_messages_start_the_flow_with_what_they_say() {
+    let server = TestServer::start();
+    for (message, expect) in [
+        ("do you have boots?", &["What size do you wear"][..]),
+        ("size 99", &["between 35 and 48", "Which kind are you after?"][..]),
+        ("200 euros", &["Which kind are you after?"][..]),
+        ("habt ihr Sneaker in 44?", &["Welche Farbe"][..]),
+        ("where is my order 12345?", &["I've noted order 12345"][..]),
+        ("I want to cancel order #55123", &["I've noted order 55123"][..]),
+    ] {
+        let mut socket = server.connect().await;
+        hello(&mut socket, Hello::default()).await;
+        let replies = say_all(&mut socket, message).await;
+        let all = replies.join("\n");
+        for part in expect {
+            assert!(all.contains(part), "{message:?} -> {replies:?}");
+        }
+        assert!(!all.contains("give me your order number") && !all.contains("Send me the order number"), "{all}");
+    }
+    let mut socket = server.connect().await;
+    hello(&mut socket, Hello::default()).await;
+    send(&mut socket, nudge::protocol::ClientFrame::Say { text: "habt ihr Sneaker in 44?".into() }).await;
+    let reply = reply(&mut socket).await;
+    let noted: Vec<(&str, &str)> = reply.captured.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(noted, [("product", "sneakers"), ("size", "44")]);
+}
