@@ -29,11 +29,15 @@ use template::Template;
 pub const WELCOME: &str = "welcome";
 pub const FALLBACK: &str = "fallback";
 
-/// Chosen on `../shared/eval/dev.csv` with `nudge intents eval --threshold --margin`; see README.
-pub const DEFAULT_THRESHOLD: f32 = 0.35;
+/// The threshold and margin are what `nudge intents eval ../shared/eval/dev.csv --folds 5
+/// --false-match-cost 2` picks (tuned on four fifths, measured on the rest; a confident wrong
+/// answer counts as two misses). `DEFAULT_SCOPE`: a routed message whose words give it less
+/// than this probability of being about the shop falls back (see `scope`). Cross-validation on
+/// dev picks 0.1–0.2, but dev's off-topic rows are the ones the pack was fitted to; on
+/// off-topic messages written apart from it (`tests/fixtures/off_topic.csv`) 0.3 stops a
+/// sixth more of them for 0.2 points of dev accuracy. See README.
+pub const DEFAULT_THRESHOLD: f32 = 0.40;
 pub const DEFAULT_MARGIN: f32 = 0.02;
-/// A routed message whose words give it less than this probability of being about the shop
-/// falls back (see `scope`).
 pub const DEFAULT_SCOPE: f32 = 0.3;
 
 /// Locales a reply can be written in; the first is the default and must always be present.

@@ -160,6 +160,9 @@ enum IntentsCommand {
         /// measure on the one left out.
         #[arg(long)]
         folds: Option<usize>,
+        /// With --folds: how many missed messages one false match is worth when tuning.
+        #[arg(long, default_value_t = 1)]
+        false_match_cost: u32,
     },
 }
 
@@ -217,9 +220,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve),
         Command::Intents(IntentsCommand::Check { dir }) => return check(&dir),
-        Command::Intents(IntentsCommand::Eval { file, intents, json, threshold, margin, scope, rows, folds }) => {
-            eval(&file, &intents, EvalOptions { json, threshold, margin, scope, rows, folds })
-        }
+        Command::Intents(IntentsCommand::Eval {
+            file,
+            intents,
+            json,
+            threshold,
+            margin,
+            scope,
+            rows,
+            folds,
+            false_match_cost,
+        }) => eval(&file, &intents, EvalOptions { json, threshold, margin, scope, rows, folds, false_match_cost }),
         Command::Chat { url, campaign } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -432,6 +443,7 @@ struct EvalOptions {
     scope: Option<f32>,
     rows: bool,
     folds: Option<usize>,
+    false_match_cost: u32,
 }
 
 fn eval(file: &Path, dir: &Path, options: EvalOptions) -> anyhow::Result<()> {
@@ -445,7 +457,7 @@ fn eval(file: &Path, dir: &Path, options: EvalOptions) -> anyhow::Result<()> {
     set.scope = options.scope.unwrap_or(set.scope);
     let rows = eval::read_rows(file)?;
     if let Some(k) = options.folds {
-        let report = eval::cross_validate(&mut set, &rows, k)?;
+        let report = eval::cross_validate(&mut set, &rows, k, options.false_match_cost)?;
         return match options.json {
             true => print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?)),
             false => print_out(&report.to_string()),

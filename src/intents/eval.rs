@@ -336,7 +336,14 @@ pub struct Fold {
 #[error("--folds needs at least 2 folds and at least as many rows as folds")]
 pub struct FoldsError;
 
-pub fn cross_validate(set: &mut IntentSet, rows: &[Row], k: usize) -> Result<CrossValidation, FoldsError> {
+/// `false_match_cost`: how many missed messages one confident wrong answer is worth when
+/// tuning (1: plain accuracy).
+pub fn cross_validate(
+    set: &mut IntentSet,
+    rows: &[Row],
+    k: usize,
+    false_match_cost: u32,
+) -> Result<CrossValidation, FoldsError> {
     if k < 2 || rows.len() < k {
         return Err(FoldsError);
     }
@@ -360,7 +367,9 @@ pub fn cross_validate(set: &mut IntentSet, rows: &[Row], k: usize) -> Result<Cro
         t
     };
     let best = |keep: &dyn Fn(usize) -> bool| {
-        (0..grid.len()).max_by_key(|&g| (totals(g, keep).correct, std::cmp::Reverse(g))).unwrap_or(0)
+        let score =
+            |t: Totals| t.correct as i64 - i64::from(false_match_cost.saturating_sub(1)) * t.false_matches as i64;
+        (0..grid.len()).max_by_key(|&g| (score(totals(g, keep)), std::cmp::Reverse(g))).unwrap_or(0)
     };
     let mut folds = Vec::new();
     let mut pooled = Totals::default();
