@@ -12,6 +12,7 @@
 //! when the pack loads on the pack's own examples, each scored as if its author had not
 //! written it (leave-one-out): deterministic, and a few milliseconds.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::words;
@@ -100,9 +101,9 @@ impl Vocabulary {
                 return true;
             }
             let stem = stem(word);
-            let mut counts = self.counts.get(&stem).copied().unwrap_or_default();
+            let mut counts = self.counts.get(stem.as_ref()).copied().unwrap_or_default();
             if let Some((stems, side)) = &own
-                && stems.contains(&stem)
+                && stems.iter().any(|s| *s == stem)
             {
                 counts[*side as usize] -= 1;
             }
@@ -143,7 +144,7 @@ impl Vocabulary {
 
     /// Whether the pack or general language has the word.
     fn knows(&self, word: &str) -> bool {
-        words::zipf10(word).is_some() || self.counts.contains_key(&stem(word))
+        words::zipf10(word).is_some() || self.counts.contains_key(stem(word).as_ref())
     }
 }
 
@@ -163,7 +164,7 @@ fn compound<'a>(word: &'a str, known: &dyn Fn(&str) -> bool) -> Option<(&'a str,
 
 /// The distinct stems of a text.
 fn stems(normalized: &str) -> Vec<String> {
-    let mut stems: Vec<String> = words(normalized).map(stem).collect();
+    let mut stems: Vec<String> = words(normalized).map(|w| stem(w).into_owned()).collect();
     stems.sort();
     stems.dedup();
     stems
@@ -173,12 +174,15 @@ fn words(normalized: &str) -> impl Iterator<Item = &str> {
     normalized.split(|c: char| !c.is_ascii_alphabetic() && c != '\'').filter(|w| w.len() >= MIN_LEN)
 }
 
-fn stem(word: &str) -> String {
+/// A slice of the word, except for "-ies" → "-y": routing allocates nothing per word.
+fn stem(word: &str) -> Cow<'_, str> {
     let word = word.trim_end_matches("'s").trim_matches('\'');
     if let Some(rest) = word.strip_suffix("ies") {
-        return format!("{rest}y");
+        return Cow::Owned(format!("{rest}y"));
     }
-    SUFFIXES.iter().find_map(|s| word.strip_suffix(s).filter(|rest| rest.len() >= MIN_LEN)).unwrap_or(word).to_string()
+    Cow::Borrowed(
+        SUFFIXES.iter().find_map(|s| word.strip_suffix(s).filter(|rest| rest.len() >= MIN_LEN)).unwrap_or(word),
+    )
 }
 
 /// The learned half: the probability that a message is about the shop, from its evidence.
