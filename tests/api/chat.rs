@@ -22,6 +22,9 @@ async fn english_and_german_messages_reach_their_intents() {
         ("Wie lange dauert die Lieferung?", "delivery_time"),
         ("Versendet ihr nach Österreich?", "shipping_options"),
         ("what's the capital of Peru", "fallback"),
+        ("hey, how have you been?", "greeting"),
+        ("Wie geht's?", "greeting"),
+        ("did my stuff get shipped?", "order_status"),
     ] {
         assert_eq!(say(&mut socket, text).await.intent, intent, "{text}");
     }
