@@ -63,7 +63,9 @@ impl Speller {
     }
 
     fn repair(&self, word: &str) -> Option<&str> {
-        if word.len() < MIN_LEN || self.words.contains_key(word) {
+        // A word of general language is no typo, however near a pack word it is ("breach" is
+        // not "reach").
+        if word.len() < MIN_LEN || self.words.contains_key(word) || super::words::zipf10(word).is_some() {
             return None;
         }
         let mut best: Option<(&str, u32)> = None;
@@ -164,9 +166,11 @@ mod tests {
         speller.learn_pattern(r"\b(reimburse|refund)\w*\b");
         speller.learn_text("i want to track my order and my shoes, deliver them");
         assert_eq!(
-            speller.correct("pls reimbvurse me, trakc ordre 42").as_deref(),
+            speller.correct("pls reimbvurse me, trakc ordeer 42").as_deref(),
             Some("pls reimburse me, track order 42")
         );
+        speller.learn_text("how can i reach a person");
+        assert_eq!(speller.correct("how can i breach a network"), None, "a real word is no typo");
         assert_eq!(speller.correct("track my order"), None, "known words stay");
         assert_eq!(speller.correct("trek"), None, "short words stay");
         assert_eq!(speller.correct("weather"), None, "nothing near");
