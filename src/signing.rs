@@ -1,6 +1,10 @@
-//! Signed tokens for email links, checkout links and unsubscribe links: HMAC-SHA256 over a
-//! compact JSON payload with an expiry and a key id, so keys can be rotated (every configured key
-//! verifies, one signs). A token is `kid.payload.signature`, the last two base64url.
+//! Sealed tokens for email links, checkout links, unsubscribe links and the admin cookie: a
+//! compact JSON payload with an expiry, encrypted and authenticated with ChaCha20-Poly1305 under
+//! a key derived from the named signing key, so a link shows nobody the visitor id, email or name
+//! it carries, and keys can be rotated (every configured key opens, one seals). A token is
+//! `kid.sealed`, the last base64url (a random nonce, the ciphertext, the tag). Tokens of the
+//! earlier form, `kid.payload.signature` (HMAC-SHA256 over readable JSON), still verify, so links
+//! in emails already sent keep working until they expire.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +12,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, KeyInit, Mac};
+use ring::aead;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -99,14 +104,52 @@ impl Signer {
     }
 
     pub fn sign(&self, claims: &Claims, expires_at: u64) -> String {
-        let payload = serde_json::to_vec(&Payload { x: expires_at, claims: claims.clone() }).expect("claims serialize");
-        let signed = format!("{}.{}", self.signing, B64.encode(payload));
-        let signature = mac(&self.keys[&self.signing], &signed).finalize().into_bytes();
-        format!("{signed}.{}", B64.encode(signature))
+        let mut sealed =
+            serde_json::to_vec(&Payload { x: expires_at, claims: claims.clone() }).expect("claims serialize");
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the operating system's random source is unavailable");
+        sealing_key(&self.keys[&self.signing])
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(self.signing.as_bytes()),
+                &mut sealed,
+            )
+            .expect("a token is far below the AEAD's length limit");
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        format!("{}.{}", self.signing, B64.encode(blob))
     }
 
-    /// The claims of a token that this server signed and that has not expired at `now` (seconds).
+    /// The claims of a token that this server sealed (or signed) and that has not expired at
+    /// `now` (seconds).
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        let payload = match token.matches('.').count() {
+            1 => self.open(token)?,
+            _ => self.verify_signed(token)?,
+        };
+        if payload.x <= now {
+            return Err(TokenError::Expired);
+        }
+        Ok(payload.claims)
+    }
+
+    fn open(&self, token: &str) -> Result<Payload, TokenError> {
+        let (kid, blob) = token.split_once('.').ok_or(TokenError::Malformed)?;
+        let key = self.keys.get(kid).ok_or(TokenError::UnknownKey)?;
+        let mut blob = B64.decode(blob).map_err(|_| TokenError::Malformed)?;
+        if blob.len() < aead::NONCE_LEN + aead::CHACHA20_POLY1305.tag_len() {
+            return Err(TokenError::Malformed);
+        }
+        let mut sealed = blob.split_off(aead::NONCE_LEN);
+        let nonce = aead::Nonce::try_assume_unique_for_key(&blob).map_err(|_| TokenError::Malformed)?;
+        let payload = sealing_key(key)
+            .open_in_place(nonce, aead::Aad::from(kid.as_bytes()), &mut sealed)
+            .map_err(|_| TokenError::BadSignature)?;
+        serde_json::from_slice(payload).map_err(|_| TokenError::Malformed)
+    }
+
+    /// A token of the earlier, signed-only form.
+    fn verify_signed(&self, token: &str) -> Result<Payload, TokenError> {
         let (signed, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let (kid, payload) = signed.split_once('.').ok_or(TokenError::Malformed)?;
         let signature = B64.decode(signature).map_err(|_| TokenError::Malformed)?;
@@ -114,12 +157,16 @@ impl Signer {
         // `verify_slice` compares in constant time.
         mac(key, signed).verify_slice(&signature).map_err(|_| TokenError::BadSignature)?;
         let payload = B64.decode(payload).map_err(|_| TokenError::Malformed)?;
-        let payload: Payload = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
-        if payload.x <= now {
-            return Err(TokenError::Expired);
-        }
-        Ok(payload.claims)
+        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)
     }
+}
+
+/// The AEAD key of a signing key: HMAC-SHA256 of a fixed label under it, so the same secret never
+/// serves two algorithms directly.
+fn sealing_key(key: &[u8]) -> aead::LessSafeKey {
+    let derived = mac(key, "nudge token sealing v1").finalize().into_bytes();
+    let unbound = aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &derived).expect("32 bytes is the key length");
+    aead::LessSafeKey::new(unbound)
 }
 
 fn mac(key: &[u8], data: &str) -> HmacSha256 {
@@ -348,6 +395,43 @@ mod tests {
         }
         let only_new = Signer::new("new", [("new".to_string(), b"new-key".to_vec())].into()).expect("signer");
         assert_eq!(only_new.verify(&old.sign(&claims(0), 10), 0), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn a_sealed_token_shows_nothing_it_carries() {
+        let s = signer("new");
+        let visitor = VisitorId::mint(1);
+        let claims = Claims::Chat {
+            email: "ana.secret@example.com".into(),
+            name: Some("Anastasia".into()),
+            campaign: None,
+            product: None,
+            visitor: Some(visitor),
+            conversation: None,
+        };
+        let token = s.sign(&claims, 10_000);
+        let (kid, blob) = token.split_once('.').expect("kid.sealed");
+        assert_eq!(kid, "new");
+        let bytes = B64.decode(blob).expect("base64url");
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["ana.secret", "Anastasia", &visitor.to_string()] {
+            assert!(!text.contains(secret) && !token.contains(secret), "{secret} readable in {token}");
+        }
+        assert_eq!(s.verify(&token, 0), Ok(claims.clone()));
+        assert_ne!(s.sign(&claims, 10_000), token, "a fresh nonce each time");
+    }
+
+    #[test]
+    fn links_signed_before_sealing_still_verify() {
+        let s = signer("old");
+        let payload = serde_json::to_vec(&Payload { x: 5_000, claims: claims(3) }).expect("json");
+        let signed = format!("old.{}", B64.encode(payload));
+        let signature = mac(b"old-key", &signed).finalize().into_bytes();
+        let legacy = format!("{signed}.{}", B64.encode(signature));
+        assert_eq!(s.verify(&legacy, 0), Ok(claims(3)));
+        assert_eq!(s.verify(&legacy, 5_000), Err(TokenError::Expired));
+        let forged = format!("{signed}.{}", B64.encode([0u8; 32]));
+        assert_eq!(s.verify(&forged, 0), Err(TokenError::BadSignature));
     }
 
     #[test]

@@ -53,6 +53,14 @@ async fn email_link_to_checkout_to_attributed_order() {
     assert_eq!(code, 0, "{err}");
     let link = link.trim().to_string();
     assert!(link.starts_with(&format!("{base}/c/")), "{link}");
+    // The link is sealed: nobody who sees it learns the address, the name or the campaign.
+    let sealed = link.rsplit('/').next().expect("token").split_once('.').expect("kid.sealed").1;
+    use base64::Engine;
+    let opened = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).expect("base64url");
+    let opened = String::from_utf8_lossy(&opened).to_lowercase();
+    for secret in ["ana@example.com", "spring", "sneakers"] {
+        assert!(!opened.contains(secret) && !link.to_lowercase().contains(secret), "{secret} readable in {link}");
+    }
 
     let (status, location, _) = get(link.clone()).await;
     assert_eq!(status, 303);
@@ -170,7 +178,10 @@ async fn tampered_tokens_foreign_targets_and_bad_conversions_are_refused() {
         (format!("/c/{tampered}"), 403),
         (format!("/c/{expired}"), 410),
         ("/c/not-a-token".to_string(), 400),
-        (format!("/c/{}", &good[..good.len() / 2]), 400),
+        // Cut short of a nonce and a tag: malformed. (Cut anywhere later, it fails to open, as
+        // tampering does: 403.)
+        (format!("/c/{}", &good[..good.find('.').expect("kid") + 8]), 400),
+        (format!("/c/{}", &good[..good.len() / 2]), 403),
         (format!("/r/{tampered}"), 403),
         (format!("/r/{foreign}"), 403),
         (format!("/r/{good}"), 400),
