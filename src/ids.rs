@@ -151,6 +151,21 @@ impl fmt::Display for Email {
     }
 }
 
+/// A fresh resume key for a widget (32 hex characters of randomness) and the hash the store
+/// keeps of it: the key itself is only ever in the widget's storage.
+pub fn mint_resume_key() -> (String, String) {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hash = resume_key_hash(&key);
+    (key, hash)
+}
+
+pub fn resume_key_hash(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,9 @@ pub enum ClientFrame {
 #[serde(default)]
 pub struct Hello {
     pub visitor: Option<String>,
+    /// The resume key the server gave this widget with the visitor id: without it, the id
+    /// alone resumes nothing.
+    pub key: Option<String>,
     pub token: Option<String>,
     pub campaign: Option<String>,
     pub locale: Option<String>,
@@ -55,6 +58,10 @@ pub enum ServerFrame {
         visitor: String,
         conversation: String,
         returning: bool,
+        /// A new resume key for the widget to keep with the visitor id (absent when the one it
+        /// sent still holds).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     Reply(Reply),
     /// A checkout link for exactly what the qualified lead asked for.

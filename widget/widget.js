@@ -13,6 +13,7 @@
   var PAGE_MODE = script.getAttribute('data-mode') === 'page';
   var CAMPAIGN = script.getAttribute('data-campaign') || null;
   var KEY = 'nudge.visitor';
+  var RESUME = 'nudge.key';
   var CLOSE_IDLE = 4000;
   var CLICK_IDS = ['gclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'ttclid', 'li_fat_id', 'twclid'];
   var de = /^de\b/i.test(navigator.language || '');
@@ -20,10 +21,11 @@
     ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat' }
     : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat' };
 
-  function storage(op, value) {
+  // The visitor id and the resume key the server gave with it (the id alone resumes nothing).
+  function storage(name, value) {
     try {
-      if (op === 'get') return localStorage.getItem(KEY);
-      localStorage.setItem(KEY, value);
+      if (value === undefined) return localStorage.getItem(name);
+      localStorage.setItem(name, value);
     } catch (e) { /* private mode or blocked storage: the visitor is new each visit */ }
     return null;
   }
@@ -156,7 +158,8 @@
     });
     return {
       type: 'hello',
-      visitor: storage('get'),
+      visitor: storage(KEY),
+      key: storage(RESUME),
       token: q.get('nudge') || null,
       campaign: CAMPAIGN,
       locale: navigator.language || null,
@@ -182,7 +185,8 @@
       var frame;
       try { frame = JSON.parse(event.data); } catch (e) { return; }
       if (frame.type === 'welcome') {
-        storage('set', frame.visitor);
+        storage(KEY, frame.visitor);
+        if (frame.key) storage(RESUME, frame.key);
         ready = true;
         retry = 0;
         var pending = queue;

@@ -211,6 +211,7 @@ impl Chat {
             },
         };
         let requested = hello.visitor.as_deref().and_then(|v| VisitorId::parse(v).ok());
+        let key = hello.key.clone();
         let (link, found) = self
             .app
             .store
@@ -220,9 +221,13 @@ impl Chat {
                     Some(link) => link.find(store)?,
                     None => None,
                 };
+                // The public id alone resumes nothing: it is in the admin, in exports and (before
+                // tokens were sealed) in links. The widget's resume key proves the chat is theirs.
                 let profile = match (by_email, requested) {
                     (Some(profile), _) => Some(profile),
-                    (None, Some(id)) => store.visitor(&id)?,
+                    (None, Some(id)) => {
+                        store.visitor(&id)?.filter(|p| key.as_deref().is_some_and(|k| p.resumes_with(k)))
+                    }
                     (None, None) => None,
                 };
                 let found = match profile {
@@ -293,10 +298,19 @@ impl Chat {
                 },
             ),
         };
+        // A widget that did not resume with its key (a new visitor, an email link, a key that
+        // no longer holds) gets a fresh one.
+        let resumed_by_key = hello.key.as_deref().is_some_and(|k| profile.resumes_with(k));
+        let key = (!resumed_by_key).then(|| {
+            let (key, hash) = crate::ids::mint_resume_key();
+            commands.push(Command::change(&mut profile, Change::ResumeKey(hash)));
+            key
+        });
         frames.push(ServerFrame::Welcome {
             visitor: profile.id.to_string(),
             conversation: conversation.id.to_string(),
             returning,
+            key,
         });
         // Of where the conversation came from, the session needs only the campaign (for checkout
         // links); the rest is stored, and would cost every idle connection up to 4 KiB.
@@ -531,7 +545,7 @@ impl Chat {
         now: u64,
     ) -> Result<Vec<ServerFrame>, ServerFrame> {
         let old = self.open.as_ref().expect("erase runs on an open conversation").profile.id;
-        let fresh = Profile::new(VisitorId::mint(now), now, &conversation.locale);
+        let mut fresh = Profile::new(VisitorId::mint(now), now, &conversation.locale);
         let fresh_conversation = Conversation {
             id: ConversationId::mint(now),
             visitor: fresh.id,
@@ -545,12 +559,15 @@ impl Chat {
         let create = Change::Create { at: now, locale: fresh.locale.clone() };
         commands.push(Command::Visitor { visitor: fresh.id, change: create });
         commands.push(Command::OpenConversation(fresh_conversation.clone()));
+        let (key, hash) = crate::ids::mint_resume_key();
+        commands.push(Command::change(&mut fresh, Change::ResumeKey(hash)));
         self.commit(commands).await.map_err(internal)?;
         forget_mail(&self.app, old).await;
         frames.push(ServerFrame::Welcome {
             visitor: fresh.id.to_string(),
             conversation: fresh_conversation.id.to_string(),
             returning: false,
+            key: Some(key),
         });
         self.open = Some(Open { profile: fresh, conversation: fresh_conversation });
         Ok(frames)

@@ -43,7 +43,14 @@ pub struct Profile {
     /// The address the visitor proved is theirs (double opt-in), when and how.
     #[serde(default)]
     pub confirmed: Option<Confirmation>,
+    /// SHA-256 (hex) of the resume keys the visitor's widgets hold, newest last: a chat resumes
+    /// this profile only with one of them, never with the public visitor id alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resume_keys: Vec<String>,
 }
+
+/// Devices (widgets) that can resume one visitor at a time; the oldest key is forgotten first.
+pub const MAX_RESUME_KEYS: usize = 5;
 
 /// An address proven to be the visitor's: by the confirmation link sent to it, or by arriving
 /// through a signed email link.
@@ -189,6 +196,8 @@ pub enum Change {
         at: u64,
         source: String,
     },
+    /// A widget was given a resume key (its SHA-256, hex).
+    ResumeKey(String),
 }
 
 impl Profile {
@@ -209,7 +218,14 @@ impl Profile {
             campaign: None,
             orders: Vec::new(),
             confirmed: None,
+            resume_keys: Vec::new(),
         }
+    }
+
+    /// Whether `key` is one of the visitor's resume keys.
+    pub fn resumes_with(&self, key: &str) -> bool {
+        let hash = crate::ids::resume_key_hash(key);
+        self.resume_keys.contains(&hash)
     }
 
     /// Whether `email` is the address the visitor confirmed.
@@ -268,6 +284,12 @@ impl Profile {
             }
             Change::ConfirmEmail { email, at, source } => {
                 self.confirmed = Some(Confirmation { email: email.clone(), at: *at, source: source.clone() });
+            }
+            Change::ResumeKey(hash) => {
+                self.resume_keys.retain(|k| k != hash);
+                self.resume_keys.push(hash.clone());
+                let excess = self.resume_keys.len().saturating_sub(MAX_RESUME_KEYS);
+                self.resume_keys.drain(..excess);
             }
         }
     }

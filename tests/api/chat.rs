@@ -97,15 +97,28 @@ async fn replies_follow_the_shoppers_language() {
 async fn a_returning_visitor_keeps_profile_and_conversation() {
     let server = TestServer::start();
     let mut first = server.connect().await;
-    let (visitor, conversation, ..) = hello(&mut first, Hello::default()).await;
+    let Welcomed { visitor, conversation, key, .. } = welcome(&mut first, Hello::default()).await;
+    assert!(key.as_ref().is_some_and(|k| k.len() == 32), "a new visitor's widget gets a resume key");
     let greeting_variant = say(&mut first, "hello").await.text;
     drop(first);
 
     let mut again = server.connect().await;
-    let (same, resumed, returning, _) =
-        hello(&mut again, Hello { visitor: Some(visitor.clone()), ..Hello::default() }).await;
-    assert_eq!((same.as_str(), resumed.as_str(), returning), (visitor.as_str(), conversation.as_str(), true));
+    let back = welcome(&mut again, resume(&visitor, &key)).await;
+    assert_eq!(
+        (back.visitor.as_str(), back.conversation.as_str(), back.returning),
+        (visitor.as_str(), conversation.as_str(), true)
+    );
+    assert_eq!(back.key, None, "the key it holds still holds");
     assert_eq!(say(&mut again, "hello").await.text, greeting_variant, "same visitor, same variant");
+
+    // The visitor id alone (it is in the admin, in exports, in links of old) resumes nothing,
+    // nor does it with a key of another visitor's.
+    for key in [None, Some("0".repeat(32))] {
+        let mut thief = server.connect().await;
+        let stolen = welcome(&mut thief, resume(&visitor, &key)).await;
+        assert!(stolen.visitor != visitor && !stolen.returning, "{key:?}");
+        assert_ne!(say(&mut thief, "hello").await.text, "", "a new chat instead");
+    }
 
     // An id the server never minted starts a new visitor instead of failing.
     let mut stranger = server.connect().await;

@@ -25,14 +25,15 @@ fn quick_pack(dir: &Path) -> std::path::PathBuf {
     copy_starter_pack(dir, |text| text.replace("after = \"1h\"", "after = \"1s\""))
 }
 
-/// Runs the shoe flow to its end with `email` and marketing consent; returns the visitor id.
-async fn shop(server: &TestServer, email: &str) -> String {
+/// Runs the shoe flow to its end with `email` and marketing consent; returns the visitor id and
+/// the widget's resume key.
+async fn shop(server: &TestServer, email: &str) -> (String, Option<String>) {
     let mut socket = server.connect().await;
-    let (visitor, ..) = hello(&mut socket, Hello::default()).await;
+    let Welcomed { visitor, key, .. } = welcome(&mut socket, Hello::default()).await;
     for text in FLOW.into_iter().chain([email, "yes"]) {
         say_all(&mut socket, text).await;
     }
-    visitor
+    (visitor, key)
 }
 
 /// The follow-up emails in the outbox (not the other jobs).
@@ -66,7 +67,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
         smtp.smtp_url()
     );
     let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
-    let visitor = shop(&server, "ana@example.com").await;
+    let (visitor, key) = shop(&server, "ana@example.com").await;
 
     let messages = smtp.wait_for(1, Duration::from_secs(20));
     assert_eq!(messages.len(), 1, "one follow-up");
@@ -110,7 +111,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     say_all(&mut socket, "I'm looking for boots").await;
     let mut later = server.connect().await;
     let consent = Some(Consent { marketing: true, ads: true });
-    hello(&mut later, Hello { visitor: Some(visitor.clone()), consent, ..Hello::default() }).await;
+    hello(&mut later, Hello { consent, ..crate::helpers::resume(&visitor, &key) }).await;
     drop(later);
 
     // Sent once: nothing more arrives.
@@ -145,7 +146,7 @@ async fn follow_ups_outlast_an_smtp_outage_and_are_only_sent_while_wanted() {
     shop(&server, "bounce@example.com").await;
     shop(&server, "busy@example.com").await;
     // Converts before the mail goes out: the follow-up is cancelled.
-    let cara = shop(&server, "cara@example.com").await;
+    let (cara, _) = shop(&server, "cara@example.com").await;
     let order = json!({ "order_id": "A-1", "visitor": cara, "value": 99.0, "currency": "EUR" }).to_string();
     let (status, body) = post(format!("{}/api/conversions", server.url()), Some(key), "application/json", order).await;
     assert_eq!(status, 201, "{body}");
@@ -327,7 +328,7 @@ async fn an_address_typed_in_the_chat_is_confirmed_before_any_marketing_email() 
     let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
     let config = format!("smtp_url = \"{}\"\n", smtp.smtp_url());
     let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
-    let visitor = shop(&server, "ana@example.com").await;
+    let (visitor, key) = shop(&server, "ana@example.com").await;
 
     // The first email asks to confirm; the follow-up due a second later is not sent.
     let first = smtp.wait_for(1, Duration::from_secs(20));
@@ -349,7 +350,7 @@ async fn an_address_typed_in_the_chat_is_confirmed_before_any_marketing_email() 
 
     // Confirmed: the next follow-up goes out, and no second confirmation is asked.
     let mut socket = server.connect().await;
-    hello(&mut socket, Hello { visitor: Some(visitor.clone()), ..Hello::default() }).await;
+    hello(&mut socket, resume(&visitor, &key)).await;
     say_all(&mut socket, "I'm looking for boots").await;
     let all = smtp.wait_for(2, Duration::from_secs(20));
     assert_eq!(all.len(), 2);

@@ -139,11 +139,31 @@ pub async fn send(socket: &mut Socket, frame: ClientFrame) {
 
 /// Says hello and returns (visitor, conversation, returning, greeting).
 pub async fn hello(socket: &mut Socket, hello: Hello) -> (String, String, bool, Reply) {
+    let w = welcome(socket, hello).await;
+    (w.visitor, w.conversation, w.returning, w.greeting)
+}
+
+/// What `welcome` and the greeting say.
+pub struct Welcomed {
+    pub visitor: String,
+    pub conversation: String,
+    pub returning: bool,
+    /// The resume key the widget keeps (a new visitor, an email link), if a new one was given.
+    pub key: Option<String>,
+    pub greeting: Reply,
+}
+
+pub async fn welcome(socket: &mut Socket, hello: Hello) -> Welcomed {
     send(socket, ClientFrame::Hello(hello)).await;
-    let ServerFrame::Welcome { visitor, conversation, returning } = recv(socket).await else {
+    let ServerFrame::Welcome { visitor, conversation, returning, key } = recv(socket).await else {
         panic!("expected welcome");
     };
-    (visitor, conversation, returning, reply(socket).await)
+    Welcomed { visitor, conversation, returning, key, greeting: reply(socket).await }
+}
+
+/// The `hello` of a widget that kept the visitor id and the resume key it was given.
+pub fn resume(visitor: &str, key: &Option<String>) -> Hello {
+    Hello { visitor: Some(visitor.to_string()), key: key.clone(), ..Hello::default() }
 }
 
 pub async fn reply(socket: &mut Socket) -> Reply {

@@ -12,7 +12,8 @@ use crate::helpers::*;
 
 /// A shopper from an email link who tells us size, colour, budget and consent (a follow-up is
 /// scheduled); returns (visitor, conversation).
-async fn known_shopper(server: &TestServer, socket: &mut nudge::client::Socket) -> (String, String) {
+/// A shopper who came by an email link and ran the shoe flow: (visitor, conversation, resume key).
+async fn known_shopper(server: &TestServer, socket: &mut nudge::client::Socket) -> (String, String, Option<String>) {
     let data = server.data.to_str().expect("utf-8").to_string();
     let url = server.url();
     let args = ["link", "--email", "ana@example.com", "--name", "Ana", "--data", &data, "--public-url", &url];
@@ -20,11 +21,13 @@ async fn known_shopper(server: &TestServer, socket: &mut nudge::client::Socket) 
     assert_eq!(code, 0, "{err}");
     let (_, location, _) = get(link.trim().to_string()).await;
     let token = location.strip_prefix("/chat?nudge=").expect("token").to_string();
-    let (visitor, conversation, ..) = hello(socket, Hello { token: Some(token), ..Hello::default() }).await;
+    let Welcomed { visitor, conversation, key, .. } =
+        welcome(socket, Hello { token: Some(token), ..Hello::default() }).await;
+    assert!(key.is_some(), "an email link gives the widget a resume key");
     for text in ["I'm looking for sneakers", "42", "black", "120", "yes"] {
         say_all(socket, text).await;
     }
-    (visitor, conversation)
+    (visitor, conversation, key)
 }
 
 #[tokio::test]
@@ -32,7 +35,7 @@ async fn a_shopper_who_asks_to_be_forgotten_is_erased_everywhere() {
     let dir = tempfile::tempdir().expect("dir");
     let mut server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
     let mut socket = server.connect().await;
-    let (visitor, conversation) = known_shopper(&server, &mut socket).await;
+    let (visitor, conversation, key) = known_shopper(&server, &mut socket).await;
 
     send(&mut socket, ClientFrame::Say { text: "Please delete all my personal data".into() }).await;
     let reply = reply(&mut socket).await;
@@ -42,10 +45,9 @@ async fn a_shopper_who_asks_to_be_forgotten_is_erased_everywhere() {
     };
     assert!(fresh != visitor && !returning, "the chat goes on as a new visitor");
     assert_eq!(say(&mut socket, "do you ship to Austria?").await.intent, "shipping_options");
-    // The old id from the widget's storage finds nothing any more.
+    // The old id and key from the widget's storage find nothing any more.
     let mut again = server.connect().await;
-    let (other, _, returning, _) =
-        hello(&mut again, Hello { visitor: Some(visitor.clone()), ..Hello::default() }).await;
+    let (other, _, returning, _) = hello(&mut again, resume(&visitor, &key)).await;
     assert!(other != visitor && !returning);
     drop((socket, again));
     server.kill();
@@ -74,7 +76,7 @@ async fn marketers_erase_from_the_admin_and_the_command_line() {
     assert!(set_password(&data, PASSWORD).0);
     let mut server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
     let mut socket = server.connect().await;
-    let (visitor, _) = known_shopper(&server, &mut socket).await;
+    let (visitor, ..) = known_shopper(&server, &mut socket).await;
     let cookie = session(&login(&server, PASSWORD, None).await.1);
     let erase = format!("{}/admin/leads/{visitor}/erase", server.url());
     let (status, _) = post(erase.clone(), None, "application/x-www-form-urlencoded", String::new()).await;
@@ -89,7 +91,7 @@ async fn marketers_erase_from_the_admin_and_the_command_line() {
 
     // Another shopper, erased from the command line while the server is stopped.
     let mut socket = server.connect().await;
-    let (second, _) = known_shopper(&server, &mut socket).await;
+    let (second, ..) = known_shopper(&server, &mut socket).await;
     drop(socket);
     server.kill();
     let data_arg = data.to_str().expect("utf-8");
@@ -219,18 +221,23 @@ async fn an_erasure_removes_the_mail_files_written_to_the_shopper() {
 }
 
 #[tokio::test]
-async fn a_chat_resumed_by_visitor_id_is_not_told_the_address() {
+async fn a_visitor_id_alone_resumes_nothing_and_no_chat_is_told_the_address() {
     let server = TestServer::start();
     let mut socket = server.connect().await;
-    let (visitor, ..) = hello(&mut socket, Hello::default()).await;
+    let Welcomed { visitor, key, .. } = welcome(&mut socket, Hello::default()).await;
     for text in ["I'm looking for sneakers", "42", "black", "120", "ana@example.com", "yes"] {
         say_all(&mut socket, text).await;
     }
     drop(socket);
-    // Whoever holds the visitor id (it travels in links) asks what the bot knows.
+    // Whoever learnt the visitor id (the admin, an export) gets a new, empty chat.
     let mut other = server.connect().await;
-    hello(&mut other, Hello { visitor: Some(visitor), ..Hello::default() }).await;
-    let answer = say(&mut other, "do you have a discount code?").await;
+    let stranger = welcome(&mut other, resume(&visitor, &None)).await;
+    assert!(stranger.visitor != visitor && !stranger.returning);
+    assert_eq!(say(&mut other, "do you have a discount code?").await.intent, "discount");
+    // The shopper's own widget, with its key, is known, and still not told the address it typed.
+    let mut own = server.connect().await;
+    assert!(welcome(&mut own, resume(&visitor, &key)).await.returning);
+    let answer = say(&mut own, "do you have a discount code?").await;
     assert_eq!(answer.intent, "discount_known");
     assert!(!answer.text.contains("ana@example.com"), "{}", answer.text);
 }
