@@ -82,6 +82,8 @@ fn the_widget_chats_on_a_phone_sized_landing_page() {
     assert_eq!(browser.js(&format!("{SHADOW} return root.activeElement && root.activeElement.className;")), "bubble");
     let visitor = browser.js("return localStorage.getItem('nudge.visitor');");
     let visitor = visitor.as_str().expect("visitor id remembered").to_string();
+    let key = browser.js("return localStorage.getItem('nudge.key');");
+    assert!(key.as_str().is_some_and(|k| k.len() == 32), "the resume key is kept beside the id: {key}");
 
     // The server goes away and comes back on the same port: the widget reconnects by itself
     // as the same visitor.
