@@ -15,6 +15,7 @@
 //! so that a second backend can answer each with a query.
 
 mod apply;
+mod compact;
 mod erase;
 mod journal;
 mod outbox;
@@ -195,15 +196,24 @@ impl std::ops::Index<T> for Trees {
     }
 }
 
+/// Opens the sled database at `path` in the data directory `dir`; another process holding it is
+/// `Locked`.
+fn open_db(dir: &Path, path: &Path) -> Result<sled::Db> {
+    sled::Config::new().path(path).open().map_err(|e| match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            StoreError::Locked(dir.display().to_string())
+        }
+        other => StoreError::Sled(other),
+    })
+}
+
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         private_dir(dir).map_err(|e| StoreError::Sled(e.into()))?;
-        let db = sled::Config::new().path(dir.join("store")).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                StoreError::Locked(dir.display().to_string())
-            }
-            other => StoreError::Sled(other),
-        })?;
+        if compact::if_erased(dir)? {
+            log::info!("store: compacted after an erasure, so erased data is gone from disk");
+        }
+        let db = open_db(dir, &dir.join("store"))?;
         let mut trees = Vec::with_capacity(T::ALL.len());
         for tree in T::ALL {
             trees.push(db.open_tree(tree.name())?);
