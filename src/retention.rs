@@ -32,9 +32,9 @@ pub fn sweep(store: &Store, cutoff: u64, now: u64) -> Result<(usize, usize)> {
         }
     }
     let conversations = writes.len() - visitors;
-    if !writes.is_empty() {
-        store.commit_blocking(writes)?;
-    }
+    // Spent email links only need remembering while their tokens could still be used.
+    writes.push(Command::ForgetSpentLinks { at: now });
+    store.commit_blocking(writes)?;
     Ok((visitors, conversations))
 }
 

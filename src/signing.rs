@@ -123,6 +123,11 @@ impl Signer {
     /// The claims of a token that this server sealed (or signed) and that has not expired at
     /// `now` (seconds).
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        self.verify_until(token, now).map(|(claims, _)| claims)
+    }
+
+    /// `verify`, with the token's expiry (seconds).
+    pub fn verify_until(&self, token: &str, now: u64) -> Result<(Claims, u64), TokenError> {
         let payload = match token.matches('.').count() {
             1 => self.open(token)?,
             _ => self.verify_signed(token)?,
@@ -130,7 +135,7 @@ impl Signer {
         if payload.x <= now {
             return Err(TokenError::Expired);
         }
-        Ok(payload.claims)
+        Ok((payload.claims, payload.x))
     }
 
     fn open(&self, token: &str) -> Result<Payload, TokenError> {

@@ -90,6 +90,11 @@ pub enum Command {
     OpenAdminSession { id: AdminSessionId, at: u64, expires_at: u64 },
     /// A marketer logged out: the session's cookie stops working, wherever it was copied.
     EndAdminSession(AdminSessionId),
+    /// An email link proved its address once (`link` is a hash of the token); it resumes
+    /// nobody again. Kept until the token would have expired anyway.
+    SpendLink { link: [u8; 16], expires_at: u64 },
+    /// Forgets spent links whose tokens have expired by `at` (retention).
+    ForgetSpentLinks { at: u64 },
 }
 
 impl Command {
@@ -143,10 +148,12 @@ enum T {
     AdminSessions,
     /// Last seen (u64 ms BE) ++ visitor id: the admin's newest-first pages.
     LeadsBySeen,
+    /// Hashes of email links that were used → when their tokens expire (u64 ms BE).
+    SpentLinks,
 }
 
 impl T {
-    const ALL: [T; 15] = [
+    const ALL: [T; 16] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -162,6 +169,7 @@ impl T {
         T::Journal,
         T::AdminSessions,
         T::LeadsBySeen,
+        T::SpentLinks,
     ];
 
     fn name(self) -> &'static str {
@@ -181,12 +189,13 @@ impl T {
             T::Journal => "journal",
             T::AdminSessions => "admin_sessions",
             T::LeadsBySeen => "leads_by_seen",
+            T::SpentLinks => "spent_links",
         }
     }
 }
 
 #[derive(Clone)]
-struct Trees([sled::Tree; 15]);
+struct Trees([sled::Tree; 16]);
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
@@ -406,6 +415,11 @@ impl Store {
     pub fn admin_session_live(&self, id: &AdminSessionId, now: u64) -> Result<bool> {
         let expires = self.inner.trees[T::AdminSessions].get(id.as_bytes())?;
         Ok(expires.and_then(|e| ms_be(&e)).is_some_and(|expires| expires > now))
+    }
+
+    /// Whether the email link with this hash was already used.
+    pub fn link_spent(&self, link: &[u8; 16]) -> Result<bool> {
+        Ok(self.inner.trees[T::SpentLinks].contains_key(link)?)
     }
 
     /// Whether a visitor was erased (a tombstone is all that is left).

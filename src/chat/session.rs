@@ -212,11 +212,17 @@ impl Chat {
         };
         let requested = hello.visitor.as_deref().and_then(|v| VisitorId::parse(v).ok());
         let key = hello.key.clone();
-        let (link, found) = self
+        let (link, found, spent) = self
             .app
             .store
             .read(move |store| {
-                // The same email link opened on another device resumes the same visitor.
+                // An email link proves its address once; after that the widget it opened holds
+                // a resume key, and the link resumes nobody (a forwarded email, a shared device).
+                let spent = match &link {
+                    Some(link) => store.link_spent(&link.id)?,
+                    None => false,
+                };
+                let link = link.filter(|_| !spent);
                 let by_email = match &link {
                     Some(link) => link.find(store)?,
                     None => None,
@@ -244,10 +250,14 @@ impl Chat {
                     }
                     None => None,
                 };
-                Ok((link, found))
+                Ok((link, found, spent))
             })
             .await
             .map_err(internal)?;
+        if spent {
+            let message = "this email link was already used; the chat goes on where it was first opened";
+            frames.push(ServerFrame::error(ErrorCode::Unauthorized, message));
+        }
         let returning = found.is_some();
         let locale = hello.locale.as_deref().map(locale_from_tag);
         let mut commands = Vec::new();
@@ -275,6 +285,9 @@ impl Chat {
                 commands.push(Command::change(&mut profile, change));
             }
             commands.push(link.link(profile.id));
+            // Spent with the first message (a mail scanner that only opens the page spends
+            // nothing), like everything else this hello would store.
+            commands.push(Command::SpendLink { link: link.id, expires_at: link.expires_at.saturating_mul(1000) });
         }
         let resume_window = self.app.config.resume_window_secs * 1000;
         let conversation = match last {

@@ -166,6 +166,16 @@ impl Batch<'_, '_> {
                 self.put(T::AdminSessions, id.as_bytes().to_vec(), expires_at.to_be_bytes().to_vec());
             }
             Command::EndAdminSession(id) => self.remove(T::AdminSessions, id.as_bytes().to_vec()),
+            Command::SpendLink { link, expires_at } => {
+                self.put(T::SpentLinks, link.to_vec(), expires_at.to_be_bytes().to_vec());
+            }
+            Command::ForgetSpentLinks { at } => {
+                for (link, expires) in self.scan(T::SpentLinks, &[])? {
+                    if super::ms_be(&expires).is_some_and(|expires| expires <= at) {
+                        self.remove(T::SpentLinks, link);
+                    }
+                }
+            }
         }
         Ok(())
     }

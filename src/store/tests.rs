@@ -572,3 +572,21 @@ fn leads_page_newest_first_and_an_older_store_gets_the_index_at_open() {
     let order: Vec<_> = store.visitors_by_last_seen(None).map(|r| r.expect("read").1.id).collect();
     assert_eq!(order, [w.v2, w.v1]);
 }
+
+#[test]
+fn a_spent_link_is_remembered_until_its_token_expires() {
+    let (_dir, store) = fresh();
+    let (a, b) = ([1u8; 16], [2u8; 16]);
+    store
+        .commit_blocking(vec![
+            Command::SpendLink { link: a, expires_at: 1_000 },
+            Command::SpendLink { link: b, expires_at: 5_000 },
+            Command::SpendLink { link: a, expires_at: 1_000 },
+        ])
+        .expect("commit");
+    assert!(store.link_spent(&a).expect("read") && store.link_spent(&b).expect("read"));
+    assert!(!store.link_spent(&[3u8; 16]).expect("read"));
+    store.commit_blocking(vec![Command::ForgetSpentLinks { at: 1_000 }]).expect("commit");
+    assert!(!store.link_spent(&a).expect("read"), "expired: forgotten");
+    assert!(store.link_spent(&b).expect("read"), "still usable: remembered");
+}

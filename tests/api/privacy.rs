@@ -12,15 +12,20 @@ use crate::helpers::*;
 
 /// A shopper from an email link who tells us size, colour, budget and consent (a follow-up is
 /// scheduled); returns (visitor, conversation).
-/// A shopper who came by an email link and ran the shoe flow: (visitor, conversation, resume key).
-async fn known_shopper(server: &TestServer, socket: &mut nudge::client::Socket) -> (String, String, Option<String>) {
+/// The token of a fresh email link for ana@example.com, as `/c/` hands it to `/chat`.
+async fn email_link_token(server: &TestServer) -> String {
     let data = server.data.to_str().expect("utf-8").to_string();
     let url = server.url();
     let args = ["link", "--email", "ana@example.com", "--name", "Ana", "--data", &data, "--public-url", &url];
     let (code, link, err) = run_nudge(&args);
     assert_eq!(code, 0, "{err}");
     let (_, location, _) = get(link.trim().to_string()).await;
-    let token = location.strip_prefix("/chat?nudge=").expect("token").to_string();
+    location.strip_prefix("/chat?nudge=").expect("token").to_string()
+}
+
+/// A shopper who came by an email link and ran the shoe flow: (visitor, conversation, resume key).
+async fn known_shopper(server: &TestServer, socket: &mut nudge::client::Socket) -> (String, String, Option<String>) {
+    let token = email_link_token(server).await;
     let Welcomed { visitor, conversation, key, .. } =
         welcome(socket, Hello { token: Some(token), ..Hello::default() }).await;
     assert!(key.is_some(), "an email link gives the widget a resume key");
@@ -262,4 +267,37 @@ async fn a_visitor_id_alone_resumes_nothing_and_no_chat_is_told_the_address() {
     let answer = say(&mut own, "do you have a discount code?").await;
     assert_eq!(answer.intent, "discount_known");
     assert!(!answer.text.contains("ana@example.com"), "{}", answer.text);
+}
+
+#[tokio::test]
+async fn an_email_link_proves_the_address_once_then_the_widget_key_resumes() {
+    let server = TestServer::start();
+    let token = email_link_token(&server).await;
+    // Opened twice before anyone chats (a mail scanner, a second tab): both are the shopper.
+    let mut scanner = server.connect().await;
+    let first = welcome(&mut scanner, Hello { token: Some(token.clone()), ..Hello::default() }).await;
+    drop(scanner);
+    let mut socket = server.connect().await;
+    let Welcomed { visitor, key, .. } =
+        welcome(&mut socket, Hello { token: Some(token.clone()), ..Hello::default() }).await;
+    assert_eq!(first.visitor, visitor);
+    assert_eq!(say(&mut socket, "hello").await.intent, "greeting");
+    drop(socket);
+
+    // Chatted through once, the link is spent: a forwarded email opens an anonymous chat.
+    let mut forwarded = server.connect().await;
+    send(&mut forwarded, ClientFrame::Hello(Hello { token: Some(token.clone()), ..Hello::default() })).await;
+    let ServerFrame::Error { code, message } = recv(&mut forwarded).await else { panic!("an error first") };
+    assert_eq!(code, nudge::protocol::ErrorCode::Unauthorized);
+    assert!(message.contains("already used"), "{message}");
+    let ServerFrame::Welcome { visitor: stranger, returning, .. } = recv(&mut forwarded).await else {
+        panic!("then a welcome")
+    };
+    assert!(stranger != visitor && !returning);
+    assert_eq!(reply(&mut forwarded).await.intent, "welcome", "not greeted by the shopper's name");
+
+    // The shopper's own widget resumes through its key.
+    let mut own = server.connect().await;
+    let back = welcome(&mut own, resume(&visitor, &key)).await;
+    assert!(back.returning && back.visitor == visitor);
 }
