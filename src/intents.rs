@@ -329,6 +329,11 @@ impl IntentSet {
         }
     }
 
+    /// The scope gate as the pack trained it.
+    pub fn gate(&self) -> &scope::Gate {
+        &self.gate
+    }
+
     /// How a message routes and the evidence behind it (`nudge intents eval --rows`).
     pub fn explain(&self, message: &text::Message) -> Explained {
         let route = self.route(message, &|_| false);

@@ -508,6 +508,7 @@ fn check(dir: &Path) -> ExitCode {
     let examples: usize = set.intents.iter().map(|i| i.examples.len() + i.counter_examples.len()).sum();
     if failures.is_empty() {
         println!("{} intents, {} emails, {examples} examples: all pass", set.intents.len(), set.emails.len());
+        println!("{}", set.gate());
         ExitCode::SUCCESS
     } else {
         eprintln!("{} of {examples} examples fail", failures.len());

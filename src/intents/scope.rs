@@ -229,6 +229,16 @@ impl Gate {
     }
 }
 
+impl std::fmt::Display for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [shop, other, foreign] = self.weights;
+        write!(
+            f,
+            "scope gate (log-odds per word): a shop word {shop:+.2}, a fallback word {other:+.2}, a rare real word the pack never uses {foreign:+.2}"
+        )
+    }
+}
+
 fn features(e: &Evidence) -> [f32; 3] {
     [e.shop, e.other, e.foreign]
 }
