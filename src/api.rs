@@ -6,7 +6,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::json;
 
-use crate::domain::{Change, ConsentChange, Status};
+use crate::domain::{Change, ConsentChange, Spend, Status};
 use crate::ids::VisitorId;
 use crate::leads::{self, Conversion, EmailLink, LinkError};
 use crate::now_ms;
@@ -19,6 +19,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/c/{token}", web::get().to(email_link))
         .route("/r/{token}", web::get().to(checkout))
         .route("/api/conversions", web::post().to(conversion))
+        .route("/api/spend", web::post().to(spend))
         .route("/u/{token}", web::get().to(unsubscribe_page))
         .route("/u/{token}", web::post().to(unsubscribe))
         .route("/v/{token}", web::get().to(confirm_page))
@@ -145,7 +146,8 @@ async fn checkout(app: web::Data<App>, token: web::Path<String>) -> Result<HttpR
 }
 
 /// `POST /api/conversions`: the shop reports an order; idempotent by order id.
-async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Failure> {
+/// The shop's server calls: the conversions API key as a bearer token, a JSON body.
+fn shop_call(app: &App, req: &HttpRequest) -> Result<(), Failure> {
     let key =
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match key {
@@ -165,6 +167,30 @@ async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> 
     if !json {
         return Err(Failure::json(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send `Content-Type: application/json`"));
     }
+    Ok(())
+}
+
+/// `POST /api/spend`: a JSON array of `{date, campaign, platform, amount, currency}` rows, all
+/// or none; a row reported again (same date, campaign and platform) replaces the first.
+async fn spend(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Failure> {
+    shop_call(&app, &req)?;
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&body)
+        .map_err(|e| Failure::json(StatusCode::BAD_REQUEST, format!("the body must be a JSON array of rows: {e}")))?;
+    let mut commands = Vec::with_capacity(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        let row = serde_json::from_value::<Spend>(row)
+            .map_err(|e| e.to_string())
+            .and_then(Spend::checked)
+            .map_err(|e| Failure::json(StatusCode::BAD_REQUEST, format!("row {}: {e}", i + 1)))?;
+        commands.push(Command::RecordSpend(row));
+    }
+    let count = commands.len();
+    app.store.commit(commands).await?;
+    Ok(HttpResponse::Ok().json(json!({ "status": "recorded", "rows": count })))
+}
+
+async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Failure> {
+    shop_call(&app, &req)?;
     let conversion: Conversion = serde_json::from_slice(&body)
         .map_err(|e| Failure::json(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))?;
     conversion.validate().map_err(|e| Failure::json(StatusCode::BAD_REQUEST, e))?;

@@ -11,6 +11,7 @@ mod conversation;
 mod order;
 mod outbox;
 mod profile;
+mod spend;
 
 pub use conversation::{Conversation, Entry, Pending, Source, Speaker};
 pub use order::Order;
@@ -18,3 +19,4 @@ pub use outbox::{Job, OutboxItem, OutboxState};
 pub use profile::{
     Change, Confirmation, ConsentChange, ConsentRecord, Preference, Profile, Status, UNSUBSCRIBE_SOURCE,
 };
+pub use spend::{Spend, is_currency};

@@ -161,8 +161,8 @@ impl Conversion {
         if !self.value.is_finite() || self.value < 0.0 {
             return Err("`value` must be a non-negative number".into());
         }
-        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err("`currency` must be a three-letter ISO 4217 code such as EUR".into());
+        if !crate::domain::is_currency(&self.currency) {
+            return Err("`currency` must be an ISO 4217 currency such as EUR".into());
         }
         if self.checkout_token.is_none() && self.visitor.is_none() {
             return Err("give `checkout_token` (from the checkout link) or `visitor`".into());

@@ -85,6 +85,9 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Ad spend, for return on ad spend in the funnel.
+    #[command(subcommand)]
+    Spend(SpendCommand),
     /// Set the `/admin` password: reads it from standard input (one line). Restart the server
     /// to use it; every admin session ends.
     AdminPassword {
@@ -163,6 +166,18 @@ enum IntentsCommand {
         /// With --folds: how many missed messages one false match is worth when tuning.
         #[arg(long, default_value_t = 1)]
         false_match_cost: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpendCommand {
+    /// Import a CSV with the columns `date,campaign,platform,amount,currency` (all rows or
+    /// none; a row already imported for the same date, campaign and platform is replaced).
+    /// The server must be stopped; while it runs, `POST /api/spend` does the same.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -273,6 +288,9 @@ fn main() -> ExitCode {
         }
         Command::Erase { visitor, email, config } => config.load().and_then(|config| erase(&config, visitor, email)),
         Command::AdminPassword { config } => config.load().and_then(|config| admin_password(&config)),
+        Command::Spend(SpendCommand::Import { file, config }) => {
+            config.load().and_then(|config| import_spend(&config, &file))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -359,6 +377,23 @@ fn erase(config: &Config, visitor: Option<String>, email: Option<String>) -> any
     if mails > 0 {
         eprintln!("removed {mails} mail files written to them");
     }
+    Ok(())
+}
+
+fn import_spend(config: &Config, file: &Path) -> anyhow::Result<()> {
+    let name = file.display();
+    let mut reader = csv::Reader::from_path(file).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let mut commands = Vec::new();
+    for (i, row) in reader.deserialize::<nudge::domain::Spend>().enumerate() {
+        // Line 1 is the header.
+        let line = i + 2;
+        let row = row.map_err(|e| e.to_string()).and_then(nudge::domain::Spend::checked);
+        commands.push(nudge::store::Command::RecordSpend(row.map_err(|e| anyhow::anyhow!("{name}:{line}: {e}"))?));
+    }
+    let store = nudge::store::Store::open(&config.data)?;
+    let count = commands.len();
+    store.commit_blocking(commands)?;
+    println!("imported {count} spend rows");
     Ok(())
 }
 

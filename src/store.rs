@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::domain::{Change, Conversation, Entry, Order, OutboxItem, Pending, Profile, Status};
+use crate::domain::{Change, Conversation, Entry, Order, OutboxItem, Pending, Profile, Spend, Status};
 use crate::ids::{AdminSessionId, ConversationId, OutboxId, TurnId, VisitorId};
 
 /// Every value starts with this version byte; a reader that meets another refuses it loudly
@@ -95,6 +95,8 @@ pub enum Command {
     SpendLink { link: [u8; 16], expires_at: u64 },
     /// Forgets spent links whose tokens have expired by `at` (retention).
     ForgetSpentLinks { at: u64 },
+    /// A day's ad spend of a campaign on a platform; reported again, it replaces the first.
+    RecordSpend(Spend),
 }
 
 impl Command {
@@ -150,10 +152,12 @@ enum T {
     LeadsBySeen,
     /// Hashes of email links that were used → when their tokens expire (u64 ms BE).
     SpentLinks,
+    /// Date ++ 0x00 ++ campaign ++ 0x00 ++ platform → `Spend`.
+    Spend,
 }
 
 impl T {
-    const ALL: [T; 16] = [
+    const ALL: [T; 17] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -170,6 +174,7 @@ impl T {
         T::AdminSessions,
         T::LeadsBySeen,
         T::SpentLinks,
+        T::Spend,
     ];
 
     fn name(self) -> &'static str {
@@ -190,12 +195,13 @@ impl T {
             T::AdminSessions => "admin_sessions",
             T::LeadsBySeen => "leads_by_seen",
             T::SpentLinks => "spent_links",
+            T::Spend => "spend",
         }
     }
 }
 
 #[derive(Clone)]
-struct Trees([sled::Tree; 16]);
+struct Trees([sled::Tree; 17]);
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
@@ -415,6 +421,11 @@ impl Store {
     pub fn admin_session_live(&self, id: &AdminSessionId, now: u64) -> Result<bool> {
         let expires = self.inner.trees[T::AdminSessions].get(id.as_bytes())?;
         Ok(expires.and_then(|e| ms_be(&e)).is_some_and(|expires| expires > now))
+    }
+
+    /// Every ad spend row, by date.
+    pub fn spend(&self) -> impl Iterator<Item = Result<Spend>> + '_ {
+        self.inner.trees[T::Spend].iter().values().map(|v| decode("spend", &v?))
     }
 
     /// Whether the email link with this hash was already used.

@@ -1,7 +1,7 @@
 //! What the marketer's pages show, read from the store: the funnel per campaign and per reply
 //! variant. Plain functions over `Store`, run on the blocking pool.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::domain::{Speaker, Status};
 use crate::ids::VisitorId;
@@ -17,6 +17,16 @@ pub struct CampaignRow {
     pub converted: u64,
     pub orders: u64,
     pub revenue: f64,
+    /// Ad spend reported for the campaign (`POST /api/spend`, `nudge spend import`).
+    pub spend: f64,
+    /// Revenue divided by spend (`2.0`: every unit spent brought two), spend per qualified lead
+    /// and per converted visitor; absent without spend, or when spend and orders are in
+    /// different currencies (Nudge converts none).
+    pub roas: Option<f64>,
+    pub cost_per_lead: Option<f64>,
+    pub cost_per_conversion: Option<f64>,
+    /// The currency of spend and revenue, when they share one.
+    pub currency: Option<String>,
 }
 
 /// Visitors who were shown one variant of a reply, and how many of them bought.
@@ -37,9 +47,10 @@ pub struct Funnel {
 
 pub const NO_CAMPAIGN: &str = "(none)";
 
-/// Reads every visitor, order and transcript once.
+/// Reads every visitor, order, spend row and transcript once.
 pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
     let mut campaigns: BTreeMap<String, CampaignRow> = BTreeMap::new();
+    let mut currencies: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut status: HashMap<VisitorId, Status> = HashMap::new();
     for profile in store.visitors() {
         let profile = profile?;
@@ -58,9 +69,27 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
                     .or_insert_with(|| CampaignRow { campaign: name, ..Default::default() });
                 row.orders += 1;
                 row.revenue += order.value;
+                currencies.entry(row.campaign.clone()).or_default().insert(order.currency.clone());
             }
         }
         status.insert(profile.id, profile.status);
+    }
+    for spend in store.spend() {
+        let spend = spend?;
+        let name = spend.campaign.clone();
+        let row = campaigns.entry(name.clone()).or_insert_with(|| CampaignRow { campaign: name, ..Default::default() });
+        row.spend += spend.amount;
+        currencies.entry(row.campaign.clone()).or_default().insert(spend.currency);
+    }
+    for row in campaigns.values_mut() {
+        let one = currencies.get(&row.campaign).filter(|c| c.len() == 1).and_then(|c| c.first().cloned());
+        row.currency = one;
+        if row.spend > 0.0 && row.currency.is_some() {
+            let per = |n: u64| (n > 0).then(|| row.spend / n as f64);
+            row.roas = Some(row.revenue / row.spend);
+            row.cost_per_lead = per(row.qualified);
+            row.cost_per_conversion = per(row.converted);
+        }
     }
     let mut shown: HashSet<(String, u32, VisitorId)> = HashSet::new();
     for conversation in store.conversations() {

@@ -299,12 +299,16 @@ pub fn funnel(funnel: &Funnel) -> String {
     };
     let mut body = String::from(
         "<h2>By campaign</h2><table><tr><th>Campaign</th><th>Visitors</th><th>Qualified</th><th>Checkout clicked</th>\
-         <th>Converted</th><th>Conversion</th><th>Orders</th><th>Revenue</th></tr>",
+         <th>Converted</th><th>Conversion</th><th>Orders</th><th>Revenue</th><th>Spend</th><th>ROAS</th>\
+         <th>Cost per lead</th><th>Cost per conversion</th></tr>",
     );
+    let money = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     for row in &funnel.campaigns {
+        let currency = row.currency.as_deref().map_or(String::new(), |c| format!(" {}", e(c)));
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}{currency}</td>\
+             <td>{:.2}{currency}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             e(&row.campaign),
             row.visitors,
             row.qualified,
@@ -313,6 +317,10 @@ pub fn funnel(funnel: &Funnel) -> String {
             rate(row.converted, row.visitors),
             row.orders,
             row.revenue,
+            row.spend,
+            row.roas.map_or("-".to_string(), |r| format!("{r:.2}")),
+            money(row.cost_per_lead),
+            money(row.cost_per_conversion),
         );
     }
     body.push_str(

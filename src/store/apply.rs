@@ -166,6 +166,10 @@ impl Batch<'_, '_> {
                 self.put(T::AdminSessions, id.as_bytes().to_vec(), expires_at.to_be_bytes().to_vec());
             }
             Command::EndAdminSession(id) => self.remove(T::AdminSessions, id.as_bytes().to_vec()),
+            Command::RecordSpend(spend) => {
+                let key = [spend.date.as_bytes(), spend.campaign.as_bytes(), spend.platform.as_bytes()].join(&0u8);
+                self.put(T::Spend, key, encode(&spend));
+            }
             Command::SpendLink { link, expires_at } => {
                 self.put(T::SpentLinks, link.to_vec(), expires_at.to_be_bytes().to_vec());
             }

@@ -208,6 +208,51 @@ async fn admin_shows_what_the_shopper_told_us_and_exports_it() {
         (Some(1), Some(1), Some(99.5))
     );
     assert!(page("/admin/funnel").await.2.contains("<td>spring</td>"));
+
+    // Ad spend: reported twice (the second time with a corrected figure), it counts once.
+    let spend = format!("{}/api/spend", server.url());
+    let key = Some(api_key(&server.data));
+    let rows = |meta: f64| {
+        serde_json::json!([
+            { "date": "2026-11-30", "campaign": "spring", "platform": "meta", "amount": meta, "currency": "EUR" },
+            { "date": "2026-11-30", "campaign": "spring", "platform": "google", "amount": 14.75, "currency": "EUR" },
+        ])
+        .to_string()
+    };
+    assert_eq!(post(spend.clone(), key.clone(), "application/json", rows(40.0)).await.0, 200);
+    let (status, body) = post(spend.clone(), key.clone(), "application/json", rows(35.0)).await;
+    assert_eq!((status, body["rows"].as_u64()), (200, Some(2)), "{body}");
+    for (bad, reason) in [
+        (
+            r#"[{"date":"2026-11-31","campaign":"spring","platform":"meta","amount":1,"currency":"EUR"}]"#,
+            "row 1: `date`",
+        ),
+        (
+            r#"[{"date":"2026-11-30","campaign":"spring","platform":"meta","amount":1,"currency":"EUR"},
+             {"date":"2026-11-30","campaign":"spring","platform":"meta","amount":-5,"currency":"EUR"}]"#,
+            "row 2: `amount`",
+        ),
+        (
+            r#"[{"date":"2026-11-30","campaign":"spring","platform":"meta","amount":1,"currency":"XYZ"}]"#,
+            "row 1: `currency`",
+        ),
+        (r#"[{"date":"2026-11-30","campaign":"spring"}]"#, "row 1: missing field"),
+        (r#"{"date":"2026-11-30"}"#, "JSON array"),
+    ] {
+        let (status, body) = post(spend.clone(), key.clone(), "application/json", bad.to_string()).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains(reason)), "{bad}: {body}");
+    }
+    assert_eq!(post(spend.clone(), None, "application/json", rows(1.0)).await.0, 401);
+    let (_, _, funnel) = page("/admin/api/funnel").await;
+    let funnel: serde_json::Value = serde_json::from_str(&funnel).expect("json");
+    let spring =
+        funnel["campaigns"].as_array().expect("campaigns").iter().find(|c| c["campaign"] == "spring").expect("spring");
+    assert_eq!(spring["spend"].as_f64(), Some(49.75), "the corrected row replaced the first; bad rows stored nothing");
+    assert_eq!(spring["roas"].as_f64(), Some(99.5 / 49.75), "revenue over spend: 2.0");
+    assert_eq!(spring["cost_per_conversion"].as_f64(), Some(49.75));
+    assert_eq!(spring["currency"].as_str(), Some("EUR"));
+    assert!(page("/admin/funnel").await.2.contains("<td>2.00</td>"), "ROAS on the page");
     assert!(page("/admin/emails").await.2.contains("cancelled: converted"));
     let (_, _, tried) = page("/admin/try?q=do+you+ship+to+Austria%3F").await;
     assert!(tried.contains("<strong>shipping_options</strong>"), "{tried}");

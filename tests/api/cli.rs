@@ -231,3 +231,24 @@ async fn a_campaign_written_as_a_formula_is_exported_as_text() {
         assert!(!cell.starts_with(['=', '+', '@', '\t', '\r']), "{cell:?} would run as a formula");
     }
 }
+
+#[test]
+fn spend_is_imported_from_csv_all_rows_or_none() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8");
+    let file = dir.path().join("spend.csv");
+    let header = "date,campaign,platform,amount,currency\n";
+    std::fs::write(&file, format!("{header}2026-11-29,spring,meta,20.5,EUR\n2026-11-30,spring,meta,-1,EUR\n"))
+        .expect("write");
+    let (code, out) = nudge(&["spend", "import", file.to_str().expect("utf-8"), "--data", data]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("spend.csv:3: `amount` -1 must be a number of zero or more"), "{out}");
+    std::fs::write(&file, format!("{header}2026-11-29,spring,meta,20.5,EUR\n2026-11-30,spring,Meta,19.5,EUR\n"))
+        .expect("write");
+    let (code, out) = nudge(&["spend", "import", file.to_str().expect("utf-8"), "--data", data]);
+    assert_eq!((code, out.trim()), (0, "imported 2 spend rows"), "{out}");
+    let store = nudge::store::Store::open(std::path::Path::new(data)).expect("store");
+    let rows: Vec<_> = store.spend().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.iter().map(|r| r.amount).sum::<f64>(), 40.0, "only the good file's rows: {rows:?}");
+}
