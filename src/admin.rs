@@ -4,7 +4,7 @@
 //! are refused; every page is sent with headers that forbid framing, scripts and caching.
 
 mod auth;
-mod report;
+pub mod report;
 mod views;
 
 pub use auth::Logins;

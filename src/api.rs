@@ -13,13 +13,15 @@ use crate::now_ms;
 use crate::pages::{document, escape_html, html_page};
 use crate::server::App;
 use crate::signing::{Claims, TokenError, constant_time_eq};
-use crate::store::{Command, StoreError};
+use crate::store::{Command, EmailEvent, StoreError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/c/{token}", web::get().to(email_link))
         .route("/r/{token}", web::get().to(checkout))
         .route("/api/conversions", web::post().to(conversion))
         .route("/api/spend", web::post().to(spend))
+        .route("/o/{token}", web::get().to(opened))
+        .route("/l/{token}", web::get().to(clicked))
         .route("/u/{token}", web::get().to(unsubscribe_page))
         .route("/u/{token}", web::post().to(unsubscribe))
         .route("/v/{token}", web::get().to(confirm_page))
@@ -145,7 +147,34 @@ async fn checkout(app: web::Data<App>, token: web::Path<String>) -> Result<HttpR
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, target.as_str())).finish())
 }
 
-/// `POST /api/conversions`: the shop reports an order; idempotent by order id.
+/// A transparent 1×1 GIF.
+const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+
+/// `GET /o/{token}`: the open pixel of a sent email. Counted once per email; mail clients that
+/// fetch images ahead inflate opens, so clicks are the signal to trust.
+async fn opened(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
+    let Claims::Open { item } = app.signer.verify(&token, now_secs()).map_err(|e| Failure::token(e, true))? else {
+        return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an email's open pixel"));
+    };
+    app.store.commit(vec![Command::EmailEvent { item, event: EmailEvent::Opened, at: now_ms() }]).await?;
+    Ok(HttpResponse::Ok().content_type("image/gif").insert_header((header::CACHE_CONTROL, "no-store")).body(PIXEL))
+}
+
+/// `GET /l/{token}`: a link in a sent email. Counts the click, then redirects, only to Nudge's
+/// own chat links or an allow-listed shop host (checked again here, not only when mailed).
+async fn clicked(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
+    let Claims::Click { item, target } = app.signer.verify(&token, now_secs()).map_err(|e| Failure::token(e, true))?
+    else {
+        return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an email's link"));
+    };
+    let Some(target) = leads::email_target(&target, &app.public_url, &app.config.shop_hosts) else {
+        log::warn!("refused an email link to a place outside shop_hosts");
+        return Err(Failure::page(StatusCode::FORBIDDEN, "the link leads to a shop this server does not allow"));
+    };
+    app.store.commit(vec![Command::EmailEvent { item, event: EmailEvent::Clicked, at: now_ms() }]).await?;
+    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, target.as_str())).finish())
+}
+
 /// The shop's server calls: the conversions API key as a bearer token, a JSON body.
 fn shop_call(app: &App, req: &HttpRequest) -> Result<(), Failure> {
     let key =
@@ -189,6 +218,7 @@ async fn spend(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> Resul
     Ok(HttpResponse::Ok().json(json!({ "status": "recorded", "rows": count })))
 }
 
+/// `POST /api/conversions`: the shop reports an order; idempotent by order id.
 async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Failure> {
     shop_call(&app, &req)?;
     let conversion: Conversion = serde_json::from_slice(&body)

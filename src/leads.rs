@@ -56,6 +56,14 @@ pub fn target_allowed(url: &Url, hosts: &[String]) -> bool {
             .is_some_and(|host| hosts.iter().any(|allowed| host == allowed || host.ends_with(&format!(".{allowed}"))))
 }
 
+/// Where a link in an email may lead: Nudge's own chat links (`<public_url>/c/...`) or a shop
+/// host; the URL as parsed, never the raw text.
+pub fn email_target(target: &str, public_url: &str, hosts: &[String]) -> Option<Url> {
+    let url = Url::parse(target).ok()?;
+    let own = format!("{}/c/", public_url.trim_end_matches('/'));
+    (url.as_str().starts_with(&own) || target_allowed(&url, hosts)).then_some(url)
+}
+
 /// The signed `/r/` link that records the click and leads to `target`.
 pub fn checkout_link(
     signer: &Signer,

@@ -16,7 +16,7 @@ use ring::aead;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::ids::{AdminSessionId, ConversationId, VisitorId};
+use crate::ids::{AdminSessionId, ConversationId, OutboxId, VisitorId};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -52,6 +52,12 @@ pub enum Claims {
     /// A double opt-in link: following it proves `email` is the visitor's.
     #[serde(rename = "v")]
     Confirm { visitor: VisitorId, email: String },
+    /// The open pixel of a sent email (the outbox item).
+    #[serde(rename = "o")]
+    Open { item: OutboxId },
+    /// A link in a sent email: where it leads, and which email's click it counts.
+    #[serde(rename = "l")]
+    Click { item: OutboxId, target: String },
     /// A marketer's admin session (the cookie). `pw` fingerprints the password hash it was
     /// issued under, so changing the password ends every session.
     #[serde(rename = "a")]

@@ -97,6 +97,16 @@ pub enum Command {
     ForgetSpentLinks { at: u64 },
     /// A day's ad spend of a campaign on a platform; reported again, it replaces the first.
     RecordSpend(Spend),
+    /// A sent email was opened (its pixel loaded) or a link in it clicked; only the first time
+    /// of each counts.
+    EmailEvent { item: OutboxId, event: EmailEvent, at: u64 },
+}
+
+/// What a shopper did with a sent email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailEvent {
+    Opened = 0,
+    Clicked = 1,
 }
 
 impl Command {
@@ -154,10 +164,12 @@ enum T {
     SpentLinks,
     /// Date ++ 0x00 ++ campaign ++ 0x00 ++ platform → `Spend`.
     Spend,
+    /// Outbox id ++ event (0 opened, 1 clicked) → when it first happened (u64 ms BE).
+    EmailEvents,
 }
 
 impl T {
-    const ALL: [T; 17] = [
+    const ALL: [T; 18] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -175,6 +187,7 @@ impl T {
         T::LeadsBySeen,
         T::SpentLinks,
         T::Spend,
+        T::EmailEvents,
     ];
 
     fn name(self) -> &'static str {
@@ -196,12 +209,13 @@ impl T {
             T::LeadsBySeen => "leads_by_seen",
             T::SpentLinks => "spent_links",
             T::Spend => "spend",
+            T::EmailEvents => "email_events",
         }
     }
 }
 
 #[derive(Clone)]
-struct Trees([sled::Tree; 17]);
+struct Trees([sled::Tree; 18]);
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
@@ -209,6 +223,12 @@ impl std::ops::Index<T> for Trees {
     fn index(&self, tree: T) -> &sled::Tree {
         &self.0[tree as usize]
     }
+}
+
+fn event_key(item: &OutboxId, event: EmailEvent) -> Vec<u8> {
+    let mut key = item.as_bytes().to_vec();
+    key.push(event as u8);
+    key
 }
 
 /// Opens the sled database at `path` in the data directory `dir`; another process holding it is
@@ -421,6 +441,11 @@ impl Store {
     pub fn admin_session_live(&self, id: &AdminSessionId, now: u64) -> Result<bool> {
         let expires = self.inner.trees[T::AdminSessions].get(id.as_bytes())?;
         Ok(expires.and_then(|e| ms_be(&e)).is_some_and(|expires| expires > now))
+    }
+
+    /// Whether `event` happened to the sent email `item`.
+    pub fn email_event(&self, item: &OutboxId, event: EmailEvent) -> Result<bool> {
+        Ok(self.inner.trees[T::EmailEvents].contains_key(event_key(item, event))?)
     }
 
     /// Every ad spend row, by date.

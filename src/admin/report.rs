@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::domain::{Speaker, Status};
+use crate::domain::{Job, OutboxState, Speaker, Status};
 use crate::ids::VisitorId;
-use crate::store::{Store, StoreError};
+use crate::store::{EmailEvent, Store, StoreError};
 
 /// Visitors of one campaign by how far they got, and the orders attributed to it.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -38,9 +38,23 @@ pub struct VariantRow {
     pub converted: u64,
 }
 
+/// One follow-up email template: how many were sent, opened (the pixel; inflated by mail
+/// clients that load images ahead), clicked, and how many of their visitors bought afterwards.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EmailRow {
+    pub email: String,
+    pub sent: u64,
+    pub opened: u64,
+    pub clicked: u64,
+    pub converted: u64,
+    pub revenue: f64,
+}
+
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Funnel {
     pub campaigns: Vec<CampaignRow>,
+    /// Follow-up emails by template.
+    pub emails: Vec<EmailRow>,
     /// Only intents whose visitors saw more than one variant (the A/B tests).
     pub variants: Vec<VariantRow>,
 }
@@ -51,6 +65,8 @@ pub const NO_CAMPAIGN: &str = "(none)";
 pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
     let mut campaigns: BTreeMap<String, CampaignRow> = BTreeMap::new();
     let mut currencies: HashMap<String, BTreeSet<String>> = HashMap::new();
+    // Each visitor's orders: (when, value), for what an email was followed by.
+    let mut bought: HashMap<VisitorId, Vec<(u64, f64)>> = HashMap::new();
     let mut status: HashMap<VisitorId, Status> = HashMap::new();
     for profile in store.visitors() {
         let profile = profile?;
@@ -69,6 +85,7 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
                     .or_insert_with(|| CampaignRow { campaign: name, ..Default::default() });
                 row.orders += 1;
                 row.revenue += order.value;
+                bought.entry(profile.id).or_default().push((order.at, order.value));
                 currencies.entry(row.campaign.clone()).or_default().insert(order.currency.clone());
             }
         }
@@ -90,6 +107,21 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
             row.cost_per_lead = per(row.qualified);
             row.cost_per_conversion = per(row.converted);
         }
+    }
+    let mut emails: BTreeMap<String, EmailRow> = BTreeMap::new();
+    for item in store.follow_ups() {
+        let item = item?;
+        let (Job::Email { template }, OutboxState::Sent { at }) = (&item.job, &item.state) else { continue };
+        let row = emails
+            .entry(template.clone())
+            .or_insert_with(|| EmailRow { email: template.clone(), ..Default::default() });
+        row.sent += 1;
+        row.opened += u64::from(store.email_event(&item.id, EmailEvent::Opened)?);
+        row.clicked += u64::from(store.email_event(&item.id, EmailEvent::Clicked)?);
+        let after: Vec<f64> =
+            bought.get(&item.visitor).into_iter().flatten().filter(|(when, _)| when >= at).map(|(_, v)| *v).collect();
+        row.converted += u64::from(!after.is_empty());
+        row.revenue += after.iter().sum::<f64>();
     }
     let mut shown: HashSet<(String, u32, VisitorId)> = HashSet::new();
     for conversation in store.conversations() {
@@ -118,6 +150,7 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
     let tested: HashSet<String> = per_intent.into_iter().filter(|(_, n)| *n > 1).map(|(i, _)| i.to_string()).collect();
     Ok(Funnel {
         campaigns: campaigns.into_values().collect(),
+        emails: emails.into_values().collect(),
         variants: variants.into_values().filter(|row| tested.contains(&row.intent)).collect(),
     })
 }

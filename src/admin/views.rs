@@ -324,6 +324,24 @@ pub fn funnel(funnel: &Funnel) -> String {
         );
     }
     body.push_str(
+        "</table><h2>Follow-up emails</h2><p>Opens count an email's image loading, which some mail clients do \
+         ahead of the reader: clicks are the surer signal.</p><table><tr><th>Email</th><th>Sent</th><th>Opened</th>\
+         <th>Clicked</th><th>Click rate</th><th>Converted after</th><th>Revenue</th></tr>",
+    );
+    for row in &funnel.emails {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
+            e(&row.email),
+            row.sent,
+            row.opened,
+            row.clicked,
+            rate(row.clicked, row.sent),
+            row.converted,
+            row.revenue,
+        );
+    }
+    body.push_str(
         "</table><h2>By reply variant (A/B)</h2><table><tr><th>Intent</th><th>Variant</th><th>Visitors shown</th>\
          <th>Converted</th><th>Conversion</th></tr>",
     );

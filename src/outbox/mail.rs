@@ -231,9 +231,15 @@ fn compose(
     let unsubscribe_url = url("u", &unsubscribe, UNSUBSCRIBE_TTL_SECS);
     values.insert("unsubscribe_url", unsubscribe_url.clone());
     let subject = header_text(&body.subject.render(|n| values.get(n).map(String::as_str))).unwrap_or_default();
-    let text = body.text.render(|n| values.get(n).map(String::as_str));
+    // Every link but the unsubscribe one goes through `/l/`, which counts the click; the HTML
+    // part carries an open pixel.
+    let click = |target: &str| url("l", &Claims::Click { item: item.id, target: target.to_string() }, RESUME_TTL_SECS);
+    let tracked = |text: &str| track_links(text, &app.public_url, &app.config.shop_hosts, &unsubscribe_url, &click);
+    let text = tracked(&body.text.render(|n| values.get(n).map(String::as_str)))?;
     let escaped: BTreeMap<&str, String> = values.iter().map(|(k, v)| (*k, escape_html(v))).collect();
-    let html = body.html.render(|n| escaped.get(n).map(String::as_str));
+    let mut html = tracked(&body.html.render(|n| escaped.get(n).map(String::as_str)))?;
+    let pixel = url("o", &Claims::Open { item: item.id }, RESUME_TTL_SECS);
+    html.push_str(&format!("<img src=\"{pixel}\" width=\"1\" height=\"1\" alt=\"\">"));
     let to = Mailbox::new(
         owned("name").and_then(|name| header_text(&name)),
         address.to_string().parse().map_err(|e| format!("the address {address} cannot be mailed: {e}"))?,
@@ -255,6 +261,42 @@ fn compose(
         .map_err(|e| format!("cannot build the message: {e}"))
 }
 
+/// Every `http(s)` link in a rendered email replaced by its `/l/` link, except `keep` (the
+/// unsubscribe link, which must work without a detour). A link that leads neither to Nudge's
+/// chat nor to a shop host is an error: the email is not sent with it.
+fn track_links(
+    text: &str,
+    public_url: &str,
+    shop_hosts: &[String],
+    keep: &str,
+    click: &dyn Fn(&str) -> String,
+) -> Result<String, String> {
+    static LINK: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r#"https?://[^\s"'<>]+"#).expect("valid"));
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut last = 0;
+    for found in LINK.find_iter(text) {
+        out.push_str(&text[last..found.start()]);
+        // A sentence's full stop after a link is not part of it.
+        let written = found.as_str().trim_end_matches(['.', ',', ';', ':', '!', '?', ')']);
+        last = found.start() + written.len();
+        // In the HTML part an `&` in a link is written `&amp;`.
+        let link = written.replace("&amp;", "&");
+        if link == keep.replace("&amp;", "&") {
+            out.push_str(written);
+            continue;
+        }
+        match crate::leads::email_target(&link, public_url, shop_hosts) {
+            Some(target) => out.push_str(&click(target.as_str())),
+            None => {
+                return Err(format!("the email links to {link}, which is neither this chat nor a host in shop_hosts"));
+            }
+        }
+    }
+    out.push_str(&text[last..]);
+    Ok(out)
+}
+
 /// A shopper's words made safe for a mail header: control characters (a CR or LF would start a
 /// new header, and lettre refuses to format one) become spaces, runs of space collapse. `None`
 /// when nothing printable is left.
@@ -265,7 +307,23 @@ fn header_text(raw: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::header_text;
+    use super::{header_text, track_links};
+
+    #[test]
+    fn links_go_through_l_except_unsubscribe_and_foreign_ones_stop_the_email() {
+        let hosts = vec!["shop.example".to_string()];
+        let click = |t: &str| format!("[L {t}]");
+        let text = "Back: https://chat.example/c/tok. Shop: <a href=\"https://shop.example/x?a=1&amp;b=2\">x</a> \
+                    Bye: https://chat.example/u/un";
+        let tracked = track_links(text, "https://chat.example", &hosts, "https://chat.example/u/un", &click);
+        assert_eq!(
+            tracked.expect("tracked"),
+            "Back: [L https://chat.example/c/tok]. Shop: <a href=\"[L https://shop.example/x?a=1&b=2]\">x</a> \
+             Bye: https://chat.example/u/un"
+        );
+        let foreign = track_links("see https://evil.example/", "https://chat.example", &hosts, "", &click);
+        assert!(foreign.expect_err("refused").contains("https://evil.example/"));
+    }
 
     #[test]
     fn header_text_has_no_line_breaks_or_controls() {

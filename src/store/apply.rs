@@ -166,6 +166,12 @@ impl Batch<'_, '_> {
                 self.put(T::AdminSessions, id.as_bytes().to_vec(), expires_at.to_be_bytes().to_vec());
             }
             Command::EndAdminSession(id) => self.remove(T::AdminSessions, id.as_bytes().to_vec()),
+            Command::EmailEvent { item, event, at } => {
+                let key = super::event_key(&item, event);
+                if self.get(T::EmailEvents, &key)?.is_none() && self.get(T::Outbox, item.as_bytes())?.is_some() {
+                    self.put(T::EmailEvents, key, at.to_be_bytes().to_vec());
+                }
+            }
             Command::RecordSpend(spend) => {
                 let key = [spend.date.as_bytes(), spend.campaign.as_bytes(), spend.platform.as_bytes()].join(&0u8);
                 self.put(T::Spend, key, encode(&spend));

@@ -82,6 +82,9 @@ pub(super) fn remove_visitor(batch: &mut Batch, visitor: &VisitorId) -> Result<(
         if item.visitor == *visitor {
             batch.remove(T::OutboxDue, due_key(&item).to_vec());
             batch.remove(T::OutboxPending, pending_key(&item.visitor, &item.job));
+            for event in [super::EmailEvent::Opened, super::EmailEvent::Clicked] {
+                batch.remove(T::EmailEvents, super::event_key(&item.id, event));
+            }
             batch.remove(T::Outbox, id);
         }
     }

@@ -78,13 +78,32 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     let text = mail["text"].as_str().expect("a text part");
     let html = mail["html"].as_str().expect("an HTML part");
     assert!(text.contains("sneakers in size 42, black, up to 120 €"), "{text}");
-    let resume_prefix = format!("{}/c/", server.url());
-    let resume = text.split_whitespace().find(|w| w.starts_with(&resume_prefix)).expect("a resume link").to_string();
-    assert!(html.contains(&format!("<a href=\"{resume}\">")), "{html}");
+    // The resume link goes through `/l/` (which counts the click) in both parts; the HTML part
+    // carries an open pixel.
+    let tracked_prefix = format!("{}/l/", server.url());
+    let tracked = text.split_whitespace().find(|w| w.starts_with(&tracked_prefix)).expect("a tracked link").to_string();
+    assert!(!text.contains(&format!("{}/c/", server.url())), "no untracked resume link: {text}");
+    assert!(html.contains(&format!("<a href=\"{tracked_prefix}")), "{html}");
+    let pixel = html.split("<img src=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("a pixel").to_string();
+    assert!(pixel.starts_with(&format!("{}/o/", server.url())), "{pixel}");
     let unsubscribe = header(mail, "list-unsubscribe").trim_matches(['<', '>']).to_string();
     assert!(unsubscribe.starts_with(&format!("{}/u/", server.url())), "{unsubscribe}");
     assert!(text.contains(&unsubscribe), "the text names the same unsubscribe link");
     assert_eq!(header(mail, "list-unsubscribe-post"), "List-Unsubscribe=One-Click");
+
+    // Opened twice, clicked once: counted once each; a tampered pixel or link gets a 4xx and
+    // no redirect.
+    for _ in 0..2 {
+        assert_eq!(get(pixel.clone()).await.0, 200, "the pixel (a GIF, not UTF-8 text)");
+    }
+    let tamper = |url: &str| format!("{}{}", &url[..url.len() - 1], if url.ends_with('A') { 'B' } else { 'A' });
+    for bad in [tamper(&pixel), tamper(&tracked)] {
+        let (status, location, _) = get(bad.clone()).await;
+        assert!((400..500).contains(&status) && location.is_empty(), "{bad}: {status} {location}");
+    }
+    let (status, resume, _) = get(tracked).await;
+    assert_eq!(status, 303);
+    assert!(resume.starts_with(&format!("{}/c/", server.url())), "the click leads to the resume link: {resume}");
 
     // The resume link leads back to the same visitor.
     let (status, location, _) = get(resume).await;
@@ -132,6 +151,9 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     let consent = profile.consent.expect("consent");
     assert!(!consent.marketing, "unsubscribed");
     assert_eq!(consent.source, "unsubscribe_link");
+    let funnel = nudge::admin::report::funnel(&store).expect("funnel");
+    let row = funnel.emails.iter().find(|e| e.email == "your_selection").expect("the email's row");
+    assert_eq!((row.sent, row.opened, row.clicked, row.converted), (1, 1, 1, 0));
 }
 
 #[tokio::test]
