@@ -36,6 +36,10 @@ pub struct VariantRow {
     pub variant: u32,
     pub visitors: u64,
     pub converted: u64,
+    /// The probability that this variant converts best among its intent's (`admin::ab`).
+    pub probability_best: f64,
+    /// Declared past `ab::MIN_SAMPLE` visitors per variant and `ab::WINNER`.
+    pub winner: bool,
 }
 
 /// One follow-up email template: how many were sent, opened (the pixel; inflated by mail
@@ -139,6 +143,8 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
             variant,
             visitors: 0,
             converted: 0,
+            probability_best: 0.0,
+            winner: false,
         });
         row.visitors += 1;
         row.converted += u64::from(status.get(&visitor) == Some(&Status::Converted));
@@ -148,9 +154,16 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
         *per_intent.entry(intent).or_default() += 1;
     }
     let tested: HashSet<String> = per_intent.into_iter().filter(|(_, n)| *n > 1).map(|(i, _)| i.to_string()).collect();
-    Ok(Funnel {
-        campaigns: campaigns.into_values().collect(),
-        emails: emails.into_values().collect(),
-        variants: variants.into_values().filter(|row| tested.contains(&row.intent)).collect(),
-    })
+    let mut variants: Vec<VariantRow> = variants.into_values().filter(|row| tested.contains(&row.intent)).collect();
+    // Rows are sorted by intent: each intent's variants are one test.
+    for test in variants.chunk_by_mut(|a, b| a.intent == b.intent) {
+        let arms: Vec<(u64, u64)> = test.iter().map(|row| (row.converted, row.visitors)).collect();
+        let probabilities = super::ab::probability_best(&arms);
+        let winner = super::ab::winner(&arms, &probabilities);
+        for (i, (row, p)) in test.iter_mut().zip(probabilities).enumerate() {
+            row.probability_best = p;
+            row.winner = winner == Some(i);
+        }
+    }
+    Ok(Funnel { campaigns: campaigns.into_values().collect(), emails: emails.into_values().collect(), variants })
 }

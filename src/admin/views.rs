@@ -342,18 +342,22 @@ pub fn funnel(funnel: &Funnel) -> String {
         );
     }
     body.push_str(
-        "</table><h2>By reply variant (A/B)</h2><table><tr><th>Intent</th><th>Variant</th><th>Visitors shown</th>\
-         <th>Converted</th><th>Conversion</th></tr>",
+        "</table><h2>By reply variant (A/B)</h2><p>Probability best: the chance a variant converts better than \
+         every other of its intent. A winner is named once each variant was shown to 100 visitors and one is best \
+         at 95 %.</p><table><tr><th>Intent</th><th>Variant</th><th>Visitors shown</th>\
+         <th>Converted</th><th>Conversion</th><th>Probability best</th><th>Winner</th></tr>",
     );
     for row in &funnel.variants {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td></tr>",
             e(&row.intent),
             row.variant,
             row.visitors,
             row.converted,
             rate(row.converted, row.visitors),
+            100.0 * row.probability_best,
+            if row.winner { "winner" } else { "" },
         );
     }
     body.push_str("</table>");
