@@ -90,14 +90,21 @@ pub struct FollowUp {
 pub struct Email {
     pub id: String,
     pub at: Location,
-    bodies: [Option<EmailBody>; 2],
+    /// By locale, the variants (an A/B test when more than one; every locale has as many).
+    bodies: [Option<Vec<EmailBody>>; 2],
 }
 
 impl Email {
-    /// The email in `locale`, or in English.
-    pub fn body(&self, locale: &str) -> &EmailBody {
+    /// Variant `variant` of the email in `locale`, or in English.
+    pub fn body(&self, locale: &str, variant: usize) -> &EmailBody {
         let i = LOCALES.iter().position(|l| *l == locale).unwrap_or(0);
-        self.bodies[i].as_ref().or(self.bodies[0].as_ref()).expect("English email checked at compile")
+        let bodies = self.bodies[i].as_ref().or(self.bodies[0].as_ref()).expect("English email checked at compile");
+        &bodies[variant.min(bodies.len() - 1)]
+    }
+
+    /// How many variants the email has.
+    pub fn variants(&self) -> usize {
+        self.bodies[0].as_ref().map_or(1, Vec::len)
     }
 }
 

@@ -118,7 +118,9 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<Command> {
     let mut writes = Vec::new();
     let result = match item.job.clone() {
-        Job::Email { template } => receivers.mailer.deliver(app, &item, &template, now),
+        Job::Email { template } => receivers.mailer.deliver(app, &item, &template, now).map(|variant| {
+            item.variant = Some(variant);
+        }),
         Job::ConfirmEmail { email } => receivers.mailer.confirm(app, &item, &email, now),
         Job::TagEvent { tag, at } => match &receivers.webhook {
             Some(webhook) => webhook.deliver(app, &item, &tag, at, now),

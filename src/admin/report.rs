@@ -42,16 +42,20 @@ pub struct VariantRow {
     pub winner: bool,
 }
 
-/// One follow-up email template: how many were sent, opened (the pixel; inflated by mail
-/// clients that load images ahead), clicked, and how many of their visitors bought afterwards.
+/// One variant of a follow-up email template: how many were sent, opened (the pixel; inflated
+/// by mail clients that load images ahead), clicked, and how many of their visitors bought
+/// afterwards, and for an A/B test the probability that it converts best.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct EmailRow {
     pub email: String,
+    pub variant: u32,
     pub sent: u64,
     pub opened: u64,
     pub clicked: u64,
     pub converted: u64,
     pub revenue: f64,
+    pub probability_best: f64,
+    pub winner: bool,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -112,13 +116,16 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
             row.cost_per_conversion = per(row.converted);
         }
     }
-    let mut emails: BTreeMap<String, EmailRow> = BTreeMap::new();
+    let mut emails: BTreeMap<(String, u32), EmailRow> = BTreeMap::new();
     for item in store.follow_ups() {
         let item = item?;
         let (Job::Email { template }, OutboxState::Sent { at }) = (&item.job, &item.state) else { continue };
-        let row = emails
-            .entry(template.clone())
-            .or_insert_with(|| EmailRow { email: template.clone(), ..Default::default() });
+        let variant = item.variant.unwrap_or(0);
+        let row = emails.entry((template.clone(), variant)).or_insert_with(|| EmailRow {
+            email: template.clone(),
+            variant,
+            ..Default::default()
+        });
         row.sent += 1;
         row.opened += u64::from(store.email_event(&item.id, EmailEvent::Opened)?);
         row.clicked += u64::from(store.email_event(&item.id, EmailEvent::Clicked)?);
@@ -155,15 +162,26 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
     }
     let tested: HashSet<String> = per_intent.into_iter().filter(|(_, n)| *n > 1).map(|(i, _)| i.to_string()).collect();
     let mut variants: Vec<VariantRow> = variants.into_values().filter(|row| tested.contains(&row.intent)).collect();
-    // Rows are sorted by intent: each intent's variants are one test.
+    // Rows are sorted by intent (and email): each one's variants are one test.
     for test in variants.chunk_by_mut(|a, b| a.intent == b.intent) {
         let arms: Vec<(u64, u64)> = test.iter().map(|row| (row.converted, row.visitors)).collect();
-        let probabilities = super::ab::probability_best(&arms);
-        let winner = super::ab::winner(&arms, &probabilities);
-        for (i, (row, p)) in test.iter_mut().zip(probabilities).enumerate() {
-            row.probability_best = p;
-            row.winner = winner == Some(i);
+        for (row, (p, winner)) in test.iter_mut().zip(judge(&arms)) {
+            (row.probability_best, row.winner) = (p, winner);
         }
     }
-    Ok(Funnel { campaigns: campaigns.into_values().collect(), emails: emails.into_values().collect(), variants })
+    let mut emails: Vec<EmailRow> = emails.into_values().collect();
+    for test in emails.chunk_by_mut(|a, b| a.email == b.email) {
+        let arms: Vec<(u64, u64)> = test.iter().map(|row| (row.converted, row.sent)).collect();
+        for (row, (p, winner)) in test.iter_mut().zip(judge(&arms)) {
+            (row.probability_best, row.winner) = (p, winner);
+        }
+    }
+    Ok(Funnel { campaigns: campaigns.into_values().collect(), emails, variants })
+}
+
+/// Each arm's probability of being best, and whether it is the declared winner.
+fn judge(arms: &[(u64, u64)]) -> Vec<(f64, bool)> {
+    let probabilities = super::ab::probability_best(arms);
+    let winner = super::ab::winner(arms, &probabilities);
+    probabilities.into_iter().enumerate().map(|(i, p)| (p, winner == Some(i))).collect()
 }

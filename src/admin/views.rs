@@ -325,20 +325,25 @@ pub fn funnel(funnel: &Funnel) -> String {
     }
     body.push_str(
         "</table><h2>Follow-up emails</h2><p>Opens count an email's image loading, which some mail clients do \
-         ahead of the reader: clicks are the surer signal.</p><table><tr><th>Email</th><th>Sent</th><th>Opened</th>\
-         <th>Clicked</th><th>Click rate</th><th>Converted after</th><th>Revenue</th></tr>",
+         ahead of the reader: clicks are the surer signal. Probability best is by conversion.</p><table><tr>\
+         <th>Email</th><th>Variant</th><th>Sent</th><th>Opened</th><th>Clicked</th><th>Click rate</th>\
+         <th>Converted after</th><th>Revenue</th><th>Probability best</th><th>Winner</th></tr>",
     );
     for row in &funnel.emails {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td>\
+             <td>{:.1}%</td><td>{}</td></tr>",
             e(&row.email),
+            row.variant,
             row.sent,
             row.opened,
             row.clicked,
             rate(row.clicked, row.sent),
             row.converted,
             row.revenue,
+            100.0 * row.probability_best,
+            if row.winner { "winner" } else { "" },
         );
     }
     body.push_str(

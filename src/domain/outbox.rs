@@ -21,6 +21,9 @@ pub struct OutboxItem {
     pub state: OutboxState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// For a sent email: which of its template's variants went out (A/B tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,6 +123,7 @@ impl OutboxItem {
             attempts: 0,
             state: OutboxState::Pending,
             last_error: None,
+            variant: None,
         }
     }
 }

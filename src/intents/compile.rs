@@ -297,8 +297,11 @@ impl Compiler {
             self.errors.push(Diagnostic { at: at.clone(), message: bad_id("email", &id) });
         }
         let mut bodies = [None, None];
+        let mut counts = Vec::new();
         for (body, raw_body) in bodies.iter_mut().zip([raw.en, raw.de]) {
-            let Some(raw_body) = raw_body.map(Spanned::into_inner) else { continue };
+            let Some(raw_body) = raw_body else { continue };
+            let span = raw_body.span();
+            let raw_body = raw_body.into_inner();
             let mut part = |text: &Spanned<String>| {
                 let template = self.text(source, text)?;
                 // Email templates may also use the links; checked apart from reply templates.
@@ -306,8 +309,24 @@ impl Compiler {
                 self.email_names_used.extend(self.preferences_used.drain(used..));
                 Some(template)
             };
-            let (subject, text, html) = (part(&raw_body.subject), part(&raw_body.text), part(&raw_body.html));
-            *body = Some(EmailBody { subject: subject?, text: text?, html: html? });
+            let parts = std::iter::once((raw_body.subject, raw_body.text, raw_body.html))
+                .chain(raw_body.variant.into_iter().map(|v| v.into_inner()).map(|v| (v.subject, v.text, v.html)));
+            let variants: Vec<Option<EmailBody>> = parts
+                .map(|(subject, text, html)| {
+                    let (subject, text, html) = (part(&subject), part(&text), part(&html));
+                    Some(EmailBody { subject: subject?, text: text?, html: html? })
+                })
+                .collect();
+            counts.push((variants.len(), span));
+            *body = variants.into_iter().collect();
+        }
+        // Assigned by visitor, a variant must mean the same email in every language.
+        if let [(en, _), (de, span)] = &counts[..]
+            && en != de
+        {
+            let message =
+                format!("email `{id}` has {en} variant(s) in English but {de} in German: give each language as many");
+            self.errors.push(source.at(span, &message));
         }
         if bodies[0].is_none() && self.errors.len() == before {
             let message = format!("email `{id}` has no English version: add `[email.en]` with subject, text and html");

@@ -183,6 +183,18 @@ pub struct RawEmailBody {
     pub subject: Spanned<String>,
     pub text: Spanned<String>,
     pub html: Spanned<String>,
+    /// More versions of the email for an A/B test: `[[email.en.variant]]`, each with its own
+    /// subject, text and html.
+    #[serde(default)]
+    pub variant: Vec<Spanned<RawEmailVariant>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmailVariant {
+    pub subject: Spanned<String>,
+    pub text: Spanned<String>,
+    pub html: Spanned<String>,
 }
 
 /// A question whose answer becomes a preference of the same name.

@@ -75,15 +75,16 @@ impl Mailer {
         }
     }
 
-    /// Sends the follow-up `template` if it is still wanted.
-    pub(super) fn deliver(&self, app: &App, item: &OutboxItem, template: &str, now: u64) -> Result<(), Failure> {
+    /// Sends the follow-up `template` if it is still wanted; returns the variant sent.
+    pub(super) fn deliver(&self, app: &App, item: &OutboxItem, template: &str, now: u64) -> Result<u32, Failure> {
         let profile = app.store.visitor(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
         let (profile, address) = wanted(profile.as_ref()).map_err(|reason| Failure::Unwanted(reason.into()))?;
         if app.config.double_opt_in && !profile.confirmed(address.as_str()) {
             return Err(Failure::Unwanted("address not confirmed (double opt-in)".into()));
         }
-        let message = compose(app, &self.from, item, template, profile, address, now).map_err(Failure::Permanent)?;
-        self.send(item, &message)
+        let (message, variant) =
+            compose(app, &self.from, item, template, profile, address, now).map_err(Failure::Permanent)?;
+        self.send(item, &message).map(|()| variant)
     }
 }
 
@@ -204,10 +205,12 @@ fn compose(
     profile: &Profile,
     address: Email,
     now: u64,
-) -> Result<Message, String> {
+) -> Result<(Message, u32), String> {
     let intents = app.intents();
     let email = intents.email(template).ok_or_else(|| format!("no email template `{template}` any more"))?;
-    let body = email.body(&item.locale);
+    // A/B variants are assigned by visitor, as reply variants are.
+    let variant = crate::dialogue::choose_variant(&profile.id, &email.id, email.variants());
+    let body = email.body(&item.locale, variant);
     let owned = |name: &str| profile.preference(name).map(str::to_string);
     let resume = Claims::Chat {
         email: address.to_string(),
@@ -244,7 +247,7 @@ fn compose(
         owned("name").and_then(|name| header_text(&name)),
         address.to_string().parse().map_err(|e| format!("the address {address} cannot be mailed: {e}"))?,
     );
-    Message::builder()
+    let message = Message::builder()
         .from(from.clone())
         .to(to)
         .subject(subject)
@@ -258,7 +261,8 @@ fn compose(
             "List-Unsubscribe=One-Click".into(),
         ))
         .multipart(MultiPart::alternative_plain_html(text, html))
-        .map_err(|e| format!("cannot build the message: {e}"))
+        .map_err(|e| format!("cannot build the message: {e}"))?;
+    Ok((message, variant as u32))
 }
 
 /// Every `http(s)` link in a rendered email replaced by its `/l/` link, except `keep` (the

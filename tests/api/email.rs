@@ -74,10 +74,14 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     let mail = &messages[0];
     assert_eq!(rcpt(mail), "ana@example.com");
     assert_eq!(mail["mail_from"], "shop@example.com");
-    assert_eq!(header(mail, "subject"), "Your sneakers picks in size 42");
+    // The starter email is an A/B test: the visitor's variant, by the same hash as replies.
+    let variant = nudge::dialogue::choose_variant(&VisitorId::parse(&visitor).expect("id"), "your_selection", 2);
+    let subjects = ["Your sneakers picks in size 42", "Still thinking about those sneakers? Size 42 is waiting"];
+    assert_eq!(header(mail, "subject"), subjects[variant]);
     let text = mail["text"].as_str().expect("a text part");
     let html = mail["html"].as_str().expect("an HTML part");
-    assert!(text.contains("sneakers in size 42, black, up to 120 €"), "{text}");
+    let wrote = ["sneakers in size 42, black, up to 120 €", "sneakers in size 42, black are still here"];
+    assert!(text.contains(wrote[variant]), "{text}");
     // The resume link goes through `/l/` (which counts the click) in both parts; the HTML part
     // carries an open pixel.
     let tracked_prefix = format!("{}/l/", server.url());
@@ -154,6 +158,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     let funnel = nudge::admin::report::funnel(&store).expect("funnel");
     let row = funnel.emails.iter().find(|e| e.email == "your_selection").expect("the email's row");
     assert_eq!((row.sent, row.opened, row.clicked, row.converted), (1, 1, 1, 0));
+    assert_eq!(row.variant as usize, variant, "the variant sent is recorded");
 }
 
 #[tokio::test]

@@ -104,6 +104,12 @@ fn broken_follow_ups_and_emails_point_at_the_mistake() {
         (EMAIL.replace("html = \"<p>hi</p>\"\n", ""), "x.toml:3:1: missing field `html`"),
         (EMAIL.replace("[email.en]", "[email.de]"), "x.toml:2:7: email `later` has no English version"),
         (format!("{EMAIL}{EMAIL}"), "x.toml:8:7: duplicate email id `later` (first defined at "),
+        (
+            format!(
+                "{EMAIL}[[email.en.variant]]\nsubject = \"B\"\ntext = \"b\"\nhtml = \"b\"\n[email.de]\nsubject = \"Hallo\"\ntext = \"x\"\nhtml = \"x\"\n"
+            ),
+            "x.toml:11:1: email `later` has 2 variant(s) in English but 1 in German",
+        ),
     ] {
         let got = first_error(&broken);
         assert!(got.starts_with(expected), "{broken:?}\n  got:      {got}\n  expected: {expected}");
@@ -117,5 +123,5 @@ fn emails_live_in_their_own_directory() {
     std::fs::create_dir(dir.path().join("emails")).expect("mkdir");
     std::fs::write(dir.path().join("emails/later.toml"), EMAIL).expect("write");
     let set = IntentSet::load(dir.path()).expect("compiles");
-    assert_eq!(set.email("later").map(|e| e.body("de").subject.render(|_| None)), Some("Hi".to_string()));
+    assert_eq!(set.email("later").map(|e| e.body("de", 0).subject.render(|_| None)), Some("Hi".to_string()));
 }
