@@ -9,7 +9,7 @@ use crate::intents::{How, Route};
 use crate::pages::{document, escape_html as e};
 
 use super::PAGE_ROWS;
-use super::report::Funnel;
+use super::report::{CampaignRow, Funnel};
 
 const STYLE: &str = "<style>body{font:14px system-ui,sans-serif;margin:0 1.5rem 2rem;color:#222}\
 nav{display:flex;gap:1rem;align-items:center;padding:.8rem 0;border-bottom:1px solid #ddd;margin-bottom:1rem}\
@@ -293,12 +293,63 @@ pub fn emails(rows: &[(OutboxItem, Option<String>)]) -> String {
     layout("Email queue", &body)
 }
 
+/// The funnel per campaign as bars, drawn on the server (no scripts; the admin's CSP stays):
+/// one group per campaign, one bar per stage, with a title and a description for screen
+/// readers; the table beside it has the numbers.
+fn funnel_chart(campaigns: &[CampaignRow]) -> String {
+    const STAGES: [(&str, &str); 4] =
+        [("visitors", "#9db4d6"), ("qualified", "#5c86c4"), ("checkout clicked", "#2f5d9e"), ("converted", "#163a6b")];
+    let (bar, gap, label, width) = (14.0, 10.0, 140.0, 460.0);
+    let most = campaigns.iter().map(|c| c.visitors).max().unwrap_or(0).max(1) as f64;
+    let group = 4.0 * bar + gap;
+    let height = group * campaigns.len() as f64 + 30.0;
+    let mut svg = format!(
+        "<svg role=img aria-labelledby=\"funnel-title funnel-desc\" width=\"{}\" height=\"{height}\" \
+         viewBox=\"0 0 {} {height}\"><title id=funnel-title>Funnel by campaign</title><desc id=funnel-desc>\
+         For each campaign, bars for visitors, qualified leads, checkout clicks and conversions, longest for the most \
+         visitors; the table below has the numbers.</desc>",
+        label + width + 60.0,
+        label + width + 60.0
+    );
+    for (i, (name, colour)) in STAGES.iter().enumerate() {
+        let x = label + i as f64 * 115.0;
+        let _ = write!(
+            svg,
+            "<rect x=\"{x}\" y=\"4\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"13\" \
+             font-size=\"11\">{name}</text>",
+            x + 14.0
+        );
+    }
+    for (i, c) in campaigns.iter().enumerate() {
+        let top = 24.0 + i as f64 * group;
+        let _ = write!(svg, "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text>", top + 2.0 * bar + 4.0, e(&c.campaign));
+        for (j, (value, (_, colour))) in
+            [c.visitors, c.qualified, c.checkout_clicked, c.converted].iter().zip(STAGES).enumerate()
+        {
+            let y = top + j as f64 * bar;
+            let w = (*value as f64 / most * width).max(1.0);
+            let _ = write!(
+                svg,
+                "<rect x=\"{label}\" y=\"{y}\" width=\"{w:.1}\" height=\"{}\" fill=\"{colour}\"/>\
+                 <text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{value}</text>",
+                bar - 2.0,
+                label + w + 4.0,
+                y + bar - 4.0
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 pub fn funnel(funnel: &Funnel) -> String {
     let rate = |part: u64, whole: u64| {
         if whole == 0 { "-".to_string() } else { format!("{:.1}%", 100.0 * part as f64 / whole as f64) }
     };
-    let mut body = String::from(
-        "<h2>By campaign</h2><table><tr><th>Campaign</th><th>Visitors</th><th>Qualified</th><th>Checkout clicked</th>\
+    let mut body = String::from("<h2>By campaign</h2>");
+    body.push_str(&funnel_chart(&funnel.campaigns));
+    body.push_str(
+        "<table><tr><th>Campaign</th><th>Visitors</th><th>Qualified</th><th>Checkout clicked</th>\
          <th>Converted</th><th>Conversion</th><th>Orders</th><th>Revenue</th><th>Spend</th><th>ROAS</th>\
          <th>Cost per lead</th><th>Cost per conversion</th></tr>",
     );

@@ -294,6 +294,23 @@ fn a_marketer_logs_in_and_reads_a_transcript_in_the_browser() {
     assert_eq!(browser.js("return document.querySelectorAll('b').length;"), 0, "no markup from the shopper's name");
     // The cookie is not readable by scripts.
     assert_eq!(browser.js("return document.cookie;"), "");
+
+    // The funnel is drawn as well as tabled: an SVG chart with a title and a description, whose
+    // bars (one per stage of the lead's campaign) the browser lays out within the chart.
+    browser.goto(&format!("{}/admin/funnel", server.url()));
+    browser.wait_for("the funnel chart", "return document.querySelector('svg[role=img] title') !== null;");
+    assert_eq!(browser.js("return document.querySelector('svg title').textContent;"), "Funnel by campaign");
+    assert!(
+        browser
+            .js("return document.querySelector('svg desc').textContent;")
+            .as_str()
+            .is_some_and(|d| d.contains("table"))
+    );
+    let widths = browser.js(
+        "return [...document.querySelectorAll('svg rect')].slice(4).map(r => r.getBBox().width).filter(w => w > 1);",
+    );
+    let widths: Vec<f64> = widths.as_array().expect("bar widths").iter().filter_map(|w| w.as_f64()).collect();
+    assert!(widths.len() >= 4 && widths.iter().all(|w| *w <= 460.0), "{widths:?}");
 }
 
 #[tokio::test]
