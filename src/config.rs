@@ -83,6 +83,13 @@ pub struct Config {
     /// Conversations inactive this long are removed, visitors not seen this long are erased
     /// (checked hourly); 0 keeps everything.
     pub retention_days: u64,
+    /// Marketing emails (follow-ups) one shopper gets in any 24 hours; more wait. 0: no cap.
+    pub max_marketing_emails_per_day: u32,
+    /// No marketing email in this window of the shopper's day ("21:00-08:00"; "" for none): one
+    /// that falls due waits until it ends.
+    pub quiet_hours: crate::outbox::limits::QuietHours,
+    /// The shop's time zone, for shoppers whose widget did not say theirs.
+    pub timezone: crate::outbox::limits::Zone,
 }
 
 /// An IP network; a bare address is a network of one.
@@ -137,6 +144,10 @@ impl Default for Config {
             tag_webhook_url: None,
             abandoned_after_secs: 60 * 60,
             retention_days: 365,
+            max_marketing_emails_per_day: 1,
+            quiet_hours: crate::outbox::limits::QuietHours::try_from("21:00-08:00".to_string())
+                .expect("the default quiet hours are valid"),
+            timezone: crate::outbox::limits::Zone::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! permanent ones are dead-lettered. Jobs run one at a time and each outcome is committed right
 //! after the receiver's answer, so a crash can repeat at most the one job in flight.
 
+pub mod limits;
 mod mail;
 mod webhook;
 
@@ -37,6 +38,9 @@ enum Failure {
     Permanent(String),
     /// Not wanted any more (converted, no consent, ...): skip it.
     Unwanted(String),
+    /// Wanted, but not now (quiet hours, the daily cap): due again at `until` (ms), no attempt
+    /// spent.
+    Later { until: u64, reason: String },
 }
 
 /// Where the jobs go.
@@ -139,6 +143,11 @@ fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<
             item.state = OutboxState::Skipped { at: now, reason };
         }
         Err(Failure::Permanent(error)) => dead(app, &mut item, now, error),
+        Err(Failure::Later { until, reason }) => {
+            log::info!("outbox: {} ({}) waits: {reason}", item.job.describe(), item.id);
+            item.due_at = until.max(now + 1000);
+            item.last_error = Some(format!("waiting: {reason}"));
+        }
         Err(Failure::Temporary(error)) => {
             item.attempts += 1;
             if item.attempts >= app.config.mail_max_attempts {

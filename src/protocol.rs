@@ -9,6 +9,9 @@ use crate::intents::{Choice, How};
 
 pub const SUBPROTOCOL: &str = "chat.v1";
 
+/// A frame is decoded, handled and dropped one at a time, so the size of the `hello` variant
+/// costs nothing that boxing it would save.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
@@ -33,6 +36,9 @@ pub struct Hello {
     pub utm: BTreeMap<String, String>,
     pub click_ids: BTreeMap<String, String>,
     pub consent: Option<Consent>,
+    /// The shopper's time zone (`Intl.DateTimeFormat().resolvedOptions().timeZone`), for quiet
+    /// hours.
+    pub timezone: Option<String>,
 }
 
 impl Hello {

@@ -448,6 +448,21 @@ impl Store {
         Ok(self.inner.trees[T::EmailEvents].contains_key(event_key(item, event))?)
     }
 
+    /// When each marketing email (follow-up) to the visitor was sent (ms). Reads the whole
+    /// outbox: fine for the outbox's size today, an index once it grows large.
+    pub fn marketing_sent_to(&self, visitor: &VisitorId) -> Result<Vec<u64>> {
+        let mut sent = Vec::new();
+        for item in self.follow_ups() {
+            let item = item?;
+            if let (true, crate::domain::Job::Email { .. }, crate::domain::OutboxState::Sent { at }) =
+                (item.visitor == *visitor, &item.job, &item.state)
+            {
+                sent.push(*at);
+            }
+        }
+        Ok(sent)
+    }
+
     /// Every ad spend row, by date.
     pub fn spend(&self) -> impl Iterator<Item = Result<Spend>> + '_ {
         self.inner.trees[T::Spend].iter().values().map(|v| decode("spend", &v?))

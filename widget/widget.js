@@ -21,6 +21,11 @@
     ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat' }
     : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat' };
 
+  // The shopper's time zone, so marketing email keeps to their quiet hours.
+  function zone() {
+    try { return Intl.DateTimeFormat().resolvedOptions().timeZone || null; } catch (e) { return null; }
+  }
+
   // The visitor id and the resume key the server gave with it (the id alone resumes nothing).
   function storage(name, value) {
     try {
@@ -163,6 +168,7 @@
       token: q.get('nudge') || null,
       campaign: CAMPAIGN,
       locale: navigator.language || null,
+      timezone: zone(),
       page: location.href,
       referrer: document.referrer || null,
       utm: utm,

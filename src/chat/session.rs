@@ -277,6 +277,11 @@ impl Chat {
             .or_else(|| hello.utm.get("campaign").cloned());
         let visit = Change::Visit { at: now, locale: locale.map(str::to_string), campaign: campaign.clone() };
         commands.push(Command::change(&mut profile, visit));
+        if let Some(zone) = hello.timezone.filter(|z| crate::outbox::limits::known_zone(z))
+            && profile.timezone.as_deref() != Some(zone.as_str())
+        {
+            commands.push(Command::change(&mut profile, Change::Timezone(zone)));
+        }
         if let Some(consent) = hello.consent {
             commands.push(Command::change(&mut profile, Change::Consent(ConsentChange::page(consent, "hello", now))));
         }

@@ -47,6 +47,9 @@ pub struct Profile {
     /// this profile only with one of them, never with the public visitor id alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resume_keys: Vec<String>,
+    /// The shopper's time zone as the widget reported it (IANA name), for quiet hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 /// Devices (widgets) that can resume one visitor at a time; the oldest key is forgotten first.
@@ -198,6 +201,8 @@ pub enum Change {
     },
     /// A widget was given a resume key (its SHA-256, hex).
     ResumeKey(String),
+    /// The widget reported the shopper's time zone.
+    Timezone(String),
 }
 
 impl Profile {
@@ -219,6 +224,7 @@ impl Profile {
             orders: Vec::new(),
             confirmed: None,
             resume_keys: Vec::new(),
+            timezone: None,
         }
     }
 
@@ -285,6 +291,7 @@ impl Profile {
             Change::ConfirmEmail { email, at, source } => {
                 self.confirmed = Some(Confirmation { email: email.clone(), at: *at, source: source.clone() });
             }
+            Change::Timezone(zone) => self.timezone = Some(zone.clone()),
             Change::ResumeKey(hash) => {
                 self.resume_keys.retain(|k| k != hash);
                 self.resume_keys.push(hash.clone());

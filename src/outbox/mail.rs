@@ -82,6 +82,15 @@ impl Mailer {
         if app.config.double_opt_in && !profile.confirmed(address.as_str()) {
             return Err(Failure::Unwanted("address not confirmed (double opt-in)".into()));
         }
+        let zone = profile.timezone.as_deref().unwrap_or(&app.config.timezone.0);
+        if let Some(until) = app.config.quiet_hours.ends(now, zone) {
+            return Err(Failure::Later { until, reason: format!("quiet hours in {zone}") });
+        }
+        let sent = app.store.marketing_sent_to(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
+        if let Some(until) = super::limits::cap_frees(&sent, app.config.max_marketing_emails_per_day, now) {
+            let cap = app.config.max_marketing_emails_per_day;
+            return Err(Failure::Later { until, reason: format!("at most {cap} marketing email(s) a day") });
+        }
         let (message, variant) =
             compose(app, &self.from, item, template, profile, address, now).map_err(Failure::Permanent)?;
         self.send(item, &message).map(|()| variant)

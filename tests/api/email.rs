@@ -395,3 +395,60 @@ async fn an_address_typed_in_the_chat_is_confirmed_before_any_marketing_email() 
         "{skipped:?}"
     );
 }
+
+/// One marketing email a day at most, and none in the shopper's quiet hours: a follow-up that
+/// hits either waits (it is not dropped) until the limit allows it.
+#[tokio::test]
+async fn the_daily_cap_and_the_shoppers_quiet_hours_hold_follow_ups_back() {
+    use jiff::{Timestamp, tz::TimeZone};
+    let dir = tempfile::tempdir().expect("dir");
+    let mut smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    // Quiet from this hour to two hours later in Kolkata (UTC+5:30); in the shop's zone (UTC)
+    // it is not quiet now, so only the shopper's zone can hold an email back.
+    let kolkata = Timestamp::now().to_zoned(TimeZone::get("Asia/Kolkata").expect("zone"));
+    let (from, to) = (kolkata.hour(), (kolkata.hour() + 2) % 24);
+    let config = format!(
+        "smtp_url = \"{}\"\nquiet_hours = \"{from:02}:00-{to:02}:00\"\ntimezone = \"UTC\"\n{NO_DOUBLE_OPT_IN}",
+        smtp.smtp_url()
+    );
+    let mut server = TestServer::start_configured(dir.path(), &quick_pack(dir.path()), &config);
+
+    // Ana (no time zone from her widget: the shop's) gets her first follow-up; the second one
+    // the same day waits for the cap.
+    let (ana, key) = shop(&server, "ana@example.com").await;
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(20)).len(), 1);
+    let mut socket = server.connect().await;
+    hello(&mut socket, resume(&ana, &key)).await;
+    assert!(say_all(&mut socket, "now I need boots").await.concat().contains("Here's what I noted: boots"));
+    // Bo's widget says Kolkata, where it is quiet now.
+    let mut bo = server.connect().await;
+    let hello_bo = Hello { timezone: Some("Asia/Kolkata".into()), ..Hello::default() };
+    let Welcomed { visitor: bo_id, .. } = welcome(&mut bo, hello_bo).await;
+    for text in FLOW.into_iter().chain(["bo@example.com", "yes"]) {
+        say_all(&mut bo, text).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "neither the second email nor Bo's went out");
+    server.kill();
+
+    let store = Store::open(&server.data).expect("store");
+    let items = emails(&store);
+    let of =
+        |visitor: &str| -> Vec<&OutboxItem> { items.iter().filter(|i| i.visitor.to_string() == visitor).collect() };
+    let ana_items = of(&ana);
+    let sent_at = ana_items.iter().find_map(|i| match i.state {
+        OutboxState::Sent { at } => Some(at),
+        _ => None,
+    });
+    let waiting = ana_items.iter().find(|i| i.state == OutboxState::Pending).expect("the second follow-up waits");
+    assert_eq!(waiting.last_error.as_deref(), Some("waiting: at most 1 marketing email(s) a day"));
+    assert_eq!(Some(waiting.due_at), sent_at.map(|at| at + 24 * 3_600_000), "due when the first is a day old");
+    let bo_item = of(&bo_id).into_iter().find(|i| i.state == OutboxState::Pending).expect("Bo's follow-up waits");
+    assert_eq!(bo_item.last_error.as_deref(), Some("waiting: quiet hours in Asia/Kolkata"));
+    let due = Timestamp::from_millisecond(bo_item.due_at as i64)
+        .expect("ms")
+        .to_zoned(TimeZone::get("Asia/Kolkata").expect("zone"));
+    assert_eq!((due.hour(), due.minute()), (to, 0), "due when the quiet hours end in Kolkata");
+    assert_eq!(bo_item.attempts, 0, "waiting spends no attempt");
+    smtp.stop();
+}

@@ -9,6 +9,8 @@ use nudge::protocol::{ClientFrame, Hello, Reply, ServerFrame};
 
 const GENEROUS_LIMITS: &str = "messages_per_second = 1000.0\nmessage_burst = 1000.0\n\
     messages_per_second_per_ip = 100000.0\nmax_connections_per_ip = 10000\nconnections_per_minute_per_ip = 1000000.0\n";
+/// Tests run at every hour of the day: quiet hours are off unless a test is about them.
+const NO_QUIET_HOURS: &str = "quiet_hours = \"\"\n";
 
 pub struct TestServer {
     child: Child,
@@ -34,7 +36,7 @@ impl TestServer {
         let config = data.with_extension("toml");
         if !extra.contains(&"--config") {
             std::fs::create_dir_all(data.parent().expect("data has a parent")).expect("mkdir");
-            std::fs::write(&config, GENEROUS_LIMITS).expect("write test config");
+            std::fs::write(&config, format!("{GENEROUS_LIMITS}{NO_QUIET_HOURS}")).expect("write test config");
         }
         let config_args = if extra.contains(&"--config") { vec![] } else { vec!["--config".into(), config] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
@@ -66,7 +68,8 @@ impl TestServer {
     /// A server on `<dir>/data` whose configuration is the generous test limits plus `config`.
     pub fn start_configured(dir: &Path, intents: &Path, config: &str) -> TestServer {
         let path = dir.join("nudge.toml");
-        std::fs::write(&path, format!("{GENEROUS_LIMITS}{config}")).expect("write config");
+        let quiet = if config.contains("quiet_hours") { "" } else { NO_QUIET_HOURS };
+        std::fs::write(&path, format!("{GENEROUS_LIMITS}{quiet}{config}")).expect("write config");
         TestServer::start_on(&dir.join("data"), intents, &["--config", path.to_str().expect("utf-8")])
     }
 
