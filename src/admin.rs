@@ -3,7 +3,6 @@
 //! public URL is https, 12 hours); logins are rate-limited per address; POSTs from other origins
 //! are refused; every page is sent with headers that forbid framing, scripts and caching.
 
-mod ab;
 mod auth;
 pub mod report;
 mod views;

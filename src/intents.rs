@@ -90,6 +90,8 @@ pub struct FollowUp {
 pub struct Email {
     pub id: String,
     pub at: Location,
+    /// Once a variant wins its A/B test, every visitor gets it.
+    pub auto_winner: bool,
     /// By locale, the variants (an A/B test when more than one; every locale has as many).
     bodies: [Option<Vec<EmailBody>>; 2],
 }

@@ -6,6 +6,7 @@
 //! `chat` (the `chat.v1` WebSocket session), `server` (the HTTP app), `pages` (widget and pages),
 //! `client` (the terminal chat client).
 
+pub mod ab;
 pub mod admin;
 pub mod api;
 pub mod chat;

@@ -179,9 +179,83 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
     Ok(Funnel { campaigns: campaigns.into_values().collect(), emails, variants })
 }
 
+/// For `auto_winner`: per variant of the email `template`, (visitors who bought after it, sent).
+pub fn email_arms(store: &Store, template: &str, variants: usize) -> Result<Vec<(u64, u64)>, StoreError> {
+    let mut arms = vec![(0u64, 0u64); variants];
+    for item in store.follow_ups() {
+        let item = item?;
+        let (Job::Email { template: t }, OutboxState::Sent { at }) = (&item.job, &item.state) else { continue };
+        let Some(arm) = arms.get_mut(item.variant.unwrap_or(0) as usize).filter(|_| t == template) else { continue };
+        arm.1 += 1;
+        let profile = store.visitor(&item.visitor)?;
+        for id in profile.iter().flat_map(|p| &p.orders) {
+            if store.order(id)?.is_some_and(|order| order.at >= *at) {
+                arm.0 += 1;
+                break;
+            }
+        }
+    }
+    Ok(arms)
+}
+
 /// Each arm's probability of being best, and whether it is the declared winner.
 fn judge(arms: &[(u64, u64)]) -> Vec<(f64, bool)> {
-    let probabilities = super::ab::probability_best(arms);
-    let winner = super::ab::winner(arms, &probabilities);
+    let probabilities = crate::ab::probability_best(arms);
+    let winner = crate::ab::winner(arms, &probabilities);
     probabilities.into_iter().enumerate().map(|(i, p)| (p, winner == Some(i))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Change, Order, OutboxItem};
+    use crate::ids::ConversationId;
+    use crate::store::Command;
+
+    /// 120 visitors per variant got the email at t = 1000; `buyers[v]` of them bought after.
+    fn sent(store: &Store, buyers: [u64; 2]) {
+        let mut commands = Vec::new();
+        for variant in 0..2u32 {
+            for i in 0..120u64 {
+                let now = 1 + u64::from(variant) * 1000 + i;
+                let visitor = VisitorId::mint(now);
+                commands.push(Command::Visitor { visitor, change: Change::Create { at: 10, locale: "en".into() } });
+                let job = Job::Email { template: "your_selection".into() };
+                let mut item = OutboxItem::new(visitor, ConversationId::mint(now), job, "en", 10, 1000);
+                commands.push(Command::Enqueue(item.clone()));
+                (item.state, item.variant) = (OutboxState::Sent { at: 1000 }, Some(variant));
+                commands.push(Command::Finish(item));
+                if i < buyers[variant as usize] {
+                    let id = format!("order-{variant}-{i}");
+                    commands.push(Command::Visitor { visitor, change: Change::Order { id: id.clone(), at: 2000 } });
+                    commands.push(Command::RecordOrder(Order {
+                        id,
+                        visitor,
+                        conversation: None,
+                        campaign: None,
+                        variants: Vec::new(),
+                        value: 50.0,
+                        currency: "EUR".into(),
+                        at: 2000,
+                    }));
+                }
+            }
+        }
+        store.commit_blocking(commands).expect("commit");
+    }
+
+    #[test]
+    fn an_email_variant_that_converts_more_wins_its_test() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        sent(&store, [5, 30]);
+        let arms = email_arms(&store, "your_selection", 2).expect("arms");
+        assert_eq!(arms, [(5, 120), (30, 120)]);
+        assert_eq!(crate::ab::winner(&arms, &crate::ab::probability_best(&arms)), Some(1));
+        let funnel = funnel(&store).expect("funnel");
+        let rows: Vec<(u32, u64, u64, bool)> =
+            funnel.emails.iter().map(|r| (r.variant, r.sent, r.converted, r.winner)).collect();
+        assert_eq!(rows, [(0, 120, 5, false), (1, 120, 30, true)]);
+        assert!((funnel.emails[1].revenue - 1500.0).abs() < 1e-9);
+    }
 }

@@ -332,7 +332,7 @@ impl Compiler {
             let message = format!("email `{id}` has no English version: add `[email.en]` with subject, text and html");
             self.errors.push(Diagnostic { at: at.clone(), message });
         }
-        (self.errors.len() == before).then_some(Email { id, at, bodies })
+        (self.errors.len() == before).then_some(Email { id, at, auto_winner: raw.auto_winner, bodies })
     }
 
     fn reply(&mut self, source: &Source, raw: Spanned<RawReply>) -> Option<Reply> {

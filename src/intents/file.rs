@@ -173,6 +173,9 @@ pub struct RawFollowUp {
 #[serde(deny_unknown_fields)]
 pub struct RawEmail {
     pub id: Spanned<String>,
+    /// Once a variant is declared the winner, send only it.
+    #[serde(default)]
+    pub auto_winner: bool,
     pub en: Option<Spanned<RawEmailBody>>,
     pub de: Option<Spanned<RawEmailBody>>,
 }

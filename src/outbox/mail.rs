@@ -91,9 +91,14 @@ impl Mailer {
             let cap = app.config.max_marketing_emails_per_day;
             return Err(Failure::Later { until, reason: format!("at most {cap} marketing email(s) a day") });
         }
-        let (message, variant) =
-            compose(app, &self.from, item, template, profile, address, now).map_err(Failure::Permanent)?;
-        self.send(item, &message).map(|()| variant)
+        let intents = app.intents();
+        let email = intents
+            .email(template)
+            .ok_or_else(|| Failure::Permanent(format!("no email template `{template}` any more")))?;
+        let variant = pick_variant(app, email, profile).map_err(|e| Failure::Temporary(e.to_string()))?;
+        let body = email.body(&item.locale, variant);
+        let message = compose(app, &self.from, item, body, profile, address, now).map_err(Failure::Permanent)?;
+        self.send(item, &message).map(|()| variant as u32)
     }
 }
 
@@ -210,16 +215,12 @@ fn compose(
     app: &App,
     from: &Mailbox,
     item: &OutboxItem,
-    template: &str,
+    body: &crate::intents::EmailBody,
     profile: &Profile,
     address: Email,
     now: u64,
-) -> Result<(Message, u32), String> {
+) -> Result<Message, String> {
     let intents = app.intents();
-    let email = intents.email(template).ok_or_else(|| format!("no email template `{template}` any more"))?;
-    // A/B variants are assigned by visitor, as reply variants are.
-    let variant = crate::dialogue::choose_variant(&profile.id, &email.id, email.variants());
-    let body = email.body(&item.locale, variant);
     let owned = |name: &str| profile.preference(name).map(str::to_string);
     let resume = Claims::Chat {
         email: address.to_string(),
@@ -271,7 +272,22 @@ fn compose(
         ))
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| format!("cannot build the message: {e}"))?;
-    Ok((message, variant as u32))
+    Ok(message)
+}
+
+/// A/B variants are assigned by visitor, as reply variants are; with `auto_winner`, a declared
+/// winner goes to everyone.
+fn pick_variant(
+    app: &App,
+    email: &crate::intents::Email,
+    profile: &Profile,
+) -> Result<usize, crate::store::StoreError> {
+    let assigned = crate::dialogue::choose_variant(&profile.id, &email.id, email.variants());
+    if !email.auto_winner || email.variants() < 2 {
+        return Ok(assigned);
+    }
+    let arms = crate::admin::report::email_arms(&app.store, &email.id, email.variants())?;
+    Ok(crate::ab::winner(&arms, &crate::ab::probability_best(&arms)).unwrap_or(assigned))
 }
 
 /// Every `http(s)` link in a rendered email replaced by its `/l/` link, except `keep` (the

@@ -1,4 +1,4 @@
-//! Which variant of an A/B test is best: each variant's conversion rate has a Beta posterior
+//! A/B tests of replies and emails. Which variant is best: each variant's conversion rate has a Beta posterior
 //! (a uniform prior, updated by its conversions and non-conversions), and the probability that
 //! a variant is best is the chance its rate beats every other's, integrated numerically on a
 //! grid over where the posteriors have their mass. Deterministic, no sampling.
