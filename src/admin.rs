@@ -393,7 +393,7 @@ async fn try_page(
     let set = app.intents();
     let tried = given(&query.q).map(|text| {
         let message = intents::text::Message::new(&text);
-        let locale = intents::text::guess_locale(&message.normalized).unwrap_or("en");
+        let locale = message.locale.unwrap_or("en");
         let route = set.route(&message, &|_| false);
         let normalized = message.normalized;
         let intent = &set.intents[route.intent];

@@ -107,7 +107,7 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
     };
     let routed = text::Message::new(message);
     let normalized = routed.normalized.as_str();
-    if let Some(guessed) = text::guess_locale(normalized).filter(|l| *l != turn.locale) {
+    if let Some(guessed) = routed.locale.filter(|l| *l != turn.locale) {
         turn.locale = guessed.to_string();
         turn.step.effects.push(Effect::SetLocale(turn.locale.clone()));
     }

@@ -245,10 +245,7 @@ fn open_db(dir: &Path, path: &Path) -> Result<sled::Db> {
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         private_dir(dir).map_err(|e| StoreError::Sled(e.into()))?;
-        if compact::if_erased(dir)? {
-            log::info!("store: compacted after an erasure, so erased data is gone from disk");
-        }
-        let db = open_db(dir, &dir.join("store"))?;
+        let db = compact::open(dir)?;
         let mut trees = Vec::with_capacity(T::ALL.len());
         for tree in T::ALL {
             trees.push(db.open_tree(tree.name())?);

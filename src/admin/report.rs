@@ -73,8 +73,6 @@ pub const NO_CAMPAIGN: &str = "(none)";
 pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
     let mut campaigns: BTreeMap<String, CampaignRow> = BTreeMap::new();
     let mut currencies: HashMap<String, BTreeSet<String>> = HashMap::new();
-    // Each visitor's orders: (when, value), for what an email was followed by.
-    let mut bought: HashMap<VisitorId, Vec<(u64, f64)>> = HashMap::new();
     let mut status: HashMap<VisitorId, Status> = HashMap::new();
     for profile in store.visitors() {
         let profile = profile?;
@@ -93,7 +91,6 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
                     .or_insert_with(|| CampaignRow { campaign: name, ..Default::default() });
                 row.orders += 1;
                 row.revenue += order.value;
-                bought.entry(profile.id).or_default().push((order.at, order.value));
                 currencies.entry(row.campaign.clone()).or_default().insert(order.currency.clone());
             }
         }
@@ -115,24 +112,6 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
             row.cost_per_lead = per(row.qualified);
             row.cost_per_conversion = per(row.converted);
         }
-    }
-    let mut emails: BTreeMap<(String, u32), EmailRow> = BTreeMap::new();
-    for item in store.follow_ups() {
-        let item = item?;
-        let (Job::Email { template }, OutboxState::Sent { at }) = (&item.job, &item.state) else { continue };
-        let variant = item.variant.unwrap_or(0);
-        let row = emails.entry((template.clone(), variant)).or_insert_with(|| EmailRow {
-            email: template.clone(),
-            variant,
-            ..Default::default()
-        });
-        row.sent += 1;
-        row.opened += u64::from(store.email_event(&item.id, EmailEvent::Opened)?);
-        row.clicked += u64::from(store.email_event(&item.id, EmailEvent::Clicked)?);
-        let after: Vec<f64> =
-            bought.get(&item.visitor).into_iter().flatten().filter(|(when, _)| when >= at).map(|(_, v)| *v).collect();
-        row.converted += u64::from(!after.is_empty());
-        row.revenue += after.iter().sum::<f64>();
     }
     let mut shown: HashSet<(String, u32, VisitorId)> = HashSet::new();
     for conversation in store.conversations() {
@@ -169,7 +148,7 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
             (row.probability_best, row.winner) = (p, winner);
         }
     }
-    let mut emails: Vec<EmailRow> = emails.into_values().collect();
+    let mut emails = email_rows(store, None)?;
     for test in emails.chunk_by_mut(|a, b| a.email == b.email) {
         let arms: Vec<(u64, u64)> = test.iter().map(|row| (row.converted, row.sent)).collect();
         for (row, (p, winner)) in test.iter_mut().zip(judge(&arms)) {
@@ -179,20 +158,47 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
     Ok(Funnel { campaigns: campaigns.into_values().collect(), emails, variants })
 }
 
+/// The sent follow-ups by template and variant (of `only`, when given), sorted, with what their
+/// visitors did and bought afterwards.
+fn email_rows(store: &Store, only: Option<&str>) -> Result<Vec<EmailRow>, StoreError> {
+    let mut rows: BTreeMap<(String, u32), EmailRow> = BTreeMap::new();
+    // Each emailed visitor's orders, (when, value), read once.
+    let mut bought: HashMap<VisitorId, Vec<(u64, f64)>> = HashMap::new();
+    for item in store.follow_ups() {
+        let item = item?;
+        let (Job::Email { template }, OutboxState::Sent { at }) = (&item.job, &item.state) else { continue };
+        if only.is_some_and(|t| t != template) {
+            continue;
+        }
+        let variant = item.variant.unwrap_or(0);
+        let row = rows.entry((template.clone(), variant)).or_insert_with(|| EmailRow {
+            email: template.clone(),
+            variant,
+            ..Default::default()
+        });
+        row.sent += 1;
+        row.opened += u64::from(store.email_event(&item.id, EmailEvent::Opened)?);
+        row.clicked += u64::from(store.email_event(&item.id, EmailEvent::Clicked)?);
+        if let std::collections::hash_map::Entry::Vacant(slot) = bought.entry(item.visitor) {
+            let mut orders = Vec::new();
+            for id in store.visitor(&item.visitor)?.iter().flat_map(|p| &p.orders) {
+                orders.extend(store.order(id)?.map(|o| (o.at, o.value)));
+            }
+            slot.insert(orders);
+        }
+        let after: Vec<f64> = bought[&item.visitor].iter().filter(|(when, _)| when >= at).map(|(_, v)| *v).collect();
+        row.converted += u64::from(!after.is_empty());
+        row.revenue += after.iter().sum::<f64>();
+    }
+    Ok(rows.into_values().collect())
+}
+
 /// For `auto_winner`: per variant of the email `template`, (visitors who bought after it, sent).
 pub fn email_arms(store: &Store, template: &str, variants: usize) -> Result<Vec<(u64, u64)>, StoreError> {
     let mut arms = vec![(0u64, 0u64); variants];
-    for item in store.follow_ups() {
-        let item = item?;
-        let (Job::Email { template: t }, OutboxState::Sent { at }) = (&item.job, &item.state) else { continue };
-        let Some(arm) = arms.get_mut(item.variant.unwrap_or(0) as usize).filter(|_| t == template) else { continue };
-        arm.1 += 1;
-        let profile = store.visitor(&item.visitor)?;
-        for id in profile.iter().flat_map(|p| &p.orders) {
-            if store.order(id)?.is_some_and(|order| order.at >= *at) {
-                arm.0 += 1;
-                break;
-            }
+    for row in email_rows(store, Some(template))? {
+        if let Some(arm) = arms.get_mut(row.variant as usize) {
+            *arm = (row.converted, row.sent);
         }
     }
     Ok(arms)

@@ -108,6 +108,17 @@ impl Totals {
     }
 }
 
+impl std::ops::AddAssign<&Totals> for Totals {
+    fn add_assign(&mut self, t: &Totals) {
+        self.rows += t.rows;
+        self.correct += t.correct;
+        self.labelled_rows += t.labelled_rows;
+        self.labelled_correct += t.labelled_correct;
+        self.none_rows += t.none_rows;
+        self.false_matches += t.false_matches;
+    }
+}
+
 /// Totals as JSON: the counts and the rates beside them.
 #[derive(Serialize)]
 struct TotalsJson {
@@ -376,16 +387,7 @@ pub fn cross_validate(
     for fold in 0..k {
         let g = best(&|i| fold_of[i] != fold);
         let t = totals(g, &|i| fold_of[i] == fold);
-        for (field, add) in [
-            (&mut pooled.rows, t.rows),
-            (&mut pooled.correct, t.correct),
-            (&mut pooled.labelled_rows, t.labelled_rows),
-            (&mut pooled.labelled_correct, t.labelled_correct),
-            (&mut pooled.none_rows, t.none_rows),
-            (&mut pooled.false_matches, t.false_matches),
-        ] {
-            *field += add;
-        }
+        pooled += &t;
         folds.push(Fold { rows: t.rows, tuning: grid[g], totals: t });
     }
     let all = best(&|_| true);

@@ -24,20 +24,23 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
-/// A message ready for routing: normalized, and with the words its writer capitalized inside a
-/// sentence (names of people, places and brands), which say nothing of what it is about.
-/// German capitalizes every noun, so a German message has no names.
+/// A message ready for routing: normalized, the language its words say (`guess_locale`), and
+/// the words its writer capitalized inside a sentence (names of people, places and brands),
+/// which say nothing of what it is about. German capitalizes every noun, so a German message has
+/// no names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub normalized: String,
+    pub locale: Option<&'static str>,
     pub names: Vec<String>,
 }
 
 impl Message {
     pub fn new(text: &str) -> Message {
         let normalized = normalize(text);
-        let names = if guess_locale(&normalized) == Some("de") { Vec::new() } else { names(text) };
-        Message { normalized, names }
+        let locale = guess_locale(&normalized);
+        let names = if locale == Some("de") { Vec::new() } else { names(text) };
+        Message { normalized, locale, names }
     }
 }
 

@@ -35,26 +35,22 @@ fn io(e: std::io::Error) -> StoreError {
     StoreError::Sled(e.into())
 }
 
-/// Compacts the store in `dir` when a visitor was erased since the last compaction; returns
-/// whether it did. Runs before the store is opened for use.
-pub fn if_erased(dir: &Path) -> Result<bool> {
+/// Opens the store in `dir`, first finishing a compaction a crash interrupted, and compacting it
+/// when a visitor was erased since the last compaction (then it is opened a second time).
+pub fn open(dir: &Path) -> Result<sled::Db> {
     let paths = Paths::new(dir);
     finish_interrupted(&paths)?;
-    if !paths.store.exists() {
-        return Ok(false);
-    }
     let db = super::open_db(dir, &paths.store)?;
     let newest = newest_erasure(&db)?;
     let compacted = std::fs::read_to_string(&paths.marker).ok().and_then(|t| t.trim().parse::<u64>().ok());
-    if newest.is_none_or(|n| compacted.is_some_and(|c| c >= n)) {
-        return Ok(false);
-    }
+    let Some(newest) = newest.filter(|n| compacted.is_none_or(|c| c < *n)) else { return Ok(db) };
     copy(&db, &paths.copy)?;
     drop(db);
     std::fs::write(&paths.copied, b"").map_err(io)?;
     swap(&paths)?;
-    std::fs::write(&paths.marker, newest.unwrap_or(0).to_string()).map_err(io)?;
-    Ok(true)
+    std::fs::write(&paths.marker, newest.to_string()).map_err(io)?;
+    log::info!("store: compacted after an erasure, so erased data is gone from disk");
+    super::open_db(dir, &paths.store)
 }
 
 fn newest_erasure(db: &sled::Db) -> Result<Option<u64>> {
