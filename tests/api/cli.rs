@@ -116,7 +116,14 @@ fn bad_command_line_input_is_refused_with_a_reason() {
     let data = dir.path().join("data");
     let (config, data) = (bad_config.to_str().expect("utf-8"), data.to_str().expect("utf-8"));
     let bad_proxy = bad_proxy.to_str().expect("utf-8");
+    let bad_quiet = dir.path().join("quiet.toml");
+    std::fs::write(&bad_quiet, "quiet_hours = \"21-08\"\n").expect("write");
+    let bad_zone = dir.path().join("zone.toml");
+    std::fs::write(&bad_zone, "timezone = \"Mars/Olympus\"\n").expect("write");
+    let (bad_quiet, bad_zone) = (bad_quiet.to_str().expect("utf-8"), bad_zone.to_str().expect("utf-8"));
     for (args, says) in [
+        (vec!["serve", "--config", bad_quiet, "--data", data], "quiet hours \"21-08\" are not written like"),
+        (vec!["serve", "--config", bad_zone, "--data", data], "unknown time zone \"Mars/Olympus\""),
         (vec!["serve", "--config", config, "--data", data], "unknown field `listen_port`"),
         (vec!["serve", "--config", bad_proxy, "--data", data], "\"10.0.0.0/40\" is neither an IP address"),
         (vec!["serve", "--config", "no-such.toml", "--data", data], "no-such.toml"),
