@@ -10,8 +10,12 @@ use serde::Deserialize;
 pub struct Config {
     /// Address to listen on; port 0 picks a free port (the bound address is printed).
     pub listen: String,
-    /// The data directory: the sled store lives in `<data>/store`.
+    /// The data directory: the embedded store lives in `<data>/store` (unless `store` names a
+    /// database), beside the generated secrets and mail files.
     pub data: PathBuf,
+    /// A PostgreSQL database (`postgres://USER[:PASSWORD]@HOST:PORT/DB`) to keep everything in
+    /// instead of the embedded store: several nodes given the same one share it.
+    pub store: Option<String>,
     /// The intent files.
     pub intents: PathBuf,
     /// The URL shoppers reach this server at, for links; defaults to `http://<listen>`.
@@ -74,6 +78,9 @@ pub struct Config {
     pub mail_retry_secs: u64,
     /// Attempts before a follow-up is dead-lettered.
     pub mail_max_attempts: u32,
+    /// How long a node holds a follow-up it is running (several nodes on one PostgreSQL store):
+    /// another node runs it only after this, when the first has died. Longer than a delivery.
+    pub outbox_lease_secs: u64,
     /// Where tag events go (a JSON POST signed with `webhook_secret` from `secrets.toml`), for
     /// visitors with ads consent. Unset: no events.
     pub tag_webhook_url: Option<String>,
@@ -114,6 +121,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".into(),
             data: PathBuf::from("data"),
+            store: None,
             intents: PathBuf::from("intents"),
             public_url: None,
             allowed_origins: Vec::new(),
@@ -141,6 +149,7 @@ impl Default for Config {
             mail_from: "Nudge Shoes <shop@localhost>".into(),
             mail_retry_secs: 60,
             mail_max_attempts: 10,
+            outbox_lease_secs: 60,
             tag_webhook_url: None,
             abandoned_after_secs: 60 * 60,
             retention_days: 365,
@@ -168,6 +177,25 @@ impl Config {
         };
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.into(), e))?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse(path.into(), e.to_string()))
+    }
+
+    /// Where the store is: the database `store` names, else the data directory.
+    pub fn store_location(&self) -> Result<crate::store::Location, crate::store::StoreError> {
+        crate::store::Location::new(self.store.as_deref(), &self.data).map_err(crate::store::StoreError::Schema)
+    }
+
+    /// The store, when it is shared (PostgreSQL): commands that only need the secrets open
+    /// nothing on the embedded store, which a running server holds.
+    pub fn shared_store(&self) -> Result<Option<crate::store::Store>, crate::store::StoreError> {
+        match self.store_location()? {
+            crate::store::Location::Dir(_) => Ok(None),
+            location => crate::store::Store::open_at(&location).map(Some),
+        }
+    }
+
+    /// Opens (or connects to) the store this configuration names.
+    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        crate::store::Store::open_at(&self.store_location()?)
     }
 
     pub fn public_url(&self, bound: std::net::SocketAddr) -> String {

@@ -33,4 +33,5 @@ pub fn now_ms() -> u64 {
 }
 pub mod leads;
 pub mod loadgen;
+pub mod secrets;
 pub mod signing;

@@ -108,6 +108,10 @@ struct ConfigArgs {
     /// Data directory (the embedded store and generated secrets).
     #[arg(long, env = "NUDGE_DATA")]
     data: Option<PathBuf>,
+    /// A PostgreSQL database to keep everything in instead (postgres://USER@HOST:PORT/DB),
+    /// shared by every node given the same URL.
+    #[arg(long, env = "NUDGE_STORE")]
+    store: Option<String>,
     /// Intents directory.
     #[arg(long, env = "NUDGE_INTENTS")]
     intents: Option<PathBuf>,
@@ -125,6 +129,7 @@ impl ConfigArgs {
         let mut config = Config::from_file(file.as_deref())?;
         config.listen = self.listen.unwrap_or(config.listen);
         config.data = self.data.unwrap_or(config.data);
+        config.store = self.store.or(config.store);
         config.intents = self.intents.unwrap_or(config.intents);
         config.public_url = self.public_url.or(config.public_url);
         config.allowed_origins = self.allowed_origins.unwrap_or(config.allowed_origins);
@@ -279,7 +284,7 @@ fn main() -> ExitCode {
         Command::Export(ExportCommand::Audience { platform, filter, config }) => {
             let filter = filter.into();
             config.load().and_then(|config| {
-                let store = nudge::store::Store::open(&config.data)?;
+                let store = config.open_store()?;
                 let out = std::io::BufWriter::new(std::io::stdout().lock());
                 let written = nudge::export::audience(&store, &filter, platform, out)?;
                 eprintln!("{written} hashed emails exported (visitors with ads consent and an address)");
@@ -308,11 +313,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
         // Scripts and tests read this line to learn the bound port.
         println!("nudge listening on http://{}", running.addr);
         println!("try the demo page: {}/demo", running.public_url);
-        if running.generated.file {
+        if running.generated.created {
+            let place = match running.app.store.is_shared() {
+                true => "in the database (every node uses them)".to_string(),
+                false => nudge::secrets::Secrets::path(&data).display().to_string(),
+            };
             println!(
-                "generated {}: the link signing key and the API key for POST /api/conversions \
-                 (send it as `Authorization: Bearer <conversions_api_key>`); keep it private",
-                nudge::signing::Secrets::path(&data).display()
+                "generated {place}: the link signing keys, the API key for POST /api/conversions \
+                 (send it as `Authorization: Bearer <conversions_api_key>`) and the webhook signing \
+                 secret; keep them private"
             );
         }
         if let Some(file) = &running.generated.admin_password {
@@ -364,13 +373,14 @@ async fn terminated() {
 }
 
 fn erase(config: &Config, visitor: Option<String>, email: Option<String>) -> anyhow::Result<()> {
-    let store = nudge::store::Store::open(&config.data)?;
+    let store = config.open_store()?;
     let profile = match (visitor, email) {
         (Some(id), _) => store.visitor(&nudge::ids::VisitorId::parse(&id)?)?,
         (None, Some(email)) => store.visitor_by_email(nudge::ids::Email::parse(&email)?.as_str())?,
         (None, None) => None,
     };
-    let profile = profile.ok_or_else(|| anyhow::anyhow!("no such visitor in {}", config.data.display()))?;
+    let location = config.store_location()?;
+    let profile = profile.ok_or_else(|| anyhow::anyhow!("no such visitor in {location}"))?;
     store.commit_blocking(vec![nudge::store::Command::Erase { visitor: profile.id, at: nudge::now_ms() }])?;
     let mails = nudge::outbox::erase_mail(config, &profile.id)?;
     println!("erased visitor {}", profile.id);
@@ -390,7 +400,7 @@ fn import_spend(config: &Config, file: &Path) -> anyhow::Result<()> {
         let row = row.map_err(|e| e.to_string()).and_then(nudge::domain::Spend::checked);
         commands.push(nudge::store::Command::RecordSpend(row.map_err(|e| anyhow::anyhow!("{name}:{line}: {e}"))?));
     }
-    let store = nudge::store::Store::open(&config.data)?;
+    let store = config.open_store()?;
     let count = commands.len();
     store.commit_blocking(commands)?;
     println!("imported {count} spend rows");
@@ -401,8 +411,12 @@ fn admin_password(config: &Config) -> anyhow::Result<()> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     let password = line.trim_end_matches(['\r', '\n']);
-    nudge::signing::Secrets::set_admin_password(&config.data, password)?;
-    println!("admin password set in {}", nudge::signing::Secrets::path(&config.data).display());
+    let shared = config.shared_store()?;
+    nudge::secrets::Secrets::set_admin_password(shared.as_ref(), &config.data, password)?;
+    match shared {
+        Some(_) => println!("admin password set in the database, for every node"),
+        None => println!("admin password set in {}", nudge::secrets::Secrets::path(&config.data).display()),
+    }
     Ok(())
 }
 
@@ -415,7 +429,7 @@ fn link(
     ttl: u64,
 ) -> anyhow::Result<()> {
     let email = nudge::ids::Email::parse(&email)?;
-    let (secrets, _) = nudge::signing::Secrets::load_or_create(&config.data)?;
+    let (secrets, _) = nudge::secrets::Secrets::load(config.shared_store()?.as_ref(), &config.data)?;
     let claims = nudge::signing::Claims::Chat {
         email: email.to_string(),
         name,
@@ -439,7 +453,7 @@ fn export_leads(
     format: nudge::export::Format,
     transcripts: bool,
 ) -> anyhow::Result<()> {
-    let store = nudge::store::Store::open(&config.data)?;
+    let store = config.open_store()?;
     let bar = indicatif::ProgressBar::new(store.visitor_count() as u64)
         .with_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} visitors {eta}")?);
     let stdout = std::io::stdout().lock();

@@ -81,7 +81,7 @@ impl Drop for Running<'_> {
 fn work(app: &App, receivers: &Receivers) {
     while !*app.shutdown.borrow() {
         let now = now_ms();
-        match app.store.due_follow_ups(now, 64) {
+        match app.store.claim_due(now, 64, app.config.outbox_lease_secs.saturating_mul(1000)) {
             Ok(due) if !due.is_empty() => {
                 for item in due {
                     let writes = run_supervised(app, receivers, item);

@@ -9,7 +9,8 @@ use actix_web::{HttpResponse, web};
 use crate::config::Config;
 use crate::intents::{Diagnostic, IntentSet};
 use crate::metrics::Metrics;
-use crate::signing::{Generated, Secrets, SecretsError, Signer};
+use crate::secrets::{Generated, Secrets, SecretsError};
+use crate::signing::Signer;
 use crate::store::{Store, StoreError};
 use crate::{admin, api, chat, pages, reload};
 
@@ -77,7 +78,7 @@ pub struct Running {
     pub app: Arc<App>,
     /// The intent directory watch (hot reload), alive as long as this is.
     pub watch: Option<reload::Watch>,
-    /// What this start generated in `<data>/secrets.toml` (to print once).
+    /// What this start generated (to print once).
     pub generated: Generated,
     /// The outbox worker; it ends after `App::shutdown` is set.
     pub outbox: std::thread::JoinHandle<()>,
@@ -101,8 +102,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             .transpose()
             .map_err(StartError::Outbox)?,
     };
-    let store = Store::open(&config.data)?;
-    let (secrets, generated) = Secrets::load_or_create(&config.data)?;
+    let store = config.open_store()?;
+    let (secrets, generated) = Secrets::load(Some(&store), &config.data)?;
     let signer = secrets.signer()?;
     let listener = TcpListener::bind(&config.listen).map_err(|e| StartError::Bind(config.listen.clone(), e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Bind(config.listen.clone(), e))?;

@@ -1,42 +1,25 @@
-//! The store: the only module that touches sled, and the seam every reader and writer of
-//! Nudge's data goes through (the session, `/c/`, `/r/`, conversions, `/u/`, the admin, the
-//! exports, the outbox worker, the retention sweep). Storage layout (tree names, keys, values) is
-//! written down in ARCHITECTURE.md.
+//! The store: the seam every reader and writer of Nudge's data goes through (the session, `/c/`,
+//! `/r/`, conversions, `/u/`, the admin, the exports, the outbox worker, the retention sweep),
+//! over one of two backends: sled in the data directory (`embedded`, the default, one process)
+//! or PostgreSQL (`pg`, shared by several nodes). ARCHITECTURE.md has both layouts side by side.
 //!
-//! Writes are `Command`s that say what happened, never snapshots: the store applies each to what
-//! is stored, so two writers touching one visitor cannot undo each other. A batch of commands is
-//! all or nothing (`store/apply.rs` stages it, `store/journal.rs` makes its writes survive a
-//! crash whole or not at all), and commits go through one writer thread (`store/writer.rs`) that
-//! applies every batch waiting in its queue, flushes once, then acknowledges them all: a group
-//! commit. A caller whose `commit` returned
-//! knows its batch is on disk.
+//! Writes are `Command`s that say what happened, never snapshots: the backend applies each to
+//! what is stored, so two writers touching one visitor cannot undo each other. A batch of
+//! commands is all or nothing, and a caller whose `commit` returned knows its batch is durable.
 //!
-//! Reads are methods that answer one question each (a visitor, a page of leads, a transcript),
-//! so that a second backend can answer each with a query.
+//! Reads are methods that answer one question each (a visitor, a page of leads, a transcript);
+//! PostgreSQL answers each with a query.
 
-mod apply;
-mod compact;
-mod erase;
-mod journal;
-mod outbox;
+mod embedded;
+mod pg;
 mod readers;
-#[cfg(test)]
-mod tests;
-mod turns;
-mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use serde::{Serialize, de::DeserializeOwned};
+use std::sync::atomic::AtomicU64;
 
 use crate::domain::{Change, Conversation, Entry, Order, OutboxItem, Pending, Profile, Spend, Status};
 use crate::ids::{AdminSessionId, ConversationId, OutboxId, TurnId, VisitorId};
-
-/// Every value starts with this version byte; a reader that meets another refuses it loudly
-/// instead of misreading it.
-const VALUE_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +33,12 @@ pub enum StoreError {
     Corrupt { tree: &'static str, reason: String },
     #[error("the store is shutting down")]
     Closed,
+    /// The database refused or could not be reached; the message says which (never the password).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// The database holds a schema this binary does not know (a newer Nudge migrated it).
+    #[error("{0}")]
+    Schema(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -125,377 +114,6 @@ pub struct Stats {
     pub flushes: AtomicU64,
 }
 
-#[derive(Clone)]
-pub struct Store {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    db: sled::Db,
-    trees: Trees,
-    writer: writer::Handle,
-    readers: readers::Readers,
-    stats: Arc<Stats>,
-}
-
-/// The sled trees, by name (ARCHITECTURE.md describes each).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum T {
-    Visitors,
-    Conversations,
-    VisitorConversations,
-    Transcripts,
-    Emails,
-    LeadsByStatus,
-    LeadsByCampaign,
-    Orders,
-    Outbox,
-    OutboxDue,
-    OutboxPending,
-    /// Erased visitor ids → when (u64 ms BE).
-    Erased,
-    /// Groups being applied (`store/journal.rs`).
-    Journal,
-    /// Live admin sessions → when they expire (u64 ms BE).
-    AdminSessions,
-    /// Last seen (u64 ms BE) ++ visitor id: the admin's newest-first pages.
-    LeadsBySeen,
-    /// Hashes of email links that were used → when their tokens expire (u64 ms BE).
-    SpentLinks,
-    /// Date ++ 0x00 ++ campaign ++ 0x00 ++ platform → `Spend`.
-    Spend,
-    /// Outbox id ++ event (0 opened, 1 clicked) → when it first happened (u64 ms BE).
-    EmailEvents,
-}
-
-impl T {
-    const ALL: [T; 18] = [
-        T::Visitors,
-        T::Conversations,
-        T::VisitorConversations,
-        T::Transcripts,
-        T::Emails,
-        T::LeadsByStatus,
-        T::LeadsByCampaign,
-        T::Orders,
-        T::Outbox,
-        T::OutboxDue,
-        T::OutboxPending,
-        T::Erased,
-        T::Journal,
-        T::AdminSessions,
-        T::LeadsBySeen,
-        T::SpentLinks,
-        T::Spend,
-        T::EmailEvents,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            T::Visitors => "visitors",
-            T::Conversations => "conversations",
-            T::VisitorConversations => "visitor_conversations",
-            T::Transcripts => "transcripts",
-            T::Emails => "emails",
-            T::LeadsByStatus => "leads_by_status",
-            T::LeadsByCampaign => "leads_by_campaign",
-            T::Orders => "orders",
-            T::Outbox => "outbox",
-            T::OutboxDue => "outbox_due",
-            T::OutboxPending => "outbox_pending",
-            T::Erased => "erased",
-            T::Journal => "journal",
-            T::AdminSessions => "admin_sessions",
-            T::LeadsBySeen => "leads_by_seen",
-            T::SpentLinks => "spent_links",
-            T::Spend => "spend",
-            T::EmailEvents => "email_events",
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Trees([sled::Tree; 18]);
-
-impl std::ops::Index<T> for Trees {
-    type Output = sled::Tree;
-
-    fn index(&self, tree: T) -> &sled::Tree {
-        &self.0[tree as usize]
-    }
-}
-
-fn event_key(item: &OutboxId, event: EmailEvent) -> Vec<u8> {
-    let mut key = item.as_bytes().to_vec();
-    key.push(event as u8);
-    key
-}
-
-/// Opens the sled database at `path` in the data directory `dir`; another process holding it is
-/// `Locked`.
-fn open_db(dir: &Path, path: &Path) -> Result<sled::Db> {
-    sled::Config::new().path(path).open().map_err(|e| match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-            StoreError::Locked(dir.display().to_string())
-        }
-        other => StoreError::Sled(other),
-    })
-}
-
-impl Store {
-    pub fn open(dir: &Path) -> Result<Store> {
-        private_dir(dir).map_err(|e| StoreError::Sled(e.into()))?;
-        let db = compact::open(dir)?;
-        let mut trees = Vec::with_capacity(T::ALL.len());
-        for tree in T::ALL {
-            trees.push(db.open_tree(tree.name())?);
-        }
-        let trees = Trees(trees.try_into().expect("one tree per name in T::ALL"));
-        let stats = Arc::new(Stats::default());
-        let replayed = journal::replay(&trees)?;
-        if replayed > 0 {
-            db.flush()?;
-            log::warn!("store: completed {replayed} group(s) of writes that a crash interrupted");
-        }
-        index_last_seen(&trees)?;
-        let memory = apply::Memory::load(&trees)?;
-        let writer = writer::spawn(db.clone(), trees.clone(), memory, stats.clone());
-        let readers = readers::Readers::spawn().map_err(|e| StoreError::Sled(e.into()))?;
-        Ok(Store { inner: Arc::new(Inner { db, trees, writer, readers, stats }) })
-    }
-
-    /// Applies every command, all or nothing, and returns once they are durable on disk.
-    pub async fn commit(&self, commands: Vec<Command>) -> Result<()> {
-        self.inner.writer.commit(commands).await
-    }
-
-    /// `commit` for callers outside the async runtime (command line, tests).
-    pub fn commit_blocking(&self, commands: Vec<Command>) -> Result<()> {
-        self.inner.writer.commit_blocking(commands)
-    }
-
-    pub fn stats(&self) -> (u64, u64) {
-        let s = &self.inner.stats;
-        (s.batches.load(Ordering::Relaxed), s.flushes.load(Ordering::Relaxed))
-    }
-
-    pub fn visitor(&self, id: &VisitorId) -> Result<Option<Profile>> {
-        get(&self.inner.trees[T::Visitors], "visitors", id.as_bytes())
-    }
-
-    /// The visitor's most recent conversation.
-    pub fn latest_conversation(&self, visitor: &VisitorId) -> Result<Option<Conversation>> {
-        let Some(last) = self.inner.trees[T::VisitorConversations].scan_prefix(visitor.as_bytes()).next_back() else {
-            return Ok(None);
-        };
-        let (key, _) = last?;
-        self.conversation_by_key(&key[16..])
-    }
-
-    pub fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>> {
-        self.conversation_by_key(id.as_bytes())
-    }
-
-    fn conversation_by_key(&self, key: &[u8]) -> Result<Option<Conversation>> {
-        let Some(mut conversation) = get::<Conversation>(&self.inner.trees[T::Conversations], "conversations", key)?
-        else {
-            return Ok(None);
-        };
-        conversation.last_at = conversation.started_at;
-        if let Some(last) =
-            self.inner.trees[T::Transcripts].scan_prefix(conversation.id.as_bytes()).values().next_back()
-        {
-            let turn = turns::decode(&last?)?;
-            conversation.last_at = turn.last().map_or(conversation.started_at, |e| e.at);
-        }
-        Ok(Some(conversation))
-    }
-
-    pub fn conversations(&self) -> impl Iterator<Item = Result<Conversation>> + '_ {
-        self.inner.trees[T::Conversations].iter().keys().filter_map(move |k| match k {
-            Ok(key) => self.conversation_by_key(&key).transpose(),
-            Err(e) => Some(Err(e.into())),
-        })
-    }
-
-    pub fn visitor_by_email(&self, email: &str) -> Result<Option<Profile>> {
-        match self.inner.trees[T::Emails].get(email.as_bytes())? {
-            Some(id) => get(&self.inner.trees[T::Visitors], "visitors", &id),
-            None => Ok(None),
-        }
-    }
-
-    pub fn order(&self, id: &str) -> Result<Option<Order>> {
-        get(&self.inner.trees[T::Orders], "orders", id.as_bytes())
-    }
-
-    /// Every visitor, oldest first.
-    pub fn visitors(&self) -> impl Iterator<Item = Result<Profile>> + '_ {
-        self.inner.trees[T::Visitors].iter().values().map(|v| decode("visitors", &v?))
-    }
-
-    pub fn visitor_count(&self) -> usize {
-        self.inner.trees[T::Visitors].len()
-    }
-
-    /// Visitors seen last first, from the index, starting after `after` (the last of the page
-    /// before): a cursor, so a page costs what it shows, however many leads there are.
-    pub fn visitors_by_last_seen(&self, after: Option<Seen>) -> impl Iterator<Item = Result<(Seen, Profile)>> + '_ {
-        let index = &self.inner.trees[T::LeadsBySeen];
-        let range = match after {
-            Some(after) => index.range(..after.key().to_vec()),
-            None => index.range::<&[u8], _>(..),
-        };
-        range.keys().rev().filter_map(move |key| {
-            let key = match key {
-                Ok(key) => key,
-                Err(e) => return Some(Err(e.into())),
-            };
-            let seen = Seen::from_key(&key)?;
-            self.visitor_by_key(&key[8..]).map(|p| p.map(|p| (seen, p))).transpose()
-        })
-    }
-
-    /// How many visitors have `status`, counted in the index.
-    pub fn count_with_status(&self, status: Status) -> usize {
-        self.inner.trees[T::LeadsByStatus].scan_prefix([status as u8]).count()
-    }
-
-    /// How many visitors came last from `campaign`, counted in the index.
-    pub fn count_in_campaign(&self, campaign: &str) -> usize {
-        self.inner.trees[T::LeadsByCampaign].scan_prefix(campaign_prefix(campaign)).count()
-    }
-
-    /// Visitors with a status, from the index (no scan of all visitors).
-    pub fn visitors_with_status(&self, status: Status) -> impl Iterator<Item = Result<Profile>> + '_ {
-        self.indexed(&self.inner.trees[T::LeadsByStatus], vec![status as u8])
-    }
-
-    /// Visitors whose campaign is `campaign`, from the index.
-    pub fn visitors_in_campaign(&self, campaign: &str) -> impl Iterator<Item = Result<Profile>> + '_ {
-        self.indexed(&self.inner.trees[T::LeadsByCampaign], campaign_prefix(campaign))
-    }
-
-    fn indexed<'a>(&'a self, index: &sled::Tree, prefix: Vec<u8>) -> impl Iterator<Item = Result<Profile>> + 'a {
-        let len = prefix.len();
-        index.scan_prefix(prefix).keys().filter_map(move |key| match key {
-            Ok(key) => self.visitor_by_key(&key[len..]).transpose(),
-            Err(e) => Some(Err(e.into())),
-        })
-    }
-
-    fn visitor_by_key(&self, key: &[u8]) -> Result<Option<Profile>> {
-        get(&self.inner.trees[T::Visitors], "visitors", key)
-    }
-
-    /// A visitor's conversations, oldest first.
-    pub fn conversations_of(&self, visitor: &VisitorId) -> Result<Vec<Conversation>> {
-        let mut out = Vec::new();
-        for key in self.inner.trees[T::VisitorConversations].scan_prefix(visitor.as_bytes()).keys() {
-            out.extend(self.conversation_by_key(&key?[16..])?);
-        }
-        Ok(out)
-    }
-
-    /// Every entry of a conversation, in order.
-    pub fn transcript(&self, conversation: &ConversationId) -> Result<Vec<Entry>> {
-        let mut entries = Vec::new();
-        for turn in self.inner.trees[T::Transcripts].scan_prefix(conversation.as_bytes()).values() {
-            entries.extend(turns::decode(&turn?)?);
-        }
-        Ok(entries)
-    }
-
-    /// Pending follow-ups due at `now`, earliest first, at most `limit`.
-    pub fn due_follow_ups(&self, now: u64, limit: usize) -> Result<Vec<OutboxItem>> {
-        let mut due = Vec::new();
-        for key in self.inner.trees[T::OutboxDue].range(..(now + 1).to_be_bytes()).keys().take(limit) {
-            let key = key?;
-            due.extend(get::<OutboxItem>(&self.inner.trees[T::Outbox], "outbox", &key[8..])?);
-        }
-        Ok(due)
-    }
-
-    /// When the earliest pending follow-up is due.
-    pub fn next_follow_up_at(&self) -> Result<Option<u64>> {
-        Ok(self.inner.trees[T::OutboxDue].first()?.map(|(key, _)| {
-            let mut due = [0u8; 8];
-            due.copy_from_slice(&key[..8]);
-            u64::from_be_bytes(due)
-        }))
-    }
-
-    pub fn follow_up(&self, id: &OutboxId) -> Result<Option<OutboxItem>> {
-        get(&self.inner.trees[T::Outbox], "outbox", id.as_bytes())
-    }
-
-    /// Every follow-up ever scheduled, oldest first.
-    pub fn follow_ups(&self) -> impl Iterator<Item = Result<OutboxItem>> + '_ {
-        self.inner.trees[T::Outbox].iter().values().map(|v| decode("outbox", &v?))
-    }
-
-    /// Whether the admin session `id` exists and has not expired at `now`.
-    pub fn admin_session_live(&self, id: &AdminSessionId, now: u64) -> Result<bool> {
-        let expires = self.inner.trees[T::AdminSessions].get(id.as_bytes())?;
-        Ok(expires.and_then(|e| ms_be(&e)).is_some_and(|expires| expires > now))
-    }
-
-    /// Whether `event` happened to the sent email `item`.
-    pub fn email_event(&self, item: &OutboxId, event: EmailEvent) -> Result<bool> {
-        Ok(self.inner.trees[T::EmailEvents].contains_key(event_key(item, event))?)
-    }
-
-    /// When each marketing email (follow-up) to the visitor was sent (ms). Reads the whole
-    /// outbox: fine for the outbox's size today, an index once it grows large.
-    pub fn marketing_sent_to(&self, visitor: &VisitorId) -> Result<Vec<u64>> {
-        let mut sent = Vec::new();
-        for item in self.follow_ups() {
-            let item = item?;
-            if let (true, crate::domain::Job::Email { .. }, crate::domain::OutboxState::Sent { at }) =
-                (item.visitor == *visitor, &item.job, &item.state)
-            {
-                sent.push(*at);
-            }
-        }
-        Ok(sent)
-    }
-
-    /// Every ad spend row, by date.
-    pub fn spend(&self) -> impl Iterator<Item = Result<Spend>> + '_ {
-        self.inner.trees[T::Spend].iter().values().map(|v| decode("spend", &v?))
-    }
-
-    /// Whether the email link with this hash was already used.
-    pub fn link_spent(&self, link: &[u8; 16]) -> Result<bool> {
-        Ok(self.inner.trees[T::SpentLinks].contains_key(link)?)
-    }
-
-    /// Whether a visitor was erased (a tombstone is all that is left).
-    pub fn is_erased(&self, visitor: &VisitorId) -> Result<bool> {
-        Ok(self.inner.trees[T::Erased].contains_key(visitor.as_bytes())?)
-    }
-
-    /// Runs a blocking read on the store's reader threads, so sled never stalls a session task.
-    pub async fn read<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Store) -> Result<T> + Send + 'static,
-    {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let store = self.clone();
-        if !self.inner.readers.run(Box::new(move || drop(done.send(f(&store))))) {
-            return Err(StoreError::Closed);
-        }
-        wait.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Flushes whatever is buffered; used on shutdown.
-    pub fn flush(&self) -> Result<()> {
-        self.inner.db.flush()?;
-        Ok(())
-    }
-}
-
 /// Where a visitor stands in the newest-first order: when last seen, and who. Written as
 /// `<ms>-<visitor>` in the admin's `after` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -529,6 +147,295 @@ impl std::fmt::Display for Seen {
     }
 }
 
+/// Where the store lives: `--store` (a `postgres://` URL) or, without it, the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// sled in `<dir>/store`.
+    Dir(PathBuf),
+    /// A PostgreSQL database, shared by every node given the same URL.
+    Postgres(String),
+}
+
+impl Location {
+    /// `postgres://…` or `postgresql://…` is a database; anything else is refused with a reason.
+    pub fn new(store: Option<&str>, data: &Path) -> std::result::Result<Location, String> {
+        match store {
+            None => Ok(Location::Dir(data.to_path_buf())),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Location::Postgres(url.to_string()))
+            }
+            Some(other) => Err(format!(
+                "store `{}`: expected a postgres://USER@HOST:PORT/DB URL (or no --store for the embedded store in --data)",
+                pg::redact(other)
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Dir(dir) => write!(f, "{}", dir.display()),
+            Location::Postgres(url) => f.write_str(&pg::redact(url)),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    readers: readers::Readers,
+}
+
+enum Backend {
+    Embedded(embedded::Embedded),
+    Postgres(pg::Pg),
+}
+
+/// Calls the same method on whichever backend the store has.
+macro_rules! each {
+    ($store:expr, $method:ident($($arg:expr),*)) => {
+        match &$store.inner.backend {
+            Backend::Embedded(b) => b.$method($($arg),*),
+            Backend::Postgres(b) => b.$method($($arg),*),
+        }
+    };
+}
+
+/// `each!` for reads that list: both backends' iterators, boxed.
+macro_rules! each_iter {
+    ($store:expr, $method:ident($($arg:expr),*)) => {
+        match &$store.inner.backend {
+            Backend::Embedded(b) => Box::new(b.$method($($arg),*)),
+            Backend::Postgres(b) => Box::new(b.$method($($arg),*)),
+        }
+    };
+}
+
+/// A listing read: rows one at a time, whichever backend (PostgreSQL fetches them in pages).
+pub type Rows<'a, T> = Box<dyn Iterator<Item = Result<T>> + 'a>;
+
+impl Store {
+    /// The embedded store in the data directory `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        Store::with(Backend::Embedded(embedded::Embedded::open(dir)?))
+    }
+
+    /// The store at `location`; a PostgreSQL database is connected to and migrated first.
+    pub fn open_at(location: &Location) -> Result<Store> {
+        match location {
+            Location::Dir(dir) => Store::open(dir),
+            Location::Postgres(url) => Store::with(Backend::Postgres(pg::Pg::connect(url)?)),
+        }
+    }
+
+    fn with(backend: Backend) -> Result<Store> {
+        let readers = readers::Readers::spawn().map_err(|e| StoreError::Sled(e.into()))?;
+        Ok(Store { inner: Arc::new(Inner { backend, readers }) })
+    }
+
+    /// Whether this store is shared with other nodes (PostgreSQL), so that what one node must
+    /// agree on with the others (secrets, leases) lives in it.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.backend, Backend::Postgres(_))
+    }
+
+    /// Applies every command, all or nothing, and returns once they are durable.
+    pub async fn commit(&self, commands: Vec<Command>) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Embedded(b) => b.commit(commands).await,
+            Backend::Postgres(b) => b.commit(commands).await,
+        }
+    }
+
+    /// `commit` for callers outside the async runtime (command line, outbox worker, tests).
+    pub fn commit_blocking(&self, commands: Vec<Command>) -> Result<()> {
+        each!(self, commit_blocking(commands))
+    }
+
+    /// Batches committed, and the flushes (sled) or transactions (PostgreSQL) that made them durable.
+    pub fn stats(&self) -> (u64, u64) {
+        each!(self, stats())
+    }
+
+    pub fn visitor(&self, id: &VisitorId) -> Result<Option<Profile>> {
+        each!(self, visitor(id))
+    }
+
+    /// The visitor's most recent conversation.
+    pub fn latest_conversation(&self, visitor: &VisitorId) -> Result<Option<Conversation>> {
+        each!(self, latest_conversation(visitor))
+    }
+
+    pub fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>> {
+        each!(self, conversation(id))
+    }
+
+    /// Every conversation.
+    pub fn conversations(&self) -> Rows<'_, Conversation> {
+        each_iter!(self, conversations())
+    }
+
+    pub fn visitor_by_email(&self, email: &str) -> Result<Option<Profile>> {
+        each!(self, visitor_by_email(email))
+    }
+
+    pub fn order(&self, id: &str) -> Result<Option<Order>> {
+        each!(self, order(id))
+    }
+
+    /// Every visitor, oldest first.
+    pub fn visitors(&self) -> Rows<'_, Profile> {
+        each_iter!(self, visitors())
+    }
+
+    pub fn visitor_count(&self) -> usize {
+        each!(self, visitor_count())
+    }
+
+    /// Visitors seen last first, starting after `after` (the last of the page before): a
+    /// cursor, so a page costs what it shows, however many leads there are.
+    pub fn visitors_by_last_seen(&self, after: Option<Seen>) -> Rows<'_, (Seen, Profile)> {
+        each_iter!(self, visitors_by_last_seen(after))
+    }
+
+    /// How many visitors have `status`, counted in the index.
+    pub fn count_with_status(&self, status: Status) -> usize {
+        each!(self, count_with_status(status))
+    }
+
+    /// How many visitors came last from `campaign`, counted in the index.
+    pub fn count_in_campaign(&self, campaign: &str) -> usize {
+        each!(self, count_in_campaign(campaign))
+    }
+
+    /// Visitors with a status, from the index (no scan of all visitors).
+    pub fn visitors_with_status(&self, status: Status) -> Rows<'_, Profile> {
+        each_iter!(self, visitors_with_status(status))
+    }
+
+    /// Visitors whose campaign is `campaign`, from the index.
+    pub fn visitors_in_campaign(&self, campaign: &str) -> Rows<'_, Profile> {
+        each_iter!(self, visitors_in_campaign(campaign))
+    }
+
+    /// A visitor's conversations, oldest first.
+    pub fn conversations_of(&self, visitor: &VisitorId) -> Result<Vec<Conversation>> {
+        each!(self, conversations_of(visitor))
+    }
+
+    /// Every entry of a conversation, in order.
+    pub fn transcript(&self, conversation: &ConversationId) -> Result<Vec<Entry>> {
+        each!(self, transcript(conversation))
+    }
+
+    /// Pending follow-ups due at `now`, earliest first, at most `limit`, for this node to run:
+    /// on PostgreSQL each is leased to this node for `lease_ms` (no other node runs it meanwhile,
+    /// and a node that dies holding it loses it when the lease runs out).
+    pub fn claim_due(&self, now: u64, limit: usize, lease_ms: u64) -> Result<Vec<OutboxItem>> {
+        match &self.inner.backend {
+            Backend::Embedded(b) => b.due_follow_ups(now, limit),
+            Backend::Postgres(b) => b.claim_due(now, limit, lease_ms),
+        }
+    }
+
+    /// When the earliest pending follow-up is due.
+    pub fn next_follow_up_at(&self) -> Result<Option<u64>> {
+        each!(self, next_follow_up_at())
+    }
+
+    pub fn follow_up(&self, id: &OutboxId) -> Result<Option<OutboxItem>> {
+        each!(self, follow_up(id))
+    }
+
+    /// Every follow-up ever scheduled, oldest first.
+    pub fn follow_ups(&self) -> Rows<'_, OutboxItem> {
+        each_iter!(self, follow_ups())
+    }
+
+    /// Whether the admin session `id` exists and has not expired at `now`.
+    pub fn admin_session_live(&self, id: &AdminSessionId, now: u64) -> Result<bool> {
+        each!(self, admin_session_live(id, now))
+    }
+
+    /// Whether `event` happened to the sent email `item`.
+    pub fn email_event(&self, item: &OutboxId, event: EmailEvent) -> Result<bool> {
+        each!(self, email_event(item, event))
+    }
+
+    /// When each marketing email (follow-up) to the visitor was sent (ms).
+    pub fn marketing_sent_to(&self, visitor: &VisitorId) -> Result<Vec<u64>> {
+        each!(self, marketing_sent_to(visitor))
+    }
+
+    /// Every ad spend row, by date.
+    pub fn spend(&self) -> Rows<'_, Spend> {
+        each_iter!(self, spend())
+    }
+
+    /// Whether the email link with this hash was already used.
+    pub fn link_spent(&self, link: &[u8; 16]) -> Result<bool> {
+        each!(self, link_spent(link))
+    }
+
+    /// Whether a visitor was erased (a tombstone is all that is left).
+    pub fn is_erased(&self, visitor: &VisitorId) -> Result<bool> {
+        each!(self, is_erased(visitor))
+    }
+
+    /// A secret every node shares, by name (PostgreSQL only: the embedded store's are in
+    /// `secrets.toml`): the value stored, or `create`'s, stored for every node. Two nodes
+    /// starting at once agree on whichever value was stored first.
+    pub fn shared_secret(&self, name: &str, create: impl FnOnce() -> String) -> Result<String> {
+        match &self.inner.backend {
+            Backend::Embedded(_) => Ok(create()),
+            Backend::Postgres(b) => b.shared_secret(name, create),
+        }
+    }
+
+    /// Replaces a shared secret (PostgreSQL only).
+    pub fn set_shared_secret(&self, name: &str, value: &str) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Embedded(_) => Ok(()),
+            Backend::Postgres(b) => b.set_shared_secret(name, value),
+        }
+    }
+
+    /// Runs a blocking read on the store's reader threads, so a read never stalls a session task.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let store = self.clone();
+        if !self.inner.readers.run(Box::new(move || drop(done.send(f(&store))))) {
+            return Err(StoreError::Closed);
+        }
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Flushes whatever is buffered; used on shutdown.
+    pub fn flush(&self) -> Result<()> {
+        each!(self, flush())
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// The sled backend, for tests that look at its trees.
+    fn embedded(&self) -> &embedded::Embedded {
+        match &self.inner.backend {
+            Backend::Embedded(b) => b,
+            Backend::Postgres(_) => panic!("not the embedded store"),
+        }
+    }
+}
+
 /// Creates `dir` (and its parents) readable by this user only, and makes an existing one so:
 /// it holds personal data. (Files inside are created under the process's umask, which `main`
 /// sets to owner-only.)
@@ -536,59 +443,4 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Stores made before `leads_by_seen` existed get it built once, at open.
-fn index_last_seen(trees: &Trees) -> Result<()> {
-    if !trees[T::LeadsBySeen].is_empty() || trees[T::Visitors].is_empty() {
-        return Ok(());
-    }
-    for value in trees[T::Visitors].iter().values() {
-        let profile: Profile = decode("visitors", &value?)?;
-        let seen = Seen { at: profile.last_seen_at, visitor: profile.id };
-        trees[T::LeadsBySeen].insert(seen.key(), &[])?;
-    }
-    Ok(())
-}
-
-/// A stored time: milliseconds, big-endian (an admin session's expiry).
-fn ms_be(raw: &[u8]) -> Option<u64> {
-    raw.try_into().ok().map(u64::from_be_bytes)
-}
-
-/// Index key prefix of a campaign: its bytes and a 0 byte, so `spring` does not match `spring2`.
-fn campaign_prefix(campaign: &str) -> Vec<u8> {
-    let mut key: Vec<u8> = campaign.bytes().filter(|b| *b != 0).collect();
-    key.push(0);
-    key
-}
-
-/// A turn's key: its conversation, then the session's turn id (time first, so a transcript reads
-/// in order). Turns stored before turn ids have an 8-byte counter there instead, which sorts
-/// before every turn id.
-fn turn_key(conversation: &ConversationId, turn: &TurnId) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    key[..16].copy_from_slice(conversation.as_bytes());
-    key[16..].copy_from_slice(turn.as_bytes());
-    key
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_VERSION];
-    serde_json::to_writer(&mut out, value).expect("store values serialize");
-    out
-}
-
-fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T> {
-    match raw.split_first() {
-        Some((&VALUE_VERSION, json)) => {
-            serde_json::from_slice(json).map_err(|e| StoreError::Corrupt { tree, reason: e.to_string() })
-        }
-        Some((v, _)) => Err(StoreError::Corrupt { tree, reason: format!("unknown value version {v}") }),
-        None => Err(StoreError::Corrupt { tree, reason: "empty value".into() }),
-    }
-}
-
-fn get<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, key: &[u8]) -> Result<Option<T>> {
-    tree.get(key)?.map(|v| decode(name, &v)).transpose()
 }

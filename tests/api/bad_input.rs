@@ -3,7 +3,6 @@
 
 use futures_util::{SinkExt, StreamExt};
 use nudge::protocol::{ClientFrame, ErrorCode, Hello, ServerFrame};
-use nudge::store::Store;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -64,7 +63,7 @@ async fn fatal_frames_close_cleanly_and_damage_nothing() {
     drop(witness);
     let mut server = server;
     server.kill();
-    let store = Store::open(&server.data).expect("store opens");
+    let store = crate::backend::open_store(&server.data).expect("store opens");
     let id = nudge::ids::ConversationId::parse(&conversation).expect("id");
     let texts: Vec<String> = store.transcript(&id).expect("transcript").into_iter().map(|e| e.text).collect();
     assert_eq!(texts.len(), 7, "greeting + 3 exchanges: {texts:?}");
@@ -132,7 +131,7 @@ async fn a_hello_that_asks_to_keep_too_much_is_refused_and_a_visitor_who_only_sa
     say(&mut talker, "do you ship to Austria?").await;
     drop((socket, talker));
     server.kill();
-    let store = Store::open(&server.data).expect("store");
+    let store = crate::backend::open_store(&server.data).expect("store");
     let id = |v: &str| nudge::ids::VisitorId::parse(v).expect("id");
     assert!(store.visitor(&id(&only_hello)).expect("read").is_none(), "a hello alone stores nothing");
     let talked = store.visitor(&id(&talked)).expect("read").expect("a visitor who said something");

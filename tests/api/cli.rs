@@ -146,7 +146,7 @@ fn bad_command_line_input_is_refused_with_a_reason() {
 fn the_audience_export_hashes_emails_of_visitors_with_ads_consent() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
-    let store = nudge::store::Store::open(&data).expect("store");
+    let store = crate::backend::open_store(&data).expect("store");
     let now = nudge::now_ms();
     let mut writes = Vec::new();
     for (email, ads) in [(" Ana@Example.com", true), ("bo@example.com", false)] {
@@ -255,7 +255,7 @@ fn spend_is_imported_from_csv_all_rows_or_none() {
         .expect("write");
     let (code, out) = nudge(&["spend", "import", file.to_str().expect("utf-8"), "--data", data]);
     assert_eq!((code, out.trim()), (0, "imported 2 spend rows"), "{out}");
-    let store = nudge::store::Store::open(std::path::Path::new(data)).expect("store");
+    let store = crate::backend::open_store(std::path::Path::new(data)).expect("store");
     let rows: Vec<_> = store.spend().map(|r| r.expect("row")).collect();
     assert_eq!(rows.iter().map(|r| r.amount).sum::<f64>(), 40.0, "only the good file's rows: {rows:?}");
 }

@@ -7,8 +7,7 @@ use std::path::Path;
 use nudge::domain::{Status, UNSUBSCRIBE_SOURCE};
 use nudge::ids::{ConversationId, VisitorId};
 use nudge::protocol::Hello;
-use nudge::signing::{Claims, Secrets};
-use nudge::store::Store;
+use nudge::signing::Claims;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -25,7 +24,7 @@ async fn a_click_an_order_and_an_unsubscribe_during_a_chat_all_stay() {
     }
 
     // The session holds its copy of the profile from `hello` on; these land meanwhile.
-    let signer = Secrets::load_or_create(&data).expect("secrets").0.signer().expect("signer");
+    let signer = crate::backend::secrets(&data).signer().expect("signer");
     let id = VisitorId::parse(&visitor).expect("id");
     let expires = nudge::now_ms() / 1000 + 3600;
     let target = "https://shop.example/cart?sku=sneakers".to_string();
@@ -52,7 +51,7 @@ async fn a_click_an_order_and_an_unsubscribe_during_a_chat_all_stay() {
     drop(socket);
     server.kill();
 
-    let store = Store::open(&data).expect("store");
+    let store = crate::backend::open_store(&data).expect("store");
     let profile = store.visitor(&id).expect("read").expect("visitor");
     assert_eq!(profile.status, Status::Converted);
     assert!(profile.status_at.contains_key(&Status::CheckoutClicked), "{:?}", profile.status_at);

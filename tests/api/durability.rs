@@ -4,7 +4,6 @@
 use nudge::domain::Speaker;
 use nudge::ids::ConversationId;
 use nudge::protocol::Hello;
-use nudge::store::Store;
 
 use crate::helpers::*;
 
@@ -34,7 +33,7 @@ async fn answered_messages_survive_sigkill() {
     }
     server.kill();
 
-    let store = Store::open(&data).expect("reopen after SIGKILL");
+    let store = crate::backend::open_store(&data).expect("reopen after SIGKILL");
     for (visitor, conversation, answered) in conversations {
         let id = ConversationId::parse(&conversation).expect("id");
         let entries = store.transcript(&id).expect("transcript");

@@ -8,7 +8,6 @@ use std::time::Duration;
 use nudge::domain::{Job, OutboxItem, OutboxState};
 use nudge::ids::VisitorId;
 use nudge::protocol::{ClientFrame, Consent, Hello, ServerFrame};
-use nudge::store::Store;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -37,7 +36,7 @@ async fn shop(server: &TestServer, email: &str) -> (String, Option<String>) {
 }
 
 /// The follow-up emails in the outbox (not the other jobs).
-fn emails(store: &Store) -> Vec<OutboxItem> {
+fn emails(store: &nudge::store::Store) -> Vec<OutboxItem> {
     let all = store.follow_ups().collect::<Result<Vec<_>, _>>().expect("outbox");
     all.into_iter().filter(|item| matches!(item.job, Job::Email { .. })).collect()
 }
@@ -141,7 +140,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(smtp.messages().len(), 1);
     server.kill();
-    let store = Store::open(&server.data).expect("store");
+    let store = crate::backend::open_store(&server.data).expect("store");
     let items: Vec<_> = emails(&store);
     let (sent, later): (Vec<_>, Vec<_>) = items.iter().partition(|i| matches!(i.state, OutboxState::Sent { .. }));
     assert_eq!(sent.len(), 1);
@@ -198,7 +197,7 @@ async fn follow_ups_outlast_an_smtp_outage_and_are_only_sent_while_wanted() {
     smtp.stop();
     server.kill();
 
-    let store = Store::open(&server.data).expect("store");
+    let store = crate::backend::open_store(&server.data).expect("store");
     let mut states: Vec<(String, String)> = Vec::new();
     for item in emails(&store) {
         let profile = store.visitor(&item.visitor).expect("read").expect("visitor");
@@ -288,7 +287,7 @@ async fn killed_at_random_moments_every_acknowledged_follow_up_is_delivered_once
     server.kill();
     let messages = smtp.messages();
 
-    let store = Store::open(&server.data).expect("store");
+    let store = crate::backend::open_store(&server.data).expect("store");
     let items: Vec<_> = emails(&store);
     let mut ids: Vec<&str> = messages.iter().map(|m| header(m, "message-id")).collect();
     ids.sort();
@@ -384,7 +383,7 @@ async fn an_address_typed_in_the_chat_is_confirmed_before_any_marketing_email() 
     assert!(header(&all[1], "subject").contains("boots"), "{}", header(&all[1], "subject"));
     drop(socket);
     server.kill();
-    let store = Store::open(&server.data).expect("store");
+    let store = crate::backend::open_store(&server.data).expect("store");
     let profile = store.visitor(&VisitorId::parse(&visitor).expect("id")).expect("read").expect("visitor");
     let confirmed = profile.confirmed.expect("the confirmation is recorded");
     assert_eq!((confirmed.email.as_str(), confirmed.source.as_str()), ("ana@example.com", "confirmation link"));
@@ -431,7 +430,7 @@ async fn the_daily_cap_and_the_shoppers_quiet_hours_hold_follow_ups_back() {
     assert_eq!(smtp.messages().len(), 1, "neither the second email nor Bo's went out");
     server.kill();
 
-    let store = Store::open(&server.data).expect("store");
+    let store = crate::backend::open_store(&server.data).expect("store");
     let items = emails(&store);
     let of =
         |visitor: &str| -> Vec<&OutboxItem> { items.iter().filter(|i| i.visitor.to_string() == visitor).collect() };

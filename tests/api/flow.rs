@@ -3,7 +3,6 @@
 
 use nudge::ids::VisitorId;
 use nudge::protocol::Hello;
-use nudge::store::Store;
 
 use crate::helpers::*;
 
@@ -35,7 +34,7 @@ async fn interest_to_email_with_consent() {
 
     drop(socket);
     server.kill();
-    let store = Store::open(&data).expect("store");
+    let store = crate::backend::open_store(&data).expect("store");
     let profile = store.visitor(&VisitorId::parse(&visitor).expect("id")).expect("read").expect("profile");
     let value = |name: &str| profile.preferences.get(name).map(|p| p.value.as_str());
     assert_eq!(value("product"), Some("boots"));

@@ -39,15 +39,13 @@ impl TestServer {
             std::fs::write(&config, format!("{GENEROUS_LIMITS}{NO_QUIET_HOURS}")).expect("write test config");
         }
         let config_args = if extra.contains(&"--config") { vec![] } else { vec!["--config".into(), config] };
+        let mut args: Vec<std::ffi::OsString> = vec!["serve".into()];
+        args.extend(listen.iter().map(Into::into));
+        args.extend(config_args.into_iter().map(Into::into));
+        args.extend(["--data".into(), data.into(), "--intents".into(), intents.into()]);
+        args.extend(extra.iter().map(Into::into));
         let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-            .arg("serve")
-            .args(listen)
-            .args(config_args)
-            .arg("--data")
-            .arg(data)
-            .arg("--intents")
-            .arg(intents)
-            .args(extra)
+            .args(crate::backend::args(&args))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -124,7 +122,7 @@ pub fn copy_starter_pack(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
 
 /// Runs the `nudge` command line: (exit code, stdout, stderr).
 pub fn run_nudge(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nudge")).args(args).output().expect("run nudge");
+    let out = Command::new(env!("CARGO_BIN_EXE_nudge")).args(crate::backend::args(args)).output().expect("run nudge");
     let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
@@ -241,7 +239,7 @@ pub async fn post(
 
 /// The key the shop sends with `POST /api/conversions`.
 pub fn api_key(data: &Path) -> String {
-    nudge::signing::Secrets::load_or_create(data).expect("secrets").0.conversions_api_key
+    crate::backend::secrets(data).conversions_api_key
 }
 
 /// The admin password the tests set.
@@ -250,8 +248,7 @@ pub const PASSWORD: &str = "correct horse battery";
 /// `nudge admin-password`, fed through standard input like a person would.
 pub fn set_password(data: &Path, password: &str) -> (bool, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(["admin-password", "--data"])
-        .arg(data)
+        .args(crate::backend::args(&[std::ffi::OsStr::new("admin-password"), "--data".as_ref(), data.as_os_str()]))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use nudge::protocol::{ClientFrame, ErrorCode, Hello, ServerFrame};
-use nudge::signing::{Claims, Secrets};
+use nudge::signing::Claims;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -149,7 +149,7 @@ async fn tampered_tokens_foreign_targets_and_bad_conversions_are_refused() {
     let data = dir.path().join("data");
     let server = TestServer::start_on(&data, Path::new("intents"), &[]);
     let base = format!("http://{}", server.addr);
-    let signer = Secrets::load_or_create(&data).expect("secrets").0.signer().expect("signer");
+    let signer = crate::backend::secrets(&data).signer().expect("signer");
     let far = u64::MAX / 2;
     let chat = Claims::Chat {
         email: "bo@example.com".into(),

@@ -2,6 +2,7 @@
 //! real WebSocket client.
 
 mod admin;
+mod backend;
 mod bad_input;
 mod chat;
 mod cli;

@@ -6,7 +6,7 @@ use std::path::Path;
 use nudge::domain::{Change, Conversation, Entry, Profile, Source, Speaker};
 use nudge::ids::{ConversationId, TurnId, VisitorId};
 use nudge::protocol::{ClientFrame, Hello, ServerFrame};
-use nudge::store::{Command, Store};
+use nudge::store::Command;
 
 use crate::helpers::*;
 
@@ -57,7 +57,7 @@ async fn a_shopper_who_asks_to_be_forgotten_is_erased_everywhere() {
     drop((socket, again));
     server.kill();
 
-    let store = Store::open(&server.data).expect("store");
+    let store = crate::backend::open_store(&server.data).expect("store");
     let old = VisitorId::parse(&visitor).expect("id");
     assert_eq!(store.visitor(&old).expect("read"), None);
     assert!(store.is_erased(&old).expect("read"));
@@ -92,7 +92,7 @@ async fn a_shopper_who_asks_to_be_forgotten_is_erased_everywhere() {
         }
     }
     assert!(searched > 0);
-    let again = Store::open(&server.data).expect("a compacted store opens");
+    let again = crate::backend::open_store(&server.data).expect("a compacted store opens");
     assert!(again.is_erased(&old).expect("read") && again.visitor(&fresh).expect("read").is_some());
 }
 
@@ -128,7 +128,7 @@ async fn marketers_erase_from_the_admin_and_the_command_line() {
     let (code, _, err) = run_nudge(&["erase", "--email", "ana@example.com", "--data", data_arg]);
     assert_ne!(code, 0);
     assert!(err.contains("no such visitor"), "{err}");
-    let store = Store::open(&data).expect("store");
+    let store = crate::backend::open_store(&data).expect("store");
     for id in [visitor, second] {
         let id = VisitorId::parse(&id).expect("id");
         assert_eq!(store.visitor(&id).expect("read"), None);
@@ -139,7 +139,7 @@ async fn marketers_erase_from_the_admin_and_the_command_line() {
 #[test]
 fn the_retention_sweep_expires_old_conversations_and_forgotten_visitors() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = Store::open(dir.path()).expect("store");
+    let store = crate::backend::open_store(dir.path()).expect("store");
     let day = 24 * 60 * 60 * 1000;
     let now = nudge::now_ms();
     let mut writes = Vec::new();

@@ -7,7 +7,6 @@ use futures_util::{SinkExt, StreamExt};
 use nudge::domain::Speaker;
 use nudge::ids::ConversationId;
 use nudge::protocol::{ClientFrame, ErrorCode, Hello, ServerFrame};
-use nudge::store::Store;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
@@ -192,7 +191,7 @@ async fn sigterm_tells_clients_to_reconnect_and_keeps_every_reply() {
     assert_eq!(close, Some(1012), "service restart: the widget reconnects");
     let (_server, code) = code.await.expect("join");
     assert_eq!(code, Some(0), "a clean exit");
-    let store = Store::open(&data).expect("store");
+    let store = crate::backend::open_store(&data).expect("store");
     let transcript = store.transcript(&ConversationId::parse(&conversation).expect("id")).expect("read");
     assert_eq!(transcript.len(), 3);
 }
@@ -256,7 +255,7 @@ async fn killed_at_random_moments_nothing_answered_is_lost() {
         for client in clients {
             results.push(client.await.expect("client"));
         }
-        let store = Store::open(&data).expect("reopen after SIGKILL");
+        let store = crate::backend::open_store(&data).expect("reopen after SIGKILL");
         let mut checked = 0;
         for (visitor, conversation, answered) in results {
             let (Some(visitor), Some(conversation)) = (visitor, conversation) else { continue };

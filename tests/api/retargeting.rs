@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use nudge::ids::VisitorId;
 use nudge::protocol::{Consent, Hello};
-use nudge::signing::Secrets;
-use nudge::store::Store;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -47,7 +45,7 @@ async fn tag_events_reach_the_webhook_signed_and_abandoned_carts_are_tagged() {
     let config =
         format!("tag_webhook_url = \"{}\"\nabandoned_after_secs = 2\nmail_retry_secs = 1\n", hook.webhook_url());
     let mut server = TestServer::start_configured(dir.path(), Path::new("intents"), &config);
-    let secret = Secrets::load_or_create(&server.data).expect("secrets").0.webhook_secret;
+    let secret = crate::backend::secrets(&server.data).webhook_secret;
 
     let ana = shop(&server, true).await;
     let bo = shop(&server, false).await;
@@ -85,7 +83,7 @@ async fn tag_events_reach_the_webhook_signed_and_abandoned_carts_are_tagged() {
     assert_eq!(events_for(&received, &ana).len(), 3, "each event once, after the 503s were retried");
     server.kill();
 
-    let store = Store::open(&server.data).expect("store");
+    let store = crate::backend::open_store(&server.data).expect("store");
     let tags = |id: &str| store.visitor(&VisitorId::parse(id).expect("id")).expect("read").expect("visitor").tags;
     assert!(tags(&ana).contains("cart_abandoner"));
     assert!(tags(&bo).contains("cart_abandoner"), "tagged even without ads consent; only the event needs it");

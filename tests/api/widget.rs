@@ -2,8 +2,6 @@
 //! landing page, keyboard accessible, text never inserted as HTML, attribution sent in `hello`,
 //! and a dropped connection picked up again.
 
-use nudge::store::Store;
-
 use crate::helpers::TestServer;
 use crate::webdriver::Browser;
 
@@ -103,7 +101,7 @@ fn the_widget_chats_on_a_phone_sized_landing_page() {
     drop(server);
 
     // The landing page's attribution arrived with `hello` and is stored with the conversation.
-    let store = Store::open(&data).expect("store");
+    let store = crate::backend::open_store(&data).expect("store");
     let conversation = store.conversations().next().expect("a conversation").expect("readable");
     assert_eq!(conversation.visitor.to_string(), visitor);
     assert_eq!(conversation.source.campaign.as_deref(), Some("demo"));

@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use super::T;
 use super::apply::{Group, Memory};
-use super::{Command, Store, StoreError, T};
 use crate::domain::{
     Change, ConsentChange, Conversation, Entry, Job, Order, OutboxItem, OutboxState, Source, Speaker, Status,
 };
 use crate::ids::{ConversationId, TurnId, VisitorId};
 use crate::intents::slots::ConsentKind;
 use crate::protocol::Consent;
+use crate::store::{Command, Store, StoreError};
 
 /// Fixed ids, so that the rendering can name them.
 struct World {
@@ -101,7 +102,7 @@ impl World {
                 p.orders,
             ));
         }
-        let trees = &store.inner.trees;
+        let trees = &store.embedded().trees;
         for (key, _) in trees[T::LeadsByStatus].iter().flatten() {
             let status = Status::ALL[key[0] as usize].as_str();
             out.push(format!("status {status} {}", self.name(&key[1..])));
@@ -444,7 +445,7 @@ fn every_command_on_a_fresh_store() {
 
 /// A value that cannot be decoded: the failure a test can inject into a real store.
 fn corrupt_conversation(store: &Store, id: &ConversationId) {
-    store.inner.trees[T::Conversations].insert(id.as_bytes(), &[1, b'{'][..]).expect("insert");
+    store.embedded().trees[T::Conversations].insert(id.as_bytes(), &[1, b'{'][..]).expect("insert");
 }
 
 #[test]
@@ -485,7 +486,7 @@ fn in_a_group_a_failing_batch_does_not_take_the_others_with_it() {
     let (_dir, store) = fresh();
     store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("setup");
     corrupt_conversation(&store, &w.c2);
-    let trees = &store.inner.trees;
+    let trees = &store.embedded().trees;
     let mut memory = Memory::load(trees).expect("memory");
     let mut group = Group::new(trees);
     group.stage(&memory, vec![w.turn(w.c1, w.t1, "first")]).expect("first batch");
@@ -521,7 +522,7 @@ fn a_group_a_crash_interrupted_is_completed_from_the_journal_at_open() {
     assert_ne!(expected, complete);
     {
         let store = Store::open(dir.path()).expect("store");
-        let trees = &store.inner.trees;
+        let trees = &store.embedded().trees;
         let turn = super::turn_key(&w.c1, &w.t1).to_vec();
         let value = super::turns::encode(&[shopper_says("hi")]);
         let writes = [(T::Transcripts, turn.as_slice(), Some(value.as_slice()))];
@@ -531,7 +532,7 @@ fn a_group_a_crash_interrupted_is_completed_from_the_journal_at_open() {
     }
     let store = Store::open(dir.path()).expect("reopen");
     assert_eq!(w.render(&store), complete, "completed at open");
-    assert!(store.inner.trees[T::Journal].is_empty(), "and the entry removed");
+    assert!(store.embedded().trees[T::Journal].is_empty(), "and the entry removed");
     // Replaying is harmless when the writes had all landed: committing goes on normally.
     store.commit_blocking(vec![w.turn(w.c1, w.t2, "again")]).expect("commit after replay");
 }
@@ -543,7 +544,7 @@ fn the_flusher_removes_journal_entries_once_their_group_is_on_disk() {
     store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1), w.turn(w.c1, w.t1, "hi")]).expect("commit");
     // The removal happens right after the acknowledgement, on the flusher thread.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !store.inner.trees[T::Journal].is_empty() {
+    while !store.embedded().trees[T::Journal].is_empty() {
         assert!(std::time::Instant::now() < deadline, "the journal entry was never removed");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -566,7 +567,7 @@ fn leads_page_newest_first_and_an_older_store_gets_the_index_at_open() {
         store.commit_blocking(vec![w.change(w.v2, visit(40))]).expect("seen again");
         let order: Vec<_> = store.visitors_by_last_seen(None).map(|r| r.expect("read").1.id).collect();
         assert_eq!(order, [w.v2, w.v1], "moved to the front, and only once");
-        store.inner.trees[T::LeadsBySeen].clear().expect("as before the index existed");
+        store.embedded().trees[T::LeadsBySeen].clear().expect("as before the index existed");
     }
     let store = Store::open(dir.path()).expect("reopen");
     let order: Vec<_> = store.visitors_by_last_seen(None).map(|r| r.expect("read").1.id).collect();

@@ -69,7 +69,9 @@ fn copy(db: &sled::Db, to: &Path) -> Result<()> {
     if to.exists() {
         std::fs::remove_dir_all(to).map_err(io)?;
     }
-    let fresh = sled::Config::new().path(to).open()?;
+    // No background flusher (it is flushed below): its thread would keep the directory locked
+    // for a moment after the drop, and the store is opened again right after the swap.
+    let fresh = sled::Config::new().path(to).flush_every_ms(None).open()?;
     for name in db.tree_names() {
         let (from, into) = if name == db.name() {
             (sled::Tree::clone(db), sled::Tree::clone(&fresh))
@@ -120,13 +122,14 @@ mod tests {
     use super::*;
 
     fn db_with(path: &Path, value: &[u8]) {
-        let db = sled::Config::new().path(path).open().expect("open");
+        // No flusher thread, which would hold the lock for a moment after the drop.
+        let db = sled::Config::new().path(path).flush_every_ms(None).open().expect("open");
         db.insert(b"k", value).expect("insert");
         db.flush().expect("flush");
     }
 
     fn value(path: &Path) -> Vec<u8> {
-        let db = sled::Config::new().path(path).open().expect("open");
+        let db = sled::Config::new().path(path).flush_every_ms(None).open().expect("open");
         db.get(b"k").expect("read").expect("value").to_vec()
     }
 

@@ -1,0 +1,436 @@
+//! The embedded backend: sled in `<data>/store`, one process per directory. Storage layout (tree
+//! names, keys, values) is written down in ARCHITECTURE.md.
+//!
+//! A batch of commands is all or nothing (`apply.rs` stages it, `journal.rs` makes its writes
+//! survive a crash whole or not at all), and commits go through one writer thread (`writer.rs`)
+//! that applies every batch waiting in its queue, flushes once, then acknowledges them all: a
+//! group commit. A caller whose `commit` returned knows its batch is on disk.
+
+mod apply;
+pub(super) mod compact;
+mod erase;
+mod journal;
+mod outbox;
+#[cfg(test)]
+mod tests;
+mod turns;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{Command, EmailEvent, Result, Seen, Stats, StoreError, private_dir};
+use crate::domain::{Conversation, Entry, Order, OutboxItem, Profile, Spend, Status};
+use crate::ids::{AdminSessionId, ConversationId, OutboxId, TurnId, VisitorId};
+
+/// Every value starts with this version byte; a reader that meets another refuses it loudly
+/// instead of misreading it.
+const VALUE_VERSION: u8 = 1;
+
+pub(super) struct Embedded {
+    db: sled::Db,
+    trees: Trees,
+    writer: writer::Handle,
+    stats: Arc<Stats>,
+}
+
+/// The sled trees, by name (ARCHITECTURE.md describes each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum T {
+    Visitors,
+    Conversations,
+    VisitorConversations,
+    Transcripts,
+    Emails,
+    LeadsByStatus,
+    LeadsByCampaign,
+    Orders,
+    Outbox,
+    OutboxDue,
+    OutboxPending,
+    /// Erased visitor ids → when (u64 ms BE).
+    Erased,
+    /// Groups being applied (`store/journal.rs`).
+    Journal,
+    /// Live admin sessions → when they expire (u64 ms BE).
+    AdminSessions,
+    /// Last seen (u64 ms BE) ++ visitor id: the admin's newest-first pages.
+    LeadsBySeen,
+    /// Hashes of email links that were used → when their tokens expire (u64 ms BE).
+    SpentLinks,
+    /// Date ++ 0x00 ++ campaign ++ 0x00 ++ platform → `Spend`.
+    Spend,
+    /// Outbox id ++ event (0 opened, 1 clicked) → when it first happened (u64 ms BE).
+    EmailEvents,
+}
+
+impl T {
+    const ALL: [T; 18] = [
+        T::Visitors,
+        T::Conversations,
+        T::VisitorConversations,
+        T::Transcripts,
+        T::Emails,
+        T::LeadsByStatus,
+        T::LeadsByCampaign,
+        T::Orders,
+        T::Outbox,
+        T::OutboxDue,
+        T::OutboxPending,
+        T::Erased,
+        T::Journal,
+        T::AdminSessions,
+        T::LeadsBySeen,
+        T::SpentLinks,
+        T::Spend,
+        T::EmailEvents,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            T::Visitors => "visitors",
+            T::Conversations => "conversations",
+            T::VisitorConversations => "visitor_conversations",
+            T::Transcripts => "transcripts",
+            T::Emails => "emails",
+            T::LeadsByStatus => "leads_by_status",
+            T::LeadsByCampaign => "leads_by_campaign",
+            T::Orders => "orders",
+            T::Outbox => "outbox",
+            T::OutboxDue => "outbox_due",
+            T::OutboxPending => "outbox_pending",
+            T::Erased => "erased",
+            T::Journal => "journal",
+            T::AdminSessions => "admin_sessions",
+            T::LeadsBySeen => "leads_by_seen",
+            T::SpentLinks => "spent_links",
+            T::Spend => "spend",
+            T::EmailEvents => "email_events",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Trees([sled::Tree; 18]);
+
+impl std::ops::Index<T> for Trees {
+    type Output = sled::Tree;
+
+    fn index(&self, tree: T) -> &sled::Tree {
+        &self.0[tree as usize]
+    }
+}
+
+fn event_key(item: &OutboxId, event: EmailEvent) -> Vec<u8> {
+    let mut key = item.as_bytes().to_vec();
+    key.push(event as u8);
+    key
+}
+
+/// Opens the sled database at `path` in the data directory `dir`; another process holding it is
+/// `Locked`.
+fn open_db(dir: &Path, path: &Path) -> Result<sled::Db> {
+    sled::Config::new().path(path).open().map_err(|e| match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            StoreError::Locked(dir.display().to_string())
+        }
+        other => StoreError::Sled(other),
+    })
+}
+
+impl Embedded {
+    pub(super) fn open(dir: &Path) -> Result<Embedded> {
+        private_dir(dir).map_err(|e| StoreError::Sled(e.into()))?;
+        let db = compact::open(dir)?;
+        let mut trees = Vec::with_capacity(T::ALL.len());
+        for tree in T::ALL {
+            trees.push(db.open_tree(tree.name())?);
+        }
+        let trees = Trees(trees.try_into().expect("one tree per name in T::ALL"));
+        let stats = Arc::new(Stats::default());
+        let replayed = journal::replay(&trees)?;
+        if replayed > 0 {
+            db.flush()?;
+            log::warn!("store: completed {replayed} group(s) of writes that a crash interrupted");
+        }
+        index_last_seen(&trees)?;
+        let memory = apply::Memory::load(&trees)?;
+        let writer = writer::spawn(db.clone(), trees.clone(), memory, stats.clone());
+        Ok(Embedded { db, trees, writer, stats })
+    }
+
+    /// Applies every command, all or nothing, and returns once they are durable on disk.
+    pub(super) async fn commit(&self, commands: Vec<Command>) -> Result<()> {
+        self.writer.commit(commands).await
+    }
+
+    /// `commit` for callers outside the async runtime (command line, tests).
+    pub(super) fn commit_blocking(&self, commands: Vec<Command>) -> Result<()> {
+        self.writer.commit_blocking(commands)
+    }
+
+    pub(super) fn stats(&self) -> (u64, u64) {
+        let s = &self.stats;
+        (s.batches.load(Ordering::Relaxed), s.flushes.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn visitor(&self, id: &VisitorId) -> Result<Option<Profile>> {
+        get(&self.trees[T::Visitors], "visitors", id.as_bytes())
+    }
+
+    /// The visitor's most recent conversation.
+    pub(super) fn latest_conversation(&self, visitor: &VisitorId) -> Result<Option<Conversation>> {
+        let Some(last) = self.trees[T::VisitorConversations].scan_prefix(visitor.as_bytes()).next_back() else {
+            return Ok(None);
+        };
+        let (key, _) = last?;
+        self.conversation_by_key(&key[16..])
+    }
+
+    pub(super) fn conversation(&self, id: &ConversationId) -> Result<Option<Conversation>> {
+        self.conversation_by_key(id.as_bytes())
+    }
+
+    fn conversation_by_key(&self, key: &[u8]) -> Result<Option<Conversation>> {
+        let Some(mut conversation) = get::<Conversation>(&self.trees[T::Conversations], "conversations", key)? else {
+            return Ok(None);
+        };
+        conversation.last_at = conversation.started_at;
+        if let Some(last) = self.trees[T::Transcripts].scan_prefix(conversation.id.as_bytes()).values().next_back() {
+            let turn = turns::decode(&last?)?;
+            conversation.last_at = turn.last().map_or(conversation.started_at, |e| e.at);
+        }
+        Ok(Some(conversation))
+    }
+
+    pub(super) fn conversations(&self) -> impl Iterator<Item = Result<Conversation>> + '_ {
+        self.trees[T::Conversations].iter().keys().filter_map(move |k| match k {
+            Ok(key) => self.conversation_by_key(&key).transpose(),
+            Err(e) => Some(Err(e.into())),
+        })
+    }
+
+    pub(super) fn visitor_by_email(&self, email: &str) -> Result<Option<Profile>> {
+        match self.trees[T::Emails].get(email.as_bytes())? {
+            Some(id) => get(&self.trees[T::Visitors], "visitors", &id),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn order(&self, id: &str) -> Result<Option<Order>> {
+        get(&self.trees[T::Orders], "orders", id.as_bytes())
+    }
+
+    /// Every visitor, oldest first.
+    pub(super) fn visitors(&self) -> impl Iterator<Item = Result<Profile>> + '_ {
+        self.trees[T::Visitors].iter().values().map(|v| decode("visitors", &v?))
+    }
+
+    pub(super) fn visitor_count(&self) -> usize {
+        self.trees[T::Visitors].len()
+    }
+
+    /// Visitors seen last first, from the index, starting after `after` (the last of the page
+    /// before): a cursor, so a page costs what it shows, however many leads there are.
+    pub(super) fn visitors_by_last_seen(
+        &self,
+        after: Option<Seen>,
+    ) -> impl Iterator<Item = Result<(Seen, Profile)>> + '_ {
+        let index = &self.trees[T::LeadsBySeen];
+        let range = match after {
+            Some(after) => index.range(..after.key().to_vec()),
+            None => index.range::<&[u8], _>(..),
+        };
+        range.keys().rev().filter_map(move |key| {
+            let key = match key {
+                Ok(key) => key,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let seen = Seen::from_key(&key)?;
+            self.visitor_by_key(&key[8..]).map(|p| p.map(|p| (seen, p))).transpose()
+        })
+    }
+
+    /// How many visitors have `status`, counted in the index.
+    pub(super) fn count_with_status(&self, status: Status) -> usize {
+        self.trees[T::LeadsByStatus].scan_prefix([status as u8]).count()
+    }
+
+    /// How many visitors came last from `campaign`, counted in the index.
+    pub(super) fn count_in_campaign(&self, campaign: &str) -> usize {
+        self.trees[T::LeadsByCampaign].scan_prefix(campaign_prefix(campaign)).count()
+    }
+
+    /// Visitors with a status, from the index (no scan of all visitors).
+    pub(super) fn visitors_with_status(&self, status: Status) -> impl Iterator<Item = Result<Profile>> + '_ {
+        self.indexed(&self.trees[T::LeadsByStatus], vec![status as u8])
+    }
+
+    /// Visitors whose campaign is `campaign`, from the index.
+    pub(super) fn visitors_in_campaign(&self, campaign: &str) -> impl Iterator<Item = Result<Profile>> + '_ {
+        self.indexed(&self.trees[T::LeadsByCampaign], campaign_prefix(campaign))
+    }
+
+    fn indexed<'a>(&'a self, index: &sled::Tree, prefix: Vec<u8>) -> impl Iterator<Item = Result<Profile>> + 'a {
+        let len = prefix.len();
+        index.scan_prefix(prefix).keys().filter_map(move |key| match key {
+            Ok(key) => self.visitor_by_key(&key[len..]).transpose(),
+            Err(e) => Some(Err(e.into())),
+        })
+    }
+
+    fn visitor_by_key(&self, key: &[u8]) -> Result<Option<Profile>> {
+        get(&self.trees[T::Visitors], "visitors", key)
+    }
+
+    /// A visitor's conversations, oldest first.
+    pub(super) fn conversations_of(&self, visitor: &VisitorId) -> Result<Vec<Conversation>> {
+        let mut out = Vec::new();
+        for key in self.trees[T::VisitorConversations].scan_prefix(visitor.as_bytes()).keys() {
+            out.extend(self.conversation_by_key(&key?[16..])?);
+        }
+        Ok(out)
+    }
+
+    /// Every entry of a conversation, in order.
+    pub(super) fn transcript(&self, conversation: &ConversationId) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        for turn in self.trees[T::Transcripts].scan_prefix(conversation.as_bytes()).values() {
+            entries.extend(turns::decode(&turn?)?);
+        }
+        Ok(entries)
+    }
+
+    /// Pending follow-ups due at `now`, earliest first, at most `limit`.
+    pub(super) fn due_follow_ups(&self, now: u64, limit: usize) -> Result<Vec<OutboxItem>> {
+        let mut due = Vec::new();
+        for key in self.trees[T::OutboxDue].range(..(now + 1).to_be_bytes()).keys().take(limit) {
+            let key = key?;
+            due.extend(get::<OutboxItem>(&self.trees[T::Outbox], "outbox", &key[8..])?);
+        }
+        Ok(due)
+    }
+
+    /// When the earliest pending follow-up is due.
+    pub(super) fn next_follow_up_at(&self) -> Result<Option<u64>> {
+        Ok(self.trees[T::OutboxDue].first()?.map(|(key, _)| {
+            let mut due = [0u8; 8];
+            due.copy_from_slice(&key[..8]);
+            u64::from_be_bytes(due)
+        }))
+    }
+
+    pub(super) fn follow_up(&self, id: &OutboxId) -> Result<Option<OutboxItem>> {
+        get(&self.trees[T::Outbox], "outbox", id.as_bytes())
+    }
+
+    /// Every follow-up ever scheduled, oldest first.
+    pub(super) fn follow_ups(&self) -> impl Iterator<Item = Result<OutboxItem>> + '_ {
+        self.trees[T::Outbox].iter().values().map(|v| decode("outbox", &v?))
+    }
+
+    /// Whether the admin session `id` exists and has not expired at `now`.
+    pub(super) fn admin_session_live(&self, id: &AdminSessionId, now: u64) -> Result<bool> {
+        let expires = self.trees[T::AdminSessions].get(id.as_bytes())?;
+        Ok(expires.and_then(|e| ms_be(&e)).is_some_and(|expires| expires > now))
+    }
+
+    /// Whether `event` happened to the sent email `item`.
+    pub(super) fn email_event(&self, item: &OutboxId, event: EmailEvent) -> Result<bool> {
+        Ok(self.trees[T::EmailEvents].contains_key(event_key(item, event))?)
+    }
+
+    /// When each marketing email (follow-up) to the visitor was sent (ms). Reads the whole
+    /// outbox: fine for the outbox's size today, an index once it grows large.
+    pub(super) fn marketing_sent_to(&self, visitor: &VisitorId) -> Result<Vec<u64>> {
+        let mut sent = Vec::new();
+        for item in self.follow_ups() {
+            let item = item?;
+            if let (true, crate::domain::Job::Email { .. }, crate::domain::OutboxState::Sent { at }) =
+                (item.visitor == *visitor, &item.job, &item.state)
+            {
+                sent.push(*at);
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Every ad spend row, by date.
+    pub(super) fn spend(&self) -> impl Iterator<Item = Result<Spend>> + '_ {
+        self.trees[T::Spend].iter().values().map(|v| decode("spend", &v?))
+    }
+
+    /// Whether the email link with this hash was already used.
+    pub(super) fn link_spent(&self, link: &[u8; 16]) -> Result<bool> {
+        Ok(self.trees[T::SpentLinks].contains_key(link)?)
+    }
+
+    /// Whether a visitor was erased (a tombstone is all that is left).
+    pub(super) fn is_erased(&self, visitor: &VisitorId) -> Result<bool> {
+        Ok(self.trees[T::Erased].contains_key(visitor.as_bytes())?)
+    }
+
+    /// Flushes whatever is buffered; used on shutdown.
+    pub(super) fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Stores made before `leads_by_seen` existed get it built once, at open.
+fn index_last_seen(trees: &Trees) -> Result<()> {
+    if !trees[T::LeadsBySeen].is_empty() || trees[T::Visitors].is_empty() {
+        return Ok(());
+    }
+    for value in trees[T::Visitors].iter().values() {
+        let profile: Profile = decode("visitors", &value?)?;
+        let seen = Seen { at: profile.last_seen_at, visitor: profile.id };
+        trees[T::LeadsBySeen].insert(seen.key(), &[])?;
+    }
+    Ok(())
+}
+
+/// A stored time: milliseconds, big-endian (an admin session's expiry).
+fn ms_be(raw: &[u8]) -> Option<u64> {
+    raw.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// Index key prefix of a campaign: its bytes and a 0 byte, so `spring` does not match `spring2`.
+fn campaign_prefix(campaign: &str) -> Vec<u8> {
+    let mut key: Vec<u8> = campaign.bytes().filter(|b| *b != 0).collect();
+    key.push(0);
+    key
+}
+
+/// A turn's key: its conversation, then the session's turn id (time first, so a transcript reads
+/// in order). Turns stored before turn ids have an 8-byte counter there instead, which sorts
+/// before every turn id.
+fn turn_key(conversation: &ConversationId, turn: &TurnId) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(conversation.as_bytes());
+    key[16..].copy_from_slice(turn.as_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_VERSION];
+    serde_json::to_writer(&mut out, value).expect("store values serialize");
+    out
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T> {
+    match raw.split_first() {
+        Some((&VALUE_VERSION, json)) => {
+            serde_json::from_slice(json).map_err(|e| StoreError::Corrupt { tree, reason: e.to_string() })
+        }
+        Some((v, _)) => Err(StoreError::Corrupt { tree, reason: format!("unknown value version {v}") }),
+        None => Err(StoreError::Corrupt { tree, reason: "empty value".into() }),
+    }
+}
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, key: &[u8]) -> Result<Option<T>> {
+    tree.get(key)?.map(|v| decode(name, &v)).transpose()
+}
