@@ -88,6 +88,12 @@ enum Command {
     /// Ad spend, for return on ad spend in the funnel.
     #[command(subcommand)]
     Spend(SpendCommand),
+    /// Apply the PostgreSQL schema's migrations (`serve` applies them too, at start) and say
+    /// which version the database is at.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Set the `/admin` password: reads it from standard input (one line). Restart the server
     /// to use it; every admin session ends.
     AdminPassword {
@@ -292,6 +298,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Erase { visitor, email, config } => config.load().and_then(|config| erase(&config, visitor, email)),
+        Command::Migrate { config } => config.load().and_then(|config| migrate(&config)),
         Command::AdminPassword { config } => config.load().and_then(|config| admin_password(&config)),
         Command::Spend(SpendCommand::Import { file, config }) => {
             config.load().and_then(|config| import_spend(&config, &file))
@@ -404,6 +411,14 @@ fn import_spend(config: &Config, file: &Path) -> anyhow::Result<()> {
     let count = commands.len();
     store.commit_blocking(commands)?;
     println!("imported {count} spend rows");
+    Ok(())
+}
+
+fn migrate(config: &Config) -> anyhow::Result<()> {
+    match config.shared_store()? {
+        Some(_) => println!("the database's schema is at version {}", nudge::store::SCHEMA_VERSION),
+        None => println!("the embedded store needs no migrations (give --store postgres://… for a database)"),
+    }
     Ok(())
 }
 

@@ -59,6 +59,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    #[error("cannot make the data directory {0}: {1}")]
+    Data(String, std::io::Error),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
     #[error("{0}")]
@@ -102,6 +104,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             .transpose()
             .map_err(StartError::Outbox)?,
     };
+    // The data directory holds secrets and mail files whichever the store: owner-only.
+    crate::store::private_dir(&config.data).map_err(|e| StartError::Data(config.data.display().to_string(), e))?;
     let store = config.open_store()?;
     let (secrets, generated) = Secrets::load(Some(&store), &config.data)?;
     let signer = secrets.signer()?;

@@ -14,6 +14,9 @@ mod embedded;
 mod pg;
 mod readers;
 
+/// The PostgreSQL schema version this binary migrates to.
+pub use pg::SCHEMA_VERSION;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

@@ -25,6 +25,8 @@ use super::{Command, EmailEvent, Result, Seen, StoreError};
 use crate::domain::{Conversation, Entry, Job, Order, OutboxItem, OutboxState, Profile, Spend, Status};
 use crate::ids::{AdminSessionId, ConversationId, OutboxId, VisitorId};
 
+pub use migrate::SCHEMA_VERSION;
+
 /// Connections per node: enough for the chat's commits, the readers and the outbox at once.
 const POOL: usize = 16;
 /// How long a commit or read waits for a connection, and a connection attempt for the server,

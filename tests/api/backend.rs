@@ -44,10 +44,13 @@ pub fn store_url(data: &Path) -> Option<String> {
     let name = format!("nudge_{:016x}", hasher.finish());
     static CREATED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let mut created = CREATED.lock().unwrap_or_else(|e| e.into_inner());
+    let url = format!("{server}/{name}");
     if created.get_or_insert_default().insert(name.clone()) {
         create_database(&server, &name);
+        // Migrated, as a deployed database is before any command runs on it.
+        drop(Store::open_at(&Location::Postgres(url.clone())).expect("migrate the test database"));
     }
-    Some(format!("{server}/{name}"))
+    Some(url)
 }
 
 /// On a thread of its own: the tests calling it may be running on a runtime already.
@@ -70,10 +73,13 @@ fn create_database_now(server: &str, name: &str) {
     });
 }
 
-/// A `nudge` command line with `--store` added when it names a `--data` directory and the suite
-/// runs on PostgreSQL.
+/// A `nudge` command line with `--store` added when it names a `--data` directory (and no store)
+/// and the suite runs on PostgreSQL.
 pub fn args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Vec<OsString> {
     let mut out: Vec<OsString> = args.iter().map(|a| a.as_ref().to_os_string()).collect();
+    if out.iter().any(|a| a == "--store") {
+        return out;
+    }
     let data = out.iter().position(|a| a == "--data").and_then(|i| out.get(i + 1)).cloned();
     if let Some(url) = data.and_then(|data| store_url(Path::new(&data))) {
         out.extend(["--store".into(), url.into()]);

@@ -15,6 +15,7 @@ mod garbage;
 mod helpers;
 mod intent_files;
 mod leads;
+mod nodes;
 mod privacy;
 mod receivers;
 mod reliability;

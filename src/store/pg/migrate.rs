@@ -33,15 +33,18 @@ pub(super) async fn run(pool: &Pool) -> Result<Vec<i32>> {
 }
 
 async fn apply(client: &mut deadpool_postgres::Client) -> Result<Vec<i32>> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS nudge_migrations (
-                version integer PRIMARY KEY,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )",
-        )
-        .await
-        .map_err(db)?;
+    let fresh: bool = client.query_one("SELECT to_regclass('nudge_migrations') IS NULL", &[]).await.map_err(db)?.get(0);
+    if fresh {
+        client
+            .batch_execute(
+                "CREATE TABLE nudge_migrations (
+                    version integer PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )",
+            )
+            .await
+            .map_err(db)?;
+    }
     let current: i32 =
         client.query_one("SELECT coalesce(max(version), 0) FROM nudge_migrations", &[]).await.map_err(db)?.get(0);
     if current > SCHEMA_VERSION {
