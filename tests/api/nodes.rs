@@ -135,3 +135,60 @@ fn a_database_migrated_by_a_newer_nudge_is_refused() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("schema is version 99, newer than this nudge knows"), "{err}");
 }
+
+/// `tests/postgres start|stop DIR`: a PostgreSQL server of this test's own, to stop under traffic.
+fn own_postgres(action: &str, dir: &std::path::Path) -> String {
+    let out =
+        std::process::Command::new("bash").arg("tests/postgres").arg(action).arg(dir).output().expect("tests/postgres");
+    assert!(out.status.success(), "tests/postgres {action}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn replies_fail_while_the_database_is_away_and_the_node_recovers_by_itself() {
+    if crate::backend::postgres().is_none() {
+        eprintln!("about PostgreSQL going away: runs in the PostgreSQL pass");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let cluster = dir.path().join("pg");
+    let url = format!("{}/postgres", own_postgres("start", &cluster));
+    let data = dir.path().join("data");
+    let server = TestServer::start_on(&data, std::path::Path::new("intents"), &["--store", &url]);
+    let mut socket = server.connect().await;
+    let (_, conversation, _, _) = hello(&mut socket, nudge::protocol::Hello::default()).await;
+    let mut answered = vec!["do you ship to Austria?".to_string()];
+    say(&mut socket, &answered[0]).await;
+
+    own_postgres("stop", &cluster);
+    send(&mut socket, nudge::protocol::ClientFrame::Say { text: "what does shipping cost?".into() }).await;
+    let message = expect_error(&mut socket, nudge::protocol::ErrorCode::Internal).await;
+    assert!(message.contains("try again"), "{message}");
+
+    own_postgres("start", &cluster);
+    let mut recovered = false;
+    for attempt in 0..20 {
+        let text = format!("and to Germany? ({attempt})");
+        send(&mut socket, nudge::protocol::ClientFrame::Say { text: text.clone() }).await;
+        match recv(&mut socket).await {
+            nudge::protocol::ServerFrame::Reply(_) => {
+                answered.push(text);
+                recovered = true;
+                break;
+            }
+            nudge::protocol::ServerFrame::Error { code: nudge::protocol::ErrorCode::Internal, .. } => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(recovered, "the node answers again once the database is back, without a restart");
+    drop(socket);
+    let store = Store::open_at(&Location::Postgres(url)).expect("store");
+    let transcript = store.transcript(&ConversationId::parse(&conversation).expect("id")).expect("transcript");
+    for text in &answered {
+        let stored = transcript.iter().filter(|e| e.text == *text).count();
+        assert_eq!(stored, 1, "{text:?} answered, so stored once: {transcript:?}");
+    }
+    own_postgres("stop", &cluster);
+}
