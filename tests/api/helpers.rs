@@ -65,10 +65,18 @@ impl TestServer {
 
     /// A server on `<dir>/data` whose configuration is the generous test limits plus `config`.
     pub fn start_configured(dir: &Path, intents: &Path, config: &str) -> TestServer {
+        TestServer::start_configured_with(dir, intents, config, &[])
+    }
+
+    /// `start_configured` with extra `serve` flags.
+    pub fn start_configured_with(dir: &Path, intents: &Path, config: &str, extra: &[&str]) -> TestServer {
         let path = dir.join("nudge.toml");
         let quiet = if config.contains("quiet_hours") { "" } else { NO_QUIET_HOURS };
+        std::fs::create_dir_all(dir).expect("mkdir");
         std::fs::write(&path, format!("{GENEROUS_LIMITS}{quiet}{config}")).expect("write config");
-        TestServer::start_on(&dir.join("data"), intents, &["--config", path.to_str().expect("utf-8")])
+        let mut args = vec!["--config", path.to_str().expect("utf-8")];
+        args.extend(extra);
+        TestServer::start_on(&dir.join("data"), intents, &args)
     }
 
     pub fn url(&self) -> String {

@@ -192,3 +192,209 @@ async fn replies_fail_while_the_database_is_away_and_the_node_recovers_by_itself
     }
     own_postgres("stop", &cluster);
 }
+
+/// A shopper chatting through the proxy, who reconnects (to whichever node the proxy picks)
+/// when the socket breaks and goes on in the same conversation.
+struct Shopper {
+    email: String,
+    visitor: String,
+    key: Option<String>,
+    conversation: String,
+    /// Every message that got its reply.
+    answered: Vec<String>,
+    reconnects: u32,
+}
+
+impl Shopper {
+    async fn start(url: &str, email: &str) -> (Shopper, nudge::client::Socket) {
+        let mut socket = nudge::client::connect(url).await.expect("connect through the proxy");
+        let hello = nudge::protocol::Hello { campaign: Some("spring".into()), ..Default::default() };
+        let welcomed = welcome(&mut socket, hello).await;
+        let shopper = Shopper {
+            email: email.into(),
+            visitor: welcomed.visitor,
+            key: welcomed.key,
+            conversation: welcomed.conversation,
+            answered: Vec::new(),
+            reconnects: 0,
+        };
+        (shopper, socket)
+    }
+
+    /// Sends `text` until it is answered, reconnecting through the proxy after a broken socket;
+    /// each attempt carries its number, so an attempt stored without its reply reaching us is
+    /// told apart from the one answered.
+    async fn say(&mut self, url: &str, socket: &mut nudge::client::Socket, text: &str) {
+        for attempt in 0..40 {
+            let text = format!("{text} [{attempt}]");
+            if self.answered_now(socket, &text).await {
+                self.answered.push(text);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let Ok(mut fresh) = nudge::client::connect(url).await else { continue };
+            let welcomed = welcome(&mut fresh, resume(&self.visitor, &self.key)).await;
+            assert_eq!(welcomed.conversation, self.conversation, "the same conversation on another node");
+            self.key = welcomed.key.or(self.key.take());
+            self.reconnects += 1;
+            *socket = fresh;
+        }
+        panic!("{text:?} was never answered");
+    }
+
+    async fn answered_now(&self, socket: &mut nudge::client::Socket, text: &str) -> bool {
+        let say = nudge::protocol::ClientFrame::Say { text: text.into() };
+        if nudge::client::send(socket, &say).await.is_err() {
+            return false;
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), nudge::client::recv(socket)).await {
+                Ok(Ok(nudge::protocol::ServerFrame::Reply(reply))) if reply.how.is_some() => return true,
+                Ok(Ok(_)) => continue,
+                _ => return false,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_behind_haproxy_keep_every_chat_and_follow_up_when_one_is_killed() {
+    if crate::backend::postgres().is_none() {
+        eprintln!("several nodes need a shared store: runs in the PostgreSQL pass");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let url = crate::backend::store_url(&dir.path().join("shared")).expect("a database");
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\"", "after = \"3s\""));
+    let config = format!("smtp_url = \"{}\"\noutbox_lease_secs = 2\ndouble_opt_in = false\n", smtp.smtp_url());
+    let mut nodes: Vec<TestServer> = ["a", "b", "c"]
+        .iter()
+        .map(|node| TestServer::start_configured_with(&dir.path().join(node), &intents, &config, &["--store", &url]))
+        .collect();
+    let port = |node: &TestServer| node.addr.rsplit(':').next().expect("port").to_string();
+    let proxy_port = free_port();
+    let haproxy_cfg = dir.path().join("haproxy.cfg");
+    let template = std::fs::read_to_string("tests/fixtures/haproxy.cfg").expect("the proxy config");
+    let filled = template
+        .replace("{PROXY}", &proxy_port.to_string())
+        .replace("{A}", &port(&nodes[0]))
+        .replace("{B}", &port(&nodes[1]))
+        .replace("{C}", &port(&nodes[2]));
+    std::fs::write(&haproxy_cfg, filled).expect("write the proxy config");
+    let _haproxy = Proxy(
+        std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&haproxy_cfg)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (tests/run installs it)"),
+    );
+    let proxy = format!("ws://127.0.0.1:{proxy_port}/ws");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while nudge::client::connect(&proxy).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "haproxy never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Nine shoppers, three per node: each leaves an address (a follow-up is scheduled), then
+    // chats on while node b is killed.
+    const SHOPPERS: usize = 9;
+    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(SHOPPERS + 1));
+    let shoppers: Vec<_> = (0..SHOPPERS)
+        .map(|i| {
+            let (proxy, ready) = (proxy.clone(), ready.clone());
+            tokio::spawn(async move {
+                let (mut shopper, mut socket) = Shopper::start(&proxy, &format!("node{i}@example.com")).await;
+                for text in ["I'm looking for sneakers", "42", "black", "120"] {
+                    shopper.say(&proxy, &mut socket, text).await;
+                }
+                let email = shopper.email.clone();
+                shopper.say(&proxy, &mut socket, &email).await;
+                shopper.say(&proxy, &mut socket, "yes").await;
+                ready.wait().await;
+                for n in 0..12 {
+                    shopper.say(&proxy, &mut socket, &format!("do you ship to Austria? #{n}")).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                shopper
+            })
+        })
+        .collect();
+    ready.wait().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[1].kill();
+    let mut done = Vec::new();
+    for shopper in shoppers {
+        done.push(shopper.await.expect("shopper"));
+    }
+    let reconnected = done.iter().filter(|s| s.reconnects > 0).count();
+    assert!(reconnected > 0, "some shoppers were on the killed node and reconnected");
+    eprintln!("{reconnected} of {SHOPPERS} shoppers reconnected to another node");
+
+    let store = Store::open_at(&Location::Postgres(url.clone())).expect("store");
+    for shopper in &done {
+        let conversation = ConversationId::parse(&shopper.conversation).expect("id");
+        let transcript = store.transcript(&conversation).expect("transcript");
+        for text in &shopper.answered {
+            let stored = transcript.iter().filter(|e| e.text == *text).count();
+            assert_eq!(stored, 1, "{text:?} of {} answered, so stored once", shopper.email);
+        }
+    }
+
+    // The follow-ups scheduled before the kill: each delivered, none twice but the one a
+    // node may have had in flight when it died (sent again under the same Message-ID).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let delivered = |email: &str| smtp.messages().iter().filter(|m| rcpt(m) == email).count();
+    while done.iter().any(|s| delivered(&s.email) == 0) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let messages = smtp.messages();
+    let mut resent = 0;
+    for shopper in &done {
+        let mine: Vec<_> = messages.iter().filter(|m| rcpt(m) == shopper.email).collect();
+        assert!(!mine.is_empty(), "the follow-up to {} was delivered", shopper.email);
+        let mut ids: Vec<&str> = mine.iter().map(|m| crate::receivers::header(m, "message-id")).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "one follow-up, however often sent: {ids:?}");
+        resent += mine.len() - 1;
+    }
+    assert!(resent <= 1, "at most the job in flight on the killed node is sent again: {resent}");
+    eprintln!("follow-ups sent again after the kill: {resent}");
+
+    // A conversion posted to one node shows in the funnel read from another.
+    let order = serde_json::json!({
+        "order_id": "N-1", "visitor": done[0].visitor, "value": 50.0, "currency": "EUR"
+    });
+    let key = nudge::secrets::Secrets::load(Some(&store), dir.path()).expect("secrets").0.conversions_api_key;
+    let (status, body) =
+        post(format!("{}/api/conversions", nodes[0].url()), Some(key), "application/json", order.to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    // The first node generated the admin password (and wrote it to its own data directory only);
+    // it opens the admin on every node.
+    let first: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .filter_map(|node| std::fs::read_to_string(dir.path().join(node).join("data/admin-password.txt")).ok())
+        .collect();
+    assert_eq!(first.len(), 1, "one node generated the shared secrets");
+    let (status, cookie) = login(&nodes[2], first[0].trim(), None).await;
+    assert_eq!(status, 303, "logged in on node c with the password node a generated");
+    let (_, _, funnel) = get_with(format!("{}/admin/api/funnel", nodes[2].url()), &cookie).await;
+    let funnel: serde_json::Value = serde_json::from_str(&funnel).expect("json");
+    let spring =
+        funnel["campaigns"].as_array().expect("campaigns").iter().find(|c| c["campaign"] == "spring").expect("spring");
+    assert_eq!((spring["visitors"].as_u64(), spring["converted"].as_u64()), (Some(SHOPPERS as u64), Some(1)));
+    assert_eq!(spring["revenue"].as_f64(), Some(50.0));
+}
+
+/// haproxy, stopped however the test ends.
+struct Proxy(std::process::Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
