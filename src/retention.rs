@@ -1,6 +1,7 @@
 //! Retention: conversations not active for `retention_days` are removed with their transcripts,
 //! visitors not seen for that long are erased entirely, and mail files that old are removed. Runs at start and then hourly on its
-//! own thread; `retention_days = 0` keeps everything.
+//! own thread; `retention_days = 0` keeps everything. Nodes sharing a PostgreSQL store sweep
+//! one at a time (`Store::exclusive`); each removes its own mail files.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,12 +58,14 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<Option<std::thread::JoinHandle<()
                         Ok(files) => log::info!("retention: removed {files} mail files older than {days} days"),
                         Err(e) => log::error!("retention: mail files: {e}"),
                     }
-                    match sweep(&app.store, cutoff, now) {
-                        Ok((0, 0)) => {}
-                        Ok((visitors, conversations)) => log::info!(
+                    // Nodes sharing a database take turns: one sweep at a time.
+                    match app.store.exclusive("retention", || sweep(&app.store, cutoff, now)) {
+                        Ok(Some(Ok((0, 0)))) => {}
+                        Ok(Some(Ok((visitors, conversations)))) => log::info!(
                             "retention: erased {visitors} visitors and {conversations} conversations older than {days} days"
                         ),
-                        Err(e) => log::error!("retention sweep: {e}"),
+                        Ok(None) => log::info!("retention: another node is sweeping"),
+                        Ok(Some(Err(e))) | Err(e) => log::error!("retention sweep: {e}"),
                     }
                     next = Instant::now() + EVERY;
                 }

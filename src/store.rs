@@ -408,6 +408,15 @@ impl Store {
         }
     }
 
+    /// Runs `work` unless another node runs work of the same `name` right now: on PostgreSQL a
+    /// session advisory lock (`None`: another node holds it), on sled always (one process).
+    pub fn exclusive<T>(&self, name: &str, work: impl FnOnce() -> T) -> Result<Option<T>> {
+        match &self.inner.backend {
+            Backend::Embedded(_) => Ok(Some(work())),
+            Backend::Postgres(b) => b.exclusive(name, work),
+        }
+    }
+
     /// Runs a blocking read on the store's reader threads, so a read never stalls a session task.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where

@@ -485,10 +485,44 @@ impl Pg {
         .map(drop)
     }
 
+    /// Runs `work` unless another node holds the lock `name` (a session advisory lock on a
+    /// connection of its own, held while `work` runs).
+    pub(super) fn exclusive<T>(&self, name: &str, work: impl FnOnce() -> T) -> Result<Option<T>> {
+        let (pool, key) = (self.pool.clone(), name.to_string());
+        let (client, held) = self.block(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let held = client.query_one(LOCK_SQL, &[&key]).await.map_err(db)?.get::<_, bool>(0);
+            Ok((client, held))
+        })?;
+        let mut guard = Held(Some(client));
+        if !held {
+            return Ok(None);
+        }
+        let done = work();
+        let (client, key) = (guard.0.take().expect("held until here"), name.to_string());
+        self.block(async move { client.execute(UNLOCK_SQL, &[&key]).await.map_err(db) })?;
+        Ok(Some(done))
+    }
+
     /// Every commit is durable when it returns (`synchronous_commit` is the server's default,
     /// and `migrate` refuses a database where it is off).
     pub(super) fn flush(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+const LOCK_SQL: &str = "SELECT pg_try_advisory_lock(hashtextextended($1, 1))";
+const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock(hashtextextended($1, 1))";
+
+/// The connection holding an `exclusive` lock. Should `work` panic, the connection is closed
+/// instead of going back to the pool with the lock still held.
+struct Held(Option<deadpool_postgres::Object>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
     }
 }
 

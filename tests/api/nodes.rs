@@ -398,3 +398,19 @@ impl Drop for Proxy {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn work_that_one_node_at_a_time_may_do_is_skipped_while_another_does_it() {
+    if crate::backend::postgres().is_none() {
+        eprintln!("about several nodes: runs in the PostgreSQL pass");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let url = crate::backend::store_url(dir.path()).expect("a database");
+    let (one, other) = (Store::open_at(&Location::Postgres(url.clone())), Store::open_at(&Location::Postgres(url)));
+    let (one, other) = (one.expect("store"), other.expect("store"));
+    let inside = one.exclusive("retention", || other.exclusive("retention", || ()).expect("try"));
+    assert_eq!(inside.expect("lock"), Some(None), "the second node skips while the first sweeps");
+    assert_eq!(other.exclusive("retention", || 7).expect("lock"), Some(7), "and sweeps once it is done");
+    assert_eq!(other.exclusive("something else", || 8).expect("lock"), Some(8));
+}
