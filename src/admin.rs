@@ -307,8 +307,19 @@ async fn reply_to_lead(
         return Err(actix_web::error::ErrorBadRequest(format!("write between 1 and {limit} characters")));
     }
     if app.live.send(&id, &text) == 0 {
-        let message = "The shopper is not in the chat any more; nothing was sent.";
-        return Ok(html(StatusCode::CONFLICT, views::notice("Not sent", message)));
+        // With several nodes, the chat may be on another one: it gets the answer from there.
+        let elsewhere = app
+            .store
+            .read(move |store| match store.connected_elsewhere(&id)? {
+                true => store.post_agent_message(&id, &text).map(|()| true),
+                false => Ok(false),
+            })
+            .await
+            .map_err(store_error)?;
+        if !elsewhere {
+            let message = "The shopper is not in the chat any more; nothing was sent.";
+            return Ok(html(StatusCode::CONFLICT, views::notice("Not sent", message)));
+        }
     }
     Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, format!("/admin/leads/{id}"))).finish())
 }
@@ -327,6 +338,16 @@ async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Resu
     waiting.sort_by_key(|p| std::cmp::Reverse(p.handoff_at));
     waiting.truncate(PAGE_ROWS);
     let rows: Vec<_> = waiting.into_iter().map(|p| (app.live.is_connected(&p.id), p)).collect();
+    // Chats held by other nodes (several nodes on one database) count as connected too.
+    let rows = app
+        .store
+        .read(move |store| {
+            rows.into_iter()
+                .map(|(here, p)| Ok((here || store.connected_elsewhere(&p.id)?, p)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(store_error)?;
     Ok(html(StatusCode::OK, views::handoffs(&rows)))
 }
 

@@ -132,6 +132,15 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         shutdown: tokio::sync::watch::Sender::new(false),
         intents: RwLock::new(Arc::new(intents)),
     });
+    if app.store.is_shared() {
+        // Several nodes: where this node's chats are, for the others, and their answers to them.
+        let store = app.store.clone();
+        app.live.on_presence(move |visitor, here| store.set_connected(visitor, here));
+        let live = app.live.clone();
+        app.store.join_cluster(move |visitor, text| {
+            live.send(&visitor, &text);
+        });
+    }
     let data = web::Data::from(app.clone());
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()

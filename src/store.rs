@@ -408,6 +408,39 @@ impl Store {
         }
     }
 
+    /// Joins the nodes sharing the database (PostgreSQL; nothing on sled): a heartbeat, and a
+    /// listener that hands a person's answers written on other nodes to `deliver`.
+    pub fn join_cluster(&self, deliver: impl Fn(VisitorId, String) + Send + Sync + 'static) {
+        if let Backend::Postgres(b) = &self.inner.backend {
+            b.join(Arc::new(deliver));
+        }
+    }
+
+    /// Records that this node now holds (or no longer holds) a chat of `visitor`, for the
+    /// other nodes (PostgreSQL; nothing on sled).
+    pub fn set_connected(&self, visitor: VisitorId, connected: bool) {
+        if let Backend::Postgres(b) = &self.inner.backend {
+            b.set_connected(visitor, connected);
+        }
+    }
+
+    /// Whether another live node holds a chat of `visitor` (never, on sled).
+    pub fn connected_elsewhere(&self, visitor: &VisitorId) -> Result<bool> {
+        match &self.inner.backend {
+            Backend::Embedded(_) => Ok(false),
+            Backend::Postgres(b) => b.connected_elsewhere(visitor),
+        }
+    }
+
+    /// Sends a person's answer to the node that holds the visitor's chat (PostgreSQL only; on
+    /// sled every chat is on this node).
+    pub fn post_agent_message(&self, visitor: &VisitorId, text: &str) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Embedded(_) => Err(StoreError::Schema("one node: there is no other node to send to".into())),
+            Backend::Postgres(b) => b.post_agent_message(visitor, text),
+        }
+    }
+
     /// Runs `work` unless another node runs work of the same `name` right now: on PostgreSQL a
     /// session advisory lock (`None`: another node holds it), on sled always (one process).
     pub fn exclusive<T>(&self, name: &str, work: impl FnOnce() -> T) -> Result<Option<T>> {

@@ -1,7 +1,8 @@
 //! Live chats a person can join. A shopper who asked for a human shows up in the admin's
 //! handoff list; what the marketer or support agent writes there goes to every connection the
 //! visitor has open, through each session, which records it in the transcript before sending it
-//! (the same durability as the bot's replies).
+//! (the same durability as the bot's replies). With several nodes, where a visitor's chats are
+//! is told to the store (`on_presence`), and answers written on another node arrive through it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,10 +18,14 @@ const QUEUE: usize = 16;
 /// Each open session of a visitor: its key and where its agent messages go.
 type Sessions = HashMap<VisitorId, Vec<(u64, mpsc::Sender<String>)>>;
 
+/// Told when a visitor's first chat on this node opens (true) and its last one closes (false).
+type Presence = Box<dyn Fn(VisitorId, bool) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Live {
     next: AtomicU64,
     sessions: Mutex<Sessions>,
+    presence: std::sync::OnceLock<Presence>,
 }
 
 /// A session's place in `Live`; dropping it takes the session out.
@@ -38,6 +43,17 @@ impl Live {
         let (sender, inbox) = mpsc::channel(QUEUE);
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         Registration { live: self.clone(), key, visitor: None, sender, inbox }
+    }
+
+    /// Has `presence` told when a visitor's chats on this node begin and end (set once).
+    pub fn on_presence(&self, presence: impl Fn(VisitorId, bool) + Send + Sync + 'static) {
+        let _ = self.presence.set(Box::new(presence));
+    }
+
+    fn tell(&self, visitor: VisitorId, here: bool) {
+        if let Some(presence) = self.presence.get() {
+            presence(visitor, here);
+        }
     }
 
     pub fn is_connected(&self, visitor: &VisitorId) -> bool {
@@ -61,6 +77,8 @@ impl Live {
             open.retain(|(k, _)| *k != key);
             if open.is_empty() {
                 sessions.remove(visitor);
+                drop(sessions);
+                self.tell(*visitor, false);
             }
         }
     }
@@ -76,7 +94,15 @@ impl Registration {
         if let Some(old) = self.visitor.replace(visitor) {
             self.live.remove(&old, self.key);
         }
-        self.live.lock().entry(visitor).or_default().push((self.key, self.sender.clone()));
+        let first = {
+            let mut sessions = self.live.lock();
+            let open = sessions.entry(visitor).or_default();
+            open.push((self.key, self.sender.clone()));
+            open.len() == 1
+        };
+        if first {
+            self.live.tell(visitor, true);
+        }
     }
 }
 

@@ -37,9 +37,13 @@ const PAGE: i64 = 500;
 
 pub(super) struct Pg {
     pool: Pool,
+    /// For connections of their own (the listener for other nodes' answers).
+    config: tokio_postgres::Config,
     runtime: Option<tokio::runtime::Runtime>,
-    /// This node's name in outbox leases.
+    /// This node's name in outbox leases and in `connected`.
     node: String,
+    /// Where changes of this node's chats go, once the node joined (`cluster.rs`).
+    presence: std::sync::OnceLock<cluster::PresenceSender>,
     batches: AtomicU64,
     transactions: AtomicU64,
 }
@@ -54,11 +58,14 @@ impl Drop for Pg {
 }
 
 /// A query parameter, owned so that the query can run on the store's runtime.
-type Param = Box<dyn ToSql + Send + Sync>;
+pub(super) type Param = Box<dyn ToSql + Send + Sync>;
 
 macro_rules! params {
-    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as Param),*] };
+    ($($p:expr),* $(,)?) => { vec![$(Box::new($p) as $crate::store::pg::Param),*] };
 }
+
+// After `params!`, which it uses.
+mod cluster;
 
 /// `url` with its password replaced, for messages and logs.
 pub(super) fn redact(url: &str) -> String {
@@ -148,7 +155,8 @@ impl Pg {
         if config.get_application_name().is_none() {
             config.application_name("nudge");
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("nudge-pg")
@@ -167,7 +175,9 @@ impl Pg {
                 .map_err(|e| StoreError::Postgres(format!("cannot build the connection pool: {e}")))?
         };
         let node = OutboxId::mint(crate::now_ms()).to_string();
-        let pg = Pg { pool, runtime: Some(runtime), node, batches: AtomicU64::new(0), transactions: AtomicU64::new(0) };
+        let (batches, transactions) = (AtomicU64::new(0), AtomicU64::new(0));
+        let presence = std::sync::OnceLock::new();
+        let pg = Pg { pool, config, runtime: Some(runtime), node, presence, batches, transactions };
         let pool = pg.pool.clone();
         pg.block(async move { migrate::run(&pool).await }).map_err(|e| match e {
             StoreError::Postgres(reason) => StoreError::Postgres(format!("{}: {reason}", redact(url))),

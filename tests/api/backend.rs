@@ -17,15 +17,14 @@ pub fn postgres() -> Option<String> {
     std::env::var("NUDGE_TEST_POSTGRES").ok().filter(|url| !url.is_empty())
 }
 
-/// Whether the suite runs on the embedded store. Tests about sled itself (its files on disk,
-/// its directory lock) return early on PostgreSQL, saying so.
-#[allow(dead_code)]
-pub fn embedded(test: &str) -> bool {
-    let embedded = postgres().is_none();
-    if !embedded {
-        eprintln!("{test}: about the embedded store; skipped on PostgreSQL");
+/// Whether the suite runs on PostgreSQL. Tests of several nodes or of the database itself
+/// return early on the embedded store, saying `why` they need PostgreSQL.
+pub fn on_postgres(why: &str) -> bool {
+    let on = postgres().is_some();
+    if !on {
+        eprintln!("{why}: runs in the suite's PostgreSQL pass (tests/run)");
     }
-    embedded
+    on
 }
 
 /// Where the store of the data directory `data` is.

@@ -21,8 +21,7 @@ async fn metric(url: &str, name: &str) -> u64 {
 
 #[tokio::test]
 async fn two_nodes_racing_for_the_same_outbox_run_each_job_once() {
-    if crate::backend::postgres().is_none() {
-        eprintln!("two nodes need a shared store: runs in the PostgreSQL pass");
+    if !crate::backend::on_postgres("two nodes need a shared store") {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
@@ -114,8 +113,7 @@ fn a_wrong_or_unreachable_database_is_one_clear_line() {
 
 #[test]
 fn a_database_migrated_by_a_newer_nudge_is_refused() {
-    if crate::backend::postgres().is_none() {
-        eprintln!("needs PostgreSQL: runs in the PostgreSQL pass");
+    if !crate::backend::on_postgres("needs PostgreSQL") {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
@@ -146,8 +144,7 @@ fn own_postgres(action: &str, dir: &std::path::Path) -> String {
 
 #[tokio::test]
 async fn replies_fail_while_the_database_is_away_and_the_node_recovers_by_itself() {
-    if crate::backend::postgres().is_none() {
-        eprintln!("about PostgreSQL going away: runs in the PostgreSQL pass");
+    if !crate::backend::on_postgres("about PostgreSQL going away") {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
@@ -259,8 +256,7 @@ impl Shopper {
 
 #[tokio::test]
 async fn three_nodes_behind_haproxy_keep_every_chat_and_follow_up_when_one_is_killed() {
-    if crate::backend::postgres().is_none() {
-        eprintln!("several nodes need a shared store: runs in the PostgreSQL pass");
+    if !crate::backend::on_postgres("several nodes need a shared store") {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
@@ -401,8 +397,7 @@ impl Drop for Proxy {
 
 #[test]
 fn work_that_one_node_at_a_time_may_do_is_skipped_while_another_does_it() {
-    if crate::backend::postgres().is_none() {
-        eprintln!("about several nodes: runs in the PostgreSQL pass");
+    if !crate::backend::on_postgres("about several nodes") {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
@@ -413,4 +408,63 @@ fn work_that_one_node_at_a_time_may_do_is_skipped_while_another_does_it() {
     assert_eq!(inside.expect("lock"), Some(None), "the second node skips while the first sweeps");
     assert_eq!(other.exclusive("retention", || 7).expect("lock"), Some(7), "and sweeps once it is done");
     assert_eq!(other.exclusive("something else", || 8).expect("lock"), Some(8));
+}
+
+#[tokio::test]
+async fn a_person_answers_on_one_node_a_shopper_whose_chat_is_on_another() {
+    if !crate::backend::on_postgres("about several nodes") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let url = crate::backend::store_url(&dir.path().join("shared")).expect("a database");
+    let set = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["admin-password", "--store", &url, "--data"])
+        .arg(dir.path().join("a").join("data"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), format!("{PASSWORD}\n").as_bytes())?;
+            child.wait()
+        })
+        .expect("nudge admin-password");
+    assert!(set.success(), "the password, set once for every node");
+    let intents = std::path::Path::new("intents");
+    let a = TestServer::start_configured_with(&dir.path().join("a"), intents, "", &["--store", &url]);
+    let b = TestServer::start_configured_with(&dir.path().join("b"), intents, "", &["--store", &url]);
+
+    let mut socket = a.connect().await;
+    let (visitor, ..) = hello(&mut socket, nudge::protocol::Hello::default()).await;
+    assert_eq!(say(&mut socket, "I want to talk to a human").await.intent, "human");
+    let cookie = session(&login(&b, PASSWORD, None).await.1);
+    // Node b learns that the chat is open on node a.
+    let handoffs = format!("{}/admin/handoffs", b.url());
+    let mut listed = String::new();
+    for _ in 0..50 {
+        listed = get_with(handoffs.clone(), &cookie).await.2;
+        if listed.contains("<td>yes</td>") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listed.contains(&format!("/admin/leads/{visitor}")) && listed.contains("<td>yes</td>"), "{listed}");
+
+    let reply_url = format!("{}/admin/leads/{visitor}/reply", b.url());
+    let (status, body) = post_with(reply_url.clone(), &cookie, "text=Hi%2C+Maria+here+on+node+b.").await;
+    assert_eq!(status, 303, "{body}");
+    let answer = reply(&mut socket).await;
+    assert_eq!((answer.intent.as_str(), answer.text.as_str()), ("agent", "Hi, Maria here on node b."));
+    let (_, _, lead) = get_with(format!("{}/admin/leads/{visitor}", b.url()), &cookie).await;
+    assert!(lead.contains("<td>agent</td><td>Hi, Maria here on node b.</td>"), "recorded by node a: {lead}");
+
+    drop(socket);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = post_with(reply_url.clone(), &cookie, "text=still+there%3F").await.0;
+        if status == 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 409, "the shopper left node a: nothing is sent");
 }

@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 use super::{db, pool_error};
 use crate::store::{Result, StoreError};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql"), include_str!("migrations/002_nodes.sql")];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
