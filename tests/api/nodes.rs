@@ -468,3 +468,36 @@ async fn a_person_answers_on_one_node_a_shopper_whose_chat_is_on_another() {
     }
     assert_eq!(status, 409, "the shopper left node a: nothing is sent");
 }
+
+#[test]
+fn secrets_given_by_the_environment_win_over_the_stored_ones() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let link = |env: &[(&str, &str)]| {
+        let args =
+            crate::backend::args(&["link", "--email", "ana@example.com", "--data", data.to_str().expect("utf-8")]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("nudge link");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stored, err) = link(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stored.contains("/c/k1."), "the generated key signs: {stored}");
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
+    let (code, given, err) = link(&[("NUDGE_SIGNING_KEYS", &format!("old=a2V5,env1={key}"))]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(given.contains("/c/env1."), "the last key listed signs: {given}");
+    let (code, _, err) = link(&[("NUDGE_SIGNING_KEYS", "env1")]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("NUDGE_SIGNING_KEYS") && err.contains("expected kid=base64url-key"), "{err}");
+    let (code, _, err) = link(&[("NUDGE_ADMIN_PASSWORD_HASH", "hunter2")]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("NUDGE_ADMIN_PASSWORD_HASH") && err.contains("not an Argon2 PHC string"), "{err}");
+}
