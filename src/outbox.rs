@@ -81,7 +81,10 @@ impl Drop for Running<'_> {
 fn work(app: &App, receivers: &Receivers) {
     while !*app.shutdown.borrow() {
         let now = now_ms();
-        match app.store.claim_due(now, 64, app.config.outbox_lease_secs.saturating_mul(1000)) {
+        // On a shared store each job is leased as it is taken, so that a lease only ever covers
+        // the job in flight: a node that dies can leave no more than that one to be run again.
+        let claim = if app.store.is_shared() { 1 } else { 64 };
+        match app.store.claim_due(now, claim, app.config.outbox_lease_secs.saturating_mul(1000)) {
             Ok(due) if !due.is_empty() => {
                 for item in due {
                     let writes = run_supervised(app, receivers, item);
