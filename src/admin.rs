@@ -454,7 +454,15 @@ async fn export_audience(
             )));
         }
     };
-    csv_export(&app, "audience.csv", move |store, out| export::audience(store, &filter, platform, out)).await
+    let name = format!("audience-{}-{}.csv", platform.name(), filter.slug());
+    let (body, rows) = export_rows(&app, move |store, out| export::audience(store, &filter, platform, out)).await?;
+    if rows == 0 {
+        // An empty file would say nothing; this says why it is empty.
+        let message = "Nobody in this selection has given consent to ads and an email address yet, \
+                       so there is nothing to upload to the ad platform.";
+        return Ok(html(StatusCode::OK, views::notice("Empty audience", message)));
+    }
+    Ok(csv(&name, body))
 }
 
 /// Runs an export into memory on the blocking pool and sends it as a CSV download.
@@ -462,18 +470,24 @@ async fn csv_export<F>(app: &App, name: &str, write: F) -> actix_web::Result<Htt
 where
     F: FnOnce(&crate::store::Store, &mut Vec<u8>) -> Result<u64, export::ExportError> + Send + 'static,
 {
-    let body = app
-        .store
+    Ok(csv(name, export_rows(app, write).await?.0))
+}
+
+/// An export written into memory on the store's reader threads: the bytes and the rows.
+async fn export_rows<F>(app: &App, write: F) -> actix_web::Result<(Vec<u8>, u64)>
+where
+    F: FnOnce(&crate::store::Store, &mut Vec<u8>) -> Result<u64, export::ExportError> + Send + 'static,
+{
+    app.store
         .read(move |store| {
             let mut out = Vec::new();
             // Writing into memory cannot fail; the store can.
-            write(store, &mut out).map_err(|error| match error {
+            let rows = write(store, &mut out).map_err(|error| match error {
                 export::ExportError::Store(e) => e,
                 other => StoreError::Corrupt { tree: "export", reason: other.to_string() },
             })?;
-            Ok(out)
+            Ok((out, rows))
         })
         .await
-        .map_err(store_error)?;
-    Ok(csv(name, body))
+        .map_err(store_error)
 }

@@ -22,6 +22,18 @@ pub struct LeadFilter {
 }
 
 impl LeadFilter {
+    /// What a file of this selection is called after: `spring-converted`, `all` without one
+    /// (letters, digits, `-` and `_` only).
+    pub fn slug(&self) -> String {
+        let parts = [self.campaign.as_deref(), self.status.map(Status::as_str), self.tag.as_deref()];
+        let slug: Vec<String> = parts
+            .into_iter()
+            .flatten()
+            .map(|part| part.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect())
+            .collect();
+        if slug.is_empty() { "all".into() } else { slug.join("-") }
+    }
+
     pub fn matches(&self, p: &Profile) -> bool {
         self.status.is_none_or(|s| p.status == s)
             && self.campaign.as_ref().is_none_or(|c| p.campaign.as_ref() == Some(c))
@@ -129,6 +141,15 @@ pub enum Platform {
 
 /// The audience list: SHA-256 (hex) of the normalized (trimmed, lowercased) email of every
 /// visitor who gave ads consent and passes `filter`; raw addresses never leave.
+impl Platform {
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Google => "google",
+            Platform::Meta => "meta",
+        }
+    }
+}
+
 pub fn audience(store: &Store, filter: &LeadFilter, platform: Platform, out: impl Write) -> Result<u64, ExportError> {
     use sha2::Digest;
     let mut w = csv::Writer::from_writer(out);
@@ -204,7 +225,8 @@ impl Lead {
             self.messages().to_string(),
             preferences.join("; "),
             self.orders.iter().map(|o| o.id.clone()).collect::<Vec<_>>().join(";"),
-            format!("{:.2}", self.orders.iter().map(|o| o.value).sum::<f64>()),
+            // Folded from +0.0: `sum` of no orders is -0.0, which prints as "-0.00".
+            format!("{:.2}", self.orders.iter().fold(0.0, |total, o| total + o.value)),
         ]
     }
 

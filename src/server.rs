@@ -53,6 +53,11 @@ impl App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(
+        "there is no intents directory at {0}: Nudge answers from intent files there; start with the starter pack \
+         that comes with Nudge (its `intents/` directory) and point to it with `nudge serve --intents DIR`"
+    )]
+    NoIntents(String),
     #[error("the intents in {dir} have errors:\n{}", list(.errors))]
     Intents { dir: String, errors: Vec<Diagnostic> },
     #[error(transparent)]
@@ -90,6 +95,9 @@ pub struct Running {
 
 /// Everything that can fail at startup happens here, before the first request.
 pub fn start(config: Config) -> Result<Running, StartError> {
+    if !config.intents.is_dir() {
+        return Err(StartError::NoIntents(config.intents.display().to_string()));
+    }
     let intents = IntentSet::load(&config.intents)
         .map_err(|errors| StartError::Intents { dir: config.intents.display().to_string(), errors })?;
     for warning in &intents.warnings {

@@ -36,6 +36,9 @@ async fn the_first_password_is_written_to_a_private_file_and_never_printed() {
     }
     let file = data.join("admin-password.txt");
     assert!(printed.contains(file.to_str().expect("utf-8")), "{printed}");
+    for secret in ["link signing keys", "API key for POST /api/conversions", "webhook signing secret"] {
+        assert!(printed.contains(secret), "the start-up message names every secret it made: {printed}");
+    }
     let password = std::fs::read_to_string(&file).expect("the password file").trim().to_string();
     assert!(password.len() >= 12);
     assert!(!printed.contains(&password), "the password itself is not printed:\n{printed}");
@@ -263,10 +266,15 @@ async fn admin_shows_what_the_shopper_told_us_and_exports_it() {
     assert!(csv.lines().nth(1).is_some_and(|row| row.contains("ana@example.com") && row.contains("A-7")), "{csv}");
     // SHA-256 of "ana@example.com" (`echo -n ana@example.com | sha256sum`).
     let hashed = "8e43ca37701228e74983efdbd0cff5c16b3b1e5d4e29a7c05626d4d25a018e11";
-    let (_, _, google) = page("/admin/export/audience.csv?platform=google").await;
+    let (_, headers, google) = page("/admin/export/audience.csv?platform=google").await;
     assert_eq!(google.lines().collect::<Vec<_>>(), ["Email", hashed]);
-    let (_, _, meta) = page("/admin/export/audience.csv?platform=meta&tag=interest%3Asneakers").await;
+    assert!(headers.contains("filename=\"audience-google-all.csv\""), "named by platform: {headers}");
+    let (_, headers, meta) = page("/admin/export/audience.csv?platform=meta&tag=interest%3Asneakers").await;
     assert_eq!(meta.lines().collect::<Vec<_>>(), ["email", hashed]);
+    assert!(headers.contains("filename=\"audience-meta-interest_sneakers.csv\""), "and filter: {headers}");
+    let (status, headers, empty) = page("/admin/export/audience.csv?platform=meta&campaign=winter").await;
+    assert_eq!(status, 200);
+    assert!(!headers.contains("attachment") && empty.contains("consent to ads"), "says why it is empty: {empty}");
     assert_eq!(page("/admin/export/audience.csv?platform=tiktok").await.0, 400);
 }
 

@@ -129,7 +129,7 @@ fn bad_command_line_input_is_refused_with_a_reason() {
         (vec!["serve", "--config", "no-such.toml", "--data", data], "no-such.toml"),
         (
             vec!["serve", "--listen", "127.0.0.1:0", "--data", data, "--intents", "tests/fixtures/failing/nope"],
-            "cannot read intents directory",
+            "error: there is no intents directory at tests/fixtures/failing/nope: Nudge answers from intent files",
         ),
         (vec!["link", "--email", "not-an-email", "--data", data], "is not an email address"),
         (vec!["link", "--email", "a@example.com", "--ttl", "5x", "--data", data], "unknown unit"),
@@ -233,6 +233,7 @@ async fn a_campaign_written_as_a_formula_is_exported_as_text() {
     let row = rows.records().next().expect("one lead").expect("row");
     let cell = |name: &str| row.get(headers.iter().position(|h| h == name).expect(name)).expect(name).to_string();
     assert_eq!(cell("campaign"), format!("'{formula}"));
+    assert_eq!(cell("order_value"), "0.00", "a lead without orders, not -0.00");
     assert!(!cell("source").starts_with(['=', '+', '-', '@']), "{}", cell("source"));
     for cell in row.iter() {
         assert!(!cell.starts_with(['=', '+', '@', '\t', '\r']), "{cell:?} would run as a formula");
