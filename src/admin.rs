@@ -361,17 +361,37 @@ async fn posted_about(app: &App, req: &HttpRequest, visitor: &str) -> actix_web:
     VisitorId::parse(visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))
 }
 
-/// Erases a lead on request (GDPR): everything stored about the visitor, at once.
+#[derive(serde::Deserialize)]
+struct EraseForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Erases a lead on request (GDPR): everything stored about the visitor, at once, once the
+/// marketer typed the lead's email address or id (one click erases nothing).
 async fn erase_lead(
     app: web::Data<App>,
     req: HttpRequest,
     visitor: web::Path<String>,
+    form: web::Form<EraseForm>,
 ) -> actix_web::Result<HttpResponse> {
     let visitor = posted_about(&app, &req, &visitor).await?;
+    let profile = app.store.read(move |store| store.visitor(&visitor)).await.map_err(store_error)?;
+    let Some(profile) = profile else {
+        return Ok(html(StatusCode::NOT_FOUND, views::notice("Not found", "There is no such lead (any more).")));
+    };
+    let typed = form.confirm.trim().to_lowercase();
+    let email = profile.preference("email").map(str::to_lowercase);
+    if typed.is_empty() || (typed != visitor.to_string() && Some(&typed) != email.as_ref()) {
+        let message = "Nothing was erased: type the lead's email address or id exactly to confirm.";
+        return Ok(html(StatusCode::BAD_REQUEST, views::notice("Not erased", message)));
+    }
     app.store.commit(vec![Command::Erase { visitor, at: now_ms() }]).await.map_err(store_error)?;
     crate::chat::forget_mail(&app.clone().into_inner(), visitor).await;
     log::info!("admin: erased visitor {visitor}");
-    Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, "/admin?erased=1")).finish())
+    let message =
+        format!("Lead {visitor} is erased: profile, conversations, email address and follow-ups are gone for good.");
+    Ok(html(StatusCode::OK, views::notice("Erased", &message)))
 }
 
 async fn funnel_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {

@@ -219,9 +219,11 @@ pub fn lead(lead: &Lead, connected: bool) -> String {
     let _ = write!(
         body,
         "<h2>Erase</h2><form method=post action=\"/admin/leads/{}/erase\"><p>Removes this lead's profile, \
-         conversations, email address and follow-ups for good (orders stay, without a link to them).</p>\
+         conversations, email address and follow-ups for good (orders stay, without a link to them). \
+         It cannot be undone.</p><p><label for=confirm>To confirm, type this lead's email address \
+         (or its id, {})</label><br><input id=confirm name=confirm required autocomplete=off></p>\
          <button type=submit>Erase this lead</button></form>",
-        p.id
+        p.id, p.id
     );
     layout(&lead_name(p), &body)
 }

@@ -108,8 +108,14 @@ async fn marketers_erase_from_the_admin_and_the_command_line() {
     let erase = format!("{}/admin/leads/{visitor}/erase", server.url());
     let (status, _) = post(erase.clone(), None, "application/x-www-form-urlencoded", String::new()).await;
     assert_eq!(status, 303, "without a session: to the login");
-    let (status, body) = post_with(erase, &cookie, "").await;
-    assert_eq!(status, 303, "{body}");
+    // One click erases nothing: the lead's address (or id) must be typed.
+    for confirm in ["", "confirm=", "confirm=someone%40example.com"] {
+        let (status, body) = post_with(erase.clone(), &cookie, confirm).await;
+        assert!(status == 400 && body.contains("Nothing was erased"), "{confirm:?}: {status} {body}");
+    }
+    assert_eq!(get_with(format!("{}/admin/leads/{visitor}", server.url()), &cookie).await.0, 200, "still there");
+    let (status, body) = post_with(erase, &cookie, "confirm=+Ana%40Example.com+").await;
+    assert!(status == 200 && body.contains("is erased"), "a notice says what happened: {status} {body}");
     let cookie = session(&login(&server, PASSWORD, None).await.1);
     assert_eq!(get_with(format!("{}/admin/leads/{visitor}", server.url()), &cookie).await.0, 404);
     // The chat still open writes nothing back.
