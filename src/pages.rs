@@ -51,7 +51,7 @@ pub fn html_page(html: impl actix_web::body::MessageBody + 'static) -> HttpRespo
 pub fn document(title: &str, body: &str) -> String {
     let title = escape_html(title);
     format!(
-        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>{title}</title>{body}"
+        "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>{title}</title>{body}"
     )
 }
 

@@ -15,14 +15,20 @@ const STYLE: &str = "<style>body{font:14px system-ui,sans-serif;margin:0 1.5rem 
 nav{display:flex;gap:1rem;align-items:center;padding:.8rem 0;border-bottom:1px solid #ddd;margin-bottom:1rem}\
 nav a{color:#0b57d0;text-decoration:none}nav form{margin-left:auto}table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eee;vertical-align:top}th{background:#f6f6f6}\
-.bot{color:#555}.muted{color:#777}form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}\
+.bot{color:#555}.muted{color:#5f5f5f}.skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:.5rem;background:#fff}form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}\
 .tag{background:#eef;border-radius:3px;padding:0 .3rem;margin-right:.2rem}</style>";
 
 fn layout(title: &str, body: &str) -> String {
     let nav = "<nav><strong>Nudge</strong><a href=\"/admin\">Leads</a><a href=\"/admin/funnel\">Funnel</a>\
         <a href=\"/admin/handoffs\">Handoffs</a><a href=\"/admin/emails\">Emails</a><a href=\"/admin/try\">Try it</a>\
         <form method=post action=\"/admin/logout\"><button type=submit>Log out</button></form></nav>";
-    document(&format!("{title} · Nudge admin"), &format!("{STYLE}{nav}<h1>{}</h1>{body}", e(title)))
+    document(
+        &format!("{title} · Nudge admin"),
+        &format!(
+            "{STYLE}<a class=skip href=\"#main\">Skip to content</a>{nav}<main id=main><h1>{}</h1>{body}</main>",
+            e(title)
+        ),
+    )
 }
 
 pub fn login(problem: Option<&str>) -> String {
@@ -30,9 +36,9 @@ pub fn login(problem: Option<&str>) -> String {
     document(
         "Log in · Nudge admin",
         &format!(
-            "{STYLE}<h1>Nudge admin</h1>{problem}<form method=post action=\"/admin/login\">\
+            "{STYLE}<main><h1>Nudge admin</h1>{problem}<form method=post action=\"/admin/login\">\
              <label>Password <input type=password name=password autocomplete=current-password required autofocus></label> \
-             <button type=submit>Log in</button></form>"
+             <button type=submit>Log in</button></form></main>"
         ),
     )
 }
@@ -82,8 +88,9 @@ pub fn leads(filter: &LeadFilter, leads: &[Profile], total: Option<usize>, next:
         url_encode(filter.tag.as_deref().unwrap_or(""))
     );
     let mut body = format!(
-        "<form class=filters method=get action=\"/admin\"><select name=status>{statuses}</select>\
-         <input name=campaign placeholder=campaign value=\"{}\"><input name=tag placeholder=tag value=\"{}\">\
+        "<form class=filters method=get action=\"/admin\"><select name=status aria-label=Status>{statuses}</select>\
+         <input name=campaign placeholder=campaign aria-label=Campaign value=\"{}\">\
+         <input name=tag placeholder=tag aria-label=Tag value=\"{}\">\
          <button type=submit>Filter</button></form>\
          <p>{count}. Export: <a href=\"/admin/export/leads.csv?{q}\">leads CSV</a> · \
          <a href=\"/admin/export/audience.csv?platform=google&amp;{q}\">Google audience</a> · \

@@ -395,3 +395,77 @@ async fn leads_page_through_a_cursor_newest_first() {
     let (_, _, page) = get_with(format!("{}/admin?limit=1", server.url()), &cookie).await;
     assert!(page.contains("Older leads"), "{page}");
 }
+
+/// axe-core (the accessibility engine browsers' audits use), from npm into `tests/.axe` the
+/// first time.
+fn axe_source() -> String {
+    let file = Path::new("tests/.axe/node_modules/axe-core/axe.min.js");
+    if !file.exists() {
+        let status = std::process::Command::new("npm")
+            .args([
+                "install",
+                "--silent",
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                "tests/.axe",
+                "axe-core@4.14.1",
+            ])
+            .status()
+            .expect("npm (Node comes with the machine)");
+        assert!(status.success(), "npm install axe-core");
+    }
+    std::fs::read_to_string(file).expect("axe.min.js")
+}
+
+/// The WCAG 2.1 AA violations axe finds on the page the browser shows, as `rule: where`.
+fn violations(browser: &Browser, axe: &str) -> Vec<String> {
+    // Run as the script itself, not through eval: the admin's CSP forbids eval, not WebDriver.
+    browser.js(&format!("{axe}\nreturn true;"));
+    browser.js(
+        "window.__axe = null; axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] })\
+         .then(r => window.__axe = r.violations.map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', ')));\
+         return true;",
+    );
+    let found = browser.wait_for("axe", "return window.__axe && JSON.stringify(window.__axe);");
+    serde_json::from_str(found.as_str().expect("json")).expect("violations")
+}
+
+#[test]
+fn axe_finds_no_violations_on_any_admin_page() {
+    let axe = axe_source();
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let visitor = runtime.block_on(converted_lead(&server));
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("{}/admin", server.url()));
+    browser.wait_for("the login form", "return document.querySelector('input[name=password]') !== null;");
+    let mut found = Vec::new();
+    found.extend(violations(&browser, &axe).into_iter().map(|v| format!("login: {v}")));
+    let password = browser.find("input[name=password]");
+    browser.type_into(&password, &format!("{PASSWORD}\u{E007}"));
+    browser.wait_for(
+        "the leads",
+        "return document.querySelector('h1') && document.querySelector('h1').textContent === 'Leads';",
+    );
+    for page in [
+        "/admin".to_string(),
+        format!("/admin/leads/{visitor}"),
+        "/admin/funnel".into(),
+        "/admin/handoffs".into(),
+        "/admin/emails".into(),
+        "/admin/try?q=do+you+ship+to+Austria%3F".into(),
+        "/admin/leads/00000000000000000000000000000000".into(),
+    ] {
+        browser.goto(&format!("{}{page}", server.url()));
+        browser.wait_for(
+            "the page",
+            "return document.readyState === 'complete' && document.querySelector('h1') !== null;",
+        );
+        found.extend(violations(&browser, &axe).into_iter().map(|v| format!("{page}: {v}")));
+    }
+    assert!(found.is_empty(), "axe-core found:\n{}", found.join("\n"));
+}
