@@ -16,7 +16,11 @@ nav{display:flex;gap:1rem;align-items:center;padding:.8rem 0;border-bottom:1px s
 nav a{color:#0b57d0;text-decoration:none}nav form{margin-left:auto}table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eee;vertical-align:top}th{background:#f6f6f6}\
 .bot{color:#555}.muted{color:#5f5f5f}.skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:.5rem;background:#fff}form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}\
-.tag{background:#eef;border-radius:3px;padding:0 .3rem;margin-right:.2rem}</style>";
+.tag{background:#eef;border-radius:3px;padding:0 .3rem;margin-right:.2rem}\
+svg{max-width:100%;height:auto}input,select,textarea{max-width:100%}\
+@media (max-width:40rem){body{margin:0 .75rem 2rem}nav{flex-wrap:wrap;gap:.6rem}\
+table,tbody,thead,tr,th,td{display:block;width:auto}tr{border-bottom:1px solid #ddd;padding:.4rem 0}\
+th,td{border:0;padding:.1rem 0}td,th,p,li{overflow-wrap:anywhere}}</style>";
 
 fn layout(title: &str, body: &str) -> String {
     let nav = "<nav><strong>Nudge</strong><a href=\"/admin\">Leads</a><a href=\"/admin/funnel\">Funnel</a>\

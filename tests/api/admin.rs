@@ -469,3 +469,38 @@ fn axe_finds_no_violations_on_any_admin_page() {
     }
     assert!(found.is_empty(), "axe-core found:\n{}", found.join("\n"));
 }
+
+#[test]
+fn admin_pages_fit_a_phone() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let visitor = runtime.block_on(converted_lead(&server));
+    let browser = Browser::start(360, 740);
+    browser.goto(&format!("{}/admin", server.url()));
+    browser.wait_for("the login form", "return document.querySelector('input[name=password]') !== null;");
+    let password = browser.find("input[name=password]");
+    browser.type_into(&password, &format!("{PASSWORD}\u{E007}"));
+    browser.wait_for(
+        "the leads",
+        "return document.querySelector('h1') && document.querySelector('h1').textContent === 'Leads';",
+    );
+    let mut wide = Vec::new();
+    for page in
+        ["/admin".to_string(), format!("/admin/leads/{visitor}"), "/admin/funnel".into(), "/admin/emails".into()]
+    {
+        browser.goto(&format!("{}{page}", server.url()));
+        browser.wait_for(
+            "the page",
+            "return document.readyState === 'complete' && document.querySelector('h1') !== null;",
+        );
+        // A phone lays a page out as wide as its widest content and zooms out: that width is
+        // what must not exceed the phone's.
+        let width = browser.js("return document.documentElement.scrollWidth;").as_u64().expect("width");
+        if width > 360 {
+            wide.push(format!("{page}: laid out {width} px wide on a 360 px phone"));
+        }
+    }
+    assert!(wide.is_empty(), "no sideways scrolling on a phone:\n{}", wide.join("\n"));
+}
