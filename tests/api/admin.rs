@@ -278,22 +278,32 @@ async fn admin_shows_what_the_shopper_told_us_and_exports_it() {
     assert_eq!(page("/admin/export/audience.csv?platform=tiktok").await.0, 400);
 }
 
-#[test]
-fn a_marketer_logs_in_and_reads_a_transcript_in_the_browser() {
+/// A server with a converted lead, and a browser `width` × `height` on its login page.
+fn admin_in_browser(width: u32, height: u32) -> (tempfile::TempDir, TestServer, String, Browser) {
     let dir = tempfile::tempdir().expect("dir");
     assert!(set_password(&dir.path().join("data"), PASSWORD).0);
     let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(converted_lead(&server));
-    let browser = Browser::start(1280, 900);
+    let visitor = tokio::runtime::Runtime::new().expect("runtime").block_on(converted_lead(&server));
+    let browser = Browser::start(width, height);
     browser.goto(&format!("{}/admin", server.url()));
     browser.wait_for("the login form", "return document.querySelector('input[name=password]') !== null;");
+    (dir, server, visitor, browser)
+}
+
+/// Logs in from the login page the browser shows, as a person would (Enter in the field).
+fn log_in(browser: &Browser) {
     let password = browser.find("input[name=password]");
     browser.type_into(&password, &format!("{PASSWORD}\u{E007}"));
     browser.wait_for(
         "the leads",
         "return document.querySelector('h1') && document.querySelector('h1').textContent === 'Leads';",
     );
+}
+
+#[test]
+fn a_marketer_logs_in_and_reads_a_transcript_in_the_browser() {
+    let (_dir, server, _, browser) = admin_in_browser(1280, 900);
+    log_in(&browser);
     let lead = browser.find("tbody a");
     assert_eq!(browser.js("return document.querySelector('tbody a').textContent;"), "ana@example.com");
     browser.click(&lead);
@@ -345,14 +355,7 @@ async fn a_person_answers_a_shopper_who_asked_for_one() {
     assert_eq!(post_with(reply_url.clone(), &cookie, "text=").await.0, 400, "an empty message");
 
     drop(socket);
-    let mut status = 0;
-    for _ in 0..100 {
-        status = post_with(reply_url.clone(), &cookie, "text=still+there%3F").await.0;
-        if status == 409 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let status = post_until(&reply_url, &cookie, "text=still+there%3F", 409).await;
     assert_eq!(status, 409, "the shopper left: nothing is sent");
 }
 
@@ -435,22 +438,10 @@ fn violations(browser: &Browser, axe: &str) -> Vec<String> {
 #[test]
 fn axe_finds_no_violations_on_any_admin_page() {
     let axe = axe_source();
-    let dir = tempfile::tempdir().expect("dir");
-    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
-    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let visitor = runtime.block_on(converted_lead(&server));
-    let browser = Browser::start(1280, 900);
-    browser.goto(&format!("{}/admin", server.url()));
-    browser.wait_for("the login form", "return document.querySelector('input[name=password]') !== null;");
+    let (_dir, server, visitor, browser) = admin_in_browser(1280, 900);
     let mut found = Vec::new();
     found.extend(violations(&browser, &axe).into_iter().map(|v| format!("login: {v}")));
-    let password = browser.find("input[name=password]");
-    browser.type_into(&password, &format!("{PASSWORD}\u{E007}"));
-    browser.wait_for(
-        "the leads",
-        "return document.querySelector('h1') && document.querySelector('h1').textContent === 'Leads';",
-    );
+    log_in(&browser);
     for page in [
         "/admin".to_string(),
         format!("/admin/leads/{visitor}"),
@@ -472,20 +463,8 @@ fn axe_finds_no_violations_on_any_admin_page() {
 
 #[test]
 fn admin_pages_fit_a_phone() {
-    let dir = tempfile::tempdir().expect("dir");
-    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
-    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let visitor = runtime.block_on(converted_lead(&server));
-    let browser = Browser::start(360, 740);
-    browser.goto(&format!("{}/admin", server.url()));
-    browser.wait_for("the login form", "return document.querySelector('input[name=password]') !== null;");
-    let password = browser.find("input[name=password]");
-    browser.type_into(&password, &format!("{PASSWORD}\u{E007}"));
-    browser.wait_for(
-        "the leads",
-        "return document.querySelector('h1') && document.querySelector('h1').textContent === 'Leads';",
-    );
+    let (_dir, server, visitor, browser) = admin_in_browser(360, 740);
+    log_in(&browser);
     let mut wide = Vec::new();
     for page in
         ["/admin".to_string(), format!("/admin/leads/{visitor}"), "/admin/funnel".into(), "/admin/emails".into()]

@@ -269,6 +269,20 @@ pub fn set_password(data: &Path, password: &str) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
+/// A person answering a shopper who has just left: posts `form` until the answer is `status`
+/// (the server learns of the closed socket a moment later), for at most 5 s; the last status.
+pub async fn post_until(url: &str, cookie: &str, form: &str, status: u16) -> u16 {
+    let mut got = 0;
+    for _ in 0..100 {
+        got = post_with(url.to_string(), cookie, form).await.0;
+        if got == status {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    got
+}
+
 /// Logs in; returns (status, `Set-Cookie`).
 /// Logs in as a browser on `origin` would (`None`: the server's own pages).
 pub async fn login(server: &TestServer, password: &str, origin: Option<&str>) -> (u16, String) {

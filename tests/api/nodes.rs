@@ -458,14 +458,7 @@ async fn a_person_answers_on_one_node_a_shopper_whose_chat_is_on_another() {
     assert!(lead.contains("<td>agent</td><td>Hi, Maria here on node b.</td>"), "recorded by node a: {lead}");
 
     drop(socket);
-    let mut status = 0;
-    for _ in 0..100 {
-        status = post_with(reply_url.clone(), &cookie, "text=still+there%3F").await.0;
-        if status == 409 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = post_until(&reply_url, &cookie, "text=still+there%3F", 409).await;
     assert_eq!(status, 409, "the shopper left node a: nothing is sent");
 }
 
