@@ -327,23 +327,18 @@ async fn reply_to_lead(
 /// Shoppers who asked for a person, most recent first, and whether they are still in the chat.
 async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Login).await?;
-    let mut waiting = app
-        .store
-        .read(|store| {
-            let all = store.visitors().collect::<Result<Vec<_>, _>>()?;
-            Ok(all.into_iter().filter(|p| p.handoff_at.is_some()).collect::<Vec<_>>())
-        })
-        .await
-        .map_err(store_error)?;
-    waiting.sort_by_key(|p| std::cmp::Reverse(p.handoff_at));
-    waiting.truncate(PAGE_ROWS);
-    let rows: Vec<_> = waiting.into_iter().map(|p| (app.live.is_connected(&p.id), p)).collect();
-    // Chats held by other nodes (several nodes on one database) count as connected too.
+    let live = app.live.clone();
     let rows = app
         .store
         .read(move |store| {
-            rows.into_iter()
-                .map(|(here, p)| Ok((here || store.connected_elsewhere(&p.id)?, p)))
+            let all = store.visitors().collect::<Result<Vec<_>, _>>()?;
+            let mut waiting: Vec<_> = all.into_iter().filter(|p| p.handoff_at.is_some()).collect();
+            waiting.sort_by_key(|p| std::cmp::Reverse(p.handoff_at));
+            waiting.truncate(PAGE_ROWS);
+            // Connected here, or on another node sharing the database.
+            waiting
+                .into_iter()
+                .map(|p| Ok((live.is_connected(&p.id) || store.connected_elsewhere(&p.id)?, p)))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await

@@ -181,7 +181,7 @@ impl Config {
 
     /// Where the store is: the database `store` names, else the data directory.
     pub fn store_location(&self) -> Result<crate::store::Location, crate::store::StoreError> {
-        crate::store::Location::new(self.store.as_deref(), &self.data).map_err(crate::store::StoreError::Schema)
+        crate::store::Location::new(self.store.as_deref(), &self.data).map_err(crate::store::StoreError::Invalid)
     }
 
     /// The store, when it is shared (PostgreSQL): commands that only need the secrets open

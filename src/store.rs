@@ -42,6 +42,10 @@ pub enum StoreError {
     /// The database holds a schema this binary does not know (a newer Nudge migrated it).
     #[error("{0}")]
     Schema(String),
+    /// What was asked of the store cannot be: a `--store` that is no database URL, a call the
+    /// backend has no use for.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -436,7 +440,7 @@ impl Store {
     /// sled every chat is on this node).
     pub fn post_agent_message(&self, visitor: &VisitorId, text: &str) -> Result<()> {
         match &self.inner.backend {
-            Backend::Embedded(_) => Err(StoreError::Schema("one node: there is no other node to send to".into())),
+            Backend::Embedded(_) => Err(StoreError::Invalid("one node: there is no other node to send to".into())),
             Backend::Postgres(b) => b.post_agent_message(visitor, text),
         }
     }

@@ -44,8 +44,8 @@ pub(super) struct Pg {
     node: String,
     /// Where changes of this node's chats go, once the node joined (`cluster.rs`).
     presence: std::sync::OnceLock<cluster::PresenceSender>,
+    /// Batches committed (each its own transaction).
     batches: AtomicU64,
-    transactions: AtomicU64,
 }
 
 impl Drop for Pg {
@@ -175,9 +175,8 @@ impl Pg {
                 .map_err(|e| StoreError::Postgres(format!("cannot build the connection pool: {e}")))?
         };
         let node = OutboxId::mint(crate::now_ms()).to_string();
-        let (batches, transactions) = (AtomicU64::new(0), AtomicU64::new(0));
-        let presence = std::sync::OnceLock::new();
-        let pg = Pg { pool, config, runtime: Some(runtime), node, presence, batches, transactions };
+        let (batches, presence) = (AtomicU64::new(0), std::sync::OnceLock::new());
+        let pg = Pg { pool, config, runtime: Some(runtime), node, presence, batches };
         let pool = pg.pool.clone();
         pg.block(async move { migrate::run(&pool).await }).map_err(|e| match e {
             StoreError::Postgres(reason) => StoreError::Postgres(format!("{}: {reason}", redact(url))),
@@ -244,13 +243,14 @@ impl Pg {
     fn counted(&self, result: Result<()>) -> Result<()> {
         if result.is_ok() {
             self.batches.fetch_add(1, Ordering::Relaxed);
-            self.transactions.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
 
     pub(super) fn stats(&self) -> (u64, u64) {
-        (self.batches.load(Ordering::Relaxed), self.transactions.load(Ordering::Relaxed))
+        // Every batch is one transaction, durable at its commit.
+        let batches = self.batches.load(Ordering::Relaxed);
+        (batches, batches)
     }
 
     pub(super) fn visitor(&self, id: &VisitorId) -> Result<Option<Profile>> {
@@ -504,10 +504,10 @@ impl Pg {
             let held = client.query_one(LOCK_SQL, &[&key]).await.map_err(db)?.get::<_, bool>(0);
             Ok((client, held))
         })?;
-        let mut guard = Held(Some(client));
         if !held {
             return Ok(None);
         }
+        let mut guard = Held(Some(client));
         let done = work();
         let (client, key) = (guard.0.take().expect("held until here"), name.to_string());
         self.block(async move { client.execute(UNLOCK_SQL, &[&key]).await.map_err(db) })?;

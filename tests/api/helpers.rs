@@ -255,8 +255,15 @@ pub const PASSWORD: &str = "correct horse battery";
 
 /// `nudge admin-password`, fed through standard input like a person would.
 pub fn set_password(data: &Path, password: &str) -> (bool, String) {
+    set_password_with(data, password, &[])
+}
+
+/// `set_password` with extra flags (`--store URL` of a database several nodes share).
+pub fn set_password_with(data: &Path, password: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![std::ffi::OsStr::new("admin-password"), "--data".as_ref(), data.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(crate::backend::args(&[std::ffi::OsStr::new("admin-password"), "--data".as_ref(), data.as_os_str()]))
+        .args(crate::backend::args(&args))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

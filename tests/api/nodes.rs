@@ -417,18 +417,8 @@ async fn a_person_answers_on_one_node_a_shopper_whose_chat_is_on_another() {
     }
     let dir = tempfile::tempdir().expect("dir");
     let url = crate::backend::store_url(&dir.path().join("shared")).expect("a database");
-    let set = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(["admin-password", "--store", &url, "--data"])
-        .arg(dir.path().join("a").join("data"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .and_then(|mut child| {
-            std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), format!("{PASSWORD}\n").as_bytes())?;
-            child.wait()
-        })
-        .expect("nudge admin-password");
-    assert!(set.success(), "the password, set once for every node");
+    let (set, err) = set_password_with(&dir.path().join("a").join("data"), PASSWORD, &["--store", &url]);
+    assert!(set, "the password, set once for every node: {err}");
     let intents = std::path::Path::new("intents");
     let a = TestServer::start_configured_with(&dir.path().join("a"), intents, "", &["--store", &url]);
     let b = TestServer::start_configured_with(&dir.path().join("b"), intents, "", &["--store", &url]);

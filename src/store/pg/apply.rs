@@ -24,16 +24,14 @@ use crate::domain::{Change, Job, OutboxItem, OutboxState, Profile};
 use crate::ids::VisitorId;
 use crate::store::{Command, Result};
 
-pub(super) async fn batch(pool: &Pool, node: &str, commands: Vec<Command>) -> Result<()> {
+pub(super) async fn batch(pool: &Pool, node: &str, mut commands: Vec<Command>) -> Result<()> {
     if commands.is_empty() {
         return Ok(());
     }
     let mut client = pool.get().await.map_err(pool_error)?;
-    if let [command] = commands.as_slice()
-        && one_statement(command)
-    {
+    if commands.len() == 1 && one_statement(&commands[0]) {
         let mut batch = Batch { conn: Conn::Alone(&client), node, erased: HashSet::new(), profiles: BTreeMap::new() };
-        return batch.apply(commands.into_iter().next().expect("one")).await;
+        return batch.apply(commands.remove(0)).await;
     }
     let tx = client.transaction().await.map_err(db)?;
     let visitors: BTreeSet<String> = commands.iter().filter_map(visitor_of).map(|v| v.to_string()).collect();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{Pg, db, ms, pool_error, u};
+use super::{Pg, db, ms, pool_error};
 use crate::ids::VisitorId;
 use crate::store::Result;
 
@@ -168,15 +168,14 @@ async fn hand_on(pool: &Pool, since: u64, handed: &mut HashSet<i64>, deliver: &D
     let client = pool.get().await.map_err(pool_error)?;
     let floor = since.max(crate::now_ms().saturating_sub(KEEP_MS));
     let rows = client
-        .query("SELECT id, visitor, text, at FROM agent_messages WHERE at >= $1 ORDER BY id", &[&ms(floor)])
+        .query("SELECT id, visitor, text FROM agent_messages WHERE at >= $1 ORDER BY id", &[&ms(floor)])
         .await
         .map_err(db)?;
     let mut current = HashSet::new();
     for row in &rows {
-        let (id, visitor, text, at): (i64, String, String, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (id, visitor, text): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
         current.insert(id);
-        if u(at) >= since
-            && !handed.contains(&id)
+        if !handed.contains(&id)
             && let Ok(visitor) = VisitorId::parse(&visitor)
         {
             deliver(visitor, text);
