@@ -134,6 +134,28 @@ fn a_database_migrated_by_a_newer_nudge_is_refused() {
     assert!(err.contains("schema is version 99, newer than this nudge knows"), "{err}");
 }
 
+#[test]
+fn a_database_that_would_acknowledge_before_it_is_durable_is_refused() {
+    if !crate::backend::on_postgres("needs PostgreSQL") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let url = crate::backend::store_url(&data).expect("a database");
+    let database = url.rsplit('/').next().expect("database name").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        let off = format!("ALTER DATABASE {database} SET synchronous_commit = off");
+        client.batch_execute(&off).await.expect("synchronous_commit off");
+    });
+    // `migrate` opens the store as `serve` does, and ends either way.
+    let (code, _, err) = run_nudge(&["migrate", "--data", data.to_str().expect("utf-8"), "--store", &url]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("synchronous_commit = off"), "{err}");
+}
+
 /// `tests/postgres start|stop DIR`: a PostgreSQL server of this test's own, to stop under traffic.
 fn own_postgres(action: &str, dir: &std::path::Path) -> String {
     let out =
