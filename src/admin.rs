@@ -8,13 +8,14 @@ pub mod report;
 mod views;
 
 pub use auth::Logins;
-use auth::{Denied, require, same_origin};
+use auth::{Denied, Person, person, require, same_origin};
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use crate::domain::Status;
+use crate::chat::agents::FromPerson;
+use crate::domain::{Agent, Change, Status};
 use crate::export::{self, LeadFilter, Platform};
 use crate::ids::VisitorId;
 use crate::server::App;
@@ -26,6 +27,13 @@ pub const PAGE_ROWS: usize = 500;
 
 /// No scripts at all; inline styles only; forms post only to us; never framed.
 const ADMIN_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/// A lead's page, which keeps its chat current: the same, plus our own `live.js` and its reads.
+const LIVE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/// Reads a lead page's live part again every two seconds; the HTML comes escaped from the server.
+const LIVE_JS: &str = "(function(){var live=document.getElementById('live');if(!live)return;var last=null;\
+setInterval(function(){fetch(live.dataset.src,{credentials:'same-origin',cache:'no-store'})\
+.then(function(r){return r.ok?r.text():null}).then(function(html){if(html!==null&&html!==last){\
+last=html;live.innerHTML=html}}).catch(function(){})},2000)})();";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/login", web::get().to(auth::login_page))
@@ -35,6 +43,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/leads/{visitor}", web::get().to(lead_page))
         .route("/admin/leads/{visitor}/erase", web::post().to(erase_lead))
         .route("/admin/leads/{visitor}/reply", web::post().to(reply_to_lead))
+        .route("/admin/leads/{visitor}/take", web::post().to(take_chat))
+        .route("/admin/leads/{visitor}/hand-back", web::post().to(hand_back_chat))
+        .route("/admin/leads/{visitor}/live", web::get().to(lead_live))
+        .route("/admin/live.js", web::get().to(live_script))
         .route("/admin/handoffs", web::get().to(handoffs_page))
         .route("/admin/funnel", web::get().to(funnel_page))
         .route("/admin/emails", web::get().to(emails_page))
@@ -258,15 +270,56 @@ async fn leads_api(
     Ok(json(serde_json::json!({ "total": page.total, "leads": leads, "next": next })))
 }
 
+#[derive(Deserialize, Default)]
+struct LeadQuery {
+    /// Set by the redirect after a person's answer went out.
+    sent: Option<String>,
+}
+
 async fn lead_page(
     app: web::Data<App>,
     req: HttpRequest,
     visitor: web::Path<String>,
+    query: web::Query<LeadQuery>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Login).await?;
-    let id = VisitorId::parse(&visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
-    let lead = app
-        .store
+    match read_lead(&app, &visitor).await? {
+        Some(lead) => {
+            let page = views::lead(&lead, query.sent.is_some());
+            let response = html(StatusCode::OK, page);
+            Ok(with_csp(response, LIVE_CSP))
+        }
+        None => Ok(html(StatusCode::NOT_FOUND, views::notice("Not found", "No such lead."))),
+    }
+}
+
+/// The part of a lead's page that changes while the shopper chats, for `live.js`.
+async fn lead_live(
+    app: web::Data<App>,
+    req: HttpRequest,
+    visitor: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Api).await?;
+    match read_lead(&app, &visitor).await? {
+        Some(lead) => Ok(secured(HttpResponse::Ok()).content_type("text/html; charset=utf-8").body(views::live(&lead))),
+        None => Err(actix_web::error::ErrorNotFound("no such lead")),
+    }
+}
+
+async fn live_script() -> HttpResponse {
+    secured(HttpResponse::Ok()).content_type("text/javascript; charset=utf-8").body(LIVE_JS)
+}
+
+fn with_csp(mut response: HttpResponse, csp: &'static str) -> HttpResponse {
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(csp));
+    response
+}
+
+/// A lead with its conversations and follow-ups, where the chat is and who has it.
+async fn read_lead(app: &App, visitor: &str) -> actix_web::Result<Option<views::Lead>> {
+    let id = VisitorId::parse(visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
+    let (live, now, idle) = (app.live.clone(), now_ms(), idle_ms(app));
+    app.store
         .read(move |store| {
             let Some(profile) = store.visitor(&id)? else { return Ok(None) };
             let mut conversations = Vec::new();
@@ -278,14 +331,15 @@ async fn lead_page(
                 .follow_ups()
                 .filter(|i| i.as_ref().map_or(true, |i| i.visitor == id))
                 .collect::<Result<_, _>>()?;
-            Ok(Some(views::Lead { profile, conversations, follow_ups }))
+            let connected = live.is_connected(&id) || store.connected_elsewhere(&id)?;
+            Ok(Some(views::Lead { profile, conversations, follow_ups, connected, now, idle }))
         })
         .await
-        .map_err(store_error)?;
-    match lead {
-        Some(lead) => Ok(html(StatusCode::OK, views::lead(&lead, app.live.is_connected(&id)))),
-        None => Ok(html(StatusCode::NOT_FOUND, views::notice("Not found", "No such lead."))),
-    }
+        .map_err(store_error)
+}
+
+fn idle_ms(app: &App) -> u64 {
+    app.config.handoff_idle_secs.saturating_mul(1000)
 }
 
 #[derive(Deserialize)]
@@ -293,57 +347,134 @@ struct ReplyForm {
     text: String,
 }
 
-/// A person answers a shopper: the message goes to every chat the visitor has open.
+/// A person answers a shopper: they take the chat (unless someone else has it), and the message
+/// goes to every chat the visitor has open.
 async fn reply_to_lead(
     app: web::Data<App>,
     req: HttpRequest,
     visitor: web::Path<String>,
     form: web::Form<ReplyForm>,
 ) -> actix_web::Result<HttpResponse> {
-    let id = posted_about(&app, &req, &visitor).await?;
+    let (id, me) = posted_by(&app, &req, &visitor).await?;
     let text = form.into_inner().text.trim().to_string();
     if text.is_empty() || text.chars().count() > app.config.max_message_chars {
         let limit = app.config.max_message_chars;
         return Err(actix_web::error::ErrorBadRequest(format!("write between 1 and {limit} characters")));
     }
-    if app.live.send(&id, &text) == 0 {
-        // With several nodes, the chat may be on another one: it gets the answer from there.
-        let elsewhere = app
-            .store
-            .read(move |store| match store.connected_elsewhere(&id)? {
-                true => store.post_agent_message(&id, &text).map(|()| true),
-                false => Ok(false),
-            })
-            .await
-            .map_err(store_error)?;
-        if !elsewhere {
-            let message = "The shopper is not in the chat any more; nothing was sent.";
-            return Ok(html(StatusCode::CONFLICT, views::notice("Not sent", message)));
-        }
+    let agent = match take(&app, id, &me).await? {
+        Ok(agent) => agent,
+        Err(refused) => return Ok(refused),
+    };
+    if !tell(&app, id, FromPerson::Answered { agent, text }).await? {
+        let message = "The shopper is not in the chat any more; nothing was sent.";
+        return Ok(html(StatusCode::CONFLICT, views::notice("Not sent", message)));
     }
-    Ok(secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, format!("/admin/leads/{id}"))).finish())
+    Ok(to_lead(id, "?sent=1"))
 }
 
-/// Shoppers who asked for a person, most recent first, and whether they are still in the chat.
+/// A person takes a waiting chat: the bot is quiet while they have it.
+async fn take_chat(
+    app: web::Data<App>,
+    req: HttpRequest,
+    visitor: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    let (id, me) = posted_by(&app, &req, &visitor).await?;
+    match take(&app, id, &me).await? {
+        Ok(agent) => {
+            // A shopper who left meanwhile learns it when they come back (`hello`).
+            tell(&app, id, FromPerson::Took { agent }).await?;
+            Ok(to_lead(id, ""))
+        }
+        Err(refused) => Ok(refused),
+    }
+}
+
+/// The person gives the chat back to the bot.
+async fn hand_back_chat(
+    app: web::Data<App>,
+    req: HttpRequest,
+    visitor: web::Path<String>,
+) -> actix_web::Result<HttpResponse> {
+    let (id, _) = posted_by(&app, &req, &visitor).await?;
+    let at = now_ms();
+    app.store
+        .commit(vec![Command::Visitor { visitor: id, change: Change::HandBack { at } }])
+        .await
+        .map_err(store_error)?;
+    tell(&app, id, FromPerson::HandedBack { at }).await?;
+    Ok(to_lead(id, ""))
+}
+
+fn to_lead(id: VisitorId, query: &str) -> HttpResponse {
+    secured(HttpResponse::SeeOther()).insert_header((header::LOCATION, format!("/admin/leads/{id}{query}"))).finish()
+}
+
+/// Takes the visitor's chat for `me` (or, holding it, says they are still there). The store
+/// applies a take only when nobody else has the chat, so of two people racing one wins; the
+/// other gets a 409 page naming who has it.
+async fn take(app: &App, id: VisitorId, me: &Person) -> actix_web::Result<Result<Agent, HttpResponse>> {
+    let now = now_ms();
+    let agent = Agent { session: me.session.to_string(), name: me.name.clone(), at: now };
+    let stale_before = now.saturating_sub(idle_ms(app));
+    let change = Change::Take { agent: agent.clone(), stale_before };
+    app.store.commit(vec![Command::Visitor { visitor: id, change }]).await.map_err(store_error)?;
+    let profile = app.store.read(move |store| store.visitor(&id)).await.map_err(store_error)?;
+    Ok(match profile.and_then(|p| p.agent) {
+        Some(holder) if holder == agent => Ok(agent),
+        Some(holder) => {
+            let message = format!("{} has this chat; nothing was changed or sent.", holder.name);
+            Err(html(StatusCode::CONFLICT, views::notice("Taken by someone else", &message)))
+        }
+        None => Err(html(StatusCode::NOT_FOUND, views::notice("Not found", "There is no such lead (any more)."))),
+    })
+}
+
+/// Tells the visitor's open chats what a person did: on this node, or through the store on the
+/// node that has them. Whether any chat was there to tell.
+async fn tell(app: &App, id: VisitorId, event: FromPerson) -> actix_web::Result<bool> {
+    if app.live.send(&id, &event) > 0 {
+        return Ok(true);
+    }
+    let json = serde_json::to_string(&event).map_err(actix_web::error::ErrorInternalServerError)?;
+    app.store
+        .read(move |store| match store.connected_elsewhere(&id)? {
+            true => store.post_agent_message(&id, &json).map(|()| true),
+            false => Ok(false),
+        })
+        .await
+        .map_err(store_error)
+}
+
+/// The inbox: chats waiting for a person (oldest ask first), then the ones people have.
 async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Login).await?;
-    let live = app.live.clone();
+    let (live, now, idle) = (app.live.clone(), now_ms(), idle_ms(&app));
     let rows = app
         .store
         .read(move |store| {
-            let all = store.visitors().collect::<Result<Vec<_>, _>>()?;
-            let mut waiting: Vec<_> = all.into_iter().filter(|p| p.handoff_at.is_some()).collect();
-            waiting.sort_by_key(|p| std::cmp::Reverse(p.handoff_at));
-            waiting.truncate(PAGE_ROWS);
-            // Connected here, or on another node sharing the database.
-            waiting
-                .into_iter()
-                .map(|p| Ok((live.is_connected(&p.id) || store.connected_elsewhere(&p.id)?, p)))
-                .collect::<Result<Vec<_>, _>>()
+            let mut rows = Vec::new();
+            for profile in store.visitors() {
+                let profile = profile?;
+                if profile.handoff(now, idle) == crate::domain::Handoff::None {
+                    continue;
+                }
+                // Connected here, or on another node sharing the database.
+                let connected = live.is_connected(&profile.id) || store.connected_elsewhere(&profile.id)?;
+                rows.push((connected, profile));
+            }
+            rows.sort_by_key(|(_, p)| (p.handoff(now, idle) != crate::domain::Handoff::Waiting, p.handoff_at));
+            rows.truncate(PAGE_ROWS);
+            Ok(rows)
         })
         .await
         .map_err(store_error)?;
-    Ok(html(StatusCode::OK, views::handoffs(&rows)))
+    Ok(html(StatusCode::OK, views::handoffs(&rows, now, idle)))
+}
+
+/// A form a person posted about one lead: the lead and who posted it.
+async fn posted_by(app: &App, req: &HttpRequest, visitor: &str) -> actix_web::Result<(VisitorId, Person)> {
+    let id = posted_about(app, req, visitor).await?;
+    Ok((id, person(app, req).await?))
 }
 
 /// A form posted about one lead: it needs a session, our own origin and a valid visitor id.

@@ -93,7 +93,8 @@ fn show(frame: &ServerFrame, choices: &mut Vec<String>) {
                 (Some(how), Some(c)) => format!(" via {how:?} {c:.2}").to_lowercase(),
                 _ => String::new(),
             };
-            println!("bot [{}{how}]: {}", reply.intent, reply.text);
+            let from = reply.agent.as_deref().unwrap_or("bot");
+            println!("{from} [{}{how}]: {}", reply.intent, reply.text);
             if !reply.captured.is_empty() {
                 let noted: Vec<String> = reply.captured.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!("  (noted: {})", noted.join(", "));
@@ -106,6 +107,9 @@ fn show(frame: &ServerFrame, choices: &mut Vec<String>) {
         }
         ServerFrame::Checkout { url, label } => println!("[{label}] {url}"),
         ServerFrame::Tags { tags, .. } => println!("(tags: {})", tags.join(", ")),
+        ServerFrame::Handoff { agent: Some(name) } => println!("({name} joined the chat)"),
+        ServerFrame::Handoff { agent: None } => println!("(back with the bot)"),
+        ServerFrame::Received { agent } => println!("(sent to {agent})"),
         ServerFrame::Error { code, message } => println!("(error {code:?}: {message})"),
     }
 }

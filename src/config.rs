@@ -87,6 +87,9 @@ pub struct Config {
     /// A shopper offered a checkout link who has not bought this long after is tagged
     /// `cart_abandoner`; 0 turns the check off.
     pub abandoned_after_secs: u64,
+    /// A person who took a chat in the admin and has not answered for this long no longer holds
+    /// it: the bot answers again, and the chat waits in the inbox for someone else.
+    pub handoff_idle_secs: u64,
     /// Conversations inactive this long are removed, visitors not seen this long are erased
     /// (checked hourly); 0 keeps everything.
     pub retention_days: u64,
@@ -152,6 +155,7 @@ impl Default for Config {
             outbox_lease_secs: 60,
             tag_webhook_url: None,
             abandoned_after_secs: 60 * 60,
+            handoff_idle_secs: 15 * 60,
             retention_days: 365,
             max_marketing_emails_per_day: 1,
             quiet_hours: crate::outbox::limits::QuietHours::try_from("21:00-08:00".to_string())

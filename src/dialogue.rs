@@ -357,6 +357,7 @@ impl Turn<'_> {
             how: None,
             confidence: None,
             captured: BTreeMap::new(),
+            agent: None,
         }));
     }
 }

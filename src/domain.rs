@@ -17,6 +17,6 @@ pub use conversation::{Conversation, Entry, Pending, Source, Speaker};
 pub use order::Order;
 pub use outbox::{Job, OutboxItem, OutboxState};
 pub use profile::{
-    Change, Confirmation, ConsentChange, ConsentRecord, Preference, Profile, Status, UNSUBSCRIBE_SOURCE,
+    Agent, Change, Confirmation, ConsentChange, ConsentRecord, Handoff, Preference, Profile, Status, UNSUBSCRIBE_SOURCE,
 };
 pub use spend::{Spend, is_currency};

@@ -80,6 +80,14 @@ pub enum ServerFrame {
         tags: Vec<String>,
         pixel: Vec<Pixel>,
     },
+    /// The chat is handed to a person (`agent`: the name shoppers see) or back to the bot (null).
+    Handoff {
+        agent: Option<String>,
+    },
+    /// A message while a person has the chat: it reached them (`agent`), and the bot stays quiet.
+    Received {
+        agent: String,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -105,6 +113,9 @@ pub struct Reply {
     /// Preferences this message set (on the first reply of a step), for `nudge chat`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub captured: BTreeMap<String, String>,
+    /// The name of the person who wrote it (intent `agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

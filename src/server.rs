@@ -145,8 +145,9 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         let store = app.store.clone();
         app.live.on_presence(move |visitor, here| store.set_connected(visitor, here));
         let live = app.live.clone();
-        app.store.join_cluster(move |visitor, text| {
-            live.send(&visitor, &text);
+        app.store.join_cluster(move |visitor, text| match serde_json::from_str(&text) {
+            Ok(event) => drop(live.send(&visitor, &event)),
+            Err(e) => log::warn!("a person's action from another node is not understood: {e}"),
         });
     }
     let data = web::Data::from(app.clone());

@@ -436,8 +436,9 @@ impl Store {
         }
     }
 
-    /// Sends a person's answer to the node that holds the visitor's chat (PostgreSQL only; on
-    /// sled every chat is on this node).
+    /// Sends what a person did (an answer, taking or handing back the chat, as the sessions'
+    /// JSON) to the node that holds the visitor's chat (PostgreSQL only; on sled every chat is
+    /// on this node).
     pub fn post_agent_message(&self, visitor: &VisitorId, text: &str) -> Result<()> {
         match &self.inner.backend {
             Backend::Embedded(_) => Err(StoreError::Invalid("one node: there is no other node to send to".into())),

@@ -18,8 +18,8 @@
   var CLICK_IDS = ['gclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'ttclid', 'li_fat_id', 'twclid'];
   var de = /^de\b/i.test(navigator.language || '');
   var T = de
-    ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat' }
-    : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat' };
+    ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat', joined: ' ist jetzt für Sie da.', back: 'Sie chatten wieder mit unserem Assistenten.' }
+    : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat', joined: ' is here to help you.', back: 'You are chatting with our assistant again.' };
 
   // The shopper's time zone, so marketing email keeps to their quiet hours.
   function zone() {
@@ -60,6 +60,7 @@
     '.bot{align-self:flex-start;background:#eef1f7}',
     '.me{align-self:flex-end;background:#1f4fd1;color:#fff}',
     '.note{align-self:center;color:#5a5a5a;font-size:13px}',
+    '.who{display:block;font-size:12px;font-weight:600;color:#3a3a3a}',
     '.choices{display:flex;flex-wrap:wrap;gap:6px;padding:0 12px 8px}',
     '.choices button,.cta{border:1px solid #1f4fd1;background:#fff;color:#1f4fd1;border-radius:16px;padding:6px 12px;font-size:14px;cursor:pointer;text-decoration:none}',
     '.cta{align-self:flex-start;background:#1f4fd1;color:#fff}',
@@ -107,6 +108,12 @@
     add('note', text);
   }
 
+  // A person's answer, under their name, so it never passes for the bot's.
+  function person(name, text) {
+    var node = add('bot person', '');
+    node.append(el('span', { class: 'who' }, name), document.createTextNode(text));
+  }
+
   function showChoices(list) {
     choices.textContent = '';
     (list || []).forEach(function (c) {
@@ -148,6 +155,7 @@
   var timer = null;
   var wanted = false;
   var greeted = false;
+  var withPerson = null;
 
   function hello() {
     var q = new URLSearchParams(location.search);
@@ -204,8 +212,17 @@
           if (greeted) return;
           greeted = true;
         }
-        add('bot', frame.text);
+        if (frame.agent) {
+          withPerson = frame.agent;
+          person(frame.agent, frame.text);
+        } else {
+          add('bot', frame.text);
+        }
         showChoices(frame.choices);
+      } else if (frame.type === 'handoff') {
+        // Told on every (re)connection while a person has the chat; noted when it changes.
+        if (frame.agent !== withPerson) note(frame.agent ? frame.agent + T.joined : T.back);
+        withPerson = frame.agent;
       } else if (frame.type === 'checkout') {
         checkout(frame);
       } else if (frame.type === 'tags') {

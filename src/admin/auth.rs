@@ -22,6 +22,11 @@ use crate::signing::Claims;
 use crate::store::Command;
 
 const COOKIE: &str = "nudge_admin";
+/// The name the person gave at login, as shoppers see it when they answer a chat.
+const NAME_COOKIE: &str = "nudge_name";
+/// What a person who gave no name is called in the chat.
+const DEFAULT_NAME: &str = "Support";
+const MAX_NAME_CHARS: usize = 40;
 const SESSION_SECS: u64 = 12 * 60 * 60;
 /// Login attempts per address: a burst of 10, then one every 6 seconds ...
 const LOGIN_BURST: f64 = 10.0;
@@ -103,6 +108,30 @@ pub(super) async fn require(app: &App, req: &HttpRequest, denied: Denied) -> Res
     if logged_in(app, req).await { Ok(()) } else { Err(denied.into()) }
 }
 
+/// Who is logged in: their session (one per login, so two people are two sessions even with one
+/// password) and the name they gave.
+pub(super) struct Person {
+    pub session: AdminSessionId,
+    pub name: String,
+}
+
+/// The logged-in person making the request.
+pub(super) async fn person(app: &App, req: &HttpRequest) -> Result<Person, actix_web::Error> {
+    require(app, req, Denied::Login).await?;
+    let session = claimed_session(app, req).ok_or(Denied::Login)?;
+    let name = cookie(req, NAME_COOKIE)
+        .and_then(|raw| url::form_urlencoded::parse(format!("n={raw}").as_bytes()).next().map(|(_, v)| v.into_owned()))
+        .and_then(|name| clean_name(&name))
+        .unwrap_or_else(|| DEFAULT_NAME.to_string());
+    Ok(Person { session, name })
+}
+
+/// A name as shoppers will see it: trimmed, one line, at most `MAX_NAME_CHARS`; `None` when empty.
+fn clean_name(name: &str) -> Option<String> {
+    let name: String = name.chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect();
+    Some(name.trim().to_string()).filter(|n| !n.is_empty())
+}
+
 fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers()
         .get_all(header::COOKIE)
@@ -112,8 +141,12 @@ fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
 }
 
 fn session_cookie(app: &App, value: &str, max_age: u64) -> String {
+    admin_cookie(app, COOKIE, value, max_age)
+}
+
+fn admin_cookie(app: &App, name: &str, value: &str, max_age: u64) -> String {
     let secure = if app.public_url.starts_with("https://") { "; Secure" } else { "" };
-    format!("{COOKIE}={value}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
+    format!("{name}={value}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
 }
 
 /// A form posted from another site (login CSRF, forced logout) is refused. Browsers send
@@ -145,6 +178,9 @@ pub(super) async fn login_page(app: web::Data<App>, req: HttpRequest) -> HttpRes
 #[derive(Deserialize)]
 pub(super) struct LoginForm {
     password: String,
+    /// The name shoppers see when this person answers (optional).
+    #[serde(default)]
+    name: String,
 }
 
 pub(super) async fn login(
@@ -159,7 +195,7 @@ pub(super) async fn login(
     if !app.logins.allow(client_ip(peer, req.headers(), &app.config.trusted_proxies)) {
         return Ok(html(StatusCode::TOO_MANY_REQUESTS, views::login(Some("Too many attempts; wait a minute."))));
     }
-    let password = form.into_inner().password;
+    let LoginForm { password, name } = form.into_inner();
     let checking = app.clone();
     let _turn = app.logins.checking.acquire().await.map_err(actix_web::error::ErrorServiceUnavailable)?;
     // Argon2 is slow on purpose: off the async workers.
@@ -171,9 +207,11 @@ pub(super) async fn login(
     let session = Command::OpenAdminSession { id: sid, at: now, expires_at: now + SESSION_SECS * 1000 };
     app.store.commit(vec![session]).await.map_err(actix_web::error::ErrorInternalServerError)?;
     let token = app.signer.sign(&app.secrets.admin_claims(sid), now / 1000 + SESSION_SECS);
+    let name: String = url::form_urlencoded::byte_serialize(clean_name(&name).unwrap_or_default().as_bytes()).collect();
     Ok(secured(HttpResponse::SeeOther())
         .insert_header((header::LOCATION, "/admin"))
-        .insert_header((header::SET_COOKIE, session_cookie(&app, &token, SESSION_SECS)))
+        .append_header((header::SET_COOKIE, session_cookie(&app, &token, SESSION_SECS)))
+        .append_header((header::SET_COOKIE, admin_cookie(&app, NAME_COOKIE, &name, SESSION_SECS)))
         .finish())
 }
 
@@ -190,7 +228,8 @@ pub(super) async fn logout(app: web::Data<App>, req: HttpRequest) -> HttpRespons
     }
     secured(HttpResponse::SeeOther())
         .insert_header((header::LOCATION, "/admin/login"))
-        .insert_header((header::SET_COOKIE, session_cookie(&app, "", 0)))
+        .append_header((header::SET_COOKIE, session_cookie(&app, "", 0)))
+        .append_header((header::SET_COOKIE, admin_cookie(&app, NAME_COOKIE, "", 0)))
         .finish()
 }
 

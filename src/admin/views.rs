@@ -1,9 +1,9 @@
-//! The admin's HTML: plain server-rendered pages, no scripts. Every value from the store or the
-//! request goes through `escape_html`.
+//! The admin's HTML: plain server-rendered pages; the one script (`live.js`) only reloads a lead
+//! page's chat part. Every value from the store or the request goes through `escape_html`.
 
 use std::fmt::Write;
 
-use crate::domain::{Conversation, Entry, OutboxItem, OutboxState, Profile, Speaker, Status};
+use crate::domain::{Conversation, Entry, Handoff, OutboxItem, OutboxState, Profile, Speaker, Status};
 use crate::export::{LeadFilter, rfc3339};
 use crate::intents::{How, Route};
 use crate::pages::{document, escape_html as e};
@@ -41,7 +41,8 @@ pub fn login(problem: Option<&str>) -> String {
         "Log in · Nudge admin",
         &format!(
             "{STYLE}<main><h1>Nudge admin</h1>{problem}<form method=post action=\"/admin/login\">\
-             <label>Password <input type=password name=password autocomplete=current-password required autofocus></label> \
+             <p><label>Password <input type=password name=password autocomplete=current-password required autofocus></label></p>\
+             <p><label>Your name, as shoppers see it when you answer <input name=name autocomplete=name maxlength=40></label></p>\
              <button type=submit>Log in</button></form></main>"
         ),
     )
@@ -147,9 +148,16 @@ pub struct Lead {
     pub profile: Profile,
     pub conversations: Vec<(Conversation, Vec<Entry>)>,
     pub follow_ups: Vec<OutboxItem>,
+    /// Whether the shopper has a chat open (on any node).
+    pub connected: bool,
+    /// When it was read, and how long a person may be silent and still hold the chat.
+    pub now: u64,
+    pub idle: u64,
 }
 
-pub fn lead(lead: &Lead, connected: bool) -> String {
+/// A lead's page. `sent`: a person's answer just went out. The chat part stays current through
+/// `live.js` (the only script of the admin), which reads `live` again.
+pub fn lead(lead: &Lead, sent: bool) -> String {
     let p = &lead.profile;
     let mut body = format!(
         "<p>Visitor <code>{}</code> · status <strong>{}</strong> · score {} · campaign {} · {} visits</p>\
@@ -161,6 +169,15 @@ pub fn lead(lead: &Lead, connected: bool) -> String {
         p.visits,
         consent(p),
         tags(p),
+    );
+    let sent = if sent { "<p role=status><strong>Sent.</strong> The shopper has your answer.</p>" } else { "" };
+    let _ = write!(
+        body,
+        "<div id=live data-src=\"/admin/leads/{id}/live\">{live}</div>{sent}\
+         <form method=post action=\"/admin/leads/{id}/reply\"><p><label>Answer in the chat as a person \
+         <input name=text size=60 maxlength=1000 required></label> <button type=submit>Send</button></p></form>",
+        id = p.id,
+        live = live(lead),
     );
     body.push_str("<h2>Funnel</h2><ul>");
     for (status, at) in &p.status_at {
@@ -181,10 +198,43 @@ pub fn lead(lead: &Lead, connected: bool) -> String {
     }
     body.push_str("</table><h2>Follow-up emails</h2>");
     body.push_str(&outbox_table(lead.follow_ups.iter().map(|i| (i, None))));
+    let _ = write!(
+        body,
+        "<h2>Erase</h2><form method=post action=\"/admin/leads/{}/erase\"><p>Removes this lead's profile, \
+         conversations, email address and follow-ups for good (orders stay, without a link to them). \
+         It cannot be undone.</p><p><label for=confirm>To confirm, type this lead's email address \
+         (or its id, {})</label><br><input id=confirm name=confirm required autocomplete=off></p>\
+         <button type=submit>Erase this lead</button></form><script src=\"/admin/live.js\" defer></script>",
+        p.id, p.id
+    );
+    layout(&lead_name(p), &body)
+}
+
+/// What changes on a lead's page while the shopper chats: whether they are in the chat, who has
+/// it, and the conversations.
+pub fn live(lead: &Lead) -> String {
+    let p = &lead.profile;
+    let here = if lead.connected { "In the chat now." } else { "Not in the chat right now." };
+    let asked = p.handoff_at.map(|at| format!(" Asked for a person at {}.", time(at))).unwrap_or_default();
+    let take = |label: &str| {
+        format!("<form method=post action=\"/admin/leads/{}/take\"><button type=submit>{label}</button></form>", p.id)
+    };
+    let holder = match p.handoff(lead.now, lead.idle) {
+        Handoff::Taken(agent) => format!(
+            "<p><strong>{} has this chat</strong> (since {}): the bot is quiet.</p>\
+             <form method=post action=\"/admin/leads/{}/hand-back\"><button type=submit>Hand back to the bot</button></form>",
+            e(&agent.name),
+            time(agent.at),
+            p.id
+        ),
+        Handoff::Waiting => format!("<p><strong>Waiting for a person.</strong></p>{}", take("Take this chat")),
+        Handoff::None => take("Take over from the bot"),
+    };
+    let mut out = format!("<p>{here}{asked}</p>{holder}");
     for (conversation, transcript) in &lead.conversations {
         let source = &conversation.source;
         let _ = write!(
-            body,
+            out,
             "<h2>Conversation of {}</h2><p class=muted>campaign {} · page {} · referrer {}</p><table>",
             time(conversation.started_at),
             e(source.campaign.as_deref().unwrap_or("-")),
@@ -208,35 +258,15 @@ pub fn lead(lead: &Lead, connected: bool) -> String {
                 Speaker::Agent => ("agent", ""),
             };
             let _ = write!(
-                body,
+                out,
                 "<tr{class}><td class=muted>{}</td><td>{who}</td><td>{}</td><td class=muted>{route}</td></tr>",
                 time(entry.at),
                 e(&entry.text)
             );
         }
-        body.push_str("</table>");
+        out.push_str("</table>");
     }
-    let chat = if connected {
-        format!(
-            "<form method=post action=\"/admin/leads/{}/reply\"><p><label>Answer in the chat as a person \
-             <input name=text size=60 maxlength=1000 required></label> <button type=submit>Send</button></p></form>",
-            p.id
-        )
-    } else {
-        "<p class=muted>Not in the chat right now.</p>".into()
-    };
-    let handoff = p.handoff_at.map(|at| format!("<p><strong>Asked for a person at {}.</strong></p>", time(at)));
-    body.insert_str(0, &format!("{}{chat}", handoff.unwrap_or_default()));
-    let _ = write!(
-        body,
-        "<h2>Erase</h2><form method=post action=\"/admin/leads/{}/erase\"><p>Removes this lead's profile, \
-         conversations, email address and follow-ups for good (orders stay, without a link to them). \
-         It cannot be undone.</p><p><label for=confirm>To confirm, type this lead's email address \
-         (or its id, {})</label><br><input id=confirm name=confirm required autocomplete=off></p>\
-         <button type=submit>Erase this lead</button></form>",
-        p.id, p.id
-    );
-    layout(&lead_name(p), &body)
+    out
 }
 
 fn how_name(how: How) -> &'static str {
@@ -275,17 +305,26 @@ fn outbox_table<'a>(rows: impl Iterator<Item = (&'a OutboxItem, Option<&'a str>)
     out
 }
 
-pub fn handoffs(rows: &[(bool, Profile)]) -> String {
+/// The inbox: chats waiting for a person first, then the ones people have.
+pub fn handoffs(rows: &[(bool, Profile)], now: u64, idle: u64) -> String {
     let mut body = String::from(
-        "<p>Shoppers who asked for a person, most recent first. Open one to answer in the chat.</p>\
-         <table><tr><th>Lead</th><th>Asked at</th><th>In the chat</th><th>Status</th><th>Preferences</th></tr>",
+        "<p>Shoppers who asked for a person: waiting first (longest first), then the chats people have. \
+         Take one to answer; while you have it, the bot is quiet.</p>\
+         <table><tr><th>Lead</th><th>Asked at</th><th>In the chat</th><th>Who has it</th><th>Status</th><th>Preferences</th></tr>",
     );
     for (connected, p) in rows {
         let preferences: Vec<String> =
             p.preferences.iter().map(|(n, v)| format!("{}: {}", e(n), e(&v.value))).collect();
+        let holder = match p.handoff(now, idle) {
+            Handoff::Taken(agent) => e(&agent.name),
+            _ => format!(
+                "<form method=post action=\"/admin/leads/{}/take\"><button type=submit>Take</button></form>",
+                p.id
+            ),
+        };
         let _ = write!(
             body,
-            "<tr><td><a href=\"/admin/leads/{id}\">{name}</a></td><td>{at}</td><td>{connected}</td><td>{status}</td><td>{prefs}</td></tr>",
+            "<tr><td><a href=\"/admin/leads/{id}\">{name}</a></td><td>{at}</td><td>{connected}</td><td>{holder}</td><td>{status}</td><td>{prefs}</td></tr>",
             id = p.id,
             name = e(&lead_name(p)),
             at = p.handoff_at.map(time).unwrap_or_default(),

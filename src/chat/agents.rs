@@ -1,22 +1,37 @@
-//! Live chats a person can join. A shopper who asked for a human shows up in the admin's
-//! handoff list; what the marketer or support agent writes there goes to every connection the
-//! visitor has open, through each session, which records it in the transcript before sending it
-//! (the same durability as the bot's replies). With several nodes, where a visitor's chats are
-//! is told to the store (`on_presence`), and answers written on another node arrive through it.
+//! Live chats a person can join. A shopper who asked for a human waits in the admin's inbox;
+//! what the person there does (takes the chat, answers, hands it back) goes to every connection
+//! the visitor has open, through each session, which records an answer in the transcript before
+//! sending it (the same durability as the bot's replies). With several nodes, where a visitor's
+//! chats are is told to the store (`on_presence`), and what a person does on another node
+//! arrives through it, as the JSON of `FromPerson`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::domain::Agent;
 use crate::ids::VisitorId;
 
-/// Agent messages waiting for a session that is busy answering its shopper.
+/// What a person did in the admin that the shopper's open chats must know.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FromPerson {
+    /// Took the chat: the bot is quiet from now on.
+    Took { agent: Agent },
+    /// Wrote to the shopper (holding the chat).
+    Answered { agent: Agent, text: String },
+    /// Gave the chat back to the bot.
+    HandedBack { at: u64 },
+}
+
+/// What people did, waiting for a session that is busy answering its shopper.
 const QUEUE: usize = 16;
 
 /// Each open session of a visitor: its key and where its agent messages go.
-type Sessions = HashMap<VisitorId, Vec<(u64, mpsc::Sender<String>)>>;
+type Sessions = HashMap<VisitorId, Vec<(u64, mpsc::Sender<FromPerson>)>>;
 
 /// Told when a visitor's first chat on this node opens (true) and its last one closes (false).
 type Presence = Box<dyn Fn(VisitorId, bool) + Send + Sync>;
@@ -33,9 +48,9 @@ pub struct Registration {
     live: Arc<Live>,
     key: u64,
     visitor: Option<VisitorId>,
-    sender: mpsc::Sender<String>,
-    /// Messages from an agent for this session's shopper.
-    pub inbox: mpsc::Receiver<String>,
+    sender: mpsc::Sender<FromPerson>,
+    /// What a person did for this session's shopper.
+    pub inbox: mpsc::Receiver<FromPerson>,
 }
 
 impl Live {
@@ -60,11 +75,11 @@ impl Live {
         self.lock().get(visitor).is_some_and(|s| !s.is_empty())
     }
 
-    /// Hands `text` to every open session of `visitor`; returns how many took it.
-    pub fn send(&self, visitor: &VisitorId, text: &str) -> usize {
+    /// Hands `event` to every open session of `visitor`; returns how many took it.
+    pub fn send(&self, visitor: &VisitorId, event: &FromPerson) -> usize {
         let sessions = self.lock();
         let open = sessions.get(visitor).map(Vec::as_slice).unwrap_or_default();
-        open.iter().filter(|(_, sender)| sender.try_send(text.to_string()).is_ok()).count()
+        open.iter().filter(|(_, sender)| sender.try_send(event.clone()).is_ok()).count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {

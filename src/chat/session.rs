@@ -6,9 +6,12 @@ use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
 
+use super::agents::FromPerson;
 use super::limits::{Admitted, Bucket};
 use crate::dialogue::{self, Effect, Input};
-use crate::domain::{Change, ConsentChange, Conversation, Entry, Job, OutboxItem, Profile, Source, Speaker, Status};
+use crate::domain::{
+    Change, ConsentChange, Conversation, Entry, Handoff, Job, OutboxItem, Profile, Source, Speaker, Status,
+};
 use crate::ids::{ConversationId, TurnId, VisitorId};
 use crate::leads::{self, EmailLink, LinkError};
 use crate::now_ms;
@@ -99,8 +102,8 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                     }
                 }
             }
-            Some(text) = agent.inbox.recv() => {
-                for frame in Box::pin(chat.agent(text)).await {
+            Some(event) = agent.inbox.recv() => {
+                for frame in Box::pin(chat.on_person(event)).await {
                     match tokio::time::timeout(send_timeout, ws.text(frame.to_json())).await {
                         Ok(Ok(())) => {}
                         _ => return,
@@ -334,7 +337,14 @@ impl Chat {
         // links); the rest is stored, and would cost every idle connection up to 4 KiB.
         let mut conversation = conversation;
         conversation.source = Source { campaign: conversation.source.campaign.take(), ..Source::default() };
+        let person = self.person(&profile, now);
         self.open = Some(Open { profile, conversation });
+        if let Some(name) = person {
+            // A person has the chat: they greet, not the bot.
+            self.unsaved = commands;
+            frames.push(ServerFrame::Handoff { agent: Some(name) });
+            return Ok(frames);
+        }
         match self.step(Input::Start, commands, Persist::WithNextMessage).await {
             Ok(greeting) => frames.extend(greeting),
             // Nothing of this hello was stored: the client may say hello again.
@@ -346,7 +356,9 @@ impl Chat {
         Ok(frames)
     }
 
-    /// Verifies an email link token from `hello`.
+    /// Verifies an email link token from `hello`. (Its error is a frame, sent and dropped at
+    /// once: not worth a box.)
+    #[allow(clippy::result_large_err)]
     fn email_link(&self, token: &str, now: u64) -> Result<EmailLink, ServerFrame> {
         EmailLink::verify(&self.app.signer, token, now / 1000).map_err(|e| {
             let message = match e {
@@ -369,9 +381,31 @@ impl Chat {
         if text.chars().count() > max {
             return Err(ServerFrame::error(ErrorCode::TooLong, format!("messages are at most {max} characters")));
         }
-        let input = if chosen { Input::Choose(text) } else { Input::Say(text) };
         self.app.metrics.messages_total.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        if let Some(open) = &self.open
+            && let Some(name) = self.person(&open.profile, now)
+        {
+            return self.pass_to_person(text, name, now).await;
+        }
+        let input = if chosen { Input::Choose(text) } else { Input::Say(text) };
         self.step(input, Vec::new(), Persist::Now).await
+    }
+
+    /// The name of the person who has the chat at `now`, while one has it.
+    fn person(&self, profile: &Profile, now: u64) -> Option<String> {
+        match profile.handoff(now, self.app.config.handoff_idle_secs.saturating_mul(1000)) {
+            Handoff::Taken(agent) => Some(agent.name.clone()),
+            _ => None,
+        }
+    }
+
+    /// A message while a person has the chat: stored in the transcript for them to read, and no
+    /// reply from the bot.
+    async fn pass_to_person(&mut self, text: &str, name: String, now: u64) -> Result<Vec<ServerFrame>, ServerFrame> {
+        let entry = Entry::said(Speaker::Shopper, text, now);
+        self.append(entry).await.map_err(internal)?;
+        Ok(vec![ServerFrame::Received { agent: name }])
     }
 
     /// Records the shopper's choice (with time and source) and answers with the tags the page
@@ -518,24 +552,28 @@ impl Chat {
         Ok(())
     }
 
-    /// A person's message from the admin: recorded in the transcript, then sent as a reply from
-    /// the `agent`.
-    async fn agent(&mut self, text: String) -> Vec<ServerFrame> {
-        let Some(open) = &self.open else { return Vec::new() };
-        let entry = Entry {
-            at: now_ms(),
-            from: Speaker::Agent,
-            text: text.clone(),
-            intent: None,
-            how: None,
-            confidence: None,
-            variant: None,
-        };
-        let turn = TurnId::after(self.last_turn, entry.at);
-        let append = Command::AppendTurn { conversation: open.conversation.id, turn, entries: vec![entry] };
-        match self.commit(vec![append]).await {
-            Ok(()) => {
-                self.last_turn = Some(turn);
+    /// What a person did in the admin. The store already holds who has the chat; the session
+    /// mirrors it, so that it knows without a read whether the bot may answer.
+    async fn on_person(&mut self, event: FromPerson) -> Vec<ServerFrame> {
+        let Some(open) = self.open.as_mut() else { return Vec::new() };
+        match event {
+            FromPerson::Took { agent } => {
+                let name = agent.name.clone();
+                open.profile.agent = Some(agent);
+                vec![ServerFrame::Handoff { agent: Some(name) }]
+            }
+            FromPerson::HandedBack { at } => {
+                open.profile.apply(&Change::HandBack { at });
+                vec![ServerFrame::Handoff { agent: None }]
+            }
+            FromPerson::Answered { agent, text } => {
+                let name = agent.name.clone();
+                open.profile.agent = Some(agent);
+                // Recorded first: what the shopper reads is in the transcript.
+                if let Err(e) = self.append(Entry::said(Speaker::Agent, &text, now_ms())).await {
+                    log::error!("an agent's message could not be stored: {e}");
+                    return Vec::new();
+                }
                 vec![ServerFrame::Reply(protocol::Reply {
                     text,
                     intent: AGENT.into(),
@@ -543,13 +581,21 @@ impl Chat {
                     how: None,
                     confidence: None,
                     captured: Default::default(),
+                    agent: Some(name),
                 })]
             }
-            Err(e) => {
-                log::error!("an agent's message could not be stored: {e}");
-                Vec::new()
-            }
         }
+    }
+
+    /// Appends one entry as a turn of its own to the open conversation.
+    async fn append(&mut self, entry: Entry) -> Result<(), crate::store::StoreError> {
+        let Some(open) = self.open.as_mut() else { return Ok(()) };
+        let turn = TurnId::after(self.last_turn, entry.at);
+        open.conversation.last_at = entry.at;
+        let append = Command::AppendTurn { conversation: open.conversation.id, turn, entries: vec![entry] };
+        self.commit(vec![append]).await?;
+        self.last_turn = Some(turn);
+        Ok(())
     }
 
     /// The shopper asked to be forgotten: the erasure of everything stored about the visitor

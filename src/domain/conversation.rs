@@ -74,3 +74,11 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<u32>,
 }
+
+impl Entry {
+    /// A line someone wrote, with nothing routed about it (a person's answer, or a shopper's
+    /// message to the person who has the chat).
+    pub fn said(from: Speaker, text: &str, at: u64) -> Entry {
+        Entry { at, from, text: text.to_string(), intent: None, how: None, confidence: None, variant: None }
+    }
+}

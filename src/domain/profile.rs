@@ -29,6 +29,12 @@ pub struct Profile {
     /// When the shopper last asked for a person.
     #[serde(default)]
     pub handoff_at: Option<u64>,
+    /// The person answering this visitor's chat from the admin, while one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Agent>,
+    /// When a person last handed the chat back to the bot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_back_at: Option<u64>,
     /// Where the lead is in the funnel, and when it reached each status.
     #[serde(default)]
     pub status: Status,
@@ -50,6 +56,26 @@ pub struct Profile {
     /// The shopper's time zone as the widget reported it (IANA name), for quiet hours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+}
+
+/// A person who took a visitor's chat in the admin: their admin session (who they are), the name
+/// shoppers see, and when they last took or answered it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Agent {
+    pub session: String,
+    pub name: String,
+    pub at: u64,
+}
+
+/// Where a chat that asked for a person is, for the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff<'a> {
+    /// Asked for a person, and nobody has taken it yet (or the one who did went idle).
+    Waiting,
+    /// A person has it: the bot is quiet.
+    Taken(&'a Agent),
+    /// Never asked, or handed back to the bot since it last asked.
+    None,
 }
 
 /// Devices (widgets) that can resume one visitor at a time; the oldest key is forgotten first.
@@ -188,6 +214,16 @@ pub enum Change {
     Handoff {
         at: u64,
     },
+    /// A person takes the chat (or, holding it, answers): applied only when nobody else holds it,
+    /// or whoever does last acted before `stale_before`, so two people can never both hold it.
+    Take {
+        agent: Agent,
+        stale_before: u64,
+    },
+    /// The person hands the chat back to the bot.
+    HandBack {
+        at: u64,
+    },
     /// An order was attributed to the visitor: it counts, and the lead is converted.
     Order {
         id: String,
@@ -218,6 +254,8 @@ impl Profile {
             tags: BTreeSet::new(),
             score: 0,
             handoff_at: None,
+            agent: None,
+            handed_back_at: None,
             status: Status::Chatting,
             status_at: [(Status::Chatting, now)].into(),
             campaign: None,
@@ -237,6 +275,16 @@ impl Profile {
     /// Whether `email` is the address the visitor confirmed.
     pub fn confirmed(&self, email: &str) -> bool {
         self.confirmed.as_ref().is_some_and(|c| c.email == email)
+    }
+
+    /// Where the chat is for the inbox at `now`, when a person who has not acted for `idle_ms`
+    /// no longer holds it.
+    pub fn handoff(&self, now: u64, idle_ms: u64) -> Handoff<'_> {
+        match &self.agent {
+            Some(agent) if now.saturating_sub(agent.at) < idle_ms => Handoff::Taken(agent),
+            _ if self.handoff_at > self.handed_back_at => Handoff::Waiting,
+            _ => Handoff::None,
+        }
     }
 
     pub fn preference(&self, name: &str) -> Option<&str> {
@@ -282,6 +330,16 @@ impl Profile {
             Change::Tags(tags) => self.tags.extend(tags.iter().cloned()),
             Change::Score(score) => self.score = self.score.saturating_add(*score),
             Change::Handoff { at } => self.handoff_at = self.handoff_at.max(Some(*at)),
+            Change::Take { agent, stale_before } => {
+                let free = self.agent.as_ref().is_none_or(|a| a.session == agent.session || a.at < *stale_before);
+                if free {
+                    self.agent = Some(agent.clone());
+                }
+            }
+            Change::HandBack { at } => {
+                self.agent = None;
+                self.handed_back_at = self.handed_back_at.max(Some(*at));
+            }
             Change::Order { id, at } => {
                 if !self.orders.contains(id) {
                     self.orders.push(id.clone());

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use nudge::protocol::{Consent, Hello};
+use nudge::protocol::{ClientFrame, Consent, Hello, ServerFrame};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -332,31 +332,147 @@ fn a_marketer_logs_in_and_reads_a_transcript_in_the_browser() {
 }
 
 #[tokio::test]
-async fn a_person_answers_a_shopper_who_asked_for_one() {
+async fn a_person_takes_a_chat_the_bot_is_quiet_until_they_hand_it_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let mut socket = server.connect().await;
+    let Welcomed { visitor, key, .. } = welcome(&mut socket, Hello::default()).await;
+    assert_eq!(say(&mut socket, "I want to talk to a human").await.intent, "human");
+    let maria = login_as(&server, PASSWORD, "Maria").await;
+
+    // The chat waits in the inbox, with a button to take it.
+    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &maria).await;
+    assert!(inbox.contains(&format!("/admin/leads/{visitor}/take")) && inbox.contains("<td>yes</td>"), "{inbox}");
+    let lead_url = format!("{}/admin/leads/{visitor}", server.url());
+    let (status, body) = post_with(format!("{lead_url}/take"), &maria, "").await;
+    assert_eq!(status, 303, "{body}");
+    assert_eq!(recv(&mut socket).await, ServerFrame::Handoff { agent: Some("Maria".into()) });
+    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &maria).await;
+    assert!(inbox.contains("<td>Maria</td>") && !inbox.contains("/take"), "taken: {inbox}");
+
+    // While Maria has the chat, what the shopper writes reaches her and the bot says nothing.
+    send(&mut socket, ClientFrame::Say { text: "do you have the Pegasus in 42?".into() }).await;
+    assert_eq!(recv(&mut socket).await, ServerFrame::Received { agent: "Maria".into() });
+    let (status, body) =
+        post_with(format!("{lead_url}/reply"), &maria, "text=Hi%2C+Maria+here.+Size+42+is+in+stock.").await;
+    assert_eq!(status, 303, "{body}");
+    let answer = reply(&mut socket).await;
+    assert_eq!(
+        (answer.intent.as_str(), answer.text.as_str(), answer.agent.as_deref()),
+        ("agent", "Hi, Maria here. Size 42 is in stock.", Some("Maria"))
+    );
+    send(&mut socket, ClientFrame::Say { text: "Great, thanks Maria!".into() }).await;
+    assert_eq!(
+        recv(&mut socket).await,
+        ServerFrame::Received { agent: "Maria".into() },
+        "no \"happy to help\" from the bot"
+    );
+    let (_, _, live) = get_with(format!("{lead_url}/live"), &maria).await;
+    assert!(live.contains("<td>shopper</td><td>Great, thanks Maria!</td>"), "{live}");
+    assert!(live.contains("<td>agent</td><td>Hi, Maria here. Size 42 is in stock.</td>"), "{live}");
+    assert!(live.contains("Maria has this chat"), "{live}");
+    let (_, headers, page) = get_with(format!("{lead_url}?sent=1"), &maria).await;
+    assert!(page.contains("<strong>Sent.</strong>") && page.contains("src=\"/admin/live.js\""), "{page}");
+    assert!(headers.contains("script-src 'self'"), "only the lead page may run our own script: {headers}");
+    assert_eq!(post_with(format!("{lead_url}/reply"), &maria, "text=").await.0, 400, "an empty message");
+
+    // A reload while Maria has the chat: she is still there, and no bot greeting.
+    let mut again = server.connect().await;
+    send(&mut again, ClientFrame::Hello(resume(&visitor, &key))).await;
+    assert!(matches!(recv(&mut again).await, ServerFrame::Welcome { returning: true, .. }));
+    assert_eq!(recv(&mut again).await, ServerFrame::Handoff { agent: Some("Maria".into()) });
+    drop(again);
+
+    // Handed back, the bot answers again.
+    assert_eq!(post_with(format!("{lead_url}/hand-back"), &maria, "").await.0, 303);
+    assert_eq!(recv(&mut socket).await, ServerFrame::Handoff { agent: None });
+    assert_eq!(say(&mut socket, "thanks!").await.intent, "thanks");
+    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &maria).await;
+    assert!(!inbox.contains(&format!("/admin/leads/{visitor}")), "no longer waiting: {inbox}");
+
+    drop(socket);
+    let status = post_until(&format!("{lead_url}/reply"), &maria, "text=still+there%3F", 409).await;
+    assert_eq!(status, 409, "the shopper left: nothing is sent");
+}
+
+#[test]
+fn a_lead_page_shows_the_shoppers_messages_as_they_come() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (mut socket, visitor) = runtime.block_on(async {
+        let mut socket = server.connect().await;
+        let (visitor, ..) = hello(&mut socket, Hello::default()).await;
+        assert_eq!(say(&mut socket, "I want to talk to a human").await.intent, "human");
+        (socket, visitor)
+    });
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("{}/admin", server.url()));
+    let name = browser.find("input[name=name]");
+    browser.type_into(&name, "Maria");
+    log_in(&browser);
+    browser.goto(&format!("{}/admin/leads/{visitor}", server.url()));
+    browser.click(&browser.find("form[action$='/take'] button"));
+    browser.wait_for("the chat taken", "return document.body.textContent.includes('Maria has this chat');");
+    runtime.block_on(async {
+        assert_eq!(recv(&mut socket).await, ServerFrame::Handoff { agent: Some("Maria".into()) });
+        send(&mut socket, ClientFrame::Say { text: "are you there?".into() }).await;
+        assert_eq!(recv(&mut socket).await, ServerFrame::Received { agent: "Maria".into() });
+    });
+    // No reload: live.js brings the message in.
+    browser
+        .wait_for("the new message", "return document.getElementById('live').textContent.includes('are you there?');");
+    let text = browser.find("input[name=text]");
+    browser.type_into(&text, "Yes, Maria here!\u{E007}");
+    browser.wait_for("the confirmation", "return document.body.textContent.includes('Sent.');");
+    let answer = runtime.block_on(reply(&mut socket));
+    assert_eq!((answer.text.as_str(), answer.agent.as_deref()), ("Yes, Maria here!", Some("Maria")));
+}
+
+#[tokio::test]
+async fn two_people_racing_to_take_one_chat_one_gets_it() {
     let dir = tempfile::tempdir().expect("dir");
     assert!(set_password(&dir.path().join("data"), PASSWORD).0);
     let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
     let mut socket = server.connect().await;
     let (visitor, ..) = hello(&mut socket, Hello::default()).await;
-    assert_eq!(say(&mut socket, "I want to talk to a human").await.intent, "human");
-    let cookie = session(&login(&server, PASSWORD, None).await.1);
-
-    let (_, _, handoffs) = get_with(format!("{}/admin/handoffs", server.url()), &cookie).await;
-    assert!(handoffs.contains(&format!("/admin/leads/{visitor}")) && handoffs.contains("<td>yes</td>"), "{handoffs}");
+    assert_eq!(say(&mut socket, "can I speak to a person please").await.intent, "human");
+    let (maria, jonas) = (login_as(&server, PASSWORD, "Maria").await, login_as(&server, PASSWORD, "Jonas").await);
+    let take = format!("{}/admin/leads/{visitor}/take", server.url());
+    let ((a, a_body), (b, b_body)) =
+        tokio::join!(post_with(take.clone(), &maria, ""), post_with(take.clone(), &jonas, ""));
+    let mut statuses = [a, b];
+    statuses.sort();
+    assert_eq!(statuses, [303, 409], "{a_body} {b_body}");
+    let (winner, loser, loser_body) = if a == 303 { ("Maria", &jonas, b_body) } else { ("Jonas", &maria, a_body) };
+    assert!(loser_body.contains(&format!("{winner} has this chat")), "{loser_body}");
+    assert_eq!(recv(&mut socket).await, ServerFrame::Handoff { agent: Some(winner.into()) });
+    // The loser cannot answer over the winner either; the winner can.
     let reply_url = format!("{}/admin/leads/{visitor}/reply", server.url());
-    let (status, body) = post_with(reply_url.clone(), &cookie, "text=Hi%2C+Maria+here.+Size+42+is+in+stock.").await;
-    assert_eq!(status, 303, "{body}");
+    assert_eq!(post_with(reply_url.clone(), loser, "text=me+too").await.0, 409);
+    let winner_cookie = if winner == "Maria" { &maria } else { &jonas };
+    assert_eq!(post_with(reply_url, winner_cookie, "text=Hello!").await.0, 303);
     let answer = reply(&mut socket).await;
-    assert_eq!((answer.intent.as_str(), answer.text.as_str()), ("agent", "Hi, Maria here. Size 42 is in stock."));
-    // The chat goes on with the bot, and the person's message is in the transcript.
-    assert_eq!(say(&mut socket, "thanks!").await.intent, "thanks");
-    let (_, _, lead) = get_with(format!("{}/admin/leads/{visitor}", server.url()), &cookie).await;
-    assert!(lead.contains("<td>agent</td><td>Hi, Maria here. Size 42 is in stock.</td>"), "{lead}");
-    assert_eq!(post_with(reply_url.clone(), &cookie, "text=").await.0, 400, "an empty message");
+    assert_eq!((answer.text.as_str(), answer.agent.as_deref()), ("Hello!", Some(winner)), "only the winner's answer");
+}
 
-    drop(socket);
-    let status = post_until(&reply_url, &cookie, "text=still+there%3F", 409).await;
-    assert_eq!(status, 409, "the shopper left: nothing is sent");
+#[tokio::test]
+async fn a_person_who_goes_quiet_no_longer_holds_the_chat() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "handoff_idle_secs = 1\n");
+    let mut socket = server.connect().await;
+    let (visitor, ..) = hello(&mut socket, Hello::default()).await;
+    assert_eq!(say(&mut socket, "I want to talk to a human").await.intent, "human");
+    let maria = login_as(&server, PASSWORD, "Maria").await;
+    assert_eq!(post_with(format!("{}/admin/leads/{visitor}/take", server.url()), &maria, "").await.0, 303);
+    assert_eq!(recv(&mut socket).await, ServerFrame::Handoff { agent: Some("Maria".into()) });
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(say(&mut socket, "thanks!").await.intent, "thanks", "the bot answers again after handoff_idle_secs");
+    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &maria).await;
+    assert!(inbox.contains(&format!("/admin/leads/{visitor}/take")), "waiting again: {inbox}");
 }
 
 #[tokio::test]

@@ -309,6 +309,23 @@ pub async fn login(server: &TestServer, password: &str, origin: Option<&str>) ->
     .expect("join")
 }
 
+/// Logs in as a person who gave `name`: the `Cookie` header their browser then sends.
+pub async fn login_as(server: &TestServer, password: &str, name: &str) -> String {
+    let (url, origin) = (format!("{}/admin/login", server.url()), server.url());
+    let body = format!("password={}&name={}", password.replace(' ', "+"), name.replace(' ', "+"));
+    tokio::task::spawn_blocking(move || {
+        let request =
+            http().post(&url).header("content-type", "application/x-www-form-urlencoded").header("origin", &origin);
+        let response = request.send(body.as_bytes()).expect("POST /admin/login");
+        assert_eq!(response.status().as_u16(), 303, "logged in");
+        let cookies: Vec<String> =
+            response.headers().get_all("set-cookie").iter().filter_map(|v| Some(session(v.to_str().ok()?))).collect();
+        cookies.join("; ")
+    })
+    .await
+    .expect("join")
+}
+
 /// GET with a cookie: (status, headers as `name: value` lines, body).
 pub async fn get_with(url: String, cookie: &str) -> (u16, String, String) {
     let cookie = cookie.to_string();

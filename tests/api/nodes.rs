@@ -468,6 +468,11 @@ async fn a_person_answers_on_one_node_a_shopper_whose_chat_is_on_another() {
     assert_eq!((answer.intent.as_str(), answer.text.as_str()), ("agent", "Hi, Maria here on node b."));
     let (_, _, lead) = get_with(format!("{}/admin/leads/{visitor}", b.url()), &cookie).await;
     assert!(lead.contains("<td>agent</td><td>Hi, Maria here on node b.</td>"), "recorded by node a: {lead}");
+    // Handing the chat back on node b reaches node a too: the bot answers again.
+    let (status, _) = post_with(format!("{}/admin/leads/{visitor}/hand-back", b.url()), &cookie, "").await;
+    assert_eq!(status, 303);
+    assert_eq!(recv(&mut socket).await, nudge::protocol::ServerFrame::Handoff { agent: None });
+    assert_eq!(say(&mut socket, "thanks!").await.intent, "thanks");
 
     drop(socket);
     let status = post_until(&reply_url, &cookie, "text=still+there%3F", 409).await;

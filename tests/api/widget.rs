@@ -122,17 +122,34 @@ fn the_widget_forgets_an_erased_visitor_and_shows_a_person_s_answer() {
     wait_for_bot(&browser, 1);
     let input = browser.in_shadow("#nudge-chat", "#nudge-input");
 
-    // Asking for a person: an agent answers from the admin, and the widget shows it.
+    // Asking for a person: a person answers from the admin, and the widget shows it under their
+    // name; handed back, the bot answers again.
     browser.type_into(&input, "I want to talk to a human\u{E007}");
     wait_for_bot(&browser, 2);
     let visitor = browser.js("return localStorage.getItem('nudge.visitor');").as_str().expect("visitor").to_string();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let cookie = crate::helpers::session(&crate::helpers::login(&server, crate::helpers::PASSWORD, None).await.1);
-        let url = format!("{}/admin/leads/{visitor}/reply", server.url());
-        assert_eq!(crate::helpers::post_with(url, &cookie, "text=Hello%2C+this+is+Maria.").await.0, 303);
+    let lead = format!("{}/admin/leads/{visitor}", server.url());
+    let cookie = runtime.block_on(async {
+        let cookie = crate::helpers::login_as(&server, crate::helpers::PASSWORD, "Maria").await;
+        assert_eq!(
+            crate::helpers::post_with(format!("{lead}/reply"), &cookie, "text=Hello%2C+this+is+Maria.").await.0,
+            303
+        );
+        cookie
     });
-    assert_eq!(wait_for_bot(&browser, 3), "Hello, this is Maria.");
+    assert_eq!(wait_for_bot(&browser, 3), "MariaHello, this is Maria.");
+    let who =
+        browser.js(&format!("{SHADOW} return [...root.querySelectorAll('.msg.bot .who')].map(w => w.textContent);"));
+    assert_eq!(who, serde_json::json!(["Maria"]), "the person's name, on the person's message only");
+    runtime.block_on(async {
+        assert_eq!(crate::helpers::post_with(format!("{lead}/hand-back"), &cookie, "").await.0, 303);
+    });
+    browser.wait_for(
+        "the note that the bot is back",
+        &format!(
+            "{SHADOW} return root.querySelector('.log').textContent.includes('chatting with our assistant again');"
+        ),
+    );
 
     // Asking to be forgotten: the widget takes the new visitor id the server gives it.
     browser.type_into(&input, "Please delete all my personal data\u{E007}");
