@@ -95,6 +95,13 @@ struct Filters {
     status: Option<String>,
     campaign: Option<String>,
     tag: Option<String>,
+    source: Option<String>,
+    medium: Option<String>,
+    /// `all`: every visitor; `known`: only those who told us something (the leads page's
+    /// default; the API lists all).
+    visitors: Option<String>,
+    /// `last_seen` (default), `score` or `status`.
+    sort: Option<String>,
     /// The page after this lead (`<ms>-<visitor>`, as `next` gave it).
     after: Option<String>,
     /// Leads a page (at most `PAGE_ROWS`).
@@ -107,6 +114,33 @@ fn given(value: &Option<String>) -> Option<String> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
 }
 
+/// The order of the leads list.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    /// Seen last first, page by page through the last-seen index.
+    LastSeen,
+    /// Highest first: reads every lead that passes the filter, shows the first page.
+    Score,
+    Status,
+}
+
+impl Sort {
+    pub const ALL: [(Sort, &'static str); 3] =
+        [(Sort::LastSeen, "last_seen"), (Sort::Score, "score"), (Sort::Status, "status")];
+
+    pub fn name(self) -> &'static str {
+        Sort::ALL.iter().find(|(s, _)| *s == self).map_or("last_seen", |(_, n)| n)
+    }
+}
+
+/// What a leads page asks for.
+pub struct Query {
+    pub filter: LeadFilter,
+    /// Visitors who only opened the chat are listed too.
+    pub everyone: bool,
+    pub sort: Sort,
+}
+
 impl Filters {
     fn leads(&self) -> Result<LeadFilter, actix_web::Error> {
         let status = match given(&self.status) {
@@ -117,7 +151,32 @@ impl Filters {
             })?),
             None => None,
         };
-        Ok(LeadFilter { status, campaign: given(&self.campaign), tag: given(&self.tag) })
+        Ok(LeadFilter {
+            status,
+            campaign: given(&self.campaign),
+            tag: given(&self.tag),
+            source: given(&self.source),
+            medium: given(&self.medium),
+        })
+    }
+
+    /// The page's query; `everyone` unless `visitors` says otherwise.
+    fn query(&self, everyone: bool) -> Result<Query, actix_web::Error> {
+        let everyone = match given(&self.visitors).as_deref() {
+            None => everyone,
+            Some("all") => true,
+            Some("known") => false,
+            Some(other) => {
+                return Err(actix_web::error::ErrorBadRequest(format!("visitors {other:?}: use all or known")));
+            }
+        };
+        let sort = match given(&self.sort) {
+            None => Sort::LastSeen,
+            Some(name) => Sort::ALL.iter().find(|(_, n)| *n == name).map(|(s, _)| *s).ok_or_else(|| {
+                actix_web::error::ErrorBadRequest(format!("sort {name:?}: use last_seen, score or status"))
+            })?,
+        };
+        Ok(Query { filter: self.leads()?, everyone, sort })
     }
 }
 
@@ -135,11 +194,15 @@ struct LeadBody<'a> {
     score: i64,
     tags: &'a std::collections::BTreeSet<String>,
     campaign: Option<&'a str>,
+    /// `source`, `medium` and `campaign` of the last visit with UTM parameters.
+    utm: &'a std::collections::BTreeMap<String, String>,
     preferences: std::collections::BTreeMap<&'a str, PreferenceBody<'a>>,
     consent: Option<ConsentBody<'a>>,
     /// The address the visitor confirmed (double opt-in), if any.
     confirmed_email: Option<&'a str>,
     handoff_at: Option<u64>,
+    /// The name of the person who has the chat, while one has it.
+    agent: Option<&'a str>,
     orders: &'a [String],
 }
 
@@ -171,6 +234,7 @@ impl<'a> From<&'a crate::domain::Profile> for LeadBody<'a> {
             score: p.score,
             tags: &p.tags,
             campaign: p.campaign.as_deref(),
+            utm: &p.utm,
             preferences: p
                 .preferences
                 .iter()
@@ -186,57 +250,77 @@ impl<'a> From<&'a crate::domain::Profile> for LeadBody<'a> {
             }),
             confirmed_email: p.confirmed.as_ref().map(|c| c.email.as_str()),
             handoff_at: p.handoff_at,
+            agent: p.agent.as_ref().map(|a| a.name.as_str()),
             orders: &p.orders,
         }
     }
 }
 
-/// A page of leads passing the filter, seen last first.
-struct Page {
-    leads: Vec<crate::domain::Profile>,
+/// A page of leads passing the filter.
+pub struct Page {
+    pub leads: Vec<crate::domain::Profile>,
     /// Where the next page starts, when there is one.
-    next: Option<Seen>,
-    /// How many pass in all, when the indexes can say without reading every lead (not with a
-    /// tag filter).
-    total: Option<usize>,
+    pub next: Option<Seen>,
+    /// How many pass in all, when the indexes can say without reading every lead (only for
+    /// every visitor, filtered by status or campaign at most).
+    pub total: Option<usize>,
+    /// Visitors who only opened the chat, passed over while reading this page.
+    pub hidden: usize,
 }
 
-/// One page through the last-seen index: as many leads as the page shows, plus the ones the
-/// filter skips on the way, never every lead.
-fn page(
-    store: &crate::store::Store,
-    filter: &LeadFilter,
-    after: Option<Seen>,
-    limit: usize,
-) -> Result<Page, StoreError> {
+/// One page of leads. Seen last first, it goes through the last-seen index: as many leads as the
+/// page shows, plus the ones the filter skips on the way, never every lead. By score or status
+/// it reads every lead that passes the filter and shows the first `limit`.
+fn page(store: &crate::store::Store, query: &Query, after: Option<Seen>, limit: usize) -> Result<Page, StoreError> {
+    let (filter, mut hidden) = (&query.filter, 0);
+    let mut shown = |profile: &crate::domain::Profile| {
+        let known = query.everyone || profile.told_us_something();
+        hidden += usize::from(filter.matches(profile) && !known);
+        filter.matches(profile) && known
+    };
     let mut leads = Vec::new();
     let mut next = None;
-    for found in store.visitors_by_last_seen(after) {
-        let (seen, profile) = found?;
-        if !filter.matches(&profile) {
-            continue;
+    if query.sort == Sort::LastSeen {
+        for found in store.visitors_by_last_seen(after) {
+            let (seen, profile) = found?;
+            if !shown(&profile) {
+                continue;
+            }
+            if leads.len() == limit {
+                break;
+            }
+            next = Some(seen);
+            leads.push(profile);
         }
-        if leads.len() == limit {
-            break;
+        if leads.len() < limit {
+            next = None;
         }
-        next = Some(seen);
-        leads.push(profile);
+    } else {
+        for profile in filter.profiles(store) {
+            let profile = profile?;
+            if shown(&profile) {
+                leads.push(profile);
+            }
+        }
+        leads.sort_by_key(|p| {
+            let key = if query.sort == Sort::Score { p.score } else { p.status as i64 };
+            (std::cmp::Reverse(key), std::cmp::Reverse(p.last_seen_at))
+        });
+        leads.truncate(limit);
     }
-    if leads.len() < limit {
-        next = None;
-    }
-    let total = match (&filter.status, &filter.campaign, &filter.tag) {
-        (_, _, Some(_)) | (Some(_), Some(_), _) => None,
-        (Some(status), None, None) => Some(store.count_with_status(*status)),
-        (None, Some(campaign), None) => Some(store.count_in_campaign(campaign)),
-        (None, None, None) => Some(store.visitor_count()),
+    let total = match (&filter.status, &filter.campaign) {
+        _ if !query.everyone || !filter.indexed() => None,
+        (Some(_), Some(_)) => None,
+        (Some(status), None) => Some(store.count_with_status(*status)),
+        (None, Some(campaign)) => Some(store.count_in_campaign(campaign)),
+        (None, None) => Some(store.visitor_count()),
     };
-    Ok(Page { leads, next, total })
+    Ok(Page { leads, next, total, hidden })
 }
 
 /// The page the query asks for; a bad `after` is a 400 with the reason.
-async fn read_page(app: &App, filters: &Filters) -> actix_web::Result<Page> {
-    let filter = filters.leads()?;
+async fn read_page(app: &App, filters: &Filters, everyone: bool) -> actix_web::Result<(Query, Page)> {
+    let query = filters.query(everyone)?;
     let after = match given(&filters.after) {
         Some(after) => Some(Seen::parse(&after).ok_or_else(|| {
             actix_web::error::ErrorBadRequest("`after` is the `next` of an earlier page (`<ms>-<visitor>`)")
@@ -244,18 +328,22 @@ async fn read_page(app: &App, filters: &Filters) -> actix_web::Result<Page> {
         None => None,
     };
     let limit = filters.limit.unwrap_or(PAGE_ROWS).clamp(1, PAGE_ROWS);
-    app.store.read(move |store| page(store, &filter, after, limit)).await.map_err(store_error)
+    let (page, query) = app
+        .store
+        .read(move |store| page(store, &query, after, limit).map(|page| (page, query)))
+        .await
+        .map_err(store_error)?;
+    Ok((query, page))
 }
 
 async fn leads_page(
     app: web::Data<App>,
     req: HttpRequest,
-    query: web::Query<Filters>,
+    filters: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Login).await?;
-    let filter = query.leads()?;
-    let page = read_page(&app, &query).await?;
-    Ok(html(StatusCode::OK, views::leads(&filter, &page.leads, page.total, page.next.map(|n| n.to_string()))))
+    let (query, page) = read_page(&app, &filters, false).await?;
+    Ok(html(StatusCode::OK, views::leads(&views_context(&app), &query, &page)))
 }
 
 async fn leads_api(
@@ -264,7 +352,7 @@ async fn leads_api(
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    let page = read_page(&app, &query).await?;
+    let (_, page) = read_page(&app, &query, true).await?;
     let next = page.next.map(|n| n.to_string());
     let leads: Vec<LeadBody> = page.leads.iter().map(LeadBody::from).collect();
     Ok(json(serde_json::json!({ "total": page.total, "leads": leads, "next": next })))
@@ -285,7 +373,7 @@ async fn lead_page(
     require(&app, &req, Denied::Login).await?;
     match read_lead(&app, &visitor).await? {
         Some(lead) => {
-            let page = views::lead(&lead, query.sent.is_some());
+            let page = views::lead(&views_context(&app), &lead, query.sent.is_some());
             let response = html(StatusCode::OK, page);
             Ok(with_csp(response, LIVE_CSP))
         }
@@ -301,7 +389,9 @@ async fn lead_live(
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
     match read_lead(&app, &visitor).await? {
-        Some(lead) => Ok(secured(HttpResponse::Ok()).content_type("text/html; charset=utf-8").body(views::live(&lead))),
+        Some(lead) => Ok(secured(HttpResponse::Ok())
+            .content_type("text/html; charset=utf-8")
+            .body(views::live(&views_context(&app), &lead))),
         None => Err(actix_web::error::ErrorNotFound("no such lead")),
     }
 }
@@ -318,7 +408,7 @@ fn with_csp(mut response: HttpResponse, csp: &'static str) -> HttpResponse {
 /// A lead with its conversations and follow-ups, where the chat is and who has it.
 async fn read_lead(app: &App, visitor: &str) -> actix_web::Result<Option<views::Lead>> {
     let id = VisitorId::parse(visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
-    let (live, now, idle) = (app.live.clone(), now_ms(), idle_ms(app));
+    let live = app.live.clone();
     app.store
         .read(move |store| {
             let Some(profile) = store.visitor(&id)? else { return Ok(None) };
@@ -332,7 +422,7 @@ async fn read_lead(app: &App, visitor: &str) -> actix_web::Result<Option<views::
                 .filter(|i| i.as_ref().map_or(true, |i| i.visitor == id))
                 .collect::<Result<_, _>>()?;
             let connected = live.is_connected(&id) || store.connected_elsewhere(&id)?;
-            Ok(Some(views::Lead { profile, conversations, follow_ups, connected, now, idle }))
+            Ok(Some(views::Lead { profile, conversations, follow_ups, connected }))
         })
         .await
         .map_err(store_error)
@@ -340,6 +430,12 @@ async fn read_lead(app: &App, visitor: &str) -> actix_web::Result<Option<views::
 
 fn idle_ms(app: &App) -> u64 {
     app.config.handoff_idle_secs.saturating_mul(1000)
+}
+
+/// How pages show times and preferences, now.
+fn views_context(app: &App) -> views::Context {
+    let zone = jiff::tz::TimeZone::get(&app.config.timezone.0).unwrap_or(jiff::tz::TimeZone::UTC);
+    views::Context { zone, intents: app.intents(), now: now_ms(), idle: idle_ms(app) }
 }
 
 #[derive(Deserialize)]
@@ -468,7 +564,7 @@ async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Resu
         })
         .await
         .map_err(store_error)?;
-    Ok(html(StatusCode::OK, views::handoffs(&rows, now, idle)))
+    Ok(html(StatusCode::OK, views::handoffs(&views_context(&app), &rows)))
 }
 
 /// A form a person posted about one lead: the lead and who posted it.
@@ -548,7 +644,7 @@ async fn emails_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result
         })
         .await
         .map_err(store_error)?;
-    Ok(html(StatusCode::OK, views::emails(&rows)))
+    Ok(html(StatusCode::OK, views::emails(&views_context(&app), &rows)))
 }
 
 async fn try_page(

@@ -19,13 +19,22 @@ pub struct LeadFilter {
     pub status: Option<Status>,
     pub campaign: Option<String>,
     pub tag: Option<String>,
+    /// `utm_source` and `utm_medium` of the visitor's last visit with UTM parameters.
+    pub source: Option<String>,
+    pub medium: Option<String>,
 }
 
 impl LeadFilter {
     /// What a file of this selection is called after: `spring-converted`, `all` without one
     /// (letters, digits, `-` and `_` only).
     pub fn slug(&self) -> String {
-        let parts = [self.campaign.as_deref(), self.status.map(Status::as_str), self.tag.as_deref()];
+        let parts = [
+            self.campaign.as_deref(),
+            self.source.as_deref(),
+            self.medium.as_deref(),
+            self.status.map(Status::as_str),
+            self.tag.as_deref(),
+        ];
         let slug: Vec<String> = parts
             .into_iter()
             .flatten()
@@ -38,6 +47,13 @@ impl LeadFilter {
         self.status.is_none_or(|s| p.status == s)
             && self.campaign.as_ref().is_none_or(|c| p.campaign.as_ref() == Some(c))
             && self.tag.as_ref().is_none_or(|t| p.tags.contains(t))
+            && self.source.as_ref().is_none_or(|s| p.utm.get("source") == Some(s))
+            && self.medium.as_ref().is_none_or(|m| p.utm.get("medium") == Some(m))
+    }
+
+    /// Whether only the indexes' own keys (status, campaign) are filtered on, so they can count.
+    pub fn indexed(&self) -> bool {
+        self.tag.is_none() && self.source.is_none() && self.medium.is_none()
     }
 
     /// Every visitor that passes, oldest first, read through the status or campaign index

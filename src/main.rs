@@ -228,11 +228,23 @@ struct FilterArgs {
     /// Only leads with this retargeting tag, e.g. `cart_abandoner`.
     #[arg(long)]
     tag: Option<String>,
+    /// Only leads whose last visit with UTM parameters had this `utm_source`.
+    #[arg(long)]
+    source: Option<String>,
+    /// ... and this `utm_medium`.
+    #[arg(long)]
+    medium: Option<String>,
 }
 
 impl From<FilterArgs> for nudge::export::LeadFilter {
     fn from(args: FilterArgs) -> Self {
-        nudge::export::LeadFilter { status: args.status, campaign: args.campaign, tag: args.tag }
+        nudge::export::LeadFilter {
+            status: args.status,
+            campaign: args.campaign,
+            tag: args.tag,
+            source: args.source,
+            medium: args.medium,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::domain::{Conversation, Entry, Handoff, OutboxItem, OutboxState, Profile, Speaker, Status};
-use crate::export::{LeadFilter, rfc3339};
+use crate::export::rfc3339;
 use crate::intents::{How, Route};
 use crate::pages::{document, escape_html as e};
 
@@ -53,92 +53,158 @@ pub fn notice(title: &str, text: &str) -> String {
     layout(title, &format!("<p>{}</p>", e(text)))
 }
 
-fn time(ms: u64) -> String {
-    e(&rfc3339(ms))
+/// What pages need to show values as the people reading them say them.
+pub struct Context {
+    /// The shop's `timezone`: every time is shown in it.
+    pub zone: jiff::tz::TimeZone,
+    /// Preferences read as the words of the quick reply that means them.
+    pub intents: std::sync::Arc<crate::intents::IntentSet>,
+    /// When the page is read, and how long a silent person still holds a chat.
+    pub now: u64,
+    pub idle: u64,
+}
+
+impl Context {
+    /// `2026-12-01 18:03 CET`, with the exact instant for machines.
+    fn time(&self, ms: u64) -> String {
+        let shown = i64::try_from(ms)
+            .ok()
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+            .map(|t| t.to_zoned(self.zone.clone()).strftime("%Y-%m-%d %H:%M %Z").to_string())
+            .unwrap_or_else(|| rfc3339(ms));
+        format!("<time datetime=\"{}\">{}</time>", e(&rfc3339(ms)), e(&shown))
+    }
+
+    /// `running_shoes` as "running shoes": the English quick reply of the slot it answers.
+    fn preference<'a>(&'a self, name: &str, value: &'a str) -> &'a str {
+        self.intents.slot(name).map_or(value, |slot| slot.display("en", value))
+    }
+
+    fn preferences(&self, p: &Profile) -> Vec<String> {
+        p.preferences
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "email" | "name"))
+            .map(|(name, pref)| format!("{}: <strong>{}</strong>", e(name), e(self.preference(name, &pref.value))))
+            .collect()
+    }
 }
 
 fn tags(profile: &Profile) -> String {
     profile.tags.iter().map(|t| format!("<span class=tag>{}</span>", e(t))).collect()
 }
 
-fn consent(profile: &Profile) -> String {
+fn consent(cx: &Context, profile: &Profile) -> String {
     match &profile.consent {
         Some(c) => format!(
             "email {} · ads {} <span class=muted>({}, {})</span>",
             if c.marketing { "yes" } else { "no" },
             if c.ads { "yes" } else { "no" },
             e(&c.source),
-            time(c.at)
+            cx.time(c.at)
         ),
         None => "<span class=muted>not asked</span>".into(),
     }
 }
 
+/// A lead by email or name; one who gave neither by the end of its id (the start is its time,
+/// alike for visitors of the same hour).
 fn lead_name(profile: &Profile) -> String {
-    profile.preference("email").or(profile.preference("name")).map_or_else(|| profile.id.to_string(), str::to_string)
+    let id = profile.id.to_string();
+    let short = id.get(id.len().saturating_sub(8)..).unwrap_or(&id).to_string();
+    profile
+        .preference("email")
+        .or(profile.preference("name"))
+        .map_or_else(|| format!("visitor …{short}"), str::to_string)
 }
 
 /// The leads page: `total` when the indexes know it, `next` the cursor of the following page.
-pub fn leads(filter: &LeadFilter, leads: &[Profile], total: Option<usize>, next: Option<String>) -> String {
+pub fn leads(cx: &Context, query: &super::Query, page: &super::Page) -> String {
+    let (filter, leads) = (&query.filter, &page.leads);
     let value = |v: &Option<String>| e(v.as_deref().unwrap_or(""));
     let mut statuses = String::from("<option value=\"\">any status</option>");
     for status in Status::ALL {
         let selected = if filter.status == Some(status) { " selected" } else { "" };
         let _ = write!(statuses, "<option{selected}>{}</option>", status.as_str());
     }
-    let query = format!(
-        "status={}&campaign={}&tag={}",
+    let mut sorts = String::new();
+    for (sort, name) in super::Sort::ALL {
+        let selected = if query.sort == sort { " selected" } else { "" };
+        let _ = write!(sorts, "<option value={name}{selected}>{}</option>", name.replace('_', " "));
+    }
+    let filters = format!(
+        "status={}&campaign={}&source={}&medium={}&tag={}",
         filter.status.map_or("", Status::as_str),
         url_encode(filter.campaign.as_deref().unwrap_or("")),
+        url_encode(filter.source.as_deref().unwrap_or("")),
+        url_encode(filter.medium.as_deref().unwrap_or("")),
         url_encode(filter.tag.as_deref().unwrap_or(""))
     );
+    let visitors = if query.everyone { "all" } else { "known" };
+    let here = format!("{filters}&visitors={visitors}&sort={}", query.sort.name());
+    let everyone = if query.everyone { " checked" } else { "" };
     let mut body = format!(
         "<form class=filters method=get action=\"/admin\"><select name=status aria-label=Status>{statuses}</select>\
          <input name=campaign placeholder=campaign aria-label=Campaign value=\"{}\">\
+         <input name=source placeholder=\"utm source\" aria-label=\"UTM source\" value=\"{}\">\
+         <input name=medium placeholder=\"utm medium\" aria-label=\"UTM medium\" value=\"{}\">\
          <input name=tag placeholder=tag aria-label=Tag value=\"{}\">\
+         <label>Sort by <select name=sort>{sorts}</select></label>\
+         <label><input type=checkbox name=visitors value=all{everyone}> also visitors who told us nothing</label>\
          <button type=submit>Filter</button></form>\
-         <p>{count}. Export: <a href=\"/admin/export/leads.csv?{q}\">leads CSV</a> · \
+         <p>{count}{hidden}. Export: <a href=\"/admin/export/leads.csv?{q}\">leads CSV</a> · \
          <a href=\"/admin/export/audience.csv?platform=google&amp;{q}\">Google audience</a> · \
          <a href=\"/admin/export/audience.csv?platform=meta&amp;{q}\">Meta audience</a> (hashed emails, ads consent only)</p>",
         value(&filter.campaign),
+        value(&filter.source),
+        value(&filter.medium),
         value(&filter.tag),
-        count = match total {
-            Some(total) if total > leads.len() => format!("{total} leads, {} seen last shown", leads.len()),
+        count = match page.total {
+            Some(total) if total > leads.len() => format!("{total} leads, {} shown", leads.len()),
             Some(total) => format!("{total} leads"),
             None => format!("{} leads shown", leads.len()),
         },
-        q = e(&query),
+        hidden = match page.hidden {
+            0 => String::new(),
+            n => format!(
+                "; {n} visitor{s} who only opened the chat {are} not listed (<a href=\"/admin?{}\">show them</a>)",
+                e(&format!("{filters}&visitors=all&sort={}", query.sort.name())),
+                s = if n == 1 { "" } else { "s" },
+                are = if n == 1 { "is" } else { "are" },
+            ),
+        },
+        q = e(&filters),
     );
     body.push_str(
         "<table><thead><tr><th>Lead</th><th>Status</th><th>Score</th><th>Preferences</th><th>Tags</th>\
-         <th>Campaign</th><th>Consent</th><th>Last seen</th></tr></thead><tbody>",
+         <th>Campaign</th><th>Source / medium</th><th>Consent</th><th>Last seen</th></tr></thead><tbody>",
     );
     for p in leads {
-        let preferences: Vec<String> = p
-            .preferences
-            .iter()
-            .filter(|(name, _)| !matches!(name.as_str(), "email" | "name"))
-            .map(|(name, pref)| format!("{}: <strong>{}</strong>", e(name), e(&pref.value)))
-            .collect();
+        let utm = |k: &str| p.utm.get(k).map_or("-", String::as_str);
         let _ = write!(
             body,
             "<tr><td><a href=\"/admin/leads/{id}\">{name}</a></td><td>{status}</td><td>{score}</td><td>{prefs}</td>\
-             <td>{tags}</td><td>{campaign}</td><td>{consent}</td><td>{seen}</td></tr>",
+             <td>{tags}</td><td>{campaign}</td><td>{source} / {medium}</td><td>{consent}</td><td>{seen}</td></tr>",
             id = p.id,
             name = e(&lead_name(p)),
             status = p.status.as_str(),
             score = p.score,
-            prefs = preferences.join("<br>"),
+            prefs = cx.preferences(p).join("<br>"),
             tags = tags(p),
             campaign = e(p.campaign.as_deref().unwrap_or("")),
-            consent = consent(p),
-            seen = time(p.last_seen_at),
+            source = e(utm("source")),
+            medium = e(utm("medium")),
+            consent = consent(cx, p),
+            seen = cx.time(p.last_seen_at),
         );
     }
     body.push_str("</tbody></table>");
-    if let Some(next) = next {
-        let _ =
-            write!(body, "<p><a href=\"/admin?{}&amp;after={}\">Older leads</a></p>", e(&query), e(&url_encode(&next)));
+    if let Some(next) = &page.next {
+        let _ = write!(
+            body,
+            "<p><a href=\"/admin?{}&amp;after={}\">Older leads</a></p>",
+            e(&here),
+            e(&url_encode(&next.to_string()))
+        );
     }
     layout("Leads", &body)
 }
@@ -150,14 +216,11 @@ pub struct Lead {
     pub follow_ups: Vec<OutboxItem>,
     /// Whether the shopper has a chat open (on any node).
     pub connected: bool,
-    /// When it was read, and how long a person may be silent and still hold the chat.
-    pub now: u64,
-    pub idle: u64,
 }
 
 /// A lead's page. `sent`: a person's answer just went out. The chat part stays current through
 /// `live.js` (the only script of the admin), which reads `live` again.
-pub fn lead(lead: &Lead, sent: bool) -> String {
+pub fn lead(cx: &Context, lead: &Lead, sent: bool) -> String {
     let p = &lead.profile;
     let mut body = format!(
         "<p>Visitor <code>{}</code> · status <strong>{}</strong> · score {} · campaign {} · {} visits</p>\
@@ -167,7 +230,7 @@ pub fn lead(lead: &Lead, sent: bool) -> String {
         p.score,
         e(p.campaign.as_deref().unwrap_or("none")),
         p.visits,
-        consent(p),
+        consent(cx, p),
         tags(p),
     );
     let sent = if sent { "<p role=status><strong>Sent.</strong> The shopper has your answer.</p>" } else { "" };
@@ -177,11 +240,11 @@ pub fn lead(lead: &Lead, sent: bool) -> String {
          <form method=post action=\"/admin/leads/{id}/reply\"><p><label>Answer in the chat as a person \
          <input name=text size=60 maxlength=1000 required></label> <button type=submit>Send</button></p></form>",
         id = p.id,
-        live = live(lead),
+        live = live(cx, lead),
     );
     body.push_str("<h2>Funnel</h2><ul>");
     for (status, at) in &p.status_at {
-        let _ = write!(body, "<li>{} at {}</li>", status.as_str(), time(*at));
+        let _ = write!(body, "<li>{} at {}</li>", status.as_str(), cx.time(*at));
     }
     body.push_str(
         "</ul><h2>Preferences</h2><table><tr><th>Name</th><th>Value</th><th>When</th><th>From the message</th></tr>",
@@ -189,15 +252,16 @@ pub fn lead(lead: &Lead, sent: bool) -> String {
     for (name, pref) in &p.preferences {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td><strong>{}</strong></td><td>{}</td><td class=muted>{}</td></tr>",
+            "<tr><td>{}</td><td><strong>{}</strong> <span class=muted>{}</span></td><td>{}</td><td class=muted>{}</td></tr>",
             e(name),
+            e(cx.preference(name, &pref.value)),
             e(&pref.value),
-            time(pref.at),
+            cx.time(pref.at),
             e(&pref.message)
         );
     }
     body.push_str("</table><h2>Follow-up emails</h2>");
-    body.push_str(&outbox_table(lead.follow_ups.iter().map(|i| (i, None))));
+    body.push_str(&outbox_table(cx, lead.follow_ups.iter().map(|i| (i, None))));
     let _ = write!(
         body,
         "<h2>Erase</h2><form method=post action=\"/admin/leads/{}/erase\"><p>Removes this lead's profile, \
@@ -212,19 +276,19 @@ pub fn lead(lead: &Lead, sent: bool) -> String {
 
 /// What changes on a lead's page while the shopper chats: whether they are in the chat, who has
 /// it, and the conversations.
-pub fn live(lead: &Lead) -> String {
+pub fn live(cx: &Context, lead: &Lead) -> String {
     let p = &lead.profile;
     let here = if lead.connected { "In the chat now." } else { "Not in the chat right now." };
-    let asked = p.handoff_at.map(|at| format!(" Asked for a person at {}.", time(at))).unwrap_or_default();
+    let asked = p.handoff_at.map(|at| format!(" Asked for a person at {}.", cx.time(at))).unwrap_or_default();
     let take = |label: &str| {
         format!("<form method=post action=\"/admin/leads/{}/take\"><button type=submit>{label}</button></form>", p.id)
     };
-    let holder = match p.handoff(lead.now, lead.idle) {
+    let holder = match p.handoff(cx.now, cx.idle) {
         Handoff::Taken(agent) => format!(
             "<p><strong>{} has this chat</strong> (since {}): the bot is quiet.</p>\
              <form method=post action=\"/admin/leads/{}/hand-back\"><button type=submit>Hand back to the bot</button></form>",
             e(&agent.name),
-            time(agent.at),
+            cx.time(agent.at),
             p.id
         ),
         Handoff::Waiting => format!("<p><strong>Waiting for a person.</strong></p>{}", take("Take this chat")),
@@ -236,7 +300,7 @@ pub fn live(lead: &Lead) -> String {
         let _ = write!(
             out,
             "<h2>Conversation of {}</h2><p class=muted>campaign {} · page {} · referrer {}</p><table>",
-            time(conversation.started_at),
+            cx.time(conversation.started_at),
             e(source.campaign.as_deref().unwrap_or("-")),
             e(source.page.as_deref().unwrap_or("-")),
             e(source.referrer.as_deref().unwrap_or("-")),
@@ -260,7 +324,7 @@ pub fn live(lead: &Lead) -> String {
             let _ = write!(
                 out,
                 "<tr{class}><td class=muted>{}</td><td>{who}</td><td>{}</td><td class=muted>{route}</td></tr>",
-                time(entry.at),
+                cx.time(entry.at),
                 e(&entry.text)
             );
         }
@@ -278,14 +342,14 @@ fn how_name(how: How) -> &'static str {
     }
 }
 
-fn outbox_table<'a>(rows: impl Iterator<Item = (&'a OutboxItem, Option<&'a str>)>) -> String {
+fn outbox_table<'a>(cx: &Context, rows: impl Iterator<Item = (&'a OutboxItem, Option<&'a str>)>) -> String {
     let mut out = String::from(
         "<table><tr><th>Scheduled</th><th>Job</th><th>To</th><th>Due</th><th>State</th><th>Attempts</th><th>Last error</th></tr>",
     );
     for (item, to) in rows {
         let state = match &item.state {
             OutboxState::Pending => "pending".to_string(),
-            OutboxState::Sent { at } => format!("sent {}", time(*at)),
+            OutboxState::Sent { at } => format!("sent {}", cx.time(*at)),
             OutboxState::Skipped { reason, .. } => format!("skipped: {}", e(reason)),
             OutboxState::Cancelled { reason, .. } => format!("cancelled: {}", e(reason)),
             OutboxState::Dead { error, .. } => format!("dead: {}", e(error)),
@@ -293,10 +357,10 @@ fn outbox_table<'a>(rows: impl Iterator<Item = (&'a OutboxItem, Option<&'a str>)
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td class=muted>{}</td></tr>",
-            time(item.created_at),
+            cx.time(item.created_at),
             e(&item.job.describe()),
             e(to.unwrap_or("")),
-            time(item.due_at),
+            cx.time(item.due_at),
             item.attempts,
             e(item.last_error.as_deref().unwrap_or("")),
         );
@@ -306,16 +370,14 @@ fn outbox_table<'a>(rows: impl Iterator<Item = (&'a OutboxItem, Option<&'a str>)
 }
 
 /// The inbox: chats waiting for a person first, then the ones people have.
-pub fn handoffs(rows: &[(bool, Profile)], now: u64, idle: u64) -> String {
+pub fn handoffs(cx: &Context, rows: &[(bool, Profile)]) -> String {
     let mut body = String::from(
         "<p>Shoppers who asked for a person: waiting first (longest first), then the chats people have. \
          Take one to answer; while you have it, the bot is quiet.</p>\
          <table><tr><th>Lead</th><th>Asked at</th><th>In the chat</th><th>Who has it</th><th>Status</th><th>Preferences</th></tr>",
     );
     for (connected, p) in rows {
-        let preferences: Vec<String> =
-            p.preferences.iter().map(|(n, v)| format!("{}: {}", e(n), e(&v.value))).collect();
-        let holder = match p.handoff(now, idle) {
+        let holder = match p.handoff(cx.now, cx.idle) {
             Handoff::Taken(agent) => e(&agent.name),
             _ => format!(
                 "<form method=post action=\"/admin/leads/{}/take\"><button type=submit>Take</button></form>",
@@ -327,20 +389,20 @@ pub fn handoffs(rows: &[(bool, Profile)], now: u64, idle: u64) -> String {
             "<tr><td><a href=\"/admin/leads/{id}\">{name}</a></td><td>{at}</td><td>{connected}</td><td>{holder}</td><td>{status}</td><td>{prefs}</td></tr>",
             id = p.id,
             name = e(&lead_name(p)),
-            at = p.handoff_at.map(time).unwrap_or_default(),
+            at = p.handoff_at.map(|at| cx.time(at)).unwrap_or_default(),
             connected = if *connected { "yes" } else { "no" },
             status = p.status.as_str(),
-            prefs = preferences.join(", "),
+            prefs = cx.preferences(p).join(", "),
         );
     }
     body.push_str("</table>");
     layout("Handoffs", &body)
 }
 
-pub fn emails(rows: &[(OutboxItem, Option<String>)]) -> String {
+pub fn emails(cx: &Context, rows: &[(OutboxItem, Option<String>)]) -> String {
     let body = format!(
         "<p>Follow-up emails, newest first (at most {PAGE_ROWS}).</p>{}",
-        outbox_table(rows.iter().map(|(item, to)| (item, to.as_deref())))
+        outbox_table(cx, rows.iter().map(|(item, to)| (item, to.as_deref())))
     );
     layout("Email queue", &body)
 }

@@ -273,12 +273,19 @@ impl Chat {
                 (profile, None, false)
             }
         };
+        // The ad's own campaign (utm) says more than the widget's `data-campaign` on the page.
         let campaign = link
             .as_ref()
             .and_then(|l| l.campaign.clone())
-            .or(hello.campaign)
-            .or_else(|| hello.utm.get("campaign").cloned());
-        let visit = Change::Visit { at: now, locale: locale.map(str::to_string), campaign: campaign.clone() };
+            .or_else(|| hello.utm.get("campaign").cloned())
+            .or(hello.campaign);
+        let utm = hello
+            .utm
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "source" | "medium" | "campaign"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let visit = Change::Visit { at: now, locale: locale.map(str::to_string), campaign: campaign.clone(), utm };
         commands.push(Command::change(&mut profile, visit));
         if let Some(zone) = hello.timezone.filter(|z| crate::outbox::limits::known_zone(z))
             && profile.timezone.as_deref() != Some(zone.as_str())

@@ -40,9 +40,13 @@ pub struct Profile {
     pub status: Status,
     #[serde(default)]
     pub status_at: BTreeMap<Status, u64>,
-    /// The campaign the visitor last came from.
+    /// The campaign the visitor last came from (an email link's, else `utm_campaign`, else the
+    /// widget's `data-campaign`).
     #[serde(default)]
     pub campaign: Option<String>,
+    /// `source`, `medium` and `campaign` of the last visit that had UTM parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub utm: BTreeMap<String, String>,
     /// Ids of the orders attributed to this visitor.
     #[serde(default)]
     pub orders: Vec<String>,
@@ -189,11 +193,12 @@ pub enum Change {
         locale: String,
     },
     /// The visitor opened a chat (`hello`): one more visit, seen now, in this language and from
-    /// this campaign when known.
+    /// this campaign and these UTM parameters (`source`, `medium`, `campaign`) when known.
     Visit {
         at: u64,
         locale: Option<String>,
         campaign: Option<String>,
+        utm: BTreeMap<String, String>,
     },
     Locale(String),
     Campaign(String),
@@ -259,6 +264,7 @@ impl Profile {
             status: Status::Chatting,
             status_at: [(Status::Chatting, now)].into(),
             campaign: None,
+            utm: BTreeMap::new(),
             orders: Vec::new(),
             confirmed: None,
             resume_keys: Vec::new(),
@@ -287,6 +293,18 @@ impl Profile {
         }
     }
 
+    /// Whether the visitor told us anything a marketer acts on (a preference, a consent, an
+    /// interest, a step down the funnel, a wish to talk to a person), rather than only opening
+    /// the chat.
+    pub fn told_us_something(&self) -> bool {
+        !self.preferences.is_empty()
+            || self.consent.as_ref().is_some_and(|c| c.marketing || c.ads)
+            || !self.tags.is_empty()
+            || self.status > Status::Chatting
+            || self.handoff_at.is_some()
+            || !self.orders.is_empty()
+    }
+
     pub fn preference(&self, name: &str) -> Option<&str> {
         self.preferences.get(name).map(|p| p.value.as_str())
     }
@@ -307,7 +325,7 @@ impl Profile {
     pub fn apply(&mut self, change: &Change) {
         match change {
             Change::Create { .. } => {}
-            Change::Visit { at, locale, campaign } => {
+            Change::Visit { at, locale, campaign, utm } => {
                 self.visits += 1;
                 self.last_seen_at = self.last_seen_at.max(*at);
                 if let Some(locale) = locale {
@@ -315,6 +333,9 @@ impl Profile {
                 }
                 if campaign.is_some() {
                     self.campaign.clone_from(campaign);
+                }
+                if !utm.is_empty() {
+                    self.utm.clone_from(utm);
                 }
             }
             Change::Locale(locale) => self.locale.clone_from(locale),

@@ -511,8 +511,59 @@ async fn leads_page_through_a_cursor_newest_first() {
     assert_eq!(ids(&second), [visitors[0].clone()]);
     assert!(second["next"].is_null(), "the last page");
     assert_eq!(api("after=yesterday").await.0, 400, "a cursor that is not one");
-    let (_, _, page) = get_with(format!("{}/admin?limit=1", server.url()), &cookie).await;
-    assert!(page.contains("Older leads"), "{page}");
+    let (_, _, page) = get_with(format!("{}/admin?limit=1&visitors=all", server.url()), &cookie).await;
+    assert!(page.contains("Older leads") && page.contains("visitors=all"), "the next page keeps the toggle: {page}");
+}
+
+#[tokio::test]
+async fn the_leads_list_counts_who_told_us_nothing_and_filters_by_where_leads_came_from() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "timezone = \"Europe/Berlin\"\n");
+    let utm = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let from_ad = Hello {
+        campaign: Some("demo".into()),
+        utm: utm(&[("source", "newsletter"), ("medium", "email"), ("campaign", "spring")]),
+        ..Hello::default()
+    };
+    let mut socket = server.connect().await;
+    let (lead, ..) = hello(&mut socket, from_ad).await;
+    say(&mut socket, "I'm looking for running shoes").await;
+    let mut socket = server.connect().await;
+    let (browser, ..) = hello(&mut socket, Hello { campaign: Some("demo".into()), ..Hello::default() }).await;
+    say(&mut socket, "do you ship to Austria?").await;
+    let cookie = login_as(&server, PASSWORD, "Maria").await;
+    let page = |query: &str| get_with(format!("{}/admin?{query}", server.url()), &cookie);
+
+    let (_, _, listed) = page("").await;
+    assert!(listed.contains(&format!("/admin/leads/{lead}")), "{listed}");
+    assert!(!listed.contains(&format!("/admin/leads/{browser}")), "only opened the chat: counted, not listed");
+    assert!(listed.contains("1 visitor who only opened the chat is not listed"), "{listed}");
+    // Campaign is the ad's (utm), beside source and medium; the preference in the shopper's
+    // words; times in the shop's zone.
+    assert!(listed.contains("<td>spring</td><td>newsletter / email</td>"), "{listed}");
+    assert!(listed.contains("product: <strong>running shoes</strong>"), "{listed}");
+    assert!(listed.contains(" CET</time>"), "{listed}");
+    let (_, _, everyone) = page("visitors=all").await;
+    assert!(everyone.contains(&format!("/admin/leads/{browser}")) && everyone.contains("visitor …"), "{everyone}");
+
+    for (query, expected) in [
+        ("campaign=spring", true),
+        ("source=newsletter", true),
+        ("medium=email", true),
+        ("source=ads", false),
+        ("campaign=demo", false),
+    ] {
+        let (status, _, body) = page(query).await;
+        assert_eq!((status, body.contains(&format!("/admin/leads/{lead}"))), (200, expected), "{query}");
+    }
+    let (status, _, body) = page("sort=score&visitors=all").await;
+    assert_eq!(status, 200);
+    let (first, second) = (body.find(&format!("/admin/leads/{lead}")), body.find(&format!("/admin/leads/{browser}")));
+    assert!(first < second, "the lead with a score first");
+    let (status, _, body) = page("sort=loudest").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("use last_seen, score or status"), "{body}");
 }
 
 /// axe-core (the accessibility engine browsers' audits use), from npm into `tests/.axe` the

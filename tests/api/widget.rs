@@ -104,7 +104,7 @@ fn the_widget_chats_on_a_phone_sized_landing_page() {
     let store = crate::backend::open_store(&data).expect("store");
     let conversation = store.conversations().next().expect("a conversation").expect("readable");
     assert_eq!(conversation.visitor.to_string(), visitor);
-    assert_eq!(conversation.source.campaign.as_deref(), Some("demo"));
+    assert_eq!(conversation.source.campaign.as_deref(), Some("spring"), "the ad's utm_campaign over data-campaign");
     assert_eq!(conversation.source.utm.get("source").map(String::as_str), Some("newsletter"));
     assert_eq!(conversation.source.click_ids.get("gclid").map(String::as_str), Some("G-123"));
     assert!(conversation.source.page.as_deref().is_some_and(|p| p.contains("/demo")));

@@ -229,8 +229,16 @@ fn every_command_on_a_fresh_store() {
             "visit",
             vec![
                 w.create(v1),
-                w.change(v1, Change::Visit { at: 12, locale: Some("de".into()), campaign: Some("spring".into()) }),
-                w.change(v1, Change::Visit { at: 11, locale: None, campaign: None }),
+                w.change(
+                    v1,
+                    Change::Visit {
+                        at: 12,
+                        locale: Some("de".into()),
+                        campaign: Some("spring".into()),
+                        utm: Default::default(),
+                    },
+                ),
+                w.change(v1, Change::Visit { at: 11, locale: None, campaign: None, utm: Default::default() }),
             ],
             vec![
                 "visitor V1 visits=2 seen=12 de chatting campaign=spring score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
@@ -554,7 +562,7 @@ fn the_flusher_removes_journal_entries_once_their_group_is_on_disk() {
 fn leads_page_newest_first_and_an_older_store_gets_the_index_at_open() {
     let w = World::new();
     let dir = tempfile::tempdir().expect("dir");
-    let visit = |at| Change::Visit { at, locale: None, campaign: None };
+    let visit = |at| Change::Visit { at, locale: None, campaign: None, utm: Default::default() };
     {
         let store = Store::open(dir.path()).expect("store");
         let commands = vec![w.create(w.v1), w.create(w.v2), w.change(w.v1, visit(30)), w.change(w.v2, visit(20))];
