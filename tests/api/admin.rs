@@ -441,6 +441,18 @@ async fn two_people_racing_to_take_one_chat_one_gets_it() {
     assert_eq!(say(&mut socket, "can I speak to a person please").await.intent, "human");
     let (maria, jonas) = (login_as(&server, PASSWORD, "Maria").await, login_as(&server, PASSWORD, "Jonas").await);
     let take = format!("{}/admin/leads/{visitor}/take", server.url());
+    // Taking, answering and handing back are POSTs behind the same-origin check.
+    for action in ["take", "hand-back", "reply"] {
+        let (url, cookie) = (format!("{}/admin/leads/{visitor}/{action}", server.url()), maria.clone());
+        let status = tokio::task::spawn_blocking(move || {
+            let request = http().post(&url).header("cookie", &cookie).header("origin", "https://evil.example");
+            let request = request.header("content-type", "application/x-www-form-urlencoded");
+            request.send("text=hi".as_bytes()).expect("POST").status().as_u16()
+        });
+        assert_eq!(status.await.expect("join"), 403, "{action} from another site");
+    }
+    let (status, _, _) = get(format!("{}/admin/leads/{visitor}/live", server.url())).await;
+    assert_eq!(status, 401, "the live part needs a session too");
     let ((a, a_body), (b, b_body)) =
         tokio::join!(post_with(take.clone(), &maria, ""), post_with(take.clone(), &jonas, ""));
     let mut statuses = [a, b];
