@@ -200,7 +200,9 @@ pub async fn say_all(socket: &mut nudge::client::Socket, text: &str) -> Vec<Stri
     send(socket, ClientFrame::Say { text: text.into() }).await;
     let mut replies = Vec::new();
     loop {
-        let frame = tokio::time::timeout(std::time::Duration::from_millis(300), nudge::client::recv(socket)).await;
+        // The answer may take a while on a busy machine; once it came, a short quiet ends it.
+        let wait = if replies.is_empty() { 10_000 } else { 300 };
+        let frame = tokio::time::timeout(std::time::Duration::from_millis(wait), nudge::client::recv(socket)).await;
         match frame {
             Ok(Ok(ServerFrame::Reply(reply))) => replies.push(reply.text),
             Ok(Ok(ServerFrame::Tags { .. } | ServerFrame::Checkout { .. })) => {}
