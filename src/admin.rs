@@ -49,6 +49,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/live.js", web::get().to(live_script))
         .route("/admin/handoffs", web::get().to(handoffs_page))
         .route("/admin/funnel", web::get().to(funnel_page))
+        .route("/admin/journeys", web::get().to(journeys_page))
+        .route("/admin/segments", web::get().to(segments_page))
+        .route("/admin/api/journeys", web::get().to(journeys_api))
+        .route("/admin/api/segments", web::get().to(segments_api))
         .route("/admin/emails", web::get().to(emails_page))
         .route("/admin/try", web::get().to(try_page))
         .route("/admin/api/leads", web::get().to(leads_api))
@@ -97,6 +101,8 @@ struct Filters {
     tag: Option<String>,
     source: Option<String>,
     medium: Option<String>,
+    /// A segment's id (`intents/journeys/`).
+    segment: Option<String>,
     /// `all`: every visitor; `known`: only those who told us something (the leads page's
     /// default; the API lists all).
     visitors: Option<String>,
@@ -142,7 +148,15 @@ pub struct Query {
 }
 
 impl Filters {
-    fn leads(&self) -> Result<LeadFilter, actix_web::Error> {
+    fn leads(&self, intents: &intents::IntentSet) -> Result<LeadFilter, actix_web::Error> {
+        let journeys = &intents.journeys;
+        let segment = match given(&self.segment) {
+            Some(id) => Some(journeys.segment(&id).cloned().ok_or_else(|| {
+                let known: Vec<&str> = journeys.segments.iter().map(|s| s.id.as_str()).collect();
+                actix_web::error::ErrorBadRequest(format!("unknown segment {id:?} (known: {})", known.join(", ")))
+            })?),
+            None => None,
+        };
         let status = match given(&self.status) {
             Some(s) => Some(Status::parse(&s).ok_or_else(|| {
                 actix_web::error::ErrorBadRequest(format!(
@@ -157,11 +171,12 @@ impl Filters {
             tag: given(&self.tag),
             source: given(&self.source),
             medium: given(&self.medium),
+            segment,
         })
     }
 
     /// The page's query; `everyone` unless `visitors` says otherwise.
-    fn query(&self, everyone: bool) -> Result<Query, actix_web::Error> {
+    fn query(&self, intents: &intents::IntentSet, everyone: bool) -> Result<Query, actix_web::Error> {
         let everyone = match given(&self.visitors).as_deref() {
             None => everyone,
             Some("all") => true,
@@ -176,7 +191,7 @@ impl Filters {
                 actix_web::error::ErrorBadRequest(format!("sort {name:?}: use last_seen, score or status"))
             })?,
         };
-        Ok(Query { filter: self.leads()?, everyone, sort })
+        Ok(Query { filter: self.leads(intents)?, everyone, sort })
     }
 }
 
@@ -320,7 +335,7 @@ fn page(store: &crate::store::Store, query: &Query, after: Option<Seen>, limit: 
 
 /// The page the query asks for; a bad `after` is a 400 with the reason.
 async fn read_page(app: &App, filters: &Filters, everyone: bool) -> actix_web::Result<(Query, Page)> {
-    let query = filters.query(everyone)?;
+    let query = filters.query(&app.intents(), everyone)?;
     let after = match given(&filters.after) {
         Some(after) => Some(Seen::parse(&after).ok_or_else(|| {
             actix_web::error::ErrorBadRequest("`after` is the `next` of an earlier page (`<ms>-<visitor>`)")
@@ -622,6 +637,36 @@ async fn funnel_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result
     Ok(html(StatusCode::OK, views::funnel(&funnel)))
 }
 
+async fn journeys_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login).await?;
+    let intents = app.intents();
+    let rows = app.store.read(move |store| report::journeys(store, &intents.journeys)).await.map_err(store_error)?;
+    Ok(html(StatusCode::OK, views::journeys(&rows)))
+}
+
+async fn journeys_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Api).await?;
+    let intents = app.intents();
+    let rows = app.store.read(move |store| report::journeys(store, &intents.journeys)).await.map_err(store_error)?;
+    Ok(json(serde_json::json!({ "journeys": rows })))
+}
+
+async fn segments_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Login).await?;
+    let (intents, now) = (app.intents(), now_ms());
+    let rows =
+        app.store.read(move |store| report::segments(store, &intents.journeys, now)).await.map_err(store_error)?;
+    Ok(html(StatusCode::OK, views::segments(&rows)))
+}
+
+async fn segments_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
+    require(&app, &req, Denied::Api).await?;
+    let (intents, now) = (app.intents(), now_ms());
+    let rows =
+        app.store.read(move |store| report::segments(store, &intents.journeys, now)).await.map_err(store_error)?;
+    Ok(json(serde_json::json!({ "segments": rows })))
+}
+
 async fn funnel_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
     Ok(json(app.store.read(report::funnel).await.map_err(store_error)?))
@@ -672,7 +717,7 @@ async fn export_leads(
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    let filter = query.leads()?;
+    let filter = query.leads(&app.intents())?;
     csv_export(&app, "leads.csv", move |store, out| {
         export::leads(store, &filter, export::Format::Csv, false, out, |_, _| {})
     })
@@ -685,7 +730,7 @@ async fn export_audience(
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    let filter = query.leads()?;
+    let filter = query.leads(&app.intents())?;
     let platform = match given(&query.platform).as_deref() {
         Some("google") => Platform::Google,
         Some("meta") => Platform::Meta,

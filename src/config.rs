@@ -90,6 +90,8 @@ pub struct Config {
     /// A person who took a chat in the admin and has not answered for this long no longer holds
     /// it: the bot answers again, and the chat waits in the inbox for someone else.
     pub handoff_idle_secs: u64,
+    /// How often visitors are checked for journeys to enter (`intents/journeys/`).
+    pub journey_sweep_secs: u64,
     /// Conversations inactive this long are removed, visitors not seen this long are erased
     /// (checked hourly); 0 keeps everything.
     pub retention_days: u64,
@@ -156,6 +158,7 @@ impl Default for Config {
             tag_webhook_url: None,
             abandoned_after_secs: 60 * 60,
             handoff_idle_secs: 15 * 60,
+            journey_sweep_secs: 60,
             retention_days: 365,
             max_marketing_emails_per_day: 1,
             quiet_hours: crate::outbox::limits::QuietHours::try_from("21:00-08:00".to_string())

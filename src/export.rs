@@ -22,6 +22,8 @@ pub struct LeadFilter {
     /// `utm_source` and `utm_medium` of the visitor's last visit with UTM parameters.
     pub source: Option<String>,
     pub medium: Option<String>,
+    /// Only the visitors in this segment (`intents/journeys/`) now.
+    pub segment: Option<crate::journeys::Segment>,
 }
 
 impl LeadFilter {
@@ -32,6 +34,7 @@ impl LeadFilter {
             self.campaign.as_deref(),
             self.source.as_deref(),
             self.medium.as_deref(),
+            self.segment.as_ref().map(|s| s.id.as_str()),
             self.status.map(Status::as_str),
             self.tag.as_deref(),
         ];
@@ -49,11 +52,12 @@ impl LeadFilter {
             && self.tag.as_ref().is_none_or(|t| p.tags.contains(t))
             && self.source.as_ref().is_none_or(|s| p.utm.get("source") == Some(s))
             && self.medium.as_ref().is_none_or(|m| p.utm.get("medium") == Some(m))
+            && self.segment.as_ref().is_none_or(|s| s.contains(p, crate::now_ms()))
     }
 
     /// Whether only the indexes' own keys (status, campaign) are filtered on, so they can count.
     pub fn indexed(&self) -> bool {
-        self.tag.is_none() && self.source.is_none() && self.medium.is_none()
+        self.tag.is_none() && self.source.is_none() && self.medium.is_none() && self.segment.is_none()
     }
 
     /// Every visitor that passes, oldest first, read through the status or campaign index

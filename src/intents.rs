@@ -4,7 +4,7 @@
 
 mod compile;
 pub mod eval;
-mod file;
+pub mod file;
 mod matcher;
 mod rank;
 pub mod scope;
@@ -51,6 +51,7 @@ pub const EMAIL_LINKS: [&str; 2] = ["resume_url", "unsubscribe_url"];
 
 /// Where email templates live, under the intents directory.
 pub const EMAILS_DIR: &str = "emails";
+pub const JOURNEYS_DIR: &str = "journeys";
 
 #[derive(Debug)]
 pub struct Intent {
@@ -192,6 +193,8 @@ pub struct IntentSet {
     pub intents: Vec<Intent>,
     pub slots: Vec<Slot>,
     pub emails: Vec<Email>,
+    /// Segments and the journeys that run on them.
+    pub journeys: crate::journeys::Journeys,
     by_id: HashMap<String, usize>,
     slot_by_id: HashMap<String, usize>,
     matcher: Matcher,
@@ -213,8 +216,9 @@ pub struct IntentSet {
 }
 
 impl IntentSet {
-    /// Reads and compiles every `*.toml` file directly under `dir` and under `dir/emails` (in
-    /// name order), or returns every problem found, each with its `file:line:col`.
+    /// Reads and compiles every `*.toml` file directly under `dir`, `dir/emails` and
+    /// `dir/journeys` (in name order), or returns every problem found, each with its
+    /// `file:line:col`.
     pub fn load(dir: &Path) -> Result<IntentSet, Vec<Diagnostic>> {
         let toml_files = |dir: &Path| -> std::io::Result<Vec<std::path::PathBuf>> {
             let mut files: Vec<_> = std::fs::read_dir(dir)?
@@ -226,12 +230,14 @@ impl IntentSet {
         };
         let mut files = toml_files(dir)
             .map_err(|e| vec![file::dir_diagnostic(dir, format!("cannot read intents directory: {e}"))])?;
-        let emails = dir.join(EMAILS_DIR);
-        if emails.is_dir() {
-            files.extend(
-                toml_files(&emails)
-                    .map_err(|e| vec![file::dir_diagnostic(&emails, format!("cannot read emails directory: {e}"))])?,
-            );
+        for sub in [EMAILS_DIR, JOURNEYS_DIR] {
+            let sub = dir.join(sub);
+            if sub.is_dir() {
+                files.extend(
+                    toml_files(&sub)
+                        .map_err(|e| vec![file::dir_diagnostic(&sub, format!("cannot read directory: {e}"))])?,
+                );
+            }
         }
         let mut sources = Vec::new();
         let mut errors = Vec::new();

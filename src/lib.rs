@@ -18,6 +18,7 @@ pub mod export;
 pub mod fuzzing;
 pub mod ids;
 pub mod intents;
+pub mod journeys;
 pub mod metrics;
 pub mod outbox;
 pub mod pages;

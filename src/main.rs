@@ -244,6 +244,7 @@ impl From<FilterArgs> for nudge::export::LeadFilter {
             tag: args.tag,
             source: args.source,
             medium: args.medium,
+            segment: None,
         }
     }
 }
@@ -351,7 +352,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 file.display()
             );
         }
-        let nudge::server::Running { server, app, watch, outbox, retention, .. } = running;
+        let nudge::server::Running { server, app, watch, outbox, retention, journeys, .. } = running;
         let handle = server.handle();
         let stopping = app.clone();
         actix_web::rt::spawn(async move {
@@ -368,6 +369,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         if retention.is_some_and(|r| r.join().is_err()) {
             log::error!("the retention sweep panicked");
+        }
+        if journeys.join().is_err() {
+            log::error!("the journey sweep panicked");
         }
         app.store.flush()?;
         log::info!("stopped; the store is flushed");
@@ -583,7 +587,13 @@ fn check(dir: &Path) -> ExitCode {
     }
     let examples: usize = set.intents.iter().map(|i| i.examples.len() + i.counter_examples.len()).sum();
     if failures.is_empty() {
-        println!("{} intents, {} emails, {examples} examples: all pass", set.intents.len(), set.emails.len());
+        println!(
+            "{} intents, {} emails, {} segments, {} journeys, {examples} examples: all pass",
+            set.intents.len(),
+            set.emails.len(),
+            set.journeys.segments.len(),
+            set.journeys.journeys.len()
+        );
         println!("{}", set.gate());
         ExitCode::SUCCESS
     } else {

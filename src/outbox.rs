@@ -1,11 +1,12 @@
 //! The outbox worker: one thread that runs the jobs the store's outbox holds when they are due:
 //! follow-up emails (`outbox/mail.rs`), tag events for the retargeting webhook
-//! (`outbox/webhook.rs`) and the cart-abandonment check. Each job is checked again when it runs
+//! (`outbox/webhook.rs`), journey steps (`outbox/journey.rs`) and the cart-abandonment check. Each job is checked again when it runs
 //! (an email is not sent when the shopper converted, unsubscribed, has no marketing consent or no
 //! address; a tag event needs ads consent). Temporary failures are retried with doubling waits;
 //! permanent ones are dead-lettered. Jobs run one at a time and each outcome is committed right
 //! after the receiver's answer, so a crash can repeat at most the one job in flight.
 
+mod journey;
 pub mod limits;
 mod mail;
 mod webhook;
@@ -123,11 +124,16 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Runs one due job; returns what to commit, the item with its new state last.
 fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<Command> {
-    let mut writes = Vec::new();
+    // Written before the item's outcome, and after it (a journey's next step: the item must end
+    // before another step of its journey can be pending).
+    let (mut writes, mut then) = (Vec::new(), Vec::new());
     let result = match item.job.clone() {
-        Job::Email { template } => receivers.mailer.deliver(app, &item, &template, now).map(|variant| {
-            item.variant = Some(variant);
-        }),
+        Job::Email { template } => {
+            receivers.mailer.deliver(app, &item, &template, now, mail::Buyers::Skip).map(|variant| {
+                item.variant = Some(variant);
+            })
+        }
+        Job::Journey { .. } => journey::run(app, receivers, &mut item, now, &mut then),
         Job::ConfirmEmail { email } => receivers.mailer.confirm(app, &item, &email, now),
         Job::TagEvent { tag, at } => match &receivers.webhook {
             Some(webhook) => webhook.deliver(app, &item, &tag, at, now),
@@ -167,6 +173,7 @@ fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<
         }
     }
     writes.push(Command::Finish(item));
+    writes.extend(then);
     writes
 }
 
@@ -185,12 +192,20 @@ fn abandoned(app: &App, item: &OutboxItem, now: u64, webhook: bool, writes: &mut
     if profile.status == Status::Converted {
         return Err(Failure::Unwanted("converted".into()));
     }
-    if !profile.tags.contains(CART_ABANDONER) {
+    writes.extend(tag(&profile, item, CART_ABANDONER, now, webhook));
+    Ok(())
+}
+
+/// What adds `tag` to a visitor who lacks it (and queues its event for the webhook, with ads
+/// consent).
+fn tag(profile: &Profile, item: &OutboxItem, tag: &str, now: u64, webhook: bool) -> Vec<Command> {
+    let mut writes = Vec::new();
+    if !profile.tags.contains(tag) {
         if webhook && profile.consent.as_ref().is_some_and(|c| c.ads) {
-            let job = Job::TagEvent { tag: CART_ABANDONER.into(), at: now };
+            let job = Job::TagEvent { tag: tag.into(), at: now };
             writes.push(Command::Enqueue(OutboxItem::new(profile.id, item.conversation, job, &item.locale, now, now)));
         }
-        writes.push(Command::Visitor { visitor: profile.id, change: Change::Tags(vec![CART_ABANDONER.into()]) });
+        writes.push(Command::Visitor { visitor: profile.id, change: Change::Tags(vec![tag.into()]) });
     }
-    Ok(())
+    writes
 }

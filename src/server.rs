@@ -91,6 +91,8 @@ pub struct Running {
     pub outbox: std::thread::JoinHandle<()>,
     /// The retention sweep, when a retention period is set; it ends after `App::shutdown`.
     pub retention: Option<std::thread::JoinHandle<()>>,
+    /// The journey sweep (enters visitors into journeys); it ends after `App::shutdown`.
+    pub journeys: std::thread::JoinHandle<()>,
 }
 
 /// Everything that can fail at startup happens here, before the first request.
@@ -177,7 +179,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     };
     let outbox = crate::outbox::spawn(app.clone(), receivers).map_err(|e| StartError::Spawn("outbox worker", e))?;
     let retention = crate::retention::spawn(app.clone()).map_err(|e| StartError::Spawn("retention sweep", e))?;
-    Ok(Running { addr, public_url, server, app, watch, generated, outbox, retention })
+    let journeys = crate::journeys::sweep::spawn(app.clone()).map_err(|e| StartError::Spawn("journey sweep", e))?;
+    Ok(Running { addr, public_url, server, app, watch, generated, outbox, retention, journeys })
 }
 
 /// Live when the HTTP server answers and the outbox worker runs: a server whose emails have

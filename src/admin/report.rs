@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::domain::{Job, OutboxState, Speaker, Status};
+use crate::domain::{OutboxItem, OutboxState, Speaker, Status};
 use crate::ids::VisitorId;
 use crate::store::{EmailEvent, Store, StoreError};
 
@@ -162,38 +162,190 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
 /// visitors did and bought afterwards.
 fn email_rows(store: &Store, only: Option<&str>) -> Result<Vec<EmailRow>, StoreError> {
     let mut rows: BTreeMap<(String, u32), EmailRow> = BTreeMap::new();
-    // Each emailed visitor's orders, (when, value), read once.
-    let mut bought: HashMap<VisitorId, Vec<(u64, f64)>> = HashMap::new();
+    let mut orders = Orders::default();
     for item in store.follow_ups() {
         let item = item?;
-        let (Job::Email { template }, OutboxState::Sent { at }) = (&item.job, &item.state) else { continue };
+        let (Some(template), OutboxState::Sent { at }) = (item.job.marketing_email(), &item.state) else { continue };
         if only.is_some_and(|t| t != template) {
             continue;
         }
         let variant = item.variant.unwrap_or(0);
-        let row = rows.entry((template.clone(), variant)).or_insert_with(|| EmailRow {
-            email: template.clone(),
+        let row = rows.entry((template.to_string(), variant)).or_insert_with(|| EmailRow {
+            email: template.to_string(),
             variant,
             ..Default::default()
         });
-        row.sent += 1;
-        row.opened += u64::from(store.email_event(&item.id, EmailEvent::Opened)?);
-        row.clicked += u64::from(store.email_event(&item.id, EmailEvent::Clicked)?);
-        if let std::collections::hash_map::Entry::Vacant(slot) = bought.entry(item.visitor) {
-            let mut orders = Vec::new();
-            for id in store.visitor(&item.visitor)?.iter().flat_map(|p| &p.orders) {
-                orders.extend(store.order(id)?.map(|o| (o.at, o.value)));
-            }
-            slot.insert(orders);
-        }
-        let after: Vec<f64> = bought[&item.visitor].iter().filter(|(when, _)| when >= at).map(|(_, v)| *v).collect();
-        row.converted += u64::from(!after.is_empty());
-        row.revenue += after.iter().sum::<f64>();
+        row.count(store, &item, *at, &mut orders)?;
     }
     Ok(rows.into_values().collect())
 }
 
-/// For `auto_winner`: per variant of the email `template`, (visitors who bought after it, sent).
+/// The orders of the visitors an email went to (value and time), read once per visitor.
+#[derive(Default)]
+struct Orders(HashMap<VisitorId, Vec<(u64, f64)>>);
+
+impl Orders {
+    /// The values of `visitor`'s orders at or after `at`.
+    fn since(&mut self, store: &Store, visitor: VisitorId, at: u64) -> Result<Vec<f64>, StoreError> {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.0.entry(visitor) {
+            let mut orders = Vec::new();
+            for id in store.visitor(&visitor)?.iter().flat_map(|p| &p.orders) {
+                orders.extend(store.order(id)?.map(|o| (o.at, o.value)));
+            }
+            slot.insert(orders);
+        }
+        Ok(self.0[&visitor].iter().filter(|(when, _)| *when >= at).map(|(_, v)| *v).collect())
+    }
+}
+
+impl EmailRow {
+    /// Counts one email sent at `at`: its open and click, and whether its visitor bought after.
+    fn count(&mut self, store: &Store, item: &OutboxItem, at: u64, orders: &mut Orders) -> Result<(), StoreError> {
+        self.sent += 1;
+        self.opened += u64::from(store.email_event(&item.id, EmailEvent::Opened)?);
+        self.clicked += u64::from(store.email_event(&item.id, EmailEvent::Clicked)?);
+        let after = orders.since(store, item.visitor, at)?;
+        self.converted += u64::from(!after.is_empty());
+        self.revenue += after.iter().sum::<f64>();
+        Ok(())
+    }
+}
+
+/// A journey as the admin shows it: who entered, who is on it now, and each step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JourneyRow {
+    pub journey: String,
+    pub description: String,
+    pub entered: u64,
+    /// Runs waiting for their next step.
+    pub active: u64,
+    pub steps: Vec<StepRow>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRow {
+    pub step: u32,
+    /// `email cart_reminder`, `tag vip`.
+    pub action: String,
+    pub after: String,
+    /// Runs that got to this step (waiting, done or ended there).
+    pub reached: u64,
+    /// Runs that ended at this step instead of running it (ordered, unsubscribed, ...).
+    pub ended: u64,
+    pub sent: u64,
+    pub opened: u64,
+    pub clicked: u64,
+    pub converted: u64,
+    pub revenue: f64,
+    /// Per variant of the step's email, with the probability that it is best.
+    pub variants: Vec<EmailRow>,
+}
+
+/// Every journey of `journeys`, counted from the profiles and the outbox.
+pub fn journeys(store: &Store, journeys: &crate::journeys::Journeys) -> Result<Vec<JourneyRow>, StoreError> {
+    let mut rows: Vec<JourneyRow> = journeys
+        .journeys
+        .iter()
+        .map(|j| JourneyRow {
+            journey: j.id.clone(),
+            description: j.description.clone(),
+            entered: 0,
+            active: 0,
+            steps: j
+                .steps
+                .iter()
+                .zip(0..)
+                .map(|(s, step)| StepRow {
+                    step,
+                    action: match &s.action {
+                        crate::journeys::Action::Email(t) => format!("email {t}"),
+                        crate::journeys::Action::Tag(t) => format!("tag {t}"),
+                    },
+                    after: crate::journeys::show_duration(s.after),
+                    reached: 0,
+                    ended: 0,
+                    sent: 0,
+                    opened: 0,
+                    clicked: 0,
+                    converted: 0,
+                    revenue: 0.0,
+                    variants: Vec::new(),
+                })
+                .collect(),
+        })
+        .collect();
+    for profile in store.visitors() {
+        let profile = profile?;
+        for row in rows.iter_mut() {
+            row.entered += u64::from(profile.journeys.contains_key(&row.journey));
+        }
+    }
+    let mut orders = Orders::default();
+    for item in store.follow_ups() {
+        let item = item?;
+        let crate::domain::Job::Journey { journey, step, email, .. } = &item.job else { continue };
+        let Some(row) = rows.iter_mut().find(|r| &r.journey == journey) else { continue };
+        row.active += u64::from(item.state == OutboxState::Pending);
+        let Some(step_row) = row.steps.get_mut(*step as usize) else { continue };
+        step_row.reached += 1;
+        match (&item.state, email) {
+            (OutboxState::Sent { at }, Some(template)) => {
+                let variant = item.variant.unwrap_or(0);
+                let arm = match step_row.variants.iter_mut().position(|v| v.variant == variant) {
+                    Some(i) => &mut step_row.variants[i],
+                    None => {
+                        step_row.variants.push(EmailRow { email: template.clone(), variant, ..Default::default() });
+                        step_row.variants.last_mut().expect("just pushed")
+                    }
+                };
+                arm.count(store, &item, *at, &mut orders)?;
+            }
+            (OutboxState::Skipped { reason, .. }, _) if reason.starts_with(LEFT) => step_row.ended += 1,
+            (OutboxState::Cancelled { .. }, _) => step_row.ended += 1,
+            _ => {}
+        }
+    }
+    for step in rows.iter_mut().flat_map(|r| r.steps.iter_mut()) {
+        step.variants.sort_by_key(|v| v.variant);
+        let arms: Vec<(u64, u64)> = step.variants.iter().map(|v| (v.converted, v.sent)).collect();
+        for (variant, (p, winner)) in step.variants.iter_mut().zip(judge(&arms)) {
+            (variant.probability_best, variant.winner) = (p, winner);
+        }
+        for v in &step.variants {
+            (step.sent, step.opened, step.clicked) =
+                (step.sent + v.sent, step.opened + v.opened, step.clicked + v.clicked);
+            (step.converted, step.revenue) = (step.converted + v.converted, step.revenue + v.revenue);
+        }
+    }
+    Ok(rows)
+}
+
+/// How the reason of a journey step that ended its run begins (`outbox/journey.rs`).
+pub const LEFT: &str = "left the journey";
+
+/// A segment and how many visitors are in it now.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SegmentRow {
+    pub segment: String,
+    pub description: String,
+    pub size: u64,
+}
+
+pub fn segments(store: &Store, journeys: &crate::journeys::Journeys, now: u64) -> Result<Vec<SegmentRow>, StoreError> {
+    let mut rows: Vec<SegmentRow> = journeys
+        .segments
+        .iter()
+        .map(|s| SegmentRow { segment: s.id.clone(), description: s.description.clone(), size: 0 })
+        .collect();
+    for profile in store.visitors() {
+        let profile = profile?;
+        for (row, segment) in rows.iter_mut().zip(&journeys.segments) {
+            row.size += u64::from(segment.contains(&profile, now));
+        }
+    }
+    Ok(rows)
+}
+
 pub fn email_arms(store: &Store, template: &str, variants: usize) -> Result<Vec<(u64, u64)>, StoreError> {
     let mut arms = vec![(0u64, 0u64); variants];
     for row in email_rows(store, Some(template))? {
@@ -214,7 +366,7 @@ fn judge(arms: &[(u64, u64)]) -> Vec<(f64, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Change, Order, OutboxItem};
+    use crate::domain::{Change, Job, Order};
     use crate::ids::ConversationId;
     use crate::store::Command;
 

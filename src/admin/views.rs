@@ -9,7 +9,7 @@ use crate::intents::{How, Route};
 use crate::pages::{document, escape_html as e};
 
 use super::PAGE_ROWS;
-use super::report::{CampaignRow, Funnel};
+use super::report::{CampaignRow, Funnel, JourneyRow, SegmentRow};
 
 const STYLE: &str = "<style>body{font:14px system-ui,sans-serif;margin:0 1.5rem 2rem;color:#222}\
 nav{display:flex;gap:1rem;align-items:center;padding:.8rem 0;border-bottom:1px solid #ddd;margin-bottom:1rem}\
@@ -24,7 +24,8 @@ th,td{border:0;padding:.1rem 0}td,th,p,li{overflow-wrap:anywhere}}</style>";
 
 fn layout(title: &str, body: &str) -> String {
     let nav = "<nav><strong>Nudge</strong><a href=\"/admin\">Leads</a><a href=\"/admin/funnel\">Funnel</a>\
-        <a href=\"/admin/handoffs\">Handoffs</a><a href=\"/admin/emails\">Emails</a><a href=\"/admin/try\">Try it</a>\
+        <a href=\"/admin/handoffs\">Handoffs</a><a href=\"/admin/journeys\">Journeys</a><a href=\"/admin/segments\">Segments</a>\
+        <a href=\"/admin/emails\">Emails</a><a href=\"/admin/try\">Try it</a>\
         <form method=post action=\"/admin/logout\"><button type=submit>Log out</button></form></nav>";
     document(
         &format!("{title} · Nudge admin"),
@@ -131,13 +132,15 @@ pub fn leads(cx: &Context, query: &super::Query, page: &super::Page) -> String {
         let selected = if query.sort == sort { " selected" } else { "" };
         let _ = write!(sorts, "<option value={name}{selected}>{}</option>", name.replace('_', " "));
     }
+    let segment = filter.segment.as_ref().map_or("", |s| s.id.as_str());
     let filters = format!(
-        "status={}&campaign={}&source={}&medium={}&tag={}",
+        "status={}&campaign={}&source={}&medium={}&tag={}&segment={}",
         filter.status.map_or("", Status::as_str),
         url_encode(filter.campaign.as_deref().unwrap_or("")),
         url_encode(filter.source.as_deref().unwrap_or("")),
         url_encode(filter.medium.as_deref().unwrap_or("")),
-        url_encode(filter.tag.as_deref().unwrap_or(""))
+        url_encode(filter.tag.as_deref().unwrap_or("")),
+        url_encode(segment),
     );
     let visitors = if query.everyone { "all" } else { "known" };
     let here = format!("{filters}&visitors={visitors}&sort={}", query.sort.name());
@@ -148,7 +151,7 @@ pub fn leads(cx: &Context, query: &super::Query, page: &super::Page) -> String {
          <input name=source placeholder=\"utm source\" aria-label=\"UTM source\" value=\"{}\">\
          <input name=medium placeholder=\"utm medium\" aria-label=\"UTM medium\" value=\"{}\">\
          <input name=tag placeholder=tag aria-label=Tag value=\"{}\">\
-         <label>Sort by <select name=sort>{sorts}</select></label>\
+         {in_segment}<label>Sort by <select name=sort>{sorts}</select></label>\
          <label><input type=checkbox name=visitors value=all{everyone}> also visitors who told us nothing</label>\
          <button type=submit>Filter</button></form>\
          <p>{count}{hidden}. Export: <a href=\"/admin/export/leads.csv?{q}\">leads CSV</a> · \
@@ -158,6 +161,14 @@ pub fn leads(cx: &Context, query: &super::Query, page: &super::Page) -> String {
         value(&filter.source),
         value(&filter.medium),
         value(&filter.tag),
+        in_segment = match &filter.segment {
+            Some(s) => format!(
+                "<input type=hidden name=segment value=\"{}\"> in segment <strong>{}</strong> ",
+                e(&s.id),
+                e(&s.id)
+            ),
+            None => String::new(),
+        },
         count = match page.total {
             Some(total) if total > leads.len() => format!("{total} leads, {} shown", leads.len()),
             Some(total) => format!("{total} leads"),
@@ -410,22 +421,21 @@ pub fn emails(cx: &Context, rows: &[(OutboxItem, Option<String>)]) -> String {
 /// The funnel per campaign as bars, drawn on the server (no scripts; the admin's CSP stays):
 /// one group per campaign, one bar per stage, with a title and a description for screen
 /// readers; the table beside it has the numbers.
-fn funnel_chart(campaigns: &[CampaignRow]) -> String {
-    const STAGES: [(&str, &str); 4] =
-        [("visitors", "#9db4d6"), ("qualified", "#5c86c4"), ("checkout clicked", "#2f5d9e"), ("converted", "#163a6b")];
+/// Bars drawn on the server (no scripts; the admin's CSP stays): one group per row, one bar per
+/// series, with a title and a description for screen readers; the page has the table beside it.
+fn bar_chart(id: &str, title: &str, desc: &str, series: &[(&str, &str)], groups: &[(String, Vec<u64>)]) -> String {
     let (bar, gap, label, width) = (14.0, 10.0, 140.0, 460.0);
-    let most = campaigns.iter().map(|c| c.visitors).max().unwrap_or(0).max(1) as f64;
-    let group = 4.0 * bar + gap;
-    let height = group * campaigns.len() as f64 + 30.0;
+    let most = groups.iter().flat_map(|(_, values)| values.iter().copied()).max().unwrap_or(0).max(1) as f64;
+    let group = series.len() as f64 * bar + gap;
+    let height = group * groups.len() as f64 + 30.0;
     let mut svg = format!(
-        "<svg role=img aria-labelledby=\"funnel-title funnel-desc\" width=\"{}\" height=\"{height}\" \
-         viewBox=\"0 0 {} {height}\"><title id=funnel-title>Funnel by campaign</title><desc id=funnel-desc>\
-         For each campaign, bars for visitors, qualified leads, checkout clicks and conversions, longest for the most \
-         visitors; the table below has the numbers.</desc>",
-        label + width + 60.0,
-        label + width + 60.0
+        "<svg role=img aria-labelledby=\"{id}-title {id}-desc\" width=\"{w}\" height=\"{height}\" \
+         viewBox=\"0 0 {w} {height}\"><title id={id}-title>{}</title><desc id={id}-desc>{}</desc>",
+        e(title),
+        e(desc),
+        w = label + width + 60.0,
     );
-    for (i, (name, colour)) in STAGES.iter().enumerate() {
+    for (i, (name, colour)) in series.iter().enumerate() {
         let x = label + i as f64 * 115.0;
         let _ = write!(
             svg,
@@ -434,12 +444,11 @@ fn funnel_chart(campaigns: &[CampaignRow]) -> String {
             x + 14.0
         );
     }
-    for (i, c) in campaigns.iter().enumerate() {
+    for (i, (name, values)) in groups.iter().enumerate() {
         let top = 24.0 + i as f64 * group;
-        let _ = write!(svg, "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text>", top + 2.0 * bar + 4.0, e(&c.campaign));
-        for (j, (value, (_, colour))) in
-            [c.visitors, c.qualified, c.checkout_clicked, c.converted].iter().zip(STAGES).enumerate()
-        {
+        let middle = top + series.len() as f64 * bar / 2.0 + 4.0;
+        let _ = write!(svg, "<text x=\"0\" y=\"{middle}\" font-size=\"12\">{}</text>", e(name));
+        for (j, (value, (_, colour))) in values.iter().zip(series).enumerate() {
             let y = top + j as f64 * bar;
             let w = (*value as f64 / most * width).max(1.0);
             let _ = write!(
@@ -454,6 +463,121 @@ fn funnel_chart(campaigns: &[CampaignRow]) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+const BLUES: [&str; 4] = ["#9db4d6", "#5c86c4", "#2f5d9e", "#163a6b"];
+
+fn funnel_chart(campaigns: &[CampaignRow]) -> String {
+    let series: Vec<(&str, &str)> =
+        ["visitors", "qualified", "checkout clicked", "converted"].into_iter().zip(BLUES).collect();
+    let groups: Vec<(String, Vec<u64>)> = campaigns
+        .iter()
+        .map(|c| (c.campaign.clone(), vec![c.visitors, c.qualified, c.checkout_clicked, c.converted]))
+        .collect();
+    bar_chart(
+        "funnel",
+        "Funnel by campaign",
+        "For each campaign, bars for visitors, qualified leads, checkout clicks and conversions, longest for the \
+         most visitors; the table below has the numbers.",
+        &series,
+        &groups,
+    )
+}
+
+/// Each journey: who entered, then per step the emails sent, opened, clicked and followed by an
+/// order, drawn and tabled, with each variant's probability of being best.
+pub fn journeys(rows: &[JourneyRow]) -> String {
+    let mut body = String::from(
+        "<p>Journeys from <code>intents/journeys/</code>. Opens count image loading, which some mail clients do \
+         ahead of the reader: clicks are the surer signal. Converted: the visitor ordered after the email.</p>",
+    );
+    if rows.is_empty() {
+        body.push_str(
+            "<p>No journeys yet: add <code>[[journey]]</code> to a file in <code>intents/journeys/</code>.</p>",
+        );
+    }
+    let series: Vec<(&str, &str)> = ["sent", "opened", "clicked", "converted"].into_iter().zip(BLUES).collect();
+    for (i, journey) in rows.iter().enumerate() {
+        let _ = write!(
+            body,
+            "<h2>{}</h2><p>{} · {} entered · {} on it now</p>",
+            e(&journey.journey),
+            e(&journey.description),
+            journey.entered,
+            journey.active
+        );
+        let groups: Vec<(String, Vec<u64>)> = journey
+            .steps
+            .iter()
+            .map(|s| (format!("step {}", s.step + 1), vec![s.sent, s.opened, s.clicked, s.converted]))
+            .collect();
+        body.push_str(&bar_chart(
+            &format!("journey{i}"),
+            &format!("Steps of {}", journey.journey),
+            "For each step, bars for emails sent, opened, clicked and followed by an order; the table below has the \
+             numbers.",
+            &series,
+            &groups,
+        ));
+        body.push_str(
+            "<table><tr><th>Step</th><th>After</th><th>Does</th><th>Reached</th><th>Ended here</th><th>Variant</th>\
+             <th>Sent</th><th>Opened</th><th>Clicked</th><th>Converted</th><th>Revenue</th><th>Probability best</th></tr>",
+        );
+        for step in &journey.steps {
+            let head = format!(
+                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                step.step + 1,
+                e(&step.after),
+                e(&step.action),
+                step.reached,
+                step.ended
+            );
+            if step.variants.is_empty() {
+                let _ = write!(
+                    body,
+                    "<tr>{head}<td>-</td><td>0</td><td>0</td><td>0</td><td>0</td><td>0.00</td><td>-</td></tr>"
+                );
+            }
+            for v in &step.variants {
+                let _ = write!(
+                    body,
+                    "<tr>{head}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.1}%{}</td></tr>",
+                    v.variant,
+                    v.sent,
+                    v.opened,
+                    v.clicked,
+                    v.converted,
+                    v.revenue,
+                    100.0 * v.probability_best,
+                    if v.winner { " (winner)" } else { "" }
+                );
+            }
+        }
+        body.push_str("</table>");
+    }
+    layout("Journeys", &body)
+}
+
+pub fn segments(rows: &[SegmentRow]) -> String {
+    let mut body = String::from(
+        "<p>Segments from <code>intents/journeys/</code>, with how many visitors are in each now.</p>\
+         <table><tr><th>Segment</th><th>Description</th><th>Visitors</th><th>Export</th></tr>",
+    );
+    for row in rows {
+        let id = url_encode(&row.segment);
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/admin?segment={id}&amp;visitors=all\">{}</a></td><td>{}</td><td>{}</td>\
+             <td><a href=\"/admin/export/leads.csv?segment={id}\">CSV</a> · \
+             <a href=\"/admin/export/audience.csv?platform=google&amp;segment={id}\">Google</a> · \
+             <a href=\"/admin/export/audience.csv?platform=meta&amp;segment={id}\">Meta</a></td></tr>",
+            e(&row.segment),
+            e(&row.description),
+            row.size
+        );
+    }
+    body.push_str("</table>");
+    layout("Segments", &body)
 }
 
 pub fn funnel(funnel: &Funnel) -> String {

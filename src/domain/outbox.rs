@@ -38,6 +38,16 @@ pub enum Job {
     TagEvent { tag: String, at: u64 },
     /// Double opt-in: asks the owner of an address typed in the chat to confirm it.
     ConfirmEmail { email: String },
+    /// The next step of a visitor's run of a journey (`intents/journeys/`), entered at
+    /// `entered_at` with `orders` orders so far; `email` is the template the step sent.
+    Journey {
+        journey: String,
+        step: u32,
+        entered_at: u64,
+        orders: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+    },
 }
 
 impl Job {
@@ -48,6 +58,17 @@ impl Job {
             Job::Abandoned => "abandoned".into(),
             Job::TagEvent { tag, .. } => format!("tag:{tag}"),
             Job::ConfirmEmail { email } => format!("confirm:{email}"),
+            // One run per visitor and journey at a time: every step has the journey's key.
+            Job::Journey { journey, .. } => format!("journey:{journey}"),
+        }
+    }
+
+    /// The template of a marketing email this job sends (or sent): what the daily cap counts and
+    /// the email statistics are about.
+    pub fn marketing_email(&self) -> Option<&str> {
+        match self {
+            Job::Email { template } | Job::Journey { email: Some(template), .. } => Some(template),
+            _ => None,
         }
     }
 
@@ -58,6 +79,10 @@ impl Job {
             Job::Abandoned => "cart abandonment check".into(),
             Job::TagEvent { tag, .. } => format!("webhook: tag {tag}"),
             Job::ConfirmEmail { .. } => "email: please confirm your address".into(),
+            Job::Journey { journey, step, email, .. } => match email {
+                Some(email) => format!("journey {journey}, step {}: email {email}", step + 1),
+                None => format!("journey {journey}, step {}", step + 1),
+            },
         }
     }
 }

@@ -60,6 +60,9 @@ pub struct Profile {
     /// The shopper's time zone as the widget reported it (IANA name), for quiet hours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// The journeys the visitor entered, and when they last did.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub journeys: BTreeMap<String, u64>,
 }
 
 /// A person who took a visitor's chat in the admin: their admin session (who they are), the name
@@ -244,6 +247,11 @@ pub enum Change {
     ResumeKey(String),
     /// The widget reported the shopper's time zone.
     Timezone(String),
+    /// The visitor entered a journey (its first step is enqueued beside this).
+    EnterJourney {
+        journey: String,
+        at: u64,
+    },
 }
 
 impl Profile {
@@ -269,6 +277,7 @@ impl Profile {
             confirmed: None,
             resume_keys: Vec::new(),
             timezone: None,
+            journeys: BTreeMap::new(),
         }
     }
 
@@ -371,6 +380,9 @@ impl Profile {
                 self.confirmed = Some(Confirmation { email: email.clone(), at: *at, source: source.clone() });
             }
             Change::Timezone(zone) => self.timezone = Some(zone.clone()),
+            Change::EnterJourney { journey, at } => {
+                self.journeys.insert(journey.clone(), *at);
+            }
             Change::ResumeKey(hash) => {
                 self.resume_keys.retain(|k| k != hash);
                 self.resume_keys.push(hash.clone());

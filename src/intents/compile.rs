@@ -44,12 +44,15 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     let mut raw_intents = Vec::new();
     let mut raw_slots = Vec::new();
     let mut raw_emails = Vec::new();
+    let (mut raw_segments, mut raw_journeys) = (Vec::new(), Vec::new());
     for source in sources {
         match file::parse(source) {
             Ok(raw) => {
                 raw_intents.extend(raw.intent.into_iter().map(|i| (source, i)));
                 raw_slots.extend(raw.slot.into_iter().map(|s| (source, s)));
                 raw_emails.extend(raw.email.into_iter().map(|e| (source, e)));
+                raw_segments.extend(raw.segment.into_iter().map(|s| (source, s)));
+                raw_journeys.extend(raw.journey.into_iter().map(|j| (source, j)));
             }
             Err(d) => c.errors.push(d),
         }
@@ -119,6 +122,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
             c.unknown(&reference, known.iter());
         }
     }
+    let journeys = crate::journeys::compile(raw_segments, raw_journeys, &email_ids, &known, &mut c.errors);
     known.extend(EMAIL_LINKS.iter().map(|s| s.to_string()));
     for reference in std::mem::take(&mut c.email_names_used) {
         if !known.contains(&reference.name) {
@@ -186,6 +190,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
         intents,
         slots,
         emails,
+        journeys,
         by_id,
         slot_by_id,
         matcher,

@@ -89,6 +89,11 @@ pub struct RawFile {
     /// Follow-up email templates (by convention in `intents/emails/`).
     #[serde(default)]
     pub email: Vec<RawEmail>,
+    /// Segments and journeys (by convention in `intents/journeys/`).
+    #[serde(default)]
+    pub segment: Vec<crate::journeys::RawSegment>,
+    #[serde(default)]
+    pub journey: Vec<crate::journeys::RawJourney>,
 }
 
 #[derive(Debug, Deserialize)]

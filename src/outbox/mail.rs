@@ -75,10 +75,17 @@ impl Mailer {
         }
     }
 
-    /// Sends the follow-up `template` if it is still wanted; returns the variant sent.
-    pub(super) fn deliver(&self, app: &App, item: &OutboxItem, template: &str, now: u64) -> Result<u32, Failure> {
+    /// Sends the marketing email `template` if it is still wanted; returns the variant sent.
+    pub(super) fn deliver(
+        &self,
+        app: &App,
+        item: &OutboxItem,
+        template: &str,
+        now: u64,
+        buyers: Buyers,
+    ) -> Result<u32, Failure> {
         let profile = app.store.visitor(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
-        let (profile, address) = wanted(profile.as_ref()).map_err(|reason| Failure::Unwanted(reason.into()))?;
+        let (profile, address) = wanted(profile.as_ref(), buyers).map_err(|reason| Failure::Unwanted(reason.into()))?;
         if app.config.double_opt_in && !profile.confirmed(address.as_str()) {
             return Err(Failure::Unwanted("address not confirmed (double opt-in)".into()));
         }
@@ -196,10 +203,18 @@ fn remove_mail(config: &Config, doomed: impl Fn(&str, std::time::SystemTime) -> 
     Ok(removed)
 }
 
+/// Whether an email goes to visitors who bought: a follow-up about a chat does not; a journey
+/// step may (a win-back), since its journey ends by itself on a new order.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Buyers {
+    Skip,
+    Send,
+}
+
 /// Whether the email is still wanted, and where it goes; otherwise why not.
-fn wanted(profile: Option<&Profile>) -> Result<(&Profile, Email), &'static str> {
+fn wanted(profile: Option<&Profile>, buyers: Buyers) -> Result<(&Profile, Email), &'static str> {
     let profile = profile.ok_or("the visitor is gone")?;
-    if profile.status == Status::Converted {
+    if profile.status == Status::Converted && buyers == Buyers::Skip {
         return Err("converted");
     }
     if !profile.consent.as_ref().is_some_and(|c| c.marketing) {

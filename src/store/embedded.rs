@@ -349,8 +349,8 @@ impl Embedded {
         let mut sent = Vec::new();
         for item in self.follow_ups() {
             let item = item?;
-            if let (true, crate::domain::Job::Email { .. }, crate::domain::OutboxState::Sent { at }) =
-                (item.visitor == *visitor, &item.job, &item.state)
+            if let (true, Some(_), crate::domain::OutboxState::Sent { at }) =
+                (item.visitor == *visitor, item.job.marketing_email(), &item.state)
             {
                 sent.push(*at);
             }

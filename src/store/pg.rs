@@ -22,7 +22,7 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use super::{Command, EmailEvent, Result, Seen, StoreError};
-use crate::domain::{Conversation, Entry, Job, Order, OutboxItem, OutboxState, Profile, Spend, Status};
+use crate::domain::{Conversation, Entry, Order, OutboxItem, OutboxState, Profile, Spend, Status};
 use crate::ids::{AdminSessionId, ConversationId, OutboxId, VisitorId};
 
 pub use migrate::SCHEMA_VERSION;
@@ -446,7 +446,7 @@ impl Pg {
         let mut sent = Vec::new();
         for row in &rows {
             let item: OutboxItem = json(row, 0, "outbox")?;
-            if let (Job::Email { .. }, OutboxState::Sent { at }) = (&item.job, &item.state) {
+            if let (Some(_), OutboxState::Sent { at }) = (item.job.marketing_email(), &item.state) {
                 sent.push(*at);
             }
         }

@@ -626,6 +626,8 @@ fn axe_finds_no_violations_on_any_admin_page() {
         format!("/admin/leads/{visitor}"),
         "/admin/funnel".into(),
         "/admin/handoffs".into(),
+        "/admin/journeys".into(),
+        "/admin/segments".into(),
         "/admin/emails".into(),
         "/admin/try?q=do+you+ship+to+Austria%3F".into(),
         "/admin/leads/00000000000000000000000000000000".into(),
@@ -645,9 +647,14 @@ fn admin_pages_fit_a_phone() {
     let (_dir, server, visitor, browser) = admin_in_browser(360, 740);
     log_in(&browser);
     let mut wide = Vec::new();
-    for page in
-        ["/admin".to_string(), format!("/admin/leads/{visitor}"), "/admin/funnel".into(), "/admin/emails".into()]
-    {
+    for page in [
+        "/admin".to_string(),
+        format!("/admin/leads/{visitor}"),
+        "/admin/funnel".into(),
+        "/admin/journeys".into(),
+        "/admin/segments".into(),
+        "/admin/emails".into(),
+    ] {
         browser.goto(&format!("{}{page}", server.url()));
         browser.wait_for(
             "the page",

@@ -111,11 +111,11 @@ impl Drop for TestServer {
     }
 }
 
-/// Copies the starter pack (intents and emails) into `<dir>/intents`, passing each file's text
+/// Copies the starter pack (intents, emails and journeys) into `<dir>/intents`, passing each file's text
 /// through `edit`; returns the copy's path.
 pub fn copy_starter_pack(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
     let to = dir.join("intents");
-    for sub in ["", nudge::intents::EMAILS_DIR] {
+    for sub in ["", nudge::intents::EMAILS_DIR, nudge::intents::JOURNEYS_DIR] {
         std::fs::create_dir_all(to.join(sub)).expect("mkdir");
         for entry in std::fs::read_dir(Path::new("intents").join(sub)).expect("starter pack") {
             let path = entry.expect("entry").path();

@@ -14,6 +14,7 @@ mod fuzz_regressions;
 mod garbage;
 mod helpers;
 mod intent_files;
+mod journeys;
 mod leads;
 mod nodes;
 mod privacy;

@@ -1,0 +1,155 @@
+//! Journeys through a real SMTP server: the starter pack's cart abandonment, browse abandonment
+//! and welcome, with waits shortened to seconds; what the admin reports of them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nudge::domain::{Job, OutboxState};
+use nudge::protocol::{Consent, Hello};
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::receivers::{Receiver, free_port, header, rcpt};
+
+/// The starter pack with its journeys' waits in seconds: the cart reminder after 1 s, the last
+/// call 6 s later, the browse reminder after 1 s; `welcome` waits `welcome`.
+fn quick_journeys(dir: &Path, welcome: &str) -> std::path::PathBuf {
+    copy_starter_pack(dir, |text| {
+        if !text.contains("[[journey]]") {
+            return text.to_string();
+        }
+        text.replace("after = \"1h\"", "after = \"1s\"")
+            .replace("after = \"23h\"", "after = \"6s\"")
+            .replace("after = \"2h\"", "after = \"1s\"")
+            .replace("after = \"30min\"", &format!("after = \"{welcome}\""))
+    })
+}
+
+fn config(smtp: &Receiver, cap: u32) -> String {
+    format!(
+        "smtp_url = \"{}\"\ndouble_opt_in = false\njourney_sweep_secs = 1\nmax_marketing_emails_per_day = {cap}\n",
+        smtp.smtp_url()
+    )
+}
+
+/// A shopper who goes through the shoe flow to the checkout link with `email` and consent.
+async fn cart_abandoner(server: &TestServer, email: &str) -> String {
+    let mut socket = server.connect().await;
+    let (visitor, ..) = hello(&mut socket, Hello::default()).await;
+    for text in ["I'm looking for sneakers", "42", "black", "120", email, "yes"] {
+        say_all(&mut socket, text).await;
+    }
+    visitor
+}
+
+/// A shopper from an email link (so the address is known) with marketing consent, who says what
+/// they want and goes no further.
+async fn browser(server: &TestServer, email: &str) -> String {
+    let data = server.data.to_str().expect("utf-8").to_string();
+    let (code, link, err) = run_nudge(&["link", "--email", email, "--data", &data, "--public-url", &server.url()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, location, _) = get(link.trim().to_string()).await;
+    let token = location.strip_prefix("/chat?nudge=").expect("token").to_string();
+    let mut socket = server.connect().await;
+    let consent = Some(Consent { marketing: true, ads: false });
+    let (visitor, ..) = hello(&mut socket, Hello { token: Some(token), consent, ..Hello::default() }).await;
+    say_all(&mut socket, "I'm looking for boots").await;
+    visitor
+}
+
+fn link_in(mail: &serde_json::Value, prefix: &str) -> String {
+    let text = mail["text"].as_str().expect("a text part");
+    text.split_whitespace().find(|w| w.starts_with(prefix)).expect("a tracked link").to_string()
+}
+
+#[tokio::test]
+async fn a_cart_abandoner_is_reminded_until_they_buy_and_a_browser_gets_the_browse_email() {
+    let dir = tempfile::tempdir().expect("dir");
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), &quick_journeys(dir.path(), "1h"), &config(&smtp, 0));
+    let cara = cart_abandoner(&server, "cara@example.com").await;
+    browser(&server, "ben@example.com").await;
+
+    let first = smtp.wait_for(2, Duration::from_secs(30));
+    let to = |mail: &serde_json::Value| rcpt(mail).to_string();
+    let reminder = first.iter().find(|m| to(m) == "cara@example.com").expect("the cart reminder");
+    assert_eq!(header(reminder, "subject"), "You left something behind: your sneakers");
+    let browse = first.iter().find(|m| to(m) == "ben@example.com").expect("the browse reminder");
+    assert_eq!(header(browse, "subject"), "Still looking for boots?");
+
+    // Cara opens the reminder, clicks through and buys: the last call is not sent.
+    let html = reminder["html"].as_str().expect("html");
+    let pixel = html.split("<img src=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("a pixel");
+    assert_eq!(get(pixel.to_string()).await.0, 200);
+    assert_eq!(get(link_in(reminder, &format!("{}/l/", server.url()))).await.0, 303);
+    let order = json!({ "order_id": "J-1", "visitor": cara, "value": 99.0, "currency": "EUR" }).to_string();
+    let key = api_key(&server.data);
+    let (status, body) = post(format!("{}/api/conversions", server.url()), Some(key), "application/json", order).await;
+    assert_eq!(status, 201, "{body}");
+    // The last call was due 6 s after the reminder; a few seconds more for the worker.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let all = smtp.messages();
+    assert_eq!(
+        all.len(),
+        2,
+        "no last call after the order, nothing else: {:?}",
+        all.iter().map(to).collect::<Vec<_>>()
+    );
+
+    let cookie = login_as(&server, PASSWORD, "Maria").await;
+    let (status, _, body) = get_with(format!("{}/admin/api/journeys", server.url()), &cookie).await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let journey =
+        |id: &str| report["journeys"].as_array().expect("journeys").iter().find(|j| j["journey"] == id).cloned();
+    let cart = journey("cart_abandonment").expect("cart abandonment");
+    assert_eq!(cart["entered"], 1);
+    let step = |n: usize, key: &str| cart["steps"][n][key].clone();
+    assert_eq!((step(0, "sent"), step(0, "opened"), step(0, "clicked")), (json!(1), json!(1), json!(1)));
+    assert_eq!((step(0, "converted"), step(0, "revenue")), (json!(1), json!(99.0)));
+    assert_eq!((step(1, "sent"), step(1, "ended")), (json!(0), json!(1)), "the run ended at the last call");
+    assert!(step(0, "variants")[0]["probability_best"].is_number(), "{cart}");
+    let browse = journey("browse_abandonment").expect("browse abandonment");
+    assert_eq!((browse["entered"].clone(), browse["steps"][0]["sent"].clone()), (json!(1), json!(1)));
+    let (_, _, segments) = get_with(format!("{}/admin/api/segments", server.url()), &cookie).await;
+    let segments: serde_json::Value = serde_json::from_str(&segments).expect("json");
+    let size = |id: &str| {
+        segments["segments"]
+            .as_array()
+            .expect("segments")
+            .iter()
+            .find(|s| s["segment"] == id)
+            .map(|s| s["size"].clone())
+    };
+    assert_eq!(
+        (size("browsers"), size("cart_abandoners"), size("subscribers")),
+        (Some(json!(1)), Some(json!(0)), Some(json!(2)))
+    );
+    // The segment's members, and the audience export of a segment.
+    let (_, _, page) = get_with(format!("{}/admin?segment=browsers&visitors=all", server.url()), &cookie).await;
+    assert!(page.contains("ben@example.com") && !page.contains("cara@example.com"), "{page}");
+    let (status, _, _) = get_with(format!("{}/admin?segment=nobody", server.url()), &cookie).await;
+    assert_eq!(status, 400, "an unknown segment");
+}
+
+#[tokio::test]
+async fn the_daily_cap_holds_across_journeys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    // Ben is a subscriber and a browser: welcome and browse reminder fall due together.
+    let mut server = TestServer::start_configured(dir.path(), &quick_journeys(dir.path(), "1s"), &config(&smtp, 1));
+    browser(&server, "ben@example.com").await;
+    let sent = smtp.wait_for(1, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(smtp.messages().len(), 1, "one marketing email a day, whichever journey: {sent:?}");
+    server.kill();
+    let store = crate::backend::open_store(&server.data).expect("store");
+    let steps: Vec<_> =
+        store.follow_ups().filter_map(Result::ok).filter(|item| matches!(item.job, Job::Journey { .. })).collect();
+    let held: Vec<_> = steps
+        .iter()
+        .filter(|i| i.state == OutboxState::Pending && i.last_error.as_deref().is_some_and(|e| e.contains("a day")))
+        .collect();
+    assert_eq!((steps.len(), held.len()), (2, 1), "the other waits for tomorrow: {steps:?}");
+}
