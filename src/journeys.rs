@@ -403,3 +403,111 @@ fn parse_duration(source: &Source, raw: &Spanned<String>, errors: &mut Vec<Diagn
 pub fn show_duration(ms: u64) -> String {
     humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Change, ConsentChange};
+    use crate::ids::VisitorId;
+
+    const DAY: u64 = 24 * 60 * 60 * 1000;
+
+    /// The starter pack with `extra` as one more journeys file.
+    fn pack(extra: &str) -> Result<crate::intents::IntentSet, Vec<Diagnostic>> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("intents");
+        let mut files = Vec::new();
+        for dir in [root.clone(), root.join("emails"), root.join("journeys")] {
+            for entry in std::fs::read_dir(&dir).expect("starter pack") {
+                let path = entry.expect("entry").path();
+                if path.extension().is_some_and(|x| x == "toml") {
+                    let text = std::fs::read_to_string(&path).expect("read");
+                    files.push((path, text));
+                }
+            }
+        }
+        files.push((root.join("journeys").join("extra.toml"), extra.to_string()));
+        crate::intents::IntentSet::from_files(&root, files)
+    }
+
+    fn shopper(changes: &[Change]) -> Profile {
+        let mut p = Profile::new(VisitorId::mint(1), 0, "en");
+        for change in changes {
+            p.apply(change);
+        }
+        p
+    }
+
+    fn subscribed() -> Vec<Change> {
+        let consent = crate::protocol::Consent { marketing: true, ads: false };
+        vec![
+            Change::Preference { name: "email".into(), value: "a@example.com".into(), at: 1, message: "a".into() },
+            Change::Consent(ConsentChange::page(consent, "widget", 1)),
+        ]
+    }
+
+    #[test]
+    fn the_starter_segments_hold_for_whom_they_say() {
+        let set = pack("").expect("the starter pack compiles");
+        let journeys = &set.journeys;
+        let now = 100 * DAY;
+        let is_in = |id: &str, p: &Profile| journeys.segment(id).expect(id).contains(p, now);
+        let product = Change::Preference { name: "product".into(), value: "boots".into(), at: 1, message: "m".into() };
+        let seen = |at| Change::Visit { at, locale: None, campaign: None, utm: Default::default() };
+        let qualified = Change::Status { status: Status::Qualified, at: 2 };
+        let order = Change::Order { id: "o-1".into(), at: 3 };
+
+        let browsing = shopper(&[subscribed(), vec![product.clone(), seen(now)]].concat());
+        assert!(is_in("browsers", &browsing) && is_in("subscribers", &browsing));
+        assert!(!is_in("cart_abandoners", &browsing));
+        let offered = shopper(&[subscribed(), vec![product.clone(), qualified, seen(now)]].concat());
+        assert!(is_in("cart_abandoners", &offered) && !is_in("browsers", &offered));
+        let bought = shopper(&[subscribed(), vec![order.clone(), seen(now - 61 * DAY)]].concat());
+        assert!(is_in("lapsed_buyers", &bought) && !is_in("cart_abandoners", &bought));
+        let recent = shopper(&[subscribed(), vec![order, seen(now - DAY / 2)]].concat());
+        assert!(!is_in("lapsed_buyers", &recent) && is_in("back_recently", &recent));
+        assert!(!is_in("subscribers", &shopper(&[product])), "no address, no consent");
+    }
+
+    #[test]
+    fn runs_end_on_an_order_an_unsubscribe_leaving_or_the_goal() {
+        let set = pack("").expect("compiles");
+        let journeys = &set.journeys;
+        let now = 100 * DAY;
+        let cart = journeys.journey("cart_abandonment").expect("cart");
+        let qualified = Change::Status { status: Status::Qualified, at: 2 };
+        let offered = shopper(&[subscribed(), vec![qualified.clone()]].concat());
+        assert!(journeys.may_enter(cart, &offered, now));
+        assert_eq!(journeys.exit(cart, &offered, 0, now), None);
+        let mut entered = offered.clone();
+        entered.apply(&Change::EnterJourney { journey: cart.id.clone(), at: now });
+        assert!(!journeys.may_enter(cart, &entered, now), "once, without reenter_after");
+        let mut bought = offered.clone();
+        bought.apply(&Change::Order { id: "o".into(), at: now });
+        assert_eq!(journeys.exit(cart, &bought, 0, now), Some("ordered"));
+        let mut gone = offered.clone();
+        gone.apply(&Change::Consent(ConsentChange::unsubscribe(now)));
+        assert_eq!(journeys.exit(cart, &gone, 0, now), Some("unsubscribed"));
+        let win_back = journeys.journey("win_back").expect("win back");
+        let lapsed = shopper(&[subscribed(), vec![Change::Order { id: "o".into(), at: 1 }]].concat());
+        assert_eq!(journeys.exit(win_back, &lapsed, 1, now), None);
+        let mut back = lapsed.clone();
+        back.apply(&Change::Visit { at: now, locale: None, campaign: None, utm: Default::default() });
+        assert_eq!(journeys.exit(win_back, &back, 1, now), Some("left the segment"), "seen again");
+        let mut again = lapsed.clone();
+        again.apply(&Change::EnterJourney { journey: "win_back".into(), at: now - 91 * DAY });
+        assert!(journeys.may_enter(win_back, &again, now), "reenter_after 90d");
+    }
+
+    #[test]
+    fn broken_segments_and_journeys_are_reported_where_they_are() {
+        let extra = "[[segment]]\nid = \"vip\"\nstatus = [\"gold\"]\n\n[[journey]]\nid = \"j\"\nsegment = \"nobody\"\n\n\
+                     [[journey.step]]\nafter = \"soon\"\nemail = \"welcome\"\n";
+        let errors = pack(extra).expect_err("broken");
+        let shown: Vec<String> = errors.iter().map(|d| format!("{}:{}: {}", d.at.line, d.at.col, d.message)).collect();
+        let expected = ["3:12: unknown status `gold`", "7:12: unknown segment `nobody`", "10:10: duration \"soon\""];
+        for want in expected {
+            assert!(shown.iter().any(|s| s.starts_with(want)), "{want} in {shown:?}");
+        }
+        assert!(errors.iter().all(|d| d.at.file.ends_with("extra.toml")), "{errors:?}");
+    }
+}

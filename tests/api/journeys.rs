@@ -18,7 +18,7 @@ fn quick_journeys(dir: &Path, welcome: &str) -> std::path::PathBuf {
         if !text.contains("[[journey]]") {
             return text.to_string();
         }
-        text.replace("after = \"1h\"", "after = \"1s\"")
+        text.replace("after = \"60min\"", "after = \"1s\"")
             .replace("after = \"23h\"", "after = \"6s\"")
             .replace("after = \"2h\"", "after = \"1s\"")
             .replace("after = \"30min\"", &format!("after = \"{welcome}\""))
