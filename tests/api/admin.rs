@@ -329,6 +329,13 @@ fn a_marketer_logs_in_and_reads_a_transcript_in_the_browser() {
     );
     let widths: Vec<f64> = widths.as_array().expect("bar widths").iter().filter_map(|w| w.as_f64()).collect();
     assert!(widths.len() >= 4 && widths.iter().all(|w| *w <= 460.0), "{widths:?}");
+
+    // Each journey's steps are charted too, beside their table.
+    browser.goto(&format!("{}/admin/journeys", server.url()));
+    browser.wait_for("the journey charts", "return document.querySelectorAll('svg[role=img]').length >= 4;");
+    let titles = browser.js("return [...document.querySelectorAll('svg title')].map(t => t.textContent);");
+    assert!(titles.as_array().is_some_and(|t| t.iter().any(|t| t == "Steps of cart_abandonment")), "{titles}");
+    assert!(browser.js("return document.querySelector('svg + table') !== null;").as_bool() == Some(true));
 }
 
 #[tokio::test]

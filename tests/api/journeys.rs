@@ -153,3 +153,69 @@ async fn the_daily_cap_holds_across_journeys() {
         .collect();
     assert_eq!((steps.len(), held.len()), (2, 1), "the other waits for tomorrow: {steps:?}");
 }
+
+#[tokio::test]
+async fn killed_at_random_moments_every_due_step_is_delivered_and_none_twice_beyond_the_one_in_flight() {
+    let mut seed = nudge::now_ms();
+    eprintln!("kill-point seed {seed}");
+    let dir = tempfile::tempdir().expect("dir");
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    // One two-step journey for every subscriber.
+    let drip = "[[segment]]\nid = \"subscribers\"\nemail = true\nmarketing = true\n\n\
+                [[journey]]\nid = \"drip\"\nsegment = \"subscribers\"\n\n\
+                [[journey.step]]\nafter = \"0s\"\nemail = \"welcome\"\n\n\
+                [[journey.step]]\nafter = \"2s\"\nemail = \"win_back\"\n";
+    let intents =
+        copy_starter_pack(dir.path(), |text| if text.contains("[[journey]]") { drip.into() } else { text.into() });
+    let config = format!("{}outbox_lease_secs = 2\nmail_retry_secs = 1\n", config(&smtp, 0));
+    let mut server = TestServer::start_configured(dir.path(), &intents, &config);
+    let mut shoppers = Vec::new();
+    for i in 0..8 {
+        let email = format!("s{i}@example.com");
+        browser(&server, &email).await;
+        shoppers.push(email);
+    }
+    const KILLS: usize = 4;
+    for round in 0..KILLS {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let delay = 100 + (seed >> 33) % 700;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        server.kill();
+        eprintln!("round {round}: killed after {delay} ms; {} messages so far", smtp.messages().len());
+        server = TestServer::start_configured(dir.path(), &intents, &config);
+    }
+    let delivered = |to: &str, subject: &str| {
+        smtp.messages().iter().filter(|m| rcpt(m) == to && header(m, "subject").starts_with(subject)).count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while !shoppers.iter().all(|s| delivered(s, "Welcome") > 0 && delivered(s, "We miss you") > 0)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.kill();
+
+    let messages = smtp.messages();
+    let store = crate::backend::open_store(&server.data).expect("store");
+    let steps: Vec<_> =
+        store.follow_ups().filter_map(Result::ok).filter(|item| matches!(item.job, Job::Journey { .. })).collect();
+    for shopper in &shoppers {
+        assert!(
+            delivered(shopper, "Welcome") >= 1 && delivered(shopper, "We miss you") >= 1,
+            "both steps to {shopper}"
+        );
+    }
+    assert_eq!(steps.len(), 2 * shoppers.len(), "one run per shopper, two steps each");
+    let mut ids: Vec<&str> = messages.iter().map(|m| header(m, "message-id")).collect();
+    ids.sort();
+    ids.dedup();
+    for item in &steps {
+        assert!(matches!(item.state, OutboxState::Sent { .. }), "{:?}", item.state);
+        assert!(ids.contains(&format!("<{}@127.0.0.1>", item.id).as_str()), "{} sent but not received", item.id);
+    }
+    assert_eq!(ids.len(), steps.len(), "every message received is a step of the outbox");
+    let resent = messages.len() - ids.len();
+    assert!(resent <= KILLS, "{resent} resends after {KILLS} kills");
+    eprintln!("{} steps delivered, {resent} resent after a kill", steps.len());
+}
