@@ -63,6 +63,33 @@ pub fn probability_best(arms: &[(u64, u64)]) -> Vec<f64> {
         .collect()
 }
 
+/// The 95 % credible interval of a conversion rate after `successes` in `trials` (equal tails
+/// of its Beta posterior, on the same kind of grid).
+pub fn interval(successes: u64, trials: u64) -> (f64, f64) {
+    let (s, f) = (successes as f64, trials.saturating_sub(successes) as f64);
+    let (a, b) = (1.0 + s, 1.0 + f);
+    let (mean, sd) = (a / (a + b), (a * b / ((a + b).powi(2) * (a + b + 1.0))).sqrt());
+    let (low, high) = ((mean - 10.0 * sd).max(0.0), (mean + 10.0 * sd).min(1.0));
+    let step = (high - low) / GRID as f64;
+    let logs: Vec<f64> =
+        (0..GRID).map(|k| low + (k as f64 + 0.5) * step).map(|x| s * x.ln() + f * (1.0 - x).ln()).collect();
+    let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let raw: Vec<f64> = logs.iter().map(|l| (l - top).exp()).collect();
+    let total: f64 = raw.iter().sum();
+    // Where the distribution function crosses `p`, interpolated within the cell.
+    let quantile = |p: f64| {
+        let mut below = 0.0;
+        for (k, d) in raw.iter().map(|d| d / total).enumerate() {
+            if below + d >= p {
+                return low + (k as f64 + (p - below) / d) * step;
+            }
+            below += d;
+        }
+        high
+    };
+    (quantile(0.025), quantile(0.975))
+}
+
 /// The index of the winner, when one has been shown often enough and is best at 95 %.
 pub fn winner(arms: &[(u64, u64)], probabilities: &[f64]) -> Option<usize> {
     if arms.len() < 2 || arms.iter().any(|&(_, n)| n < MIN_SAMPLE) {
@@ -74,6 +101,20 @@ pub fn winner(arms: &[(u64, u64)], probabilities: &[f64]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn intervals_agree_with_scipy() {
+        // scipy.stats.beta.ppf([0.025, 0.975], 1 + s, 1 + n - s)
+        for ((s, n), (low, high)) in [
+            ((10, 100), (0.05563722, 0.17455283)),
+            ((0, 0), (0.025, 0.975)),
+            ((120, 1000), (0.10132342, 0.141627)),
+            ((0, 5), (0.00421074, 0.45925813)),
+        ] {
+            let (l, h) = interval(s, n);
+            assert!((l - low).abs() < 1e-3 && (h - high).abs() < 1e-3, "{s}/{n}: ({l}, {h}) against ({low}, {high})");
+        }
+    }
 
     #[test]
     fn agrees_with_known_values() {

@@ -40,6 +40,8 @@ pub struct VariantRow {
     pub probability_best: f64,
     /// Declared past `ab::MIN_SAMPLE` visitors per variant and `ab::WINNER`.
     pub winner: bool,
+    /// The 95 % credible interval of the conversion rate.
+    pub interval: (f64, f64),
 }
 
 /// One variant of a follow-up email template: how many were sent, opened (the pixel; inflated
@@ -56,11 +58,25 @@ pub struct EmailRow {
     pub revenue: f64,
     pub probability_best: f64,
     pub winner: bool,
+    /// The 95 % credible interval of the conversion rate (converted / sent).
+    pub interval: (f64, f64),
 }
+
+/// Orders and revenue of one day (UTC).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DayRow {
+    pub date: String,
+    pub orders: u64,
+    pub revenue: f64,
+}
+
+/// Days shown, the latest ones with orders.
+const DAYS: usize = 60;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Funnel {
     pub campaigns: Vec<CampaignRow>,
+    pub daily: Vec<DayRow>,
     /// Follow-up emails by template.
     pub emails: Vec<EmailRow>,
     /// Only intents whose visitors saw more than one variant (the A/B tests).
@@ -73,6 +89,7 @@ pub const NO_CAMPAIGN: &str = "(none)";
 pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
     let mut campaigns: BTreeMap<String, CampaignRow> = BTreeMap::new();
     let mut currencies: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut daily: BTreeMap<String, DayRow> = BTreeMap::new();
     let mut status: HashMap<VisitorId, Status> = HashMap::new();
     for profile in store.visitors() {
         let profile = profile?;
@@ -91,6 +108,9 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
                     .or_insert_with(|| CampaignRow { campaign: name, ..Default::default() });
                 row.orders += 1;
                 row.revenue += order.value;
+                let date = crate::export::rfc3339(order.at).get(..10).unwrap_or_default().to_string();
+                let day = daily.entry(date.clone()).or_insert_with(|| DayRow { date, ..Default::default() });
+                (day.orders, day.revenue) = (day.orders + 1, day.revenue + order.value);
                 currencies.entry(row.campaign.clone()).or_default().insert(order.currency.clone());
             }
         }
@@ -131,6 +151,7 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
             converted: 0,
             probability_best: 0.0,
             winner: false,
+            interval: (0.0, 1.0),
         });
         row.visitors += 1;
         row.converted += u64::from(status.get(&visitor) == Some(&Status::Converted));
@@ -144,18 +165,22 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
     // Rows are sorted by intent (and email): each one's variants are one test.
     for test in variants.chunk_by_mut(|a, b| a.intent == b.intent) {
         let arms: Vec<(u64, u64)> = test.iter().map(|row| (row.converted, row.visitors)).collect();
-        for (row, (p, winner)) in test.iter_mut().zip(judge(&arms)) {
-            (row.probability_best, row.winner) = (p, winner);
+        for (row, judged) in test.iter_mut().zip(judge(&arms)) {
+            (row.probability_best, row.winner, row.interval) =
+                (judged.probability_best, judged.winner, judged.interval);
         }
     }
     let mut emails = email_rows(store, None)?;
     for test in emails.chunk_by_mut(|a, b| a.email == b.email) {
         let arms: Vec<(u64, u64)> = test.iter().map(|row| (row.converted, row.sent)).collect();
-        for (row, (p, winner)) in test.iter_mut().zip(judge(&arms)) {
-            (row.probability_best, row.winner) = (p, winner);
+        for (row, judged) in test.iter_mut().zip(judge(&arms)) {
+            (row.probability_best, row.winner, row.interval) =
+                (judged.probability_best, judged.winner, judged.interval);
         }
     }
-    Ok(Funnel { campaigns: campaigns.into_values().collect(), emails, variants })
+    let mut daily: Vec<DayRow> = daily.into_values().collect();
+    daily.drain(..daily.len().saturating_sub(DAYS));
+    Ok(Funnel { campaigns: campaigns.into_values().collect(), daily, emails, variants })
 }
 
 /// The sent follow-ups by template and variant (of `only`, when given), sorted, with what their
@@ -308,8 +333,9 @@ pub fn journeys(store: &Store, journeys: &crate::journeys::Journeys) -> Result<V
     for step in rows.iter_mut().flat_map(|r| r.steps.iter_mut()) {
         step.variants.sort_by_key(|v| v.variant);
         let arms: Vec<(u64, u64)> = step.variants.iter().map(|v| (v.converted, v.sent)).collect();
-        for (variant, (p, winner)) in step.variants.iter_mut().zip(judge(&arms)) {
-            (variant.probability_best, variant.winner) = (p, winner);
+        for (variant, judged) in step.variants.iter_mut().zip(judge(&arms)) {
+            (variant.probability_best, variant.winner, variant.interval) =
+                (judged.probability_best, judged.winner, judged.interval);
         }
         for v in &step.variants {
             (step.sent, step.opened, step.clicked) =
@@ -357,10 +383,27 @@ pub fn email_arms(store: &Store, template: &str, variants: usize) -> Result<Vec<
 }
 
 /// Each arm's probability of being best, and whether it is the declared winner.
-fn judge(arms: &[(u64, u64)]) -> Vec<(f64, bool)> {
+/// Each arm's probability of being best, whether it is the declared winner, and the 95 %
+/// interval of its conversion rate.
+fn judge(arms: &[(u64, u64)]) -> Vec<Judged> {
     let probabilities = crate::ab::probability_best(arms);
     let winner = crate::ab::winner(arms, &probabilities);
-    probabilities.into_iter().enumerate().map(|(i, p)| (p, winner == Some(i))).collect()
+    probabilities
+        .into_iter()
+        .zip(arms)
+        .enumerate()
+        .map(|(i, (p, &(s, n)))| Judged {
+            probability_best: p,
+            winner: winner == Some(i),
+            interval: crate::ab::interval(s, n),
+        })
+        .collect()
+}
+
+struct Judged {
+    probability_best: f64,
+    winner: bool,
+    interval: (f64, f64),
 }
 
 #[cfg(test)]

@@ -465,6 +465,53 @@ fn bar_chart(id: &str, title: &str, desc: &str, series: &[(&str, &str)], groups:
     svg
 }
 
+/// Each variant's conversion rate as a dot on its 95 % interval, on one axis from 0 to the
+/// highest upper end, so overlapping intervals show an undecided test at a glance.
+fn interval_chart(id: &str, title: &str, rows: &[(String, f64, (f64, f64))]) -> String {
+    let (label, width, row) = (180.0, 400.0, 22.0);
+    let top = rows.iter().map(|(_, _, (_, high))| *high).fold(0.0, f64::max).max(0.01);
+    let height = row * rows.len() as f64 + 30.0;
+    let x = |v: f64| label + v / top * width;
+    let mut svg = format!(
+        "<svg role=img aria-labelledby=\"{id}-title {id}-desc\" width=\"{w}\" height=\"{height}\" \
+         viewBox=\"0 0 {w} {height}\"><title id={id}-title>{}</title><desc id={id}-desc>For each variant, its \
+         conversion rate as a dot on a line from the low to the high end of its 95 % credible interval; the \
+         table has the numbers.</desc>",
+        e(title),
+        w = label + width + 70.0,
+    );
+    for (i, (name, rate, (low, high))) in rows.iter().enumerate() {
+        let y = 14.0 + i as f64 * row;
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y}\" y2=\"{y}\" \
+             stroke=\"#5c86c4\" stroke-width=\"3\"/><circle cx=\"{:.1}\" cy=\"{y}\" r=\"5\" fill=\"#163a6b\"/>\
+             <text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{:.1}%</text>",
+            y + 4.0,
+            e(name),
+            x(*low),
+            x(*high),
+            x(*rate),
+            x(*high) + 6.0,
+            y + 4.0,
+            100.0 * rate
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{label}\" y=\"{}\" font-size=\"11\">0%</text><text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{:.1}%</text></svg>",
+        height - 4.0,
+        label + width - 30.0,
+        height - 4.0,
+        100.0 * top
+    );
+    svg
+}
+
+fn percent_interval((low, high): (f64, f64)) -> String {
+    format!("{:.1}–{:.1}%", 100.0 * low, 100.0 * high)
+}
+
 const BLUES: [&str; 4] = ["#9db4d6", "#5c86c4", "#2f5d9e", "#163a6b"];
 
 fn funnel_chart(campaigns: &[CampaignRow]) -> String {
@@ -521,7 +568,8 @@ pub fn journeys(rows: &[JourneyRow]) -> String {
         ));
         body.push_str(
             "<table><tr><th>Step</th><th>After</th><th>Does</th><th>Reached</th><th>Ended here</th><th>Variant</th>\
-             <th>Sent</th><th>Opened</th><th>Clicked</th><th>Converted</th><th>Revenue</th><th>Probability best</th></tr>",
+             <th>Sent</th><th>Opened</th><th>Clicked</th><th>Converted</th><th>95 % interval</th><th>Revenue</th>\
+             <th>Probability best</th></tr>",
         );
         for step in &journey.steps {
             let head = format!(
@@ -541,12 +589,13 @@ pub fn journeys(rows: &[JourneyRow]) -> String {
             for v in &step.variants {
                 let _ = write!(
                     body,
-                    "<tr>{head}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.1}%{}</td></tr>",
+                    "<tr>{head}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.1}%{}</td></tr>",
                     v.variant,
                     v.sent,
                     v.opened,
                     v.clicked,
                     v.converted,
+                    percent_interval(v.interval),
                     v.revenue,
                     100.0 * v.probability_best,
                     if v.winner { " (winner)" } else { "" }
@@ -554,6 +603,18 @@ pub fn journeys(rows: &[JourneyRow]) -> String {
             }
         }
         body.push_str("</table>");
+        let arms: Vec<(String, f64, (f64, f64))> = journey
+            .steps
+            .iter()
+            .flat_map(|s| s.variants.iter().map(move |v| (s.step, v)))
+            .map(|(step, v)| {
+                (format!("step {} · {}", step + 1, v.variant), v.converted as f64 / v.sent.max(1) as f64, v.interval)
+            })
+            .collect();
+        if !arms.is_empty() {
+            let title = format!("Conversion after each email of {}", journey.journey);
+            body.push_str(&interval_chart(&format!("journey{i}-variants"), &title, &arms));
+        }
     }
     layout("Journeys", &body)
 }
@@ -612,16 +673,49 @@ pub fn funnel(funnel: &Funnel) -> String {
             money(row.cost_per_conversion),
         );
     }
+    body.push_str("</table><h2>Conversions by day</h2>");
+    let one = |name: &'static str| [(name, BLUES[2])];
+    let orders: Vec<(String, Vec<u64>)> = funnel.daily.iter().map(|d| (d.date.clone(), vec![d.orders])).collect();
+    body.push_str(&bar_chart(
+        "daily-orders",
+        "Orders by day",
+        "One bar per day with orders; the table below has the numbers.",
+        &one("orders"),
+        &orders,
+    ));
+    let revenue: Vec<(String, Vec<u64>)> =
+        funnel.daily.iter().map(|d| (d.date.clone(), vec![d.revenue.round().max(0.0) as u64])).collect();
+    body.push_str(&bar_chart(
+        "daily-revenue",
+        "Revenue by day",
+        "One bar per day with orders, its revenue rounded; the table below has the numbers.",
+        &one("revenue"),
+        &revenue,
+    ));
+    body.push_str("<table><tr><th>Day (UTC)</th><th>Orders</th><th>Revenue</th></tr>");
+    for day in &funnel.daily {
+        let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{:.2}</td></tr>", e(&day.date), day.orders, day.revenue);
+    }
     body.push_str(
         "</table><h2>Follow-up emails</h2><p>Opens count an email's image loading, which some mail clients do \
-         ahead of the reader: clicks are the surer signal. Probability best is by conversion.</p><table><tr>\
-         <th>Email</th><th>Variant</th><th>Sent</th><th>Opened</th><th>Clicked</th><th>Click rate</th>\
-         <th>Converted after</th><th>Revenue</th><th>Probability best</th><th>Winner</th></tr>",
+         ahead of the reader: clicks are the surer signal. Probability best is by conversion.</p>",
+    );
+    let arms: Vec<(String, f64, (f64, f64))> = funnel
+        .emails
+        .iter()
+        .map(|r| (format!("{} · {}", r.email, r.variant), r.converted as f64 / r.sent.max(1) as f64, r.interval))
+        .collect();
+    if !arms.is_empty() {
+        body.push_str(&interval_chart("email-variants", "Conversion after each email variant", &arms));
+    }
+    body.push_str(
+        "<table><tr><th>Email</th><th>Variant</th><th>Sent</th><th>Opened</th><th>Clicked</th><th>Click rate</th>\
+         <th>Converted after</th><th>95 % interval</th><th>Revenue</th><th>Probability best</th><th>Winner</th></tr>",
     );
     for row in &funnel.emails {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td>\
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td>\
              <td>{:.1}%</td><td>{}</td></tr>",
             e(&row.email),
             row.variant,
@@ -630,6 +724,7 @@ pub fn funnel(funnel: &Funnel) -> String {
             row.clicked,
             rate(row.clicked, row.sent),
             row.converted,
+            percent_interval(row.interval),
             row.revenue,
             100.0 * row.probability_best,
             if row.winner { "winner" } else { "" },
@@ -638,18 +733,30 @@ pub fn funnel(funnel: &Funnel) -> String {
     body.push_str(
         "</table><h2>By reply variant (A/B)</h2><p>Probability best: the chance a variant converts better than \
          every other of its intent. A winner is named once each variant was shown to 100 visitors and one is best \
-         at 95 %.</p><table><tr><th>Intent</th><th>Variant</th><th>Visitors shown</th>\
-         <th>Converted</th><th>Conversion</th><th>Probability best</th><th>Winner</th></tr>",
+         at 95 %.</p>",
+    );
+    let arms: Vec<(String, f64, (f64, f64))> = funnel
+        .variants
+        .iter()
+        .map(|r| (format!("{} · {}", r.intent, r.variant), r.converted as f64 / r.visitors.max(1) as f64, r.interval))
+        .collect();
+    if !arms.is_empty() {
+        body.push_str(&interval_chart("reply-variants", "Conversion after each reply variant", &arms));
+    }
+    body.push_str(
+        "<table><tr><th>Intent</th><th>Variant</th><th>Visitors shown</th>\
+         <th>Converted</th><th>Conversion</th><th>95 % interval</th><th>Probability best</th><th>Winner</th></tr>",
     );
     for row in &funnel.variants {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td></tr>",
             e(&row.intent),
             row.variant,
             row.visitors,
             row.converted,
             rate(row.converted, row.visitors),
+            percent_interval(row.interval),
             100.0 * row.probability_best,
             if row.winner { "winner" } else { "" },
         );

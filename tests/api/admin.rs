@@ -210,7 +210,10 @@ async fn admin_shows_what_the_shopper_told_us_and_exports_it() {
         (spring["visitors"].as_u64(), spring["converted"].as_u64(), spring["revenue"].as_f64()),
         (Some(1), Some(1), Some(99.5))
     );
-    assert!(page("/admin/funnel").await.2.contains("<td>spring</td>"));
+    let today = nudge::export::rfc3339(nudge::now_ms())[..10].to_string();
+    assert_eq!(funnel["daily"], json!([{ "date": today, "orders": 1, "revenue": 99.5 }]), "conversions by day");
+    let page_html = page("/admin/funnel").await.2;
+    assert!(page_html.contains("<td>spring</td>") && page_html.contains("Orders by day"), "{page_html}");
 
     // Ad spend: reported twice (the second time with a corrected figure), it counts once.
     let spend = format!("{}/api/spend", server.url());
