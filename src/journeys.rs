@@ -75,6 +75,8 @@ pub enum Entry {
     Segment(usize),
     /// Getting this tag (an intent's `tags`, the cart-abandonment check).
     Tag(String),
+    /// This intent answering the visitor (again, since they last entered).
+    Intent(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +116,8 @@ pub struct Journey {
 pub struct Journeys {
     pub segments: Vec<Segment>,
     pub journeys: Vec<Journey>,
+    /// The intents some journey is entered by: only their answers are recorded on the profile.
+    pub entry_intents: std::collections::BTreeSet<String>,
 }
 
 impl Journeys {
@@ -130,6 +134,10 @@ impl Journeys {
         match &journey.entry {
             Entry::Segment(i) => self.segments[*i].contains(p, now),
             Entry::Tag(tag) => p.tags.contains(tag),
+            Entry::Intent(intent) => p
+                .intents
+                .get(intent)
+                .is_some_and(|answered| p.journeys.get(&journey.id).is_none_or(|entered| answered > entered)),
         }
     }
 
@@ -202,8 +210,10 @@ pub struct RawJourney {
     pub description: String,
     /// Entered by coming into this segment ...
     pub segment: Option<Spanned<String>>,
-    /// ... or by getting this tag.
+    /// ... or by getting this tag ...
     pub tag: Option<Spanned<String>>,
+    /// ... or by this intent answering.
+    pub intent: Option<Spanned<String>>,
     #[serde(default = "yes")]
     pub exit_when_left: bool,
     pub goal: Option<Spanned<String>>,
@@ -227,15 +237,15 @@ pub struct RawStep {
 }
 
 /// Compiles the segments and journeys of every file; problems go to `errors` with their
-/// `file:line:col`. `emails` are the template ids steps may send, `preferences` the names a
-/// segment may ask about.
+/// `file:line:col`. `known` names the emails steps may send, the preferences a segment may ask
+/// about and the intents a journey may be entered by.
 pub fn compile(
     segments: Vec<(&Source, RawSegment)>,
     journeys: Vec<(&Source, RawJourney)>,
-    emails: &[String],
-    preferences: &std::collections::BTreeSet<String>,
+    known: &Known,
     errors: &mut Vec<Diagnostic>,
 ) -> Journeys {
+    let preferences = known.preferences;
     let mut out = Journeys::default();
     for (source, raw) in segments {
         let at = source.inside(&raw.id.span());
@@ -293,7 +303,10 @@ pub fn compile(
         out.segments.push(segment);
     }
     for (source, raw) in journeys {
-        if let Some(journey) = journey(source, raw, &out, emails, errors) {
+        if let Some(journey) = journey(source, raw, &out, known, errors) {
+            if let Entry::Intent(intent) = &journey.entry {
+                out.entry_intents.insert(intent.clone());
+            }
             if let Some(first) = out.journey(&journey.id) {
                 let message = format!("duplicate journey id `{}` (first defined at {})", journey.id, first.at);
                 errors.push(Diagnostic { at: journey.at.clone(), message });
@@ -305,19 +318,27 @@ pub fn compile(
     out
 }
 
+/// What journey files may refer to.
+pub struct Known<'a> {
+    pub emails: &'a [String],
+    pub preferences: &'a std::collections::BTreeSet<String>,
+    pub intents: &'a [&'a str],
+}
+
 fn journey(
     source: &Source,
     raw: RawJourney,
-    known: &Journeys,
-    emails: &[String],
+    compiled: &Journeys,
+    known: &Known,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Journey> {
+    let (emails, known) = (known.emails, (compiled, known.intents));
     let at = source.inside(&raw.id.span());
     let before = errors.len();
     let segment = |name: &Spanned<String>, errors: &mut Vec<Diagnostic>| {
-        let found = known.segments.iter().position(|s| &s.id == name.get_ref());
+        let found = known.0.segments.iter().position(|s| &s.id == name.get_ref());
         if found.is_none() {
-            let ids: Vec<&str> = known.segments.iter().map(|s| s.id.as_str()).collect();
+            let ids: Vec<&str> = known.0.segments.iter().map(|s| s.id.as_str()).collect();
             errors.push(Diagnostic {
                 at: source.inside(&name.span()),
                 message: format!("unknown segment `{}` (known: {})", name.get_ref(), ids.join(", ")),
@@ -325,11 +346,20 @@ fn journey(
         }
         found
     };
-    let entry = match (&raw.segment, &raw.tag) {
-        (Some(name), None) => segment(name, errors).map(Entry::Segment),
-        (None, Some(tag)) => Some(Entry::Tag(tag.get_ref().clone())),
+    let entry = match (&raw.segment, &raw.tag, &raw.intent) {
+        (Some(name), None, None) => segment(name, errors).map(Entry::Segment),
+        (None, Some(tag), None) => Some(Entry::Tag(tag.get_ref().clone())),
+        (None, None, Some(intent)) => {
+            if !known.1.contains(&intent.get_ref().as_str()) {
+                errors.push(Diagnostic {
+                    at: source.inside(&intent.span()),
+                    message: format!("unknown intent `{}` (known: {})", intent.get_ref(), known.1.join(", ")),
+                });
+            }
+            Some(Entry::Intent(intent.get_ref().clone()))
+        }
         _ => {
-            let message = "a journey is entered by one `segment = \"...\"` or one `tag = \"...\"`";
+            let message = "a journey is entered by one `segment = \"...\"`, `tag = \"...\"` or `intent = \"...\"`";
             errors.push(Diagnostic { at: at.clone(), message: message.into() });
             None
         }
@@ -496,6 +526,27 @@ mod tests {
         let mut again = lapsed.clone();
         again.apply(&Change::EnterJourney { journey: "win_back".into(), at: now - 91 * DAY });
         assert!(journeys.may_enter(win_back, &again, now), "reenter_after 90d");
+    }
+
+    #[test]
+    fn an_intent_enters_each_time_it_answers_again() {
+        let extra = "[[journey]]\nid = \"asked\"\nintent = \"human\"\nreenter_after = \"0s\"\n\n\
+                     [[journey.step]]\nafter = \"1h\"\ntag = \"wanted_a_person\"\n";
+        let set = pack(extra).expect("compiles");
+        let journeys = &set.journeys;
+        assert!(journeys.entry_intents.contains("human"), "the session records only these intents");
+        let asked = journeys.journey("asked").expect("journey");
+        let mut p = shopper(&[]);
+        assert!(!journeys.may_enter(asked, &p, 10));
+        p.apply(&Change::Answered { intent: "human".into(), at: 10 });
+        assert!(journeys.may_enter(asked, &p, 11));
+        p.apply(&Change::EnterJourney { journey: "asked".into(), at: 11 });
+        assert!(!journeys.may_enter(asked, &p, 12), "not again for the same answer");
+        p.apply(&Change::Answered { intent: "human".into(), at: 20 });
+        assert!(journeys.may_enter(asked, &p, 21), "a new answer enters again");
+        let unknown = "[[journey]]\nid = \"x\"\nintent = \"nobody\"\n\n[[journey.step]]\nafter = \"1h\"\ntag = \"t\"\n";
+        let errors = pack(unknown).expect_err("unknown intent");
+        assert!(errors.iter().any(|d| d.message.starts_with("unknown intent `nobody`")), "{errors:?}");
     }
 
     #[test]

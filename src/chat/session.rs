@@ -502,6 +502,14 @@ impl Chat {
             };
             commands.push(Command::change(&mut profile, change));
         }
+        // Only the answers of intents that enter a journey are recorded (on the profile, for the
+        // journey sweep); every other message leaves the profile unwritten.
+        let entering = &intents.journeys.entry_intents;
+        for intent in entries.iter().filter(|e| e.from == Speaker::Bot).filter_map(|e| e.intent.as_ref()) {
+            if entering.contains(intent) {
+                commands.push(Command::change(&mut profile, Change::Answered { intent: intent.clone(), at: now }));
+            }
+        }
         if erase {
             return self.erase(step.frames, commands, &conversation, now).await;
         }

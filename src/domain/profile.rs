@@ -63,6 +63,9 @@ pub struct Profile {
     /// The journeys the visitor entered, and when they last did.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub journeys: BTreeMap<String, u64>,
+    /// When intents that enter a journey last answered the visitor (only those intents).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub intents: BTreeMap<String, u64>,
 }
 
 /// A person who took a visitor's chat in the admin: their admin session (who they are), the name
@@ -252,6 +255,11 @@ pub enum Change {
         journey: String,
         at: u64,
     },
+    /// An intent that enters a journey answered the visitor.
+    Answered {
+        intent: String,
+        at: u64,
+    },
 }
 
 impl Profile {
@@ -278,6 +286,7 @@ impl Profile {
             resume_keys: Vec::new(),
             timezone: None,
             journeys: BTreeMap::new(),
+            intents: BTreeMap::new(),
         }
     }
 
@@ -382,6 +391,10 @@ impl Profile {
             Change::Timezone(zone) => self.timezone = Some(zone.clone()),
             Change::EnterJourney { journey, at } => {
                 self.journeys.insert(journey.clone(), *at);
+            }
+            Change::Answered { intent, at } => {
+                let last = self.intents.entry(intent.clone()).or_insert(*at);
+                *last = (*last).max(*at);
             }
             Change::ResumeKey(hash) => {
                 self.resume_keys.retain(|k| k != hash);

@@ -122,7 +122,10 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
             c.unknown(&reference, known.iter());
         }
     }
-    let journeys = crate::journeys::compile(raw_segments, raw_journeys, &email_ids, &known, &mut c.errors);
+    let mut intent_ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+    intent_ids.sort_unstable();
+    let refer = crate::journeys::Known { emails: &email_ids, preferences: &known, intents: &intent_ids };
+    let journeys = crate::journeys::compile(raw_segments, raw_journeys, &refer, &mut c.errors);
     known.extend(EMAIL_LINKS.iter().map(|s| s.to_string()));
     for reference in std::mem::take(&mut c.email_names_used) {
         if !known.contains(&reference.name) {

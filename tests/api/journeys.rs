@@ -18,10 +18,13 @@ fn quick_journeys(dir: &Path, welcome: &str) -> std::path::PathBuf {
         if !text.contains("[[journey]]") {
             return text.to_string();
         }
+        // And one journey an intent enters: asking for a person tags the visitor.
+        let asked = "\n[[journey]]\nid = \"asked\"\nintent = \"human\"\n\n[[journey.step]]\nafter = \"0s\"\ntag = \"asked_for_a_person\"\n";
         text.replace("after = \"60min\"", "after = \"1s\"")
             .replace("after = \"23h\"", "after = \"6s\"")
             .replace("after = \"2h\"", "after = \"1s\"")
             .replace("after = \"30min\"", &format!("after = \"{welcome}\""))
+            + asked
     })
 }
 
@@ -131,6 +134,23 @@ async fn a_cart_abandoner_is_reminded_until_they_buy_and_a_browser_gets_the_brow
     assert!(page.contains("ben@example.com") && !page.contains("cara@example.com"), "{page}");
     let (status, _, _) = get_with(format!("{}/admin?segment=nobody", server.url()), &cookie).await;
     assert_eq!(status, 400, "an unknown segment");
+
+    // An intent that enters a journey: its step runs after the answer.
+    let mut socket = server.connect().await;
+    let (dora, ..) = hello(&mut socket, Hello::default()).await;
+    assert_eq!(say(&mut socket, "I want to talk to a human").await.intent, "human");
+    let mut tagged = false;
+    for _ in 0..100 {
+        let (_, _, body) = get_with(format!("{}/admin/api/leads", server.url()), &cookie).await;
+        let leads: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let lead = leads["leads"].as_array().expect("leads").iter().find(|l| l["id"] == dora.as_str()).cloned();
+        if lead.is_some_and(|l| l["tags"].as_array().is_some_and(|t| t.iter().any(|t| t == "asked_for_a_person"))) {
+            tagged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(tagged, "the journey entered by the `human` intent tagged the visitor");
 }
 
 #[tokio::test]
