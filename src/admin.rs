@@ -148,7 +148,8 @@ pub struct Query {
 }
 
 impl Filters {
-    fn leads(&self, intents: &intents::IntentSet) -> Result<LeadFilter, actix_web::Error> {
+    fn leads(&self, app: &App) -> Result<LeadFilter, actix_web::Error> {
+        let intents = app.intents();
         let journeys = &intents.journeys;
         let segment = match given(&self.segment) {
             Some(id) => Some(journeys.segment(&id).cloned().ok_or_else(|| {
@@ -172,11 +173,12 @@ impl Filters {
             source: given(&self.source),
             medium: given(&self.medium),
             segment,
+            model: app.learned(),
         })
     }
 
     /// The page's query; `everyone` unless `visitors` says otherwise.
-    fn query(&self, intents: &intents::IntentSet, everyone: bool) -> Result<Query, actix_web::Error> {
+    fn query(&self, app: &App, everyone: bool) -> Result<Query, actix_web::Error> {
         let everyone = match given(&self.visitors).as_deref() {
             None => everyone,
             Some("all") => true,
@@ -191,7 +193,7 @@ impl Filters {
                 actix_web::error::ErrorBadRequest(format!("sort {name:?}: use last_seen, score or status"))
             })?,
         };
-        Ok(Query { filter: self.leads(intents)?, everyone, sort })
+        Ok(Query { filter: self.leads(app)?, everyone, sort })
     }
 }
 
@@ -207,6 +209,8 @@ struct LeadBody<'a> {
     status: &'static str,
     status_at: std::collections::BTreeMap<&'static str, u64>,
     score: i64,
+    /// The learned probability to buy, once a model is fitted.
+    buy_probability: Option<f64>,
     tags: &'a std::collections::BTreeSet<String>,
     campaign: Option<&'a str>,
     /// `source`, `medium` and `campaign` of the last visit with UTM parameters.
@@ -247,6 +251,7 @@ impl<'a> From<&'a crate::domain::Profile> for LeadBody<'a> {
             status: p.status.as_str(),
             status_at: p.status_at.iter().map(|(status, at)| (status.as_str(), *at)).collect(),
             score: p.score,
+            buy_probability: None,
             tags: &p.tags,
             campaign: p.campaign.as_deref(),
             utm: &p.utm,
@@ -335,7 +340,7 @@ fn page(store: &crate::store::Store, query: &Query, after: Option<Seen>, limit: 
 
 /// The page the query asks for; a bad `after` is a 400 with the reason.
 async fn read_page(app: &App, filters: &Filters, everyone: bool) -> actix_web::Result<(Query, Page)> {
-    let query = filters.query(&app.intents(), everyone)?;
+    let query = filters.query(app, everyone)?;
     let after = match given(&filters.after) {
         Some(after) => Some(Seen::parse(&after).ok_or_else(|| {
             actix_web::error::ErrorBadRequest("`after` is the `next` of an earlier page (`<ms>-<visitor>`)")
@@ -369,7 +374,12 @@ async fn leads_api(
     require(&app, &req, Denied::Api).await?;
     let (_, page) = read_page(&app, &query, true).await?;
     let next = page.next.map(|n| n.to_string());
-    let leads: Vec<LeadBody> = page.leads.iter().map(LeadBody::from).collect();
+    let model = app.learned();
+    let leads: Vec<LeadBody> = page
+        .leads
+        .iter()
+        .map(|p| LeadBody { buy_probability: model.as_ref().map(|m| m.probability(p)), ..LeadBody::from(p) })
+        .collect();
     Ok(json(serde_json::json!({ "total": page.total, "leads": leads, "next": next })))
 }
 
@@ -450,7 +460,7 @@ fn idle_ms(app: &App) -> u64 {
 /// How pages show times and preferences, now.
 fn views_context(app: &App) -> views::Context {
     let zone = jiff::tz::TimeZone::get(&app.config.timezone.0).unwrap_or(jiff::tz::TimeZone::UTC);
-    views::Context { zone, intents: app.intents(), now: now_ms(), idle: idle_ms(app) }
+    views::Context { zone, intents: app.intents(), now: now_ms(), idle: idle_ms(app), learned: app.learned() }
 }
 
 #[derive(Deserialize)]
@@ -651,20 +661,28 @@ async fn journeys_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Resul
     Ok(json(serde_json::json!({ "journeys": rows })))
 }
 
+/// Each segment with its size now.
+async fn segment_rows(app: &App) -> actix_web::Result<Vec<report::SegmentRow>> {
+    let (intents, model, now) = (app.intents(), app.learned(), now_ms());
+    app.store
+        .read(move |store| {
+            let at = crate::journeys::Moment { now, model: model.as_deref() };
+            report::segments(store, &intents.journeys, at)
+        })
+        .await
+        .map_err(store_error)
+}
+
 async fn segments_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Login).await?;
-    let (intents, now) = (app.intents(), now_ms());
-    let rows =
-        app.store.read(move |store| report::segments(store, &intents.journeys, now)).await.map_err(store_error)?;
-    Ok(html(StatusCode::OK, views::segments(&rows)))
+    let rows = segment_rows(&app).await?;
+    Ok(html(StatusCode::OK, views::segments(&rows, app.learned().as_deref())))
 }
 
 async fn segments_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    let (intents, now) = (app.intents(), now_ms());
-    let rows =
-        app.store.read(move |store| report::segments(store, &intents.journeys, now)).await.map_err(store_error)?;
-    Ok(json(serde_json::json!({ "segments": rows })))
+    let rows = segment_rows(&app).await?;
+    Ok(json(serde_json::json!({ "segments": rows, "learned": app.learned().as_deref() })))
 }
 
 async fn funnel_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
@@ -717,7 +735,7 @@ async fn export_leads(
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    let filter = query.leads(&app.intents())?;
+    let filter = query.leads(&app)?;
     csv_export(&app, "leads.csv", move |store, out| {
         export::leads(store, &filter, export::Format::Csv, false, out, |_, _| {})
     })
@@ -730,7 +748,7 @@ async fn export_audience(
     query: web::Query<Filters>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    let filter = query.leads(&app.intents())?;
+    let filter = query.leads(&app)?;
     let platform = match given(&query.platform).as_deref() {
         Some("google") => Platform::Google,
         Some("meta") => Platform::Meta,

@@ -22,8 +22,10 @@ pub struct LeadFilter {
     /// `utm_source` and `utm_medium` of the visitor's last visit with UTM parameters.
     pub source: Option<String>,
     pub medium: Option<String>,
-    /// Only the visitors in this segment (`intents/journeys/`) now.
+    /// Only the visitors in this segment (`intents/journeys/`) now ...
     pub segment: Option<crate::journeys::Segment>,
+    /// ... judged with this learned lead model.
+    pub model: Option<std::sync::Arc<crate::leads::learned::Model>>,
 }
 
 impl LeadFilter {
@@ -52,7 +54,9 @@ impl LeadFilter {
             && self.tag.as_ref().is_none_or(|t| p.tags.contains(t))
             && self.source.as_ref().is_none_or(|s| p.utm.get("source") == Some(s))
             && self.medium.as_ref().is_none_or(|m| p.utm.get("medium") == Some(m))
-            && self.segment.as_ref().is_none_or(|s| s.contains(p, crate::now_ms()))
+            && self.segment.as_ref().is_none_or(|s| {
+                s.contains(p, crate::journeys::Moment { now: crate::now_ms(), model: self.model.as_deref() })
+            })
     }
 
     /// Whether only the indexes' own keys (status, campaign) are filtered on, so they can count.

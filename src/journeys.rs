@@ -17,6 +17,15 @@ use toml::Spanned;
 
 use crate::domain::{Profile, Status, UNSUBSCRIBE_SOURCE};
 use crate::intents::file::{Diagnostic, Location, Source};
+use crate::leads::learned::Model;
+
+/// What a segment is judged with besides the profile: the time, and the learned lead model
+/// (`None` until the store has enough outcomes to fit one).
+#[derive(Clone, Copy)]
+pub struct Moment<'a> {
+    pub now: u64,
+    pub model: Option<&'a Model>,
+}
 
 /// A named rule over a visitor's profile: every condition given must hold.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,15 +48,18 @@ pub struct Segment {
     pub source: Option<String>,
     pub medium: Option<String>,
     pub min_score: Option<i64>,
+    /// The learned probability to buy (`leads::learned`) at least this.
+    pub min_buy_probability: Option<f64>,
     pub first_seen_within: Option<u64>,
     pub last_seen_within: Option<u64>,
     pub not_seen_for: Option<u64>,
 }
 
 impl Segment {
-    /// Whether `p` is in the segment at `now` (ms).
-    pub fn contains(&self, p: &Profile, now: u64) -> bool {
-        let age = |at: u64| now.saturating_sub(at);
+    /// Whether `p` is in the segment at `at`.
+    pub fn contains(&self, p: &Profile, at: Moment) -> bool {
+        let age = |then: u64| at.now.saturating_sub(then);
+        let likely = |min: f64| at.model.is_some_and(|m| m.probability(p) >= min);
         let consent = |kind: fn(&crate::domain::ConsentRecord) -> bool| p.consent.as_ref().is_some_and(kind);
         let utm = |key: &str, want: &Option<String>| want.as_ref().is_none_or(|w| p.utm.get(key) == Some(w));
         (self.status.is_empty() || self.status.contains(&p.status))
@@ -62,6 +74,7 @@ impl Segment {
             && utm("source", &self.source)
             && utm("medium", &self.medium)
             && self.min_score.is_none_or(|min| p.score >= min)
+            && self.min_buy_probability.is_none_or(likely)
             && self.first_seen_within.is_none_or(|d| age(p.created_at) <= d)
             && self.last_seen_within.is_none_or(|d| age(p.last_seen_at) <= d)
             && self.not_seen_for.is_none_or(|d| age(p.last_seen_at) >= d)
@@ -129,10 +142,10 @@ impl Journeys {
         self.journeys.iter().find(|j| j.id == id)
     }
 
-    /// Whether `p` meets the journey's entry at `now`.
-    pub fn enters(&self, journey: &Journey, p: &Profile, now: u64) -> bool {
+    /// Whether `p` meets the journey's entry.
+    pub fn enters(&self, journey: &Journey, p: &Profile, at: Moment) -> bool {
         match &journey.entry {
-            Entry::Segment(i) => self.segments[*i].contains(p, now),
+            Entry::Segment(i) => self.segments[*i].contains(p, at),
             Entry::Tag(tag) => p.tags.contains(tag),
             Entry::Intent(intent) => p
                 .intents
@@ -143,35 +156,35 @@ impl Journeys {
 
     /// Whether `p` may start a run of `journey` now: meets the entry, and never entered or
     /// entered long enough ago to enter again.
-    pub fn may_enter(&self, journey: &Journey, p: &Profile, now: u64) -> bool {
+    pub fn may_enter(&self, journey: &Journey, p: &Profile, at: Moment) -> bool {
         let again = match p.journeys.get(&journey.id) {
             None => true,
-            Some(at) => journey.reenter_after.is_some_and(|wait| now.saturating_sub(*at) >= wait),
+            Some(entered) => journey.reenter_after.is_some_and(|wait| at.now.saturating_sub(*entered) >= wait),
         };
-        again && self.enters(journey, p, now)
+        again && self.enters(journey, p, at)
     }
 
     /// Why a run of `journey`, entered with `orders` orders, ends before its next step; `None`
     /// while it goes on.
-    pub fn exit(&self, journey: &Journey, p: &Profile, orders: u32, now: u64) -> Option<&'static str> {
+    pub fn exit(&self, journey: &Journey, p: &Profile, orders: u32, at: Moment) -> Option<&'static str> {
         if p.orders.len() > orders as usize {
             return Some("ordered");
         }
         if p.consent.as_ref().is_some_and(|c| c.source == UNSUBSCRIBE_SOURCE && !c.marketing) {
             return Some("unsubscribed");
         }
-        if journey.exit_when_left && matches!(journey.entry, Entry::Segment(_)) && !self.enters(journey, p, now) {
+        if journey.exit_when_left && matches!(journey.entry, Entry::Segment(_)) && !self.enters(journey, p, at) {
             return Some("left the segment");
         }
-        if journey.goal.is_some_and(|g| self.segments[g].contains(p, now)) {
+        if journey.goal.is_some_and(|g| self.segments[g].contains(p, at)) {
             return Some("reached the goal");
         }
         None
     }
 
     /// Whether a step's condition lets it run for `p`.
-    pub fn runs(&self, step: &Step, p: &Profile, now: u64) -> bool {
-        step.condition.is_none_or(|(segment, wanted)| self.segments[segment].contains(p, now) == wanted)
+    pub fn runs(&self, step: &Step, p: &Profile, at: Moment) -> bool {
+        step.condition.is_none_or(|(segment, wanted)| self.segments[segment].contains(p, at) == wanted)
     }
 }
 
@@ -197,6 +210,7 @@ pub struct RawSegment {
     pub source: Option<String>,
     pub medium: Option<String>,
     pub min_score: Option<i64>,
+    pub min_buy_probability: Option<f64>,
     pub first_seen_within: Option<Spanned<String>>,
     pub last_seen_within: Option<Spanned<String>>,
     pub not_seen_for: Option<Spanned<String>>,
@@ -299,6 +313,7 @@ pub fn compile(
             source: raw.source,
             medium: raw.medium,
             min_score: raw.min_score,
+            min_buy_probability: raw.min_buy_probability,
         };
         out.segments.push(segment);
     }
@@ -442,6 +457,10 @@ mod tests {
 
     const DAY: u64 = 24 * 60 * 60 * 1000;
 
+    fn at(now: u64) -> Moment<'static> {
+        Moment { now, model: None }
+    }
+
     /// The starter pack with `extra` as one more journeys file.
     fn pack(extra: &str) -> Result<crate::intents::IntentSet, Vec<Diagnostic>> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("intents");
@@ -480,7 +499,8 @@ mod tests {
         let set = pack("").expect("the starter pack compiles");
         let journeys = &set.journeys;
         let now = 100 * DAY;
-        let is_in = |id: &str, p: &Profile| journeys.segment(id).expect(id).contains(p, now);
+        let at = Moment { now, model: None };
+        let is_in = |id: &str, p: &Profile| journeys.segment(id).expect(id).contains(p, at);
         let product = Change::Preference { name: "product".into(), value: "boots".into(), at: 1, message: "m".into() };
         let seen = |at| Change::Visit { at, locale: None, campaign: None, utm: Default::default() };
         let qualified = Change::Status { status: Status::Qualified, at: 2 };
@@ -506,26 +526,26 @@ mod tests {
         let cart = journeys.journey("cart_abandonment").expect("cart");
         let qualified = Change::Status { status: Status::Qualified, at: 2 };
         let offered = shopper(&[subscribed(), vec![qualified.clone()]].concat());
-        assert!(journeys.may_enter(cart, &offered, now));
-        assert_eq!(journeys.exit(cart, &offered, 0, now), None);
+        assert!(journeys.may_enter(cart, &offered, at(now)));
+        assert_eq!(journeys.exit(cart, &offered, 0, at(now)), None);
         let mut entered = offered.clone();
         entered.apply(&Change::EnterJourney { journey: cart.id.clone(), at: now });
-        assert!(!journeys.may_enter(cart, &entered, now), "once, without reenter_after");
+        assert!(!journeys.may_enter(cart, &entered, at(now)), "once, without reenter_after");
         let mut bought = offered.clone();
         bought.apply(&Change::Order { id: "o".into(), at: now });
-        assert_eq!(journeys.exit(cart, &bought, 0, now), Some("ordered"));
+        assert_eq!(journeys.exit(cart, &bought, 0, at(now)), Some("ordered"));
         let mut gone = offered.clone();
         gone.apply(&Change::Consent(ConsentChange::unsubscribe(now)));
-        assert_eq!(journeys.exit(cart, &gone, 0, now), Some("unsubscribed"));
+        assert_eq!(journeys.exit(cart, &gone, 0, at(now)), Some("unsubscribed"));
         let win_back = journeys.journey("win_back").expect("win back");
         let lapsed = shopper(&[subscribed(), vec![Change::Order { id: "o".into(), at: 1 }]].concat());
-        assert_eq!(journeys.exit(win_back, &lapsed, 1, now), None);
+        assert_eq!(journeys.exit(win_back, &lapsed, 1, at(now)), None);
         let mut back = lapsed.clone();
         back.apply(&Change::Visit { at: now, locale: None, campaign: None, utm: Default::default() });
-        assert_eq!(journeys.exit(win_back, &back, 1, now), Some("left the segment"), "seen again");
+        assert_eq!(journeys.exit(win_back, &back, 1, at(now)), Some("left the segment"), "seen again");
         let mut again = lapsed.clone();
         again.apply(&Change::EnterJourney { journey: "win_back".into(), at: now - 91 * DAY });
-        assert!(journeys.may_enter(win_back, &again, now), "reenter_after 90d");
+        assert!(journeys.may_enter(win_back, &again, at(now)), "reenter_after 90d");
     }
 
     #[test]
@@ -537,13 +557,13 @@ mod tests {
         assert!(journeys.entry_intents.contains("human"), "the session records only these intents");
         let asked = journeys.journey("asked").expect("journey");
         let mut p = shopper(&[]);
-        assert!(!journeys.may_enter(asked, &p, 10));
+        assert!(!journeys.may_enter(asked, &p, at(10)));
         p.apply(&Change::Answered { intent: "human".into(), at: 10 });
-        assert!(journeys.may_enter(asked, &p, 11));
+        assert!(journeys.may_enter(asked, &p, at(11)));
         p.apply(&Change::EnterJourney { journey: "asked".into(), at: 11 });
-        assert!(!journeys.may_enter(asked, &p, 12), "not again for the same answer");
+        assert!(!journeys.may_enter(asked, &p, at(12)), "not again for the same answer");
         p.apply(&Change::Answered { intent: "human".into(), at: 20 });
-        assert!(journeys.may_enter(asked, &p, 21), "a new answer enters again");
+        assert!(journeys.may_enter(asked, &p, at(21)), "a new answer enters again");
         let unknown = "[[journey]]\nid = \"x\"\nintent = \"nobody\"\n\n[[journey.step]]\nafter = \"1h\"\ntag = \"t\"\n";
         let errors = pack(unknown).expect_err("unknown intent");
         assert!(errors.iter().any(|d| d.message.starts_with("unknown intent `nobody`")), "{errors:?}");

@@ -1,6 +1,8 @@
 //! Leads: when a visitor qualifies, the checkout link built for exactly what they asked for,
 //! which redirect targets are allowed, and attributing the shop's orders.
 
+pub mod learned;
+
 use url::Url;
 
 use crate::config::Config;

@@ -245,6 +245,7 @@ impl From<FilterArgs> for nudge::export::LeadFilter {
             source: args.source,
             medium: args.medium,
             segment: None,
+            model: None,
         }
     }
 }

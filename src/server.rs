@@ -37,9 +37,20 @@ pub struct App {
     /// Set on SIGTERM: sessions tell their widgets to reconnect elsewhere and close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     intents: RwLock<Arc<IntentSet>>,
+    /// The learned lead score, refitted by the journey sweep.
+    learned: RwLock<Option<Arc<crate::leads::learned::Model>>>,
 }
 
 impl App {
+    /// The learned lead model, once the store had enough outcomes to fit one.
+    pub fn learned(&self) -> Option<Arc<crate::leads::learned::Model>> {
+        self.learned.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_learned(&self, model: Option<crate::leads::learned::Model>) {
+        *self.learned.write().unwrap_or_else(|e| e.into_inner()) = model.map(Arc::new);
+    }
+
     /// The current intent set; a session keeps the one it got for the message it is answering.
     pub fn intents(&self) -> Arc<IntentSet> {
         self.intents.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -141,6 +152,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         live: Arc::default(),
         shutdown: tokio::sync::watch::Sender::new(false),
         intents: RwLock::new(Arc::new(intents)),
+        learned: RwLock::new(None),
     });
     if app.store.is_shared() {
         // Several nodes: where this node's chats are, for the others, and their answers to them.

@@ -357,7 +357,11 @@ pub struct SegmentRow {
     pub size: u64,
 }
 
-pub fn segments(store: &Store, journeys: &crate::journeys::Journeys, now: u64) -> Result<Vec<SegmentRow>, StoreError> {
+pub fn segments(
+    store: &Store,
+    journeys: &crate::journeys::Journeys,
+    at: crate::journeys::Moment,
+) -> Result<Vec<SegmentRow>, StoreError> {
     let mut rows: Vec<SegmentRow> = journeys
         .segments
         .iter()
@@ -366,7 +370,7 @@ pub fn segments(store: &Store, journeys: &crate::journeys::Journeys, now: u64) -
     for profile in store.visitors() {
         let profile = profile?;
         for (row, segment) in rows.iter_mut().zip(&journeys.segments) {
-            row.size += u64::from(segment.contains(&profile, now));
+            row.size += u64::from(segment.contains(&profile, at));
         }
     }
     Ok(rows)

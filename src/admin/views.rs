@@ -63,6 +63,8 @@ pub struct Context {
     /// When the page is read, and how long a silent person still holds a chat.
     pub now: u64,
     pub idle: u64,
+    /// The learned lead score, once fitted.
+    pub learned: Option<std::sync::Arc<crate::leads::learned::Model>>,
 }
 
 impl Context {
@@ -79,6 +81,16 @@ impl Context {
     /// `running_shoes` as "running shoes": the English quick reply of the slot it answers.
     fn preference<'a>(&'a self, name: &str, value: &'a str) -> &'a str {
         self.intents.slot(name).map_or(value, |slot| slot.display("en", value))
+    }
+
+    /// The rule score, and the learned probability to buy beside it when there is a model.
+    fn score(&self, p: &Profile) -> String {
+        match &self.learned {
+            Some(model) => {
+                format!("{} <span class=muted>· {:.0}% to buy</span>", p.score, 100.0 * model.probability(p))
+            }
+            None => p.score.to_string(),
+        }
     }
 
     fn preferences(&self, p: &Profile) -> Vec<String> {
@@ -198,7 +210,7 @@ pub fn leads(cx: &Context, query: &super::Query, page: &super::Page) -> String {
             id = p.id,
             name = e(&lead_name(p)),
             status = p.status.as_str(),
-            score = p.score,
+            score = cx.score(p),
             prefs = cx.preferences(p).join("<br>"),
             tags = tags(p),
             campaign = e(p.campaign.as_deref().unwrap_or("")),
@@ -238,7 +250,7 @@ pub fn lead(cx: &Context, lead: &Lead, sent: bool) -> String {
          <p>Consent: {}</p><p>Tags: {}</p>",
         p.id,
         p.status.as_str(),
-        p.score,
+        cx.score(p),
         e(p.campaign.as_deref().unwrap_or("none")),
         p.visits,
         consent(cx, p),
@@ -619,7 +631,7 @@ pub fn journeys(rows: &[JourneyRow]) -> String {
     layout("Journeys", &body)
 }
 
-pub fn segments(rows: &[SegmentRow]) -> String {
+pub fn segments(rows: &[SegmentRow], learned: Option<&crate::leads::learned::Model>) -> String {
     let mut body = String::from(
         "<p>Segments from <code>intents/journeys/</code>, with how many visitors are in each now.</p>\
          <table><tr><th>Segment</th><th>Description</th><th>Visitors</th><th>Export</th></tr>",
@@ -637,7 +649,30 @@ pub fn segments(rows: &[SegmentRow]) -> String {
             row.size
         );
     }
-    body.push_str("</table>");
+    body.push_str("</table><h2>Learned lead score</h2>");
+    match learned {
+        None => {
+            let _ = write!(
+                body,
+                "<p>Not fitted yet: it needs at least {min} visitors who bought and {min} who did not. Until then \
+                 segments with <code>min_buy_probability</code> hold for nobody.</p>",
+                min = crate::leads::learned::MIN_EACH
+            );
+        }
+        Some(model) => {
+            let _ = write!(
+                body,
+                "<p>The probability to buy, fitted (logistic regression) to the outcomes of {} visitors, {} of whom \
+                 bought; refitted every journey sweep. Weights (log-odds; positive means likelier to buy):</p>\
+                 <table><tr><th>What is known</th><th>Weight</th></tr>",
+                model.visitors, model.buyers
+            );
+            for (name, weight) in model.explained() {
+                let _ = write!(body, "<tr><td>{}</td><td>{weight:+.2}</td></tr>", e(name));
+            }
+            body.push_str("</table>");
+        }
+    }
     layout("Segments", &body)
 }
 

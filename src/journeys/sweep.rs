@@ -1,5 +1,6 @@
 //! Entering visitors into journeys: a sweep over every visitor, at start and every
-//! `journey_sweep_secs`, on its own thread. A visitor who meets a journey's entry and may enter
+//! `journey_sweep_secs`, on its own thread, after refitting the learned lead score
+//! (`leads::learned`) that segments may ask about. A visitor who meets a journey's entry and may enter
 //! gets `Change::EnterJourney` and the journey's first step in the outbox, in one batch. Only the
 //! sweep enters (on one node at a time, `Store::exclusive`), so two entries of one visitor
 //! cannot race; the outbox's one pending job per visitor and journey keeps one run at a time.
@@ -16,8 +17,9 @@ use crate::store::{Command, Result, Store};
 /// Visitors entered per batch: each batch is one transaction on PostgreSQL.
 const BATCH: usize = 200;
 
-/// Enters every visitor who may enter a journey now; returns how many runs started.
-pub fn sweep(store: &Store, journeys: &Journeys, now: u64) -> Result<usize> {
+/// Enters every visitor who may enter a journey at `at`; returns how many runs started.
+pub fn sweep(store: &Store, journeys: &Journeys, at: super::Moment) -> Result<usize> {
+    let now = at.now;
     if journeys.journeys.is_empty() {
         return Ok(0);
     }
@@ -26,7 +28,7 @@ pub fn sweep(store: &Store, journeys: &Journeys, now: u64) -> Result<usize> {
     for profile in store.visitors() {
         let profile = profile?;
         for journey in &journeys.journeys {
-            if !journeys.may_enter(journey, &profile, now) {
+            if !journeys.may_enter(journey, &profile, at) {
                 continue;
             }
             // The run belongs to the visitor's last conversation (the resume link goes there).
@@ -67,8 +69,14 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<std::thread::JoinHandle<()>> {
         while !*app.shutdown.borrow() {
             if Instant::now() >= next {
                 let intents = app.intents();
-                let now = crate::now_ms();
-                match app.store.exclusive("journeys", || sweep(&app.store, &intents.journeys, now)) {
+                // The lead model first: segments may ask for its probability.
+                match crate::leads::learned::Model::fit_store(&app.store) {
+                    Ok(model) => app.set_learned(model),
+                    Err(e) => log::error!("learned lead score: {e}"),
+                }
+                let model = app.learned();
+                let at = super::Moment { now: crate::now_ms(), model: model.as_deref() };
+                match app.store.exclusive("journeys", || sweep(&app.store, &intents.journeys, at)) {
                     Ok(Some(Ok(0))) | Ok(None) => {}
                     Ok(Some(Ok(started))) => log::info!("journeys: {started} visitor(s) entered a journey"),
                     Ok(Some(Err(e))) | Err(e) => log::error!("journeys: {e}"),

@@ -29,10 +29,12 @@ pub(super) fn run(
         .ok_or_else(|| Failure::Unwanted(format!("journey `{id}` has no step {} any more", index + 1)))?;
     let profile = app.store.visitor(&item.visitor).map_err(|e| Failure::Temporary(e.to_string()))?;
     let profile = profile.ok_or_else(|| Failure::Unwanted("the visitor is gone".into()))?;
-    if let Some(why) = journeys.exit(journey, &profile, orders, now) {
+    let model = app.learned();
+    let at = crate::journeys::Moment { now, model: model.as_deref() };
+    if let Some(why) = journeys.exit(journey, &profile, orders, at) {
         return Err(Failure::Unwanted(format!("{}: {why}", crate::admin::report::LEFT)));
     }
-    let outcome = if !journeys.runs(step, &profile, now) {
+    let outcome = if !journeys.runs(step, &profile, at) {
         Err(Failure::Unwanted("its condition does not hold; the journey goes on".into()))
     } else {
         match &step.action {

@@ -239,3 +239,52 @@ async fn killed_at_random_moments_every_due_step_is_delivered_and_none_twice_bey
     assert!(resent <= KILLS, "{resent} resends after {KILLS} kills");
     eprintln!("{} steps delivered, {resent} resent after a kill", steps.len());
 }
+
+#[tokio::test]
+async fn the_learned_lead_score_is_fitted_from_the_stores_own_outcomes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let likely = "\n[[segment]]\nid = \"likely\"\nmin_buy_probability = 0.3\n\n\
+                  [[segment]]\nid = \"sure\"\nmin_buy_probability = 0.99\n";
+    let intents = copy_starter_pack(dir.path(), |text| {
+        if text.contains("[[journey]]") { format!("{text}{likely}") } else { text.to_string() }
+    });
+    let server = TestServer::start_configured(dir.path(), &intents, &config(&smtp, 0));
+    let cookie = login_as(&server, PASSWORD, "Maria").await;
+    let segments = || async {
+        let (_, _, body) = get_with(format!("{}/admin/api/segments", server.url()), &cookie).await;
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")
+    };
+    assert!(segments().await["learned"].is_null(), "no outcomes yet, no model");
+
+    let key = api_key(&server.data);
+    for i in 0..10 {
+        let visitor = browser(&server, &format!("l{i}@example.com")).await;
+        if i < 5 {
+            let order = json!({ "order_id": format!("L-{i}"), "visitor": visitor, "value": 50.0, "currency": "EUR" });
+            let url = format!("{}/api/conversions", server.url());
+            assert_eq!(post(url, Some(key.clone()), "application/json", order.to_string()).await.0, 201);
+        }
+    }
+    let mut learned = serde_json::Value::Null;
+    for _ in 0..100 {
+        learned = segments().await;
+        if learned["learned"]["visitors"] == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((learned["learned"]["visitors"].clone(), learned["learned"]["buyers"].clone()), (json!(10), json!(5)));
+    let size = |id: &str| {
+        learned["segments"].as_array().expect("segments").iter().find(|s| s["segment"] == id).map(|s| s["size"].clone())
+    };
+    // Everyone looks alike here, so everyone is about as likely to buy as the half who did.
+    assert_eq!((size("likely"), size("sure")), (Some(json!(10)), Some(json!(0))));
+    let (_, _, body) = get_with(format!("{}/admin/api/leads", server.url()), &cookie).await;
+    let leads: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let p = leads["leads"][0]["buy_probability"].as_f64().expect("a probability beside the rule score");
+    assert!((0.3..0.7).contains(&p), "{p}");
+    let (_, _, page) = get_with(format!("{}/admin?visitors=all", server.url()), &cookie).await;
+    assert!(page.contains("% to buy"), "{page}");
+}
