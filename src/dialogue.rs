@@ -99,6 +99,16 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
     };
     let message = match input {
         Input::Start => {
+            // A conversation resumed mid-flow asks its open question again instead of greeting,
+            // so the shopper's next answer is read as the answer to it.
+            if let Some(pending) = &state.pending
+                && let Some(slot) = intents.slot(&pending.slot)
+            {
+                let question = slot.question(&turn.locale);
+                let (text, choices) = (turn.say_text(&question.ask), turn.choices(&question.choices));
+                turn.say(text, &pending.intent, choices, None);
+                return turn.step;
+            }
             let known = |p: &str| state.preferences.contains_key(p);
             turn.answer(intents.greeting(&known), "", "", 0);
             return turn.step;

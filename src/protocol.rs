@@ -68,6 +68,10 @@ pub enum ServerFrame {
         /// sent still holds).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// The last lines of a resumed conversation, oldest first, for a widget that has none
+        /// on screen (a reload, a new tab, an email link).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        history: Vec<Line>,
     },
     Reply(Reply),
     /// A checkout link for exactly what the qualified lead asked for.
@@ -93,6 +97,19 @@ pub enum ServerFrame {
         message: String,
     },
 }
+
+/// One line of a conversation as the widget shows it again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Line {
+    /// `shopper`, `bot` or `agent`.
+    pub from: String,
+    pub text: String,
+    /// When, in ms since the epoch.
+    pub at: u64,
+}
+
+/// Lines of history a `welcome` carries at most.
+pub const HISTORY_LINES: usize = 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Pixel {

@@ -14,6 +14,7 @@
   var CAMPAIGN = script.getAttribute('data-campaign') || null;
   var KEY = 'nudge.visitor';
   var RESUME = 'nudge.key';
+  var OPEN = 'nudge.open';
   var CLOSE_IDLE = 4000;
   var CLICK_IDS = ['gclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'ttclid', 'li_fat_id', 'twclid'];
   var de = /^de\b/i.test(navigator.language || '');
@@ -97,7 +98,10 @@
   }
   root.append(style, wrap);
 
+  var lastBot = null;
+
   function add(kind, text) {
+    if (kind.indexOf('bot') === 0) lastBot = text;
     var node = el('div', { class: 'msg ' + kind }, text);
     log.append(node);
     log.scrollTop = log.scrollHeight;
@@ -122,6 +126,8 @@
         add('me', c.label);
         choices.textContent = '';
         send_({ type: 'choose', value: c.value });
+        // The buttons are gone: focus goes to the input, not to the page.
+        input.focus();
       });
       choices.append(b);
     });
@@ -156,6 +162,8 @@
   var wanted = false;
   var greeted = false;
   var withPerson = null;
+  // Set by `welcome`: the next reply may repeat the open question already on screen.
+  var resumed = false;
 
   function hello() {
     var q = new URLSearchParams(location.search);
@@ -201,15 +209,24 @@
       if (frame.type === 'welcome') {
         storage(KEY, frame.visitor);
         if (frame.key) storage(RESUME, frame.key);
+        // A page that shows nothing yet (a reload, a new tab) shows the conversation so far.
+        if (frame.history && frame.history.length && !log.querySelector('.msg')) {
+          frame.history.forEach(function (line) { add(line.from === 'shopper' ? 'me' : 'bot', line.text); });
+          greeted = true;
+        }
+        resumed = true;
         ready = true;
         retry = 0;
         var pending = queue;
         queue = [];
         pending.forEach(function (f) { ws.send(JSON.stringify(f)); });
       } else if (frame.type === 'reply') {
-        // The greeting comes with every (re)connection; a page shows it once.
-        if (frame.intent === 'welcome') {
-          if (greeted) return;
+        // The greeting comes with every (re)connection; a page shows it once. The open question
+        // asked again after a reconnect is not shown twice either.
+        var again = resumed && frame.text === lastBot;
+        resumed = false;
+        if (frame.intent === 'welcome' || again) {
+          if (greeted || again) return;
           greeted = true;
         }
         if (frame.agent) {
@@ -274,16 +291,30 @@
     send_({ type: 'say', text: text });
   });
 
-  function open() {
+  // `restoring`: reopened after a reload, which must not take the page's focus.
+  function open(restoring) {
     panel.hidden = false;
     bubble.setAttribute('aria-expanded', 'true');
     bubble.setAttribute('aria-label', T.close);
     wanted = true;
+    remember(true);
     connect();
-    input.focus();
+    if (!restoring) input.focus();
+  }
+
+  // Whether the panel is open, for this tab's next page.
+  function remember(isOpen) {
+    try {
+      if (isOpen) sessionStorage.setItem(OPEN, '1'); else sessionStorage.removeItem(OPEN);
+    } catch (e) { /* storage blocked: the panel starts closed */ }
+  }
+
+  function wasOpen() {
+    try { return sessionStorage.getItem(OPEN) === '1'; } catch (e) { return false; }
   }
 
   function close() {
+    remember(false);
     panel.hidden = true;
     bubble.setAttribute('aria-expanded', 'false');
     bubble.setAttribute('aria-label', T.open);
@@ -291,7 +322,7 @@
   }
 
   bubble.addEventListener('click', function () {
-    if (panel.hidden) open(); else close();
+    if (panel.hidden) open(false); else close();
   });
   closeBtn.addEventListener('click', close);
   panel.addEventListener('keydown', function (event) {
@@ -312,7 +343,8 @@
 
   function mount() {
     document.body.append(host);
-    if (PAGE_MODE) open();
+    if (PAGE_MODE) open(false);
+    else if (wasOpen()) open(true);
   }
   if (document.body) mount(); else document.addEventListener('DOMContentLoaded', mount);
 })();

@@ -249,7 +249,11 @@ impl Chat {
                         let resumes = followed_up.is_some();
                         let last =
                             followed_up.map_or_else(|| store.latest_conversation(&profile.id), |c| Ok(Some(c)))?;
-                        Some((profile, last, resumes))
+                        let said = match &last {
+                            Some(c) => history(store.transcript(&c.id)?),
+                            None => Vec::new(),
+                        };
+                        Some((profile, last, resumes, said))
                     }
                     None => None,
                 };
@@ -264,13 +268,13 @@ impl Chat {
         let returning = found.is_some();
         let locale = hello.locale.as_deref().map(locale_from_tag);
         let mut commands = Vec::new();
-        let (mut profile, last, resumes) = match found {
+        let (mut profile, last, resumes, said) = match found {
             Some(found) => found,
             None => {
                 let profile = Profile::new(VisitorId::mint(now), now, locale.unwrap_or("en"));
                 let create = Change::Create { at: now, locale: profile.locale.clone() };
                 commands.push(Command::Visitor { visitor: profile.id, change: create });
-                (profile, None, false)
+                (profile, None, false, Vec::new())
             }
         };
         // The ad's own campaign (utm) says more than the widget's `data-campaign` on the page.
@@ -305,8 +309,12 @@ impl Chat {
             commands.push(Command::SpendLink { link: link.id, expires_at: link.expires_at.saturating_mul(1000) });
         }
         let resume_window = self.app.config.resume_window_secs * 1000;
+        let mut history = Vec::new();
         let conversation = match last {
-            Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => c,
+            Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => {
+                history = said;
+                c
+            }
             _ => new_conversation(
                 &mut commands,
                 Conversation {
@@ -339,6 +347,7 @@ impl Chat {
             conversation: conversation.id.to_string(),
             returning,
             key,
+            history,
         });
         // Of where the conversation came from, the session needs only the campaign (for checkout
         // links); the rest is stored, and would cost every idle connection up to 4 KiB.
@@ -647,6 +656,7 @@ impl Chat {
             conversation: fresh_conversation.id.to_string(),
             returning: false,
             key: Some(key),
+            history: Vec::new(),
         });
         self.open = Some(Open { profile: fresh, conversation: fresh_conversation });
         Ok(frames)
@@ -695,6 +705,21 @@ impl Chat {
         let label = if conversation.locale == "de" { "Zur Kasse" } else { "Go to checkout" };
         Some(ServerFrame::Checkout { url, label: label.into() })
     }
+}
+
+/// The last lines of a transcript as a widget shows them again.
+fn history(entries: Vec<Entry>) -> Vec<protocol::Line> {
+    let skip = entries.len().saturating_sub(protocol::HISTORY_LINES);
+    let from = |s: Speaker| match s {
+        Speaker::Shopper => "shopper",
+        Speaker::Bot => "bot",
+        Speaker::Agent => "agent",
+    };
+    entries
+        .into_iter()
+        .skip(skip)
+        .map(|e| protocol::Line { from: from(e.from).into(), text: e.text, at: e.at })
+        .collect()
 }
 
 /// A conversation starts with its record written in the same batch as its first turn.

@@ -152,3 +152,34 @@ async fn first_messages_start_the_flow_with_what_they_say() {
     let noted: Vec<(&str, &str)> = reply.captured.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(noted, [("product", "sneakers"), ("size", "44")]);
 }
+
+#[tokio::test]
+async fn a_conversation_resumed_mid_flow_comes_back_with_its_history_and_its_open_question() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
+    let mut socket = server.connect().await;
+    let Welcomed { visitor, key, .. } = welcome(&mut socket, Hello::default()).await;
+    say_all(&mut socket, "I'm looking for sneakers").await;
+    say_all(&mut socket, "42").await;
+    drop(socket);
+
+    let mut again = server.connect().await;
+    send(&mut again, nudge::protocol::ClientFrame::Hello(resume(&visitor, &key))).await;
+    let nudge::protocol::ServerFrame::Welcome { history, returning, .. } = recv(&mut again).await else {
+        panic!("expected welcome");
+    };
+    assert!(returning);
+    let lines: Vec<(&str, &str)> = history.iter().map(|l| (l.from.as_str(), l.text.as_str())).collect();
+    assert_eq!(lines.first().map(|l| l.0), Some("bot"), "the greeting first: {lines:?}");
+    assert!(
+        lines.contains(&("shopper", "I'm looking for sneakers")) && lines.contains(&("shopper", "42")),
+        "{lines:?}"
+    );
+    assert!(lines.last().is_some_and(|(from, text)| *from == "bot" && text.contains("Which colour")), "{lines:?}");
+    // Not the greeting: the open question again, with its quick replies, and the next message
+    // is its answer.
+    let asked = reply(&mut again).await;
+    assert!(asked.text.contains("Which colour") && !asked.choices.is_empty(), "{asked:?}");
+    let next = say_all(&mut again, "black").await;
+    assert!(next.last().is_some_and(|r| r.contains("budget")), "the colour taken, the budget asked: {next:?}");
+}

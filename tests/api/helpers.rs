@@ -164,7 +164,7 @@ pub struct Welcomed {
 
 pub async fn welcome(socket: &mut Socket, hello: Hello) -> Welcomed {
     send(socket, ClientFrame::Hello(hello)).await;
-    let ServerFrame::Welcome { visitor, conversation, returning, key } = recv(socket).await else {
+    let ServerFrame::Welcome { visitor, conversation, returning, key, .. } = recv(socket).await else {
         panic!("expected welcome");
     };
     Welcomed { visitor, conversation, returning, key, greeting: reply(socket).await }

@@ -163,3 +163,50 @@ fn the_widget_forgets_an_erased_visitor_and_shows_a_person_s_answer() {
     browser.type_into(&input, "do you ship to Austria?\u{E007}");
     assert!(wait_for_bot(&browser, 5).contains("We ship"));
 }
+
+#[test]
+fn a_reload_mid_flow_shows_the_conversation_and_asks_the_open_question_again() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
+    wait_for_bot(&browser, 1);
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+    browser.type_into(&input, "I'm looking for sneakers\u{E007}");
+    let asked = wait_for_bot(&browser, 3);
+    assert!(asked.contains("size"), "the flow asks for the size: {:?}", bot_messages(&browser));
+    browser.type_into(&input, "42\u{E007}");
+    browser
+        .wait_for("the colour question", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+    // A quick reply leaves the focus in the input, not on the page.
+    let shown = bot_messages(&browser).len();
+    browser.click(&browser.in_shadow("#nudge-chat", ".choices button"));
+    wait_for_bot(&browser, shown + 1);
+    assert_eq!(browser.js(&format!("{SHADOW} return root.activeElement && root.activeElement.id;")), "nudge-input");
+    let before = bot_messages(&browser);
+    assert!(before.last().is_some_and(|q| q.contains("budget")), "{before:?}");
+
+    browser.goto(&format!("http://{}/demo", server.addr));
+    // Open again without a click, with the conversation so far and the open question once.
+    browser.wait_for(
+        "the history",
+        &format!("{SHADOW} return root.querySelectorAll('.msg.bot').length >= {};", before.len()),
+    );
+    assert_eq!(
+        browser.js(&format!("{SHADOW} return root.querySelector('.panel').hidden;")),
+        false,
+        "the panel stays open"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after = bot_messages(&browser);
+    assert_eq!(after, before, "the same lines, the colour question last and not twice");
+    let me = browser.js(&format!("{SHADOW} return [...root.querySelectorAll('.msg.me')].map(m => m.textContent);"));
+    assert_eq!(me[0], "I'm looking for sneakers", "{me}");
+    // The next answer is taken as the answer to the open question.
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+    browser.type_into(&input, "200 euros\u{E007}");
+    let next = wait_for_bot(&browser, after.len() + 1);
+    assert!(next.contains("email"), "the budget is taken and the flow asks for the address: {next}");
+}
