@@ -45,7 +45,10 @@
 
   var CSS = [
     ':host{all:initial}',
-    '*{box-sizing:border-box;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}',
+    // Inherited properties cross the shadow boundary: each is set here, with no specificity
+    // (:where), so that every rule below still wins.
+    ':where(.w,.w *){box-sizing:border-box;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:15px;font-style:normal;font-variant:normal;font-weight:400;line-height:1.4;letter-spacing:normal;word-spacing:normal;text-transform:none;text-indent:0;text-align:left;text-shadow:none;text-decoration:none;white-space:normal;color:inherit;direction:ltr;visibility:inherit;cursor:auto;list-style:none;quotes:auto;hyphens:manual;tab-size:8;font-kerning:auto;font-stretch:normal}',
+    ':where(.w){color:#1a1a1a}',
     '.bubble{position:fixed;right:16px;bottom:16px;z-index:2147483000;border:0;border-radius:28px;padding:14px 20px;background:#1f4fd1;color:#fff;font-size:16px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25)}',
     '.bubble:focus-visible,button:focus-visible,input:focus-visible{outline:3px solid #ffbf47;outline-offset:2px}',
     '.panel{position:fixed;right:16px;bottom:80px;z-index:2147483000;width:min(380px,calc(100vw - 16px));height:min(560px,calc(100vh - 100px));display:flex;flex-direction:column;background:#fff;color:#1a1a1a;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);overflow:hidden;transition:opacity .2s,transform .2s}',
@@ -71,10 +74,13 @@
     '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}'
   ].join('\n');
 
-  var host = el('div', { id: 'nudge-chat' });
+  // An element no page styles by accident (no `div` rule reaches it), reset inline with
+  // !important, which only another inline !important could beat.
+  var host = el('nudge-chat', { id: 'nudge-chat' });
+  host.style.cssText = 'all:initial !important;display:block !important';
   var root = host.attachShadow({ mode: 'open' });
   var style = el('style', {}, CSS);
-  var wrap = el('div', { class: PAGE_MODE ? 'page' : '' });
+  var wrap = el('div', { class: PAGE_MODE ? 'w page' : 'w' });
   var bubble = el('button', { class: 'bubble', type: 'button', 'aria-expanded': 'false', 'aria-controls': 'nudge-panel', 'aria-label': T.open }, T.bubble);
   var panel = el('section', { class: 'panel', id: 'nudge-panel', role: 'dialog', 'aria-label': T.title });
   var header = el('header');

@@ -210,3 +210,49 @@ fn a_reload_mid_flow_shows_the_conversation_and_asks_the_open_question_again() {
     let next = wait_for_bot(&browser, after.len() + 1);
     assert!(next.contains("email"), "the budget is taken and the flow asks for the address: {next}");
 }
+
+#[test]
+fn a_hostile_page_cannot_restyle_the_widget() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    // The page adds CSS that sets inherited properties on everything (the fixture).
+    let css = std::fs::read_to_string("tests/fixtures/hostile.css").expect("fixture");
+    let inject = format!(
+        "const s = document.createElement('style'); s.textContent = {}; document.head.append(s); return true;",
+        serde_json::json!(css)
+    );
+    browser.js(&inject);
+    assert_eq!(
+        browser.js("return getComputedStyle(document.querySelector('main')).wordSpacing;"),
+        "12px",
+        "the page is hostile"
+    );
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
+    wait_for_bot(&browser, 1);
+    let computed = browser.js(&format!(
+        "{SHADOW} return ['h2', '.msg.bot', '.bubble', 'form button', 'input'].map(sel => {{ \
+           const s = getComputedStyle(root.querySelector(sel)); \
+           return [sel, s.letterSpacing, s.wordSpacing, s.textTransform, s.fontStyle, s.textShadow, s.fontFamily.includes('Comic'), s.direction]; }});"
+    ));
+    for row in computed.as_array().expect("rows") {
+        let row = row.as_array().expect("row");
+        let clean = [
+            serde_json::json!("normal"),
+            serde_json::json!("0px"),
+            serde_json::json!("none"),
+            serde_json::json!("normal"),
+            serde_json::json!("none"),
+            serde_json::json!(false),
+            serde_json::json!("ltr"),
+        ];
+        assert_eq!(&row[1..], &clean[..], "{row:?}");
+    }
+    let background =
+        browser.js(&format!("{SHADOW} return getComputedStyle(root.querySelector('form button')).backgroundColor;"));
+    assert_eq!(background, "rgb(31, 79, 209)", "the page's !important button rule stays outside");
+    let colour = browser.js(&format!("{SHADOW} return getComputedStyle(root.querySelector('.msg.bot')).color;"));
+    assert_eq!(colour, "rgb(26, 26, 26)");
+}
