@@ -12,6 +12,8 @@
   var WS_URL = (base.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + base.host + '/ws';
   var PAGE_MODE = script.getAttribute('data-mode') === 'page';
   var CAMPAIGN = script.getAttribute('data-campaign') || null;
+  // Who answers, for screen readers' speaker cues ("Stride Shoes: ...").
+  var SHOP = script.getAttribute('data-shop') || null;
   var KEY = 'nudge.visitor';
   var RESUME = 'nudge.key';
   var OPEN = 'nudge.open';
@@ -19,8 +21,8 @@
   var CLICK_IDS = ['gclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'ttclid', 'li_fat_id', 'twclid'];
   var de = /^de\b/i.test(navigator.language || '');
   var T = de
-    ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat', joined: ' ist jetzt für Sie da.', back: 'Sie chatten wieder mit unserem Assistenten.' }
-    : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat', joined: ' is here to help you.', back: 'You are chatting with our assistant again.' };
+    ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat', joined: ' ist jetzt für Sie da.', back: 'Sie chatten wieder mit unserem Assistenten.', you: 'Sie', shop: 'Shop', replies: 'Antwortvorschläge', newTab: ' (öffnet in neuem Tab)' }
+    : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat', joined: ' is here to help you.', back: 'You are chatting with our assistant again.', you: 'You', shop: 'Shop', replies: 'Quick replies', newTab: ' (opens in a new tab)' };
 
   // The shopper's time zone, so marketing email keeps to their quiet hours.
   function zone() {
@@ -50,13 +52,15 @@
     ':where(.w,.w *){box-sizing:border-box;font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:15px;font-style:normal;font-variant:normal;font-weight:400;line-height:1.4;letter-spacing:normal;word-spacing:normal;text-transform:none;text-indent:0;text-align:left;text-shadow:none;text-decoration:none;white-space:normal;color:inherit;direction:ltr;visibility:inherit;cursor:auto;list-style:none;quotes:auto;hyphens:manual;tab-size:8;font-kerning:auto;font-stretch:normal}',
     ':where(.w){color:#1a1a1a}',
     '.bubble{position:fixed;right:16px;bottom:16px;z-index:2147483000;border:0;border-radius:28px;padding:14px 20px;background:#1f4fd1;color:#fff;font-size:16px;cursor:pointer;box-shadow:0 4px 14px rgba(0,0,0,.25)}',
-    '.bubble:focus-visible,button:focus-visible,input:focus-visible{outline:3px solid #ffbf47;outline-offset:2px}',
+    // Focus rings at 3:1 or more against what is around them: dark on the panel, white on blue.
+    '.bubble:focus-visible,button:focus-visible,input:focus-visible,a:focus-visible{outline:3px solid #1a1a1a;outline-offset:2px}',
+    '.head button:focus-visible{outline-color:#fff}',
     '.panel{position:fixed;right:16px;bottom:80px;z-index:2147483000;width:min(380px,calc(100vw - 16px));height:min(560px,calc(100vh - 100px));display:flex;flex-direction:column;background:#fff;color:#1a1a1a;border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);overflow:hidden;transition:opacity .2s,transform .2s}',
     '.panel[hidden]{display:none}',
     '.page .panel{position:static;width:100%;max-width:720px;height:100vh;margin:0 auto;border-radius:0;box-shadow:none}',
     '@media (max-width:420px){.panel{right:8px;left:8px;width:auto;bottom:72px;height:calc(100vh - 88px)}}',
     '@media (prefers-reduced-motion:reduce){.panel{transition:none}}',
-    'header{display:flex;align-items:center;justify-content:space-between;padding:12px 16px;background:#1f4fd1;color:#fff}',
+    '.head{display:flex;align-items:center;justify-content:space-between;padding:12px 16px;background:#1f4fd1;color:#fff}',
     'h2{margin:0;font-size:16px;font-weight:600}',
     '.x{background:none;border:0;color:#fff;font-size:22px;line-height:1;cursor:pointer;padding:4px 8px}',
     '.log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;font-size:15px;line-height:1.4}',
@@ -71,7 +75,11 @@
     'form{display:flex;gap:8px;padding:10px;border-top:1px solid #ddd}',
     'input{flex:1;min-width:0;padding:10px;border:1px solid #888;border-radius:8px;font-size:16px}',
     'form button{border:0;background:#1f4fd1;color:#fff;border-radius:8px;padding:0 14px;font-size:15px;cursor:pointer}',
-    '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}'
+    '.sr,.msg[data-cue]::before{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}',
+    // Read by screen readers before the message, not part of its text.
+    '.msg[data-cue]::before{content:attr(data-cue) ": "}',
+    '.msg{position:relative}',
+    '.choices{max-height:40%;overflow-y:auto}'
   ].join('\n');
 
   // An element no page styles by accident (no `div` rule reaches it), reset inline with
@@ -83,11 +91,12 @@
   var wrap = el('div', { class: PAGE_MODE ? 'w page' : 'w' });
   var bubble = el('button', { class: 'bubble', type: 'button', 'aria-expanded': 'false', 'aria-controls': 'nudge-panel', 'aria-label': T.open }, T.bubble);
   var panel = el('section', { class: 'panel', id: 'nudge-panel', role: 'dialog', 'aria-label': T.title });
-  var header = el('header');
+  // Not a <header>: inside the page that would be a second banner landmark.
+  var header = el('div', { class: 'head' });
   var title = el('h2', {}, T.title);
   var closeBtn = el('button', { class: 'x', type: 'button', 'aria-label': T.close }, '\u00d7');
   var log = el('div', { class: 'log', role: 'log', 'aria-live': 'polite', 'aria-label': T.log, tabindex: '0' });
-  var choices = el('div', { class: 'choices', role: 'group' });
+  var choices = el('div', { class: 'choices', role: 'group', 'aria-label': T.replies });
   var form = el('form');
   var label = el('label', { class: 'sr', for: 'nudge-input' }, T.input);
   var input = el('input', { id: 'nudge-input', type: 'text', autocomplete: 'off', maxlength: '1000', placeholder: T.input });
@@ -106,9 +115,11 @@
 
   var lastBot = null;
 
-  function add(kind, text) {
+  function add(kind, text, cue) {
     if (kind.indexOf('bot') === 0) lastBot = text;
     var node = el('div', { class: 'msg ' + kind }, text);
+    cue = cue || (kind === 'me' ? T.you : kind === 'bot' ? SHOP || T.shop : null);
+    if (cue) node.setAttribute('data-cue', cue);
     log.append(node);
     log.scrollTop = log.scrollHeight;
     return node;
@@ -120,8 +131,8 @@
 
   // A person's answer, under their name, so it never passes for the bot's.
   function person(name, text) {
-    var node = add('bot person', '');
-    node.append(el('span', { class: 'who' }, name), document.createTextNode(text));
+    var node = add('bot person', '', name);
+    node.append(el('span', { class: 'who', 'aria-hidden': 'true' }, name), document.createTextNode(text));
   }
 
   function showChoices(list) {
@@ -137,6 +148,8 @@
       });
       choices.append(b);
     });
+    // The buttons take room from the log: keep its last line in view.
+    log.scrollTop = log.scrollHeight;
   }
 
   function checkout(frame) {
@@ -144,6 +157,7 @@
     try { url = new URL(frame.url, location.href); } catch (e) { return; }
     if (url.protocol !== 'https:' && url.protocol !== 'http:') return;
     var a = el('a', { class: 'cta', href: url.href, target: '_blank', rel: 'noopener' }, frame.label || 'Checkout');
+    a.append(el('span', { class: 'sr' }, T.newTab));
     log.append(a);
     log.scrollTop = log.scrollHeight;
   }

@@ -590,7 +590,7 @@ async fn the_leads_list_counts_who_told_us_nothing_and_filters_by_where_leads_ca
 
 /// axe-core (the accessibility engine browsers' audits use), from npm into `tests/.axe` the
 /// first time.
-fn axe_source() -> String {
+pub(crate) fn axe_source() -> String {
     let file = Path::new("tests/.axe/node_modules/axe-core/axe.min.js");
     if !file.exists() {
         let status = std::process::Command::new("npm")
@@ -612,7 +612,7 @@ fn axe_source() -> String {
 }
 
 /// The WCAG 2.1 AA violations axe finds on the page the browser shows, as `rule: where`.
-fn violations(browser: &Browser, axe: &str) -> Vec<String> {
+pub(crate) fn violations(browser: &Browser, axe: &str) -> Vec<String> {
     // Run as the script itself, not through eval: the admin's CSP forbids eval, not WebDriver.
     browser.js(&format!("{axe}\nreturn true;"));
     browser.js(

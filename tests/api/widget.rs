@@ -256,3 +256,61 @@ fn a_hostile_page_cannot_restyle_the_widget() {
     let colour = browser.js(&format!("{SHADOW} return getComputedStyle(root.querySelector('.msg.bot')).color;"));
     assert_eq!(colour, "rgb(26, 26, 26)");
 }
+
+#[test]
+fn the_open_widget_passes_axe_and_reads_well_by_keyboard_and_screen_reader() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
+    let axe = crate::admin::axe_source();
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
+    wait_for_bot(&browser, 1);
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+    browser.type_into(&input, "I'm looking for sneakers\u{E007}");
+    wait_for_bot(&browser, 3);
+    browser.type_into(&input, "42\u{E007}");
+    browser.wait_for("quick replies", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+    let found = crate::admin::violations(&browser, &axe);
+    assert!(found.is_empty(), "axe-core in the open widget:\n{}", found.join("\n"));
+
+    // Who said what, for screen readers; the quick replies are a named group.
+    let cues = browser.js(&format!("{SHADOW} return [...root.querySelectorAll('.msg')].map(m => m.dataset.cue);"));
+    let cues: Vec<&str> = cues.as_array().expect("cues").iter().filter_map(|c| c.as_str()).collect();
+    assert!(cues.contains(&"You") && cues.contains(&"Stride Shoes"), "{cues:?}");
+    let group = browser.js(&format!("{SHADOW} return root.querySelector('.choices').getAttribute('aria-label');"));
+    assert_eq!(group, "Quick replies");
+    // The focus ring: 3 px of #1a1a1a on the white panel (17:1).
+    browser.js(&format!("{SHADOW} root.querySelector('#nudge-input').focus(); return true;"));
+    let ring = browser.js(&format!(
+        "{SHADOW} const s = getComputedStyle(root.querySelector('#nudge-input')); return [s.outlineStyle, s.outlineWidth, s.outlineColor];"
+    ));
+    assert_eq!(ring, serde_json::json!(["solid", "3px", "rgb(26, 26, 26)"]));
+}
+
+#[test]
+fn at_400_percent_zoom_the_input_and_send_stay_in_view() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
+    // 1280 × 1024 at 400 % is a 320 × 256 CSS-pixel viewport.
+    let browser = Browser::start(320, 256);
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
+    wait_for_bot(&browser, 1);
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+    browser.type_into(&input, "I'm looking for sneakers\u{E007}");
+    wait_for_bot(&browser, 3);
+    browser.type_into(&input, "42\u{E007}");
+    browser.wait_for("quick replies", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+    let boxes = browser.js(&format!(
+        "{SHADOW} return ['#nudge-input', 'form button'].map(sel => {{ const r = root.querySelector(sel).getBoundingClientRect(); \
+           return [r.top >= 0, r.bottom <= innerHeight, r.left >= 0, r.right <= innerWidth]; }});"
+    ));
+    assert_eq!(
+        boxes,
+        serde_json::json!([[true, true, true, true], [true, true, true, true]]),
+        "input and Send in view"
+    );
+}
