@@ -21,8 +21,8 @@
   var CLICK_IDS = ['gclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'ttclid', 'li_fat_id', 'twclid'];
   var de = /^de\b/i.test(navigator.language || '');
   var T = de
-    ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat', joined: ' ist jetzt für Sie da.', back: 'Sie chatten wieder mit unserem Assistenten.', you: 'Sie', shop: 'Shop', replies: 'Antwortvorschläge', newTab: ' (öffnet in neuem Tab)' }
-    : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat', joined: ' is here to help you.', back: 'You are chatting with our assistant again.', you: 'You', shop: 'Shop', replies: 'Quick replies', newTab: ' (opens in a new tab)' };
+    ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat', joined: ' ist jetzt für Sie da.', back: 'Sie chatten wieder mit unserem Assistenten.', you: 'Sie', shop: 'Shop', replies: 'Antwortvorschläge', newTab: ' (öffnet in neuem Tab)', online: 'Wieder verbunden.', unread: ' neue Nachricht(en)', typing: 'schreibt …' }
+    : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat', joined: ' is here to help you.', back: 'You are chatting with our assistant again.', you: 'You', shop: 'Shop', replies: 'Quick replies', newTab: ' (opens in a new tab)', online: 'Back online.', unread: ' new message(s)', typing: 'typing…' };
 
   // The shopper's time zone, so marketing email keeps to their quiet hours.
   function zone() {
@@ -79,7 +79,14 @@
     // Read by screen readers before the message, not part of its text.
     '.msg[data-cue]::before{content:attr(data-cue) ": "}',
     '.msg{position:relative}',
-    '.choices{max-height:40%;overflow-y:auto}'
+    '.choices{max-height:40%;overflow-y:auto}',
+    // The time under each message, out of its text.
+    '.msg[data-time]::after{content:attr(data-time);display:block;font-size:11px;opacity:.75;margin-top:2px}',
+    '.badge{position:absolute;top:-6px;right:-6px;min-width:22px;height:22px;border-radius:11px;background:#b00020;color:#fff;font-size:13px;font-weight:600;line-height:22px;text-align:center;padding:0 6px}',
+    '.badge[hidden]{display:none}',
+    '.typing{align-self:flex-start;color:#5a5a5a;font-size:13px}',
+    '.typing[hidden]{display:none}',
+    '@media (prefers-color-scheme:dark){.panel{background:#1b1d22;color:#eceef2}.bot{background:#2c3240;color:#eceef2}.note,.typing{color:#b8bcc6}input{background:#111318;color:#eceef2;border-color:#6b7080}.choices button{background:#1b1d22;color:#a9c1ff;border-color:#a9c1ff}.w button:focus-visible,.w input:focus-visible,.w a:focus-visible{outline-color:#eceef2}.who{color:#c9ccd4}}'
   ].join('\n');
 
   // An element no page styles by accident (no `div` rule reaches it), reset inline with
@@ -90,6 +97,13 @@
   var style = el('style', {}, CSS);
   var wrap = el('div', { class: PAGE_MODE ? 'w page' : 'w' });
   var bubble = el('button', { class: 'bubble', type: 'button', 'aria-expanded': 'false', 'aria-controls': 'nudge-panel', 'aria-label': T.open }, T.bubble);
+  // Messages that arrived while the panel was closed.
+  var badge = el('span', { class: 'badge', 'aria-hidden': 'true' });
+  badge.hidden = true;
+  bubble.append(badge);
+  var unread = 0;
+  var typing = el('div', { class: 'typing', role: 'status' }, T.typing);
+  typing.hidden = true;
   var panel = el('section', { class: 'panel', id: 'nudge-panel', role: 'dialog', 'aria-label': T.title });
   // Not a <header>: inside the page that would be a second banner landmark.
   var header = el('div', { class: 'head' });
@@ -115,11 +129,16 @@
 
   var lastBot = null;
 
-  function add(kind, text, cue) {
-    if (kind.indexOf('bot') === 0) lastBot = text;
+  function add(kind, text, cue, at) {
+    if (kind.indexOf('bot') === 0) {
+      lastBot = text;
+      typing.hidden = true;
+      if (panel.hidden && !PAGE_MODE) count(unread + 1);
+    }
     var node = el('div', { class: 'msg ' + kind }, text);
     cue = cue || (kind === 'me' ? T.you : kind === 'bot' ? SHOP || T.shop : null);
     if (cue) node.setAttribute('data-cue', cue);
+    if (kind !== 'note') node.setAttribute('data-time', clock(at || Date.now()));
     log.append(node);
     log.scrollTop = log.scrollHeight;
     return node;
@@ -127,6 +146,18 @@
 
   function note(text) {
     add('note', text);
+  }
+
+  function clock(ms) {
+    try { return new Date(ms).toLocaleTimeString(navigator.language || undefined, { hour: '2-digit', minute: '2-digit' }); } catch (e) { return ''; }
+  }
+
+  // The unread count on the bubble, and in its name for screen readers.
+  function count(n) {
+    unread = n;
+    badge.textContent = n ? String(n) : '';
+    badge.hidden = !n;
+    bubble.setAttribute('aria-label', (panel.hidden ? T.open : T.close) + (n ? ', ' + n + T.unread : ''));
   }
 
   // A person's answer, under their name, so it never passes for the bot's.
@@ -182,6 +213,7 @@
   var wanted = false;
   var greeted = false;
   var withPerson = null;
+  var offline = false;
   // Set by `welcome`: the next reply may repeat the open question already on screen.
   var resumed = false;
 
@@ -231,11 +263,14 @@
         if (frame.key) storage(RESUME, frame.key);
         // A page that shows nothing yet (a reload, a new tab) shows the conversation so far.
         if (frame.history && frame.history.length && !log.querySelector('.msg')) {
-          frame.history.forEach(function (line) { add(line.from === 'shopper' ? 'me' : 'bot', line.text); });
+          frame.history.forEach(function (line) { add(line.from === 'shopper' ? 'me' : 'bot', line.text, null, line.at); });
+          count(0);
           greeted = true;
         }
         resumed = true;
         ready = true;
+        if (offline) note(T.online);
+        offline = false;
         retry = 0;
         var pending = queue;
         queue = [];
@@ -264,7 +299,10 @@
         checkout(frame);
       } else if (frame.type === 'tags') {
         firePixels(frame.pixel);
+      } else if (frame.type === 'received') {
+        typing.hidden = true;
       } else if (frame.type === 'error') {
+        typing.hidden = true;
         note(frame.message);
       }
     };
@@ -282,7 +320,10 @@
 
   function later() {
     if (timer || !wanted) return;
-    if (retry === 1) note(T.offline);
+    if (retry === 1) {
+      note(T.offline);
+      offline = true;
+    }
     var delay = Math.min(30000, 1000 * Math.pow(2, retry)) * (0.5 + Math.random() / 2);
     retry += 1;
     timer = setTimeout(function () {
@@ -292,6 +333,12 @@
   }
 
   function send_(frame) {
+    // Until the answer comes: a reply, `received` or an error hides it.
+    if (frame.type === 'say' || frame.type === 'choose') {
+      log.append(typing);
+      typing.hidden = false;
+      log.scrollTop = log.scrollHeight;
+    }
     if (ready && ws && ws.readyState === 1) {
       ws.send(JSON.stringify(frame));
     } else {
@@ -314,6 +361,7 @@
   // `restoring`: reopened after a reload, which must not take the page's focus.
   function open(restoring) {
     panel.hidden = false;
+    count(0);
     bubble.setAttribute('aria-expanded', 'true');
     bubble.setAttribute('aria-label', T.close);
     wanted = true;

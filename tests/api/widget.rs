@@ -128,6 +128,8 @@ fn the_widget_forgets_an_erased_visitor_and_shows_a_person_s_answer() {
     wait_for_bot(&browser, 2);
     let visitor = browser.js("return localStorage.getItem('nudge.visitor');").as_str().expect("visitor").to_string();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // The panel is closed when the answer comes: the bubble counts it.
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
     let lead = format!("{}/admin/leads/{visitor}", server.url());
     let cookie = runtime.block_on(async {
         let cookie = crate::helpers::login_as(&server, crate::helpers::PASSWORD, "Maria").await;
@@ -138,6 +140,15 @@ fn the_widget_forgets_an_erased_visitor_and_shows_a_person_s_answer() {
         cookie
     });
     assert_eq!(wait_for_bot(&browser, 3), "MariaHello, this is Maria.");
+    browser.wait_for("the unread badge", &format!("{SHADOW} return root.querySelector('.badge').textContent === '1';"));
+    let label = browser.js(&format!("{SHADOW} return root.querySelector('.bubble').getAttribute('aria-label');"));
+    assert_eq!(label, "Open chat, 1 new message(s)");
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
+    assert_eq!(browser.js(&format!("{SHADOW} return root.querySelector('.badge').hidden;")), true, "read once opened");
+    let times = browser.js(&format!(
+        "{SHADOW} return [...root.querySelectorAll('.msg.bot, .msg.me')].every(m => /\\d/.test(m.dataset.time));"
+    ));
+    assert_eq!(times, true, "every message has its time");
     let who =
         browser.js(&format!("{SHADOW} return [...root.querySelectorAll('.msg.bot .who')].map(w => w.textContent);"));
     assert_eq!(who, serde_json::json!(["Maria"]), "the person's name, on the person's message only");
