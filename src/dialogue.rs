@@ -39,13 +39,15 @@ pub enum Input<'a> {
     Say(&'a str),
     /// A quick-reply button; its value is routed like a typed message.
     Choose(&'a str),
+    /// The chat opens in this intent (a deep link) instead of the greeting.
+    Open(&'a str),
 }
 
 impl<'a> Input<'a> {
     /// What the shopper sent, if anything.
     pub fn text(&self) -> Option<&'a str> {
         match self {
-            Input::Start => None,
+            Input::Start | Input::Open(_) => None,
             Input::Say(text) | Input::Choose(text) => Some(text),
         }
     }
@@ -111,6 +113,12 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
             }
             let known = |p: &str| state.preferences.contains_key(p);
             turn.answer(intents.greeting(&known), "", "", 0);
+            return turn.step;
+        }
+        Input::Open(id) => {
+            if let Some(intent) = intents.index_of(id) {
+                turn.answer(intent, "", "", 0);
+            }
             return turn.step;
         }
         Input::Say(message) | Input::Choose(message) => message,

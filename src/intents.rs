@@ -73,6 +73,8 @@ pub struct Intent {
     pub tags: Vec<Template>,
     pub score: i64,
     pub handoff: bool,
+    /// A chat may open in this intent (`start` in `hello`).
+    pub start: bool,
     pub checkout: bool,
     pub erase: bool,
     pub follow_up: Option<FollowUp>,

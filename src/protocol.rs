@@ -39,6 +39,9 @@ pub struct Hello {
     /// The shopper's time zone (`Intl.DateTimeFormat().resolvedOptions().timeZone`), for quiet
     /// hours.
     pub timezone: Option<String>,
+    /// Open the chat in this intent (one with `start = true`) instead of the greeting: an ad's
+    /// deep link into a flow.
+    pub start: Option<String>,
 }
 
 impl Hello {

@@ -14,6 +14,9 @@
   var CAMPAIGN = script.getAttribute('data-campaign') || null;
   // Who answers, for screen readers' speaker cues ("Stride Shoes: ...").
   var SHOP = script.getAttribute('data-shop') || null;
+  // A deep link into a flow (an intent with start = true): the page's ?nudge_start= or the
+  // script's data-start; sent with the first hello of this page only.
+  var START = new URLSearchParams(location.search).get('nudge_start') || script.getAttribute('data-start') || null;
   var KEY = 'nudge.visitor';
   var RESUME = 'nudge.key';
   var OPEN = 'nudge.open';
@@ -240,7 +243,8 @@
       page: location.href,
       referrer: document.referrer || null,
       utm: utm,
-      click_ids: clicks
+      click_ids: clicks,
+      start: START
     };
   }
 
@@ -267,7 +271,8 @@
           count(0);
           greeted = true;
         }
-        resumed = true;
+        resumed = !START;
+        START = null;
         ready = true;
         if (offline) note(T.online);
         offline = false;
@@ -412,7 +417,7 @@
   function mount() {
     document.body.append(host);
     if (PAGE_MODE) open(false);
-    else if (wasOpen()) open(true);
+    else if (START || wasOpen()) open(true);
   }
   if (document.body) mount(); else document.addEventListener('DOMContentLoaded', mount);
 })();

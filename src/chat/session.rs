@@ -355,13 +355,26 @@ impl Chat {
         conversation.source = Source { campaign: conversation.source.campaign.take(), ..Source::default() };
         let person = self.person(&profile, now);
         self.open = Some(Open { profile, conversation });
+        let intents = self.app.intents();
+        let start = match hello.start.as_deref().filter(|s| !s.is_empty()) {
+            Some(id) if intents.get(id).is_some_and(|i| i.start) => Some(id),
+            Some(id) => {
+                let can: Vec<&str> = intents.intents.iter().filter(|i| i.start).map(|i| i.id.as_str()).collect();
+                let message =
+                    format!("`start`: `{id}` is not an intent a chat can open in (those are: {})", can.join(", "));
+                frames.push(ServerFrame::error(ErrorCode::BadRequest, message));
+                None
+            }
+            None => None,
+        };
         if let Some(name) = person {
             // A person has the chat: they greet, not the bot.
             self.unsaved = commands;
             frames.push(ServerFrame::Handoff { agent: Some(name) });
             return Ok(frames);
         }
-        match self.step(Input::Start, commands, Persist::WithNextMessage).await {
+        let input = start.map_or(Input::Start, Input::Open);
+        match self.step(input, commands, Persist::WithNextMessage).await {
             Ok(greeting) => frames.extend(greeting),
             // Nothing of this hello was stored: the client may say hello again.
             Err(error) => {

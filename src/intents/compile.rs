@@ -273,6 +273,7 @@ impl Compiler {
             tags,
             score: raw.score,
             handoff: raw.handoff,
+            start: raw.start,
             checkout: raw.checkout,
             erase: raw.erase,
             follow_up,

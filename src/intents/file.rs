@@ -135,6 +135,9 @@ pub struct RawIntent {
     /// Hand the conversation to a person (recorded on the transcript).
     #[serde(default)]
     pub handoff: bool,
+    /// A chat may open in this intent (an ad's deep link, the widget's `data-start`).
+    #[serde(default)]
+    pub start: bool,
     /// Offer the checkout link now (once the required preferences are known), whatever the
     /// score.
     #[serde(default)]

@@ -183,3 +183,28 @@ async fn a_conversation_resumed_mid_flow_comes_back_with_its_history_and_its_ope
     let next = say_all(&mut again, "black").await;
     assert!(next.last().is_some_and(|r| r.contains("budget")), "the colour taken, the budget asked: {next:?}");
 }
+
+#[tokio::test]
+async fn a_deep_link_opens_the_chat_in_its_flow_and_only_start_intents_can_be_opened() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
+    let mut socket = server.connect().await;
+    let start = Some("find_running_shoes".to_string());
+    let Welcomed { greeting, .. } = welcome(&mut socket, Hello { start, ..Hello::default() }).await;
+    assert_eq!(greeting.text, "Let's find your running shoes.", "no greeting: the flow");
+    let asked = reply(&mut socket).await;
+    assert!(asked.text.contains("What size"), "the product is known, the size asked: {asked:?}");
+    let next = say_all(&mut socket, "43").await;
+    assert!(next.last().is_some_and(|r| r.contains("Which colour")), "{next:?}");
+
+    let mut other = server.connect().await;
+    let hello_frame = nudge::protocol::ClientFrame::Hello(Hello { start: Some("refund".into()), ..Hello::default() });
+    send(&mut other, hello_frame).await;
+    assert!(matches!(recv(&mut other).await, nudge::protocol::ServerFrame::Welcome { .. }));
+    let message = expect_error(&mut other, nudge::protocol::ErrorCode::BadRequest).await;
+    assert!(
+        message.contains("`refund` is not an intent a chat can open in") && message.contains("find_running_shoes"),
+        "{message}"
+    );
+    assert_eq!(reply(&mut other).await.intent, "welcome", "the greeting instead");
+}

@@ -325,3 +325,17 @@ fn at_400_percent_zoom_the_input_and_send_stay_in_view() {
         "input and Send in view"
     );
 }
+
+#[test]
+fn an_ad_s_deep_link_opens_the_widget_in_its_flow() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("http://{}/demo?nudge_start=find_running_shoes", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    // Open without a click, already asking for the size.
+    let asked = wait_for_bot(&browser, 2);
+    assert!(asked.contains("What size"), "{:?}", bot_messages(&browser));
+    assert_eq!(bot_messages(&browser)[0], "Let's find your running shoes.");
+    assert_eq!(browser.js(&format!("{SHADOW} return root.querySelector('.panel').hidden;")), false);
+}
