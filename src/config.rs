@@ -92,6 +92,10 @@ pub struct Config {
     pub handoff_idle_secs: u64,
     /// How often visitors are checked for journeys to enter (`intents/journeys/`).
     pub journey_sweep_secs: u64,
+    /// A shopper with an address and marketing consent who leaves a question open this long
+    /// gets the `unfinished_chat` email (when the pack has it), with its answers as buttons;
+    /// 0 turns it off.
+    pub unfinished_after_secs: u64,
     /// Conversations inactive this long are removed, visitors not seen this long are erased
     /// (checked hourly); 0 keeps everything.
     pub retention_days: u64,
@@ -159,6 +163,7 @@ impl Default for Config {
             abandoned_after_secs: 60 * 60,
             handoff_idle_secs: 15 * 60,
             journey_sweep_secs: 60,
+            unfinished_after_secs: 60 * 60,
             retention_days: 365,
             max_marketing_emails_per_day: 1,
             quiet_hours: crate::outbox::limits::QuietHours::try_from("21:00-08:00".to_string())

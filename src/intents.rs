@@ -47,7 +47,12 @@ pub const LOCALES: [&str; 2] = ["en", "de"];
 pub const BUILTIN_PREFERENCES: [&str; 2] = ["name", "email"];
 
 /// Links Nudge fills into email templates besides the preferences.
-pub const EMAIL_LINKS: [&str; 2] = ["resume_url", "unsubscribe_url"];
+pub const EMAIL_LINKS: [&str; 4] = ["resume_url", "unsubscribe_url", "question", "answers"];
+
+/// The follow-up sent to a shopper who left with a question open (`unfinished_after_secs`), when
+/// the pack has a template of this id: `{{ question }}` and `{{ answers }}` (its quick replies as
+/// buttons that answer it) show the chat in the email.
+pub const UNFINISHED_CHAT: &str = "unfinished_chat";
 
 /// Where email templates live, under the intents directory.
 pub const EMAILS_DIR: &str = "emails";

@@ -90,6 +90,8 @@ pub struct EmailLink {
     pub visitor: Option<VisitorId>,
     /// ... and the conversation it followed up on.
     pub conversation: Option<ConversationId>,
+    /// An answer to the conversation's open question (a button in the email).
+    pub answer: Option<crate::signing::Answer>,
     /// The token's hash (what a spent link is remembered by) and expiry (seconds).
     pub id: [u8; 16],
     pub expires_at: u64,
@@ -109,13 +111,13 @@ impl EmailLink {
     /// Verifies an email-link token at `now` (seconds).
     pub fn verify(signer: &Signer, token: &str, now: u64) -> Result<EmailLink, LinkError> {
         match signer.verify_until(token, now)? {
-            (Claims::Chat { email, name, campaign, product, visitor, conversation }, expires_at) => {
+            (Claims::Chat { email, name, campaign, product, visitor, conversation, answer }, expires_at) => {
                 use sha2::Digest;
                 let digest = sha2::Sha256::digest(token.as_bytes());
                 let mut id = [0u8; 16];
                 id.copy_from_slice(&digest[..16]);
                 let email = Email::parse(&email)?;
-                Ok(EmailLink { email, name, campaign, product, visitor, conversation, id, expires_at })
+                Ok(EmailLink { email, name, campaign, product, visitor, conversation, answer, id, expires_at })
             }
             _ => Err(LinkError::NotEmailLink),
         }

@@ -469,6 +469,7 @@ fn link(
         product,
         visitor: None,
         conversation: None,
+        answer: None,
     };
     let token = secrets.signer()?.sign(&claims, nudge::now_ms() / 1000 + ttl);
     let public_url = match &config.public_url {

@@ -19,6 +19,13 @@ use crate::ids::{AdminSessionId, ConversationId, OutboxId, VisitorId};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// An answer carried by an email's button: the slot it answers and the quick reply's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub slot: String,
+    pub value: String,
+}
+
 /// What a token grants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "k")]
@@ -41,6 +48,10 @@ pub enum Claims {
         /// was.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conversation: Option<ConversationId>,
+        /// A quick reply given in the email: opening the link answers the conversation's open
+        /// question with it, as a `choose` would.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer: Option<Answer>,
     },
     /// A checkout link: the shop URL it leads to, and whose click it records.
     #[serde(rename = "r")]
@@ -207,6 +218,7 @@ mod tests {
             product: None,
             visitor: None,
             conversation: None,
+            answer: None,
         }
     }
 
@@ -234,6 +246,7 @@ mod tests {
             product: None,
             visitor: Some(visitor),
             conversation: None,
+            answer: None,
         };
         let token = s.sign(&claims, 10_000);
         let (kid, blob) = token.split_once('.').expect("kid.sealed");

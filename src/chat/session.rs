@@ -354,6 +354,12 @@ impl Chat {
         let mut conversation = conversation;
         conversation.source = Source { campaign: conversation.source.campaign.take(), ..Source::default() };
         let person = self.person(&profile, now);
+        // A button in an email answers the question the conversation still waits on; one that no
+        // longer fits (answered meanwhile in the chat) answers nothing.
+        let answer = link
+            .as_ref()
+            .and_then(|l| l.answer.clone())
+            .filter(|a| conversation.pending.as_ref().is_some_and(|p| p.slot == a.slot));
         self.open = Some(Open { profile, conversation });
         let intents = self.app.intents();
         let start = match hello.start.as_deref().filter(|s| !s.is_empty()) {
@@ -373,8 +379,13 @@ impl Chat {
             frames.push(ServerFrame::Handoff { agent: Some(name) });
             return Ok(frames);
         }
-        let input = start.map_or(Input::Start, Input::Open);
-        match self.step(input, commands, Persist::WithNextMessage).await {
+        let (input, persist) = match (&answer, start) {
+            // Recorded at once, as a `choose` would be: opening the link is the answer.
+            (Some(answer), _) => (Input::Choose(&answer.value), Persist::Now),
+            (None, Some(id)) => (Input::Open(id), Persist::WithNextMessage),
+            (None, None) => (Input::Start, Persist::WithNextMessage),
+        };
+        match self.step(input, commands, persist).await {
             Ok(greeting) => frames.extend(greeting),
             // Nothing of this hello was stored: the client may say hello again.
             Err(error) => {
@@ -558,6 +569,19 @@ impl Chat {
         }
         if conversation.pending != open.conversation.pending {
             commands.push(Command::SetPending { conversation: conversation.id, pending: conversation.pending.clone() });
+        }
+        // A shopper we may email who leaves a question open gets it by email, answers as buttons
+        // (one job per visitor: scheduling it again while it waits changes nothing).
+        let after = self.app.config.unfinished_after_secs;
+        if after > 0
+            && conversation.pending.is_some()
+            && intents.email(crate::intents::UNFINISHED_CHAT).is_some()
+            && profile.preference("email").is_some()
+            && profile.consent.as_ref().is_some_and(|c| c.marketing)
+        {
+            let job = Job::Email { template: crate::intents::UNFINISHED_CHAT.into() };
+            let due = now.saturating_add(after.saturating_mul(1000));
+            commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, due)));
         }
         conversation.last_at = now;
         if !entries.is_empty() {

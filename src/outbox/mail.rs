@@ -104,7 +104,12 @@ impl Mailer {
             .ok_or_else(|| Failure::Permanent(format!("no email template `{template}` any more")))?;
         let variant = pick_variant(app, email, profile).map_err(|e| Failure::Temporary(e.to_string()))?;
         let body = email.body(&item.locale, variant);
-        let message = compose(app, &self.from, item, body, profile, address, now).map_err(Failure::Permanent)?;
+        let question = match asks(body) {
+            true => Some(open_question(app, item, profile, now)?),
+            false => None,
+        };
+        let message = compose(app, &self.from, item, body, profile, address, question.as_ref(), now)
+            .map_err(Failure::Permanent)?;
         self.send(item, &message).map(|()| variant as u32)
     }
 }
@@ -224,8 +229,48 @@ fn wanted(profile: Option<&Profile>, buyers: Buyers) -> Result<(&Profile, Email)
     Ok((profile, address))
 }
 
+/// The question a conversation waits on, as an email shows it: its words and quick replies.
+struct Question {
+    slot: String,
+    text: String,
+    /// (label, value) of each quick reply.
+    choices: Vec<(String, String)>,
+}
+
+/// Whether an email shows the chat's open question (`{{ question }}` or `{{ answers }}`).
+fn asks(body: &crate::intents::EmailBody) -> bool {
+    [&body.subject, &body.text, &body.html].iter().any(|t| t.names().any(|n| n == "question" || n == "answers"))
+}
+
+/// The question the item's conversation still waits on, once the shopper has been away for
+/// `unfinished_after_secs`; not wanted once it was answered.
+fn open_question(app: &App, item: &OutboxItem, profile: &Profile, now: u64) -> Result<Question, Failure> {
+    let conversation = app.store.conversation(&item.conversation).map_err(|e| Failure::Temporary(e.to_string()))?;
+    let conversation = conversation.ok_or_else(|| Failure::Unwanted("the conversation is gone".into()))?;
+    let pending = conversation.pending.ok_or_else(|| Failure::Unwanted("no question open any more".into()))?;
+    let until = conversation.last_at.saturating_add(app.config.unfinished_after_secs.saturating_mul(1000));
+    if until > now {
+        return Err(Failure::Later { until, reason: "the shopper was in the chat since".into() });
+    }
+    let intents = app.intents();
+    let slot = intents.slot(&pending.slot).ok_or_else(|| Failure::Unwanted("the question is gone".into()))?;
+    let question = slot.question(&item.locale);
+    let known = |name: &str| {
+        let value = profile.preference(name)?;
+        Some(intents.slot(name).map_or(value, |s| s.display(&item.locale, value)))
+    };
+    let raw = |name: &str| profile.preference(name);
+    Ok(Question {
+        slot: pending.slot.clone(),
+        text: question.ask.render(known),
+        choices: question.choices.iter().map(|c| (c.label.render(known), c.value.render(raw))).collect(),
+    })
+}
+
 /// The message: the template in the conversation's language, with the visitor's preferences,
-/// a resume link and the unsubscribe headers.
+/// a resume link, the open question's answers as links when it shows them, and the unsubscribe
+/// headers.
+#[allow(clippy::too_many_arguments)]
 fn compose(
     app: &App,
     from: &Mailbox,
@@ -233,6 +278,7 @@ fn compose(
     body: &crate::intents::EmailBody,
     profile: &Profile,
     address: Email,
+    question: Option<&Question>,
     now: u64,
 ) -> Result<Message, String> {
     let intents = app.intents();
@@ -244,6 +290,7 @@ fn compose(
         product: owned("product"),
         visitor: Some(profile.id),
         conversation: Some(item.conversation),
+        answer: None,
     };
     let unsubscribe = Claims::Unsubscribe { visitor: profile.id };
     let url = |path: &str, claims: &Claims, ttl: u64| {
@@ -258,13 +305,47 @@ fn compose(
     values.insert("resume_url", url("c", &resume, RESUME_TTL_SECS));
     let unsubscribe_url = url("u", &unsubscribe, UNSUBSCRIBE_TTL_SECS);
     values.insert("unsubscribe_url", unsubscribe_url.clone());
+    // Each quick reply a link that answers as the same visitor, in the same conversation.
+    let answers: Vec<(String, String)> = question.map_or_else(Vec::new, |q| {
+        q.choices
+            .iter()
+            .map(|(label, value)| {
+                let answer = crate::signing::Answer { slot: q.slot.clone(), value: value.clone() };
+                let mut claims = resume.clone();
+                if let Claims::Chat { answer: carried, .. } = &mut claims {
+                    *carried = Some(answer);
+                }
+                (label.clone(), url("c", &claims, RESUME_TTL_SECS))
+            })
+            .collect()
+    });
+    if let Some(q) = question {
+        values.insert("question", q.text.clone());
+        let lines: Vec<String> = answers.iter().map(|(label, link)| format!("{label}: {link}")).collect();
+        values.insert("answers", lines.join("\n"));
+    }
     let subject = header_text(&body.subject.render(|n| values.get(n).map(String::as_str))).unwrap_or_default();
     // Every link but the unsubscribe one goes through `/l/`, which counts the click; the HTML
     // part carries an open pixel.
     let click = |target: &str| url("l", &Claims::Click { item: item.id, target: target.to_string() }, RESUME_TTL_SECS);
     let tracked = |text: &str| track_links(text, &app.public_url, &app.config.shop_hosts, &unsubscribe_url, &click);
     let text = tracked(&body.text.render(|n| values.get(n).map(String::as_str)))?;
-    let escaped: BTreeMap<&str, String> = values.iter().map(|(k, v)| (*k, escape_html(v))).collect();
+    let mut escaped: BTreeMap<&str, String> = values.iter().map(|(k, v)| (*k, escape_html(v))).collect();
+    if question.is_some() {
+        // Buttons in the HTML part, built here (every value escaped).
+        let buttons: String = answers
+            .iter()
+            .map(|(label, link)| {
+                format!(
+                    "<a href=\"{}\" style=\"display:inline-block;margin:4px;padding:8px 14px;border:1px solid #1f4fd1;\
+                     border-radius:16px;color:#1f4fd1;text-decoration:none\">{}</a>",
+                    escape_html(link),
+                    escape_html(label)
+                )
+            })
+            .collect();
+        escaped.insert("answers", buttons);
+    }
     let mut html = tracked(&body.html.render(|n| escaped.get(n).map(String::as_str)))?;
     let pixel = url("o", &Claims::Open { item: item.id }, RESUME_TTL_SECS);
     html.push_str(&format!("<img src=\"{pixel}\" width=\"1\" height=\"1\" alt=\"\">"));

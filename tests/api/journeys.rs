@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use nudge::domain::{Job, OutboxState};
-use nudge::protocol::{Consent, Hello};
+use nudge::protocol::{ClientFrame, Consent, Hello, ServerFrame};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -287,4 +287,100 @@ async fn the_learned_lead_score_is_fitted_from_the_stores_own_outcomes() {
     assert!((0.3..0.7).contains(&p), "{p}");
     let (_, _, page) = get_with(format!("{}/admin?visitors=all", server.url()), &cookie).await;
     assert!(page.contains("% to buy"), "{page}");
+}
+
+/// Follows an email's link (tracked `/l/`, or `/c/`) to the chat: the `/chat?nudge=` token.
+async fn landing_token(link: &str) -> String {
+    let mut url = link.to_string();
+    for _ in 0..3 {
+        let (status, location, _) = get(url.clone()).await;
+        assert_eq!(status, 303, "{url}");
+        if let Some(token) = location.strip_prefix("/chat?nudge=") {
+            return token.to_string();
+        }
+        url = location;
+    }
+    panic!("{link} never lands on /chat");
+}
+
+/// Says hello with an email link's token; every frame until the socket is quiet.
+async fn open_link(server: &TestServer, token: &str) -> Vec<ServerFrame> {
+    let mut socket = server.connect().await;
+    send(&mut socket, ClientFrame::Hello(Hello { token: Some(token.into()), ..Hello::default() })).await;
+    let mut frames = Vec::new();
+    while let Ok(Ok(frame)) = tokio::time::timeout(Duration::from_millis(700), nudge::client::recv(&mut socket)).await {
+        frames.push(frame);
+    }
+    frames
+}
+
+fn texts(frames: &[ServerFrame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Reply(r) => Some(r.text.clone()),
+            ServerFrame::Error { message, .. } => Some(format!("error: {message}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_open_question_comes_by_email_and_its_buttons_answer_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
+    let config = format!("{}unfinished_after_secs = 1\n", config(&smtp, 0));
+    let mut server = TestServer::start_configured(dir.path(), Path::new("intents"), &config);
+    // Ben (address and consent from an email link) leaves at the colour question.
+    let ben = browser(&server, "ben@example.com").await;
+    let mut socket = server.connect().await;
+    let data = server.data.to_str().expect("utf-8").to_string();
+    let (_, link, _) =
+        run_nudge(&["link", "--email", "ben@example.com", "--data", &data, "--public-url", &server.url()]);
+    let token = landing_token(link.trim()).await;
+    hello(&mut socket, Hello { token: Some(token), ..Hello::default() }).await;
+    let asked = say_all(&mut socket, "42").await;
+    assert!(asked.last().is_some_and(|q| q.contains("Which colour")), "{asked:?}");
+    drop(socket);
+
+    let mail = smtp.wait_for(1, Duration::from_secs(20)).into_iter().next().expect("the unfinished chat email");
+    assert_eq!(rcpt(&mail), "ben@example.com");
+    assert_eq!(header(&mail, "subject"), "One quick question left about your boots");
+    let text = mail["text"].as_str().expect("text");
+    assert!(text.contains("Which colour would you like?"), "{text}");
+    let button = |label: &str| {
+        text.lines().find_map(|l| l.strip_prefix(&format!("{label}: "))).map(str::to_string).expect(label)
+    };
+    let html = mail["html"].as_str().expect("html");
+    assert!(html.contains(">Black</a>") && html.contains(">White</a>"), "buttons in the HTML part: {html}");
+
+    // Following "Black" answers the question as a tap would, and the chat asks for the budget.
+    let black = landing_token(&button("Black")).await;
+    let frames = open_link(&server, &black).await;
+    let said = texts(&frames);
+    assert!(said.last().is_some_and(|q| q.contains("budget")), "{said:?}");
+    // The same link again records nothing; a button that no longer fits records nothing either.
+    let again = texts(&open_link(&server, &black).await);
+    assert!(again.iter().any(|t| t.contains("already used")), "{again:?}");
+    let white = landing_token(&button("White")).await;
+    let late = texts(&open_link(&server, &white).await);
+    assert!(late.last().is_some_and(|q| q.contains("budget")), "the chat where it is: {late:?}");
+    server.kill();
+
+    let store = crate::backend::open_store(&server.data).expect("store");
+    let profile = store.visitor(&nudge::ids::VisitorId::parse(&ben).expect("id")).expect("read").expect("ben");
+    let colour = profile.preferences.get("colour").expect("the colour");
+    assert_eq!(
+        (colour.value.as_str(), colour.message.as_str()),
+        ("black", "black"),
+        "recorded with its source message"
+    );
+    let conversation = store.latest_conversation(&profile.id).expect("read").expect("conversation");
+    let answers = store
+        .transcript(&conversation.id)
+        .expect("transcript")
+        .into_iter()
+        .filter(|e| e.from == nudge::domain::Speaker::Shopper && (e.text == "black" || e.text == "white"))
+        .count();
+    assert_eq!(answers, 1, "answered once");
 }

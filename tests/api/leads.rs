@@ -161,6 +161,7 @@ async fn tampered_tokens_foreign_targets_and_bad_conversions_are_refused() {
         product: None,
         visitor: None,
         conversation: None,
+        answer: None,
     };
     let good = signer.sign(&chat, far);
     let tampered = {
