@@ -482,13 +482,20 @@ async fn reply_to_lead(
         let limit = app.config.max_message_chars;
         return Err(actix_web::error::ErrorBadRequest(format!("write between 1 and {limit} characters")));
     }
+    let gone = || {
+        let message = "The shopper is not in the chat any more; nothing was sent.";
+        html(StatusCode::CONFLICT, views::notice("Not sent", message))
+    };
+    // Checked before taking: answering a shopper who left must not leave them held by a person.
+    if !connected(&app, id).await? {
+        return Ok(gone());
+    }
     let agent = match take(&app, id, &me).await? {
         Ok(agent) => agent,
         Err(refused) => return Ok(refused),
     };
     if !tell(&app, id, FromPerson::Answered { agent, text }).await? {
-        let message = "The shopper is not in the chat any more; nothing was sent.";
-        return Ok(html(StatusCode::CONFLICT, views::notice("Not sent", message)));
+        return Ok(gone());
     }
     Ok(to_lead(id, "?sent=1"))
 }
@@ -548,6 +555,14 @@ async fn take(app: &App, id: VisitorId, me: &Person) -> actix_web::Result<Result
         }
         None => Err(html(StatusCode::NOT_FOUND, views::notice("Not found", "There is no such lead (any more)."))),
     })
+}
+
+/// Whether the visitor has a chat open, on this node or another.
+async fn connected(app: &App, id: VisitorId) -> actix_web::Result<bool> {
+    if app.live.is_connected(&id) {
+        return Ok(true);
+    }
+    app.store.read(move |store| store.connected_elsewhere(&id)).await.map_err(store_error)
 }
 
 /// Tells the visitor's open chats what a person did: on this node, or through the store on the

@@ -404,6 +404,10 @@ async fn a_person_takes_a_chat_the_bot_is_quiet_until_they_hand_it_back() {
     drop(socket);
     let status = post_until(&format!("{lead_url}/reply"), &maria, "text=still+there%3F", 409).await;
     assert_eq!(status, 409, "the shopper left: nothing is sent");
+    let (_, _, leads) = get_with(format!("{}/admin/api/leads", server.url()), &maria).await;
+    let leads: serde_json::Value = serde_json::from_str(&leads).expect("json");
+    let lead = leads["leads"].as_array().expect("leads").iter().find(|l| l["id"] == visitor.as_str()).cloned();
+    assert_eq!(lead.expect("the lead")["agent"], serde_json::Value::Null, "and the chat was not taken");
 }
 
 #[test]
