@@ -202,6 +202,8 @@ pub struct IntentSet {
     pub emails: Vec<Email>,
     /// Segments and the journeys that run on them.
     pub journeys: crate::journeys::Journeys,
+    /// When the chat reaches out on its own.
+    pub triggers: Vec<crate::triggers::Trigger>,
     by_id: HashMap<String, usize>,
     slot_by_id: HashMap<String, usize>,
     matcher: Matcher,

@@ -432,7 +432,11 @@ fn journey(
     })
 }
 
-/// `"1h"`, `"2days"`, `"60d"` in ms, or an error at the value.
+/// `"1h"`, `"2days"`, `"60d"` in ms, or an error at the value (also for triggers).
+pub(crate) fn duration(source: &Source, raw: &Spanned<String>, errors: &mut Vec<Diagnostic>) -> Option<u64> {
+    parse_duration(source, raw, errors)
+}
+
 fn parse_duration(source: &Source, raw: &Spanned<String>, errors: &mut Vec<Diagnostic>) -> Option<u64> {
     match humantime::parse_duration(raw.get_ref()) {
         Ok(d) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

@@ -27,6 +27,7 @@ pub mod reload;
 pub mod retention;
 pub mod server;
 pub mod store;
+pub mod triggers;
 
 /// Milliseconds since the Unix epoch: the one clock the shell reads (the pure core never does).
 pub fn now_ms() -> u64 {

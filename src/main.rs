@@ -590,11 +590,12 @@ fn check(dir: &Path) -> ExitCode {
     let examples: usize = set.intents.iter().map(|i| i.examples.len() + i.counter_examples.len()).sum();
     if failures.is_empty() {
         println!(
-            "{} intents, {} emails, {} segments, {} journeys, {examples} examples: all pass",
+            "{} intents, {} emails, {} segments, {} journeys, {} triggers, {examples} examples: all pass",
             set.intents.len(),
             set.emails.len(),
             set.journeys.segments.len(),
-            set.journeys.journeys.len()
+            set.journeys.journeys.len(),
+            set.triggers.len()
         );
         println!("{}", set.gate());
         ExitCode::SUCCESS

@@ -14,6 +14,7 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/widget.js", web::get().to(widget))
+        .route("/widget/triggers", web::get().to(triggers))
         .route("/chat", web::get().to(|| page(CHAT_HTML)))
         .route("/demo", web::get().to(|| page(DEMO_HTML)))
         .route(
@@ -29,7 +30,43 @@ async fn widget() -> HttpResponse {
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         // Landing pages on the shop's own domains load this script.
         .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-        .body(WIDGET_JS)
+        .body(SERVED_WIDGET.as_str())
+}
+
+/// The widget as served: `widget/widget.js` without its comment lines and indentation (it is
+/// written to be read, and served to stay small; there is no build step).
+static SERVED_WIDGET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| compact(WIDGET_JS));
+
+/// Drops lines that are only a comment (`//`, or a `/* ... */` block that starts a line) and every
+/// line's leading and trailing blanks. Nothing else changes, so the code runs the same.
+fn compact(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut in_block = false;
+    for line in source.lines().map(str::trim) {
+        if in_block {
+            in_block = !line.contains("*/");
+            continue;
+        }
+        if line.starts_with("/*") {
+            in_block = !line.contains("*/");
+            continue;
+        }
+        if line.is_empty() || line.starts_with("//") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The shop's proactive triggers, for the widget to check on its page (public: they are the
+/// shop's own settings, with no visitor in them).
+async fn triggers(app: web::Data<crate::server::App>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .json(serde_json::json!({ "triggers": app.intents().triggers }))
 }
 
 async fn page(html: &'static str) -> HttpResponse {
@@ -58,4 +95,14 @@ pub fn document(title: &str, body: &str) -> String {
 /// Text for HTML: element content or a quoted attribute value.
 pub fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_served_widget_keeps_its_code_and_drops_comments() {
+        let source = "/* a\n * b */\n  var a = 'x // y'; // not a comment line\n  // gone\n\n  f();\n";
+        assert_eq!(super::compact(source), "var a = 'x // y'; // not a comment line\nf();\n");
+        assert!(super::SERVED_WIDGET.len() < 20_000, "the widget is {} bytes", super::SERVED_WIDGET.len());
+    }
 }

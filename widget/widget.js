@@ -89,6 +89,7 @@
     '.badge[hidden]{display:none}',
     '.typing{align-self:flex-start;color:#5a5a5a;font-size:13px}',
     '.typing[hidden]{display:none}',
+    '.teaser{position:fixed;right:16px;bottom:80px;z-index:2147483000;max-width:260px;padding:10px 12px;border:0;border-radius:12px;background:#fff;color:#1a1a1a;box-shadow:0 4px 14px rgba(0,0,0,.25);cursor:pointer;text-align:left}',
     '@media (prefers-color-scheme:dark){.panel{background:#1b1d22;color:#eceef2}.bot{background:#2c3240;color:#eceef2}.note,.typing{color:#b8bcc6}input{background:#111318;color:#eceef2;border-color:#6b7080}.choices button{background:#1b1d22;color:#a9c1ff;border-color:#a9c1ff}.w button:focus-visible,.w input:focus-visible,.w a:focus-visible{outline-color:#eceef2}.who{color:#c9ccd4}}'
   ].join('\n');
 
@@ -365,6 +366,8 @@
 
   // `restoring`: reopened after a reload, which must not take the page's focus.
   function open(restoring) {
+    var teaser = root.querySelector('.teaser');
+    if (teaser) teaser.remove();
     panel.hidden = false;
     count(0);
     bubble.setAttribute('aria-expanded', 'true');
@@ -414,8 +417,62 @@
     }
   };
 
+  /* Proactive triggers (/widget/triggers): when all of a trigger's conditions hold on this page,
+   * the chat opens in its intent or shows a teaser; once per cooldown, never over an open chat,
+   * never taking the focus, one per page. */
+  function triggers() {
+    var q = new URLSearchParams(location.search);
+    var seen = Date.now();
+    var idle = Date.now();
+    var scrolled = 0;
+    var leaving = false;
+    var fired = false;
+    fetch(base.origin + '/widget/triggers').then(function (r) { return r.json(); }).then(function (body) {
+      var list = (body.triggers || []).filter(function (t) {
+        var last = Number(storage('nudge.t.' + t.id) || 0);
+        var returning = storage(KEY) !== null;
+        return (!t.page || location.pathname.indexOf(t.page) === 0) && Date.now() - last >= t.cooldown_ms &&
+          (t.visitor === 'any' || (t.visitor === 'returning') === returning) &&
+          (!t.campaign || t.campaign === (q.get('utm_campaign') || CAMPAIGN)) && (!t.source || t.source === q.get('utm_source'));
+      });
+      function check() {
+        if (fired || !panel.hidden) return;
+        var now = Date.now();
+        var t = list.filter(function (t) {
+          return (!t.after_ms || now - seen >= t.after_ms) && (!t.scroll || scrolled >= t.scroll) &&
+            (!t.exit_intent || leaving) && (!t.idle_ms || now - idle >= t.idle_ms);
+        })[0];
+        if (!t) return;
+        fired = true;
+        storage('nudge.t.' + t.id, String(now));
+        if (t.action === 'open') return start(t.intent, true);
+        var text = t.teaser[de ? 'de' : 'en'] || t.teaser.en;
+        var teaser = el('button', { class: 'teaser', type: 'button' }, text);
+        teaser.addEventListener('click', function () { teaser.remove(); start(t.intent, false); });
+        wrap.append(teaser);
+      }
+      setInterval(check, 500);
+      addEventListener('scroll', function () {
+        var h = document.documentElement.scrollHeight - innerHeight;
+        scrolled = Math.max(scrolled, h > 0 ? 100 * scrollY / h : 100);
+        check();
+      }, { passive: true });
+      ['mousemove', 'keydown', 'scroll', 'touchstart'].forEach(function (e) { addEventListener(e, function () { idle = Date.now(); }, { passive: true }); });
+      // Exit intent: a pointer leaving through the top of the window (not on touch screens).
+      document.addEventListener('mouseout', function (e) {
+        if (!e.relatedTarget && e.clientY <= 0 && !matchMedia('(pointer:coarse)').matches) { leaving = true; check(); }
+      });
+    }).catch(function () { /* no triggers: the chat waits to be opened */ });
+  }
+
+  function start(intent, restoring) {
+    START = intent;
+    open(restoring);
+  }
+
   function mount() {
     document.body.append(host);
+    if (!PAGE_MODE) triggers();
     if (PAGE_MODE) open(false);
     else if (START || wasOpen()) open(true);
   }

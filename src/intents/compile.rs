@@ -44,7 +44,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     let mut raw_intents = Vec::new();
     let mut raw_slots = Vec::new();
     let mut raw_emails = Vec::new();
-    let (mut raw_segments, mut raw_journeys) = (Vec::new(), Vec::new());
+    let (mut raw_segments, mut raw_journeys, mut raw_triggers) = (Vec::new(), Vec::new(), Vec::new());
     for source in sources {
         match file::parse(source) {
             Ok(raw) => {
@@ -53,6 +53,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
                 raw_emails.extend(raw.email.into_iter().map(|e| (source, e)));
                 raw_segments.extend(raw.segment.into_iter().map(|s| (source, s)));
                 raw_journeys.extend(raw.journey.into_iter().map(|j| (source, j)));
+                raw_triggers.extend(raw.trigger.into_iter().map(|t| (source, t)));
             }
             Err(d) => c.errors.push(d),
         }
@@ -126,6 +127,20 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     intent_ids.sort_unstable();
     let refer = crate::journeys::Known { emails: &email_ids, preferences: &known, intents: &intent_ids };
     let journeys = crate::journeys::compile(raw_segments, raw_journeys, &refer, &mut c.errors);
+    let startable: Vec<(&str, bool, std::collections::BTreeMap<String, String>)> = intents
+        .iter()
+        .map(|i| {
+            let teaser = crate::intents::LOCALES
+                .iter()
+                .filter_map(|l| {
+                    let first = i.reply(l).variants.first()?;
+                    Some((l.to_string(), first.render(|_| None)))
+                })
+                .collect();
+            (i.id.as_str(), i.start, teaser)
+        })
+        .collect();
+    let triggers = crate::triggers::compile(raw_triggers, &startable, &mut c.errors);
     known.extend(EMAIL_LINKS.iter().map(|s| s.to_string()));
     for reference in std::mem::take(&mut c.email_names_used) {
         if !known.contains(&reference.name) {
@@ -194,6 +209,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
         slots,
         emails,
         journeys,
+        triggers,
         by_id,
         slot_by_id,
         matcher,

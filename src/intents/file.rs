@@ -94,6 +94,9 @@ pub struct RawFile {
     pub segment: Vec<crate::journeys::RawSegment>,
     #[serde(default)]
     pub journey: Vec<crate::journeys::RawJourney>,
+    /// Proactive triggers.
+    #[serde(default)]
+    pub trigger: Vec<crate::triggers::RawTrigger>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,7 +11,7 @@ fn nudge(args: &[&str]) -> (i32, String) {
 fn check_passes_a_good_pack_and_points_at_a_failing_example() {
     let (code, out) = nudge(&["intents", "check", "tests/fixtures/small"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("4 intents, 0 emails, 0 segments, 0 journeys, 3 examples: all pass"), "{out}");
+    assert!(out.contains("4 intents, 0 emails, 0 segments, 0 journeys, 0 triggers, 3 examples: all pass"), "{out}");
 
     let (code, out) = nudge(&["intents", "check", "tests/fixtures/failing"]);
     assert_eq!(code, 1, "{out}");

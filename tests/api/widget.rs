@@ -339,3 +339,46 @@ fn an_ad_s_deep_link_opens_the_widget_in_its_flow() {
     assert_eq!(bot_messages(&browser)[0], "Let's find your running shoes.");
     assert_eq!(browser.js(&format!("{SHADOW} return root.querySelector('.panel').hidden;")), false);
 }
+
+#[test]
+fn triggers_reach_out_after_their_time_or_on_exit_intent_and_not_again_within_their_cooldown() {
+    let dir = tempfile::tempdir().expect("dir");
+    let triggers = "[[trigger]]\nid = \"soon\"\npage = \"/demo\"\nafter = \"1s\"\nsource = \"ad\"\ncooldown = \"1h\"\n\
+                    action = \"teaser\"\nintent = \"find_running_shoes\"\n\n\
+                    [[trigger]]\nid = \"leaving\"\nexit_intent = true\nsource = \"mail\"\naction = \"open\"\nintent = \"discount\"\n";
+    let intents = crate::helpers::copy_starter_pack(dir.path(), |text| {
+        if text.contains("[[trigger]]") { triggers.to_string() } else { text.to_string() }
+    });
+    let server = TestServer::start_on(&dir.path().join("data"), &intents, &[]);
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("http://{}/demo?utm_source=ad", server.addr));
+    // After a second on the page, the intent's message beside the bubble; the panel stays shut.
+    browser.wait_for("the teaser", &format!("{SHADOW} return root.querySelector('.teaser') !== null;"));
+    assert_eq!(
+        browser.js(&format!("{SHADOW} return root.querySelector('.teaser').textContent;")),
+        "Let's find your running shoes."
+    );
+    assert_eq!(browser.js(&format!("{SHADOW} return root.querySelector('.panel').hidden;")), true);
+    assert_eq!(browser.js("return document.activeElement === document.body;"), true, "focus is not taken");
+    browser.click(&browser.in_shadow("#nudge-chat", ".teaser"));
+    let asked = wait_for_bot(&browser, 2);
+    assert!(asked.contains("What size"), "the chat opens in the trigger's flow: {:?}", bot_messages(&browser));
+    // Not again within its cooldown.
+    browser.js(&format!("{SHADOW} root.querySelector('.x').click(); sessionStorage.clear(); return true;"));
+    browser.goto(&format!("http://{}/demo?utm_source=ad", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(
+        browser.js(&format!("{SHADOW} return root.querySelector('.teaser') === null;")),
+        true,
+        "within the cooldown"
+    );
+
+    // Exit intent on a desktop: the pointer leaves through the top, and the chat opens.
+    browser.goto(&format!("http://{}/demo?utm_source=mail", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    browser
+        .js("document.dispatchEvent(new MouseEvent('mouseout', { clientY: -1, relatedTarget: null })); return true;");
+    browser.wait_for("the chat opened", &format!("{SHADOW} return root.querySelector('.panel').hidden === false;"));
+}
