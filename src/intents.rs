@@ -395,3 +395,21 @@ impl IntentSet {
         failures
     }
 }
+
+/// The starter pack with one more file, `extra` at `name` under `intents/` (tests of what the
+/// pack's files can say).
+#[cfg(test)]
+pub(crate) fn starter_pack_with(name: &str, extra: &str) -> Result<IntentSet, Vec<Diagnostic>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("intents");
+    let mut files = Vec::new();
+    for dir in [root.clone(), root.join(EMAILS_DIR), root.join(JOURNEYS_DIR)] {
+        for entry in std::fs::read_dir(&dir).expect("starter pack") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                files.push((path.clone(), std::fs::read_to_string(&path).expect("read")));
+            }
+        }
+    }
+    files.push((root.join(name), extra.to_string()));
+    IntentSet::from_files(&root, files)
+}

@@ -465,21 +465,8 @@ mod tests {
         Moment { now, model: None }
     }
 
-    /// The starter pack with `extra` as one more journeys file.
     fn pack(extra: &str) -> Result<crate::intents::IntentSet, Vec<Diagnostic>> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("intents");
-        let mut files = Vec::new();
-        for dir in [root.clone(), root.join("emails"), root.join("journeys")] {
-            for entry in std::fs::read_dir(&dir).expect("starter pack") {
-                let path = entry.expect("entry").path();
-                if path.extension().is_some_and(|x| x == "toml") {
-                    let text = std::fs::read_to_string(&path).expect("read");
-                    files.push((path, text));
-                }
-            }
-        }
-        files.push((root.join("journeys").join("extra.toml"), extra.to_string()));
-        crate::intents::IntentSet::from_files(&root, files)
+        crate::intents::starter_pack_with("journeys/extra.toml", extra)
     }
 
     fn shopper(changes: &[Change]) -> Profile {

@@ -131,22 +131,9 @@ pub fn compile(
 
 #[cfg(test)]
 mod tests {
-    /// The starter pack with `extra` as one more intent file.
-    fn pack(extra: &str) -> Result<crate::intents::IntentSet, Vec<Diagnostic>> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("intents");
-        let mut files = Vec::new();
-        for dir in [root.clone(), root.join("emails"), root.join("journeys")] {
-            for entry in std::fs::read_dir(&dir).expect("starter pack") {
-                let path = entry.expect("entry").path();
-                if path.extension().is_some_and(|x| x == "toml") {
-                    files.push((path.clone(), std::fs::read_to_string(&path).expect("read")));
-                }
-            }
-        }
-        files.push((root.join("extra.toml"), extra.to_string()));
-        crate::intents::IntentSet::from_files(&root, files)
+    fn pack(extra: &str) -> Result<crate::intents::IntentSet, Vec<crate::intents::file::Diagnostic>> {
+        crate::intents::starter_pack_with("extra.toml", extra)
     }
-    use super::Diagnostic;
 
     #[test]
     fn the_starter_triggers_compile_with_their_teasers() {
