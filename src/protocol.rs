@@ -75,6 +75,9 @@ pub enum ServerFrame {
         /// on screen (a reload, a new tab, an email link).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         history: Vec<Line>,
+        /// The conversation's language (`en`, `de`): the widget's own labels follow it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        locale: String,
     },
     Reply(Reply),
     /// A checkout link for exactly what the qualified lead asked for.

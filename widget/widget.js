@@ -23,9 +23,9 @@
   var CLOSE_IDLE = 4000;
   var CLICK_IDS = ['gclid', 'gbraid', 'wbraid', 'fbclid', 'msclkid', 'ttclid', 'li_fat_id', 'twclid'];
   var de = /^de\b/i.test(navigator.language || '');
-  var T = de
-    ? { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat', joined: ' ist jetzt für Sie da.', back: 'Sie chatten wieder mit unserem Assistenten.', you: 'Sie', shop: 'Shop', replies: 'Antwortvorschläge', newTab: ' (öffnet in neuem Tab)', online: 'Wieder verbunden.', unread: ' neue Nachricht(en)', typing: 'schreibt …' }
-    : { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat', joined: ' is here to help you.', back: 'You are chatting with our assistant again.', you: 'You', shop: 'Shop', replies: 'Quick replies', newTab: ' (opens in a new tab)', online: 'Back online.', unread: ' new message(s)', typing: 'typing…' };
+  var DE = { open: 'Chat öffnen', close: 'Chat schließen', title: 'Fragen? Wir helfen gern', input: 'Ihre Nachricht', send: 'Senden', offline: 'Verbindung unterbrochen – neuer Versuch …', log: 'Chatverlauf', bubble: 'Chat', joined: ' ist jetzt für Sie da.', back: 'Sie chatten wieder mit unserem Assistenten.', you: 'Sie', shop: 'Shop', replies: 'Antwortvorschläge', newTab: ' (öffnet in neuem Tab)', online: 'Wieder verbunden.', unread: ' neue Nachricht(en)', typing: 'schreibt …' };
+  var EN = { open: 'Open chat', close: 'Close chat', title: 'Questions? We are here', input: 'Your message', send: 'Send', offline: 'Connection lost, reconnecting…', log: 'Chat messages', bubble: 'Chat', joined: ' is here to help you.', back: 'You are chatting with our assistant again.', you: 'You', shop: 'Shop', replies: 'Quick replies', newTab: ' (opens in a new tab)', online: 'Back online.', unread: ' new message(s)', typing: 'typing…' };
+  var T = de ? DE : EN;
 
   // The shopper's time zone, so marketing email keeps to their quiet hours.
   function zone() {
@@ -148,6 +148,25 @@
     return node;
   }
 
+  // The widget's own words follow the conversation's language (from `welcome`), which can differ
+  // from the browser's.
+  function speak(locale) {
+    var next = locale === 'de' ? DE : locale === 'en' ? EN : T;
+    if (next === T) return;
+    T = next;
+    de = T === DE;
+    panel.setAttribute('aria-label', T.title);
+    title.textContent = T.title;
+    closeBtn.setAttribute('aria-label', T.close);
+    log.setAttribute('aria-label', T.log);
+    choices.setAttribute('aria-label', T.replies);
+    label.textContent = T.input;
+    input.placeholder = T.input;
+    send.textContent = T.send;
+    typing.textContent = T.typing;
+    count(unread);
+  }
+
   function note(text) {
     add('note', text);
   }
@@ -266,6 +285,7 @@
       if (frame.type === 'welcome') {
         storage(KEY, frame.visitor);
         if (frame.key) storage(RESUME, frame.key);
+        speak(frame.locale);
         // A page that shows nothing yet (a reload, a new tab) shows the conversation so far.
         if (frame.history && frame.history.length && !log.querySelector('.msg')) {
           frame.history.forEach(function (line) { add(line.from === 'shopper' ? 'me' : 'bot', line.text, null, line.at); });

@@ -348,6 +348,7 @@ impl Chat {
             returning,
             key,
             history,
+            locale: conversation.locale.clone(),
         });
         // Of where the conversation came from, the session needs only the campaign (for checkout
         // links); the rest is stored, and would cost every idle connection up to 4 KiB.
@@ -694,6 +695,7 @@ impl Chat {
             returning: false,
             key: Some(key),
             history: Vec::new(),
+            locale: fresh_conversation.locale.clone(),
         });
         self.open = Some(Open { profile: fresh, conversation: fresh_conversation });
         Ok(frames)

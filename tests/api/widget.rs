@@ -382,3 +382,26 @@ fn triggers_reach_out_after_their_time_or_on_exit_intent_and_not_again_within_th
         .js("document.dispatchEvent(new MouseEvent('mouseout', { clientY: -1, relatedTarget: null })); return true;");
     browser.wait_for("the chat opened", &format!("{SHADOW} return root.querySelector('.panel').hidden === false;"));
 }
+
+#[test]
+fn the_widget_speaks_the_conversation_s_language_after_a_reload() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
+    wait_for_bot(&browser, 1);
+    assert_eq!(browser.js(&format!("{SHADOW} return root.querySelector('form button').textContent;")), "Send");
+    // The browser is English; the shopper writes German, and the conversation goes on in German.
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+    browser.type_into(&input, "Ich suche Laufschuhe\u{E007}");
+    assert!(wait_for_bot(&browser, 3).contains("Größe"), "{:?}", bot_messages(&browser));
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for(
+        "German labels",
+        &format!("{SHADOW} return root.querySelector('form button').textContent === 'Senden';"),
+    );
+    let placeholder = browser.js(&format!("{SHADOW} return root.querySelector('#nudge-input').placeholder;"));
+    assert_eq!(placeholder, "Ihre Nachricht");
+}
