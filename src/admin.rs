@@ -294,9 +294,12 @@ pub struct Page {
 fn page(store: &crate::store::Store, query: &Query, after: Option<Seen>, limit: usize) -> Result<Page, StoreError> {
     let (filter, mut hidden) = (&query.filter, 0);
     let mut shown = |profile: &crate::domain::Profile| {
+        if !filter.matches(profile) {
+            return false;
+        }
         let known = query.everyone || profile.told_us_something();
-        hidden += usize::from(filter.matches(profile) && !known);
-        filter.matches(profile) && known
+        hidden += usize::from(!known);
+        known
     };
     let mut leads = Vec::new();
     let mut next = None;
@@ -396,7 +399,7 @@ async fn lead_page(
     query: web::Query<LeadQuery>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Login).await?;
-    match read_lead(&app, &visitor).await? {
+    match read_lead(&app, &visitor, Part::Page).await? {
         Some(lead) => {
             let page = views::lead(&views_context(&app), &lead, query.sent.is_some());
             let response = html(StatusCode::OK, page);
@@ -413,7 +416,7 @@ async fn lead_live(
     visitor: web::Path<String>,
 ) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    match read_lead(&app, &visitor).await? {
+    match read_lead(&app, &visitor, Part::Chat).await? {
         Some(lead) => Ok(secured(HttpResponse::Ok())
             .content_type("text/html; charset=utf-8")
             .body(views::live(&views_context(&app), &lead))),
@@ -430,8 +433,18 @@ fn with_csp(mut response: HttpResponse, csp: &'static str) -> HttpResponse {
     response
 }
 
-/// A lead with its conversations and follow-ups, where the chat is and who has it.
-async fn read_lead(app: &App, visitor: &str) -> actix_web::Result<Option<views::Lead>> {
+/// How much of a lead a request shows.
+#[derive(Clone, Copy, PartialEq)]
+enum Part {
+    /// The whole page: also the follow-ups (a read of the whole outbox).
+    Page,
+    /// The chat part `live.js` reads every 2 s.
+    Chat,
+}
+
+/// A lead with its conversations (and, for the page, follow-ups), where the chat is and who has
+/// it.
+async fn read_lead(app: &App, visitor: &str, part: Part) -> actix_web::Result<Option<views::Lead>> {
     let id = VisitorId::parse(visitor).map_err(|_| actix_web::error::ErrorBadRequest("not a visitor id"))?;
     let live = app.live.clone();
     app.store
@@ -442,10 +455,13 @@ async fn read_lead(app: &App, visitor: &str) -> actix_web::Result<Option<views::
                 let transcript = store.transcript(&conversation.id)?;
                 conversations.push((conversation, transcript));
             }
-            let follow_ups: Vec<_> = store
-                .follow_ups()
-                .filter(|i| i.as_ref().map_or(true, |i| i.visitor == id))
-                .collect::<Result<_, _>>()?;
+            let follow_ups: Vec<_> = match part {
+                Part::Page => store
+                    .follow_ups()
+                    .filter(|i| i.as_ref().map_or(true, |i| i.visitor == id))
+                    .collect::<Result<_, _>>()?,
+                Part::Chat => Vec::new(),
+            };
             let connected = live.is_connected(&id) || store.connected_elsewhere(&id)?;
             Ok(Some(views::Lead { profile, conversations, follow_ups, connected }))
         })
@@ -662,18 +678,20 @@ async fn funnel_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result
     Ok(html(StatusCode::OK, views::funnel(&funnel)))
 }
 
+/// Each journey with its steps' numbers.
+async fn journey_rows(app: &App) -> actix_web::Result<Vec<report::JourneyRow>> {
+    let intents = app.intents();
+    app.store.read(move |store| report::journeys(store, &intents.journeys)).await.map_err(store_error)
+}
+
 async fn journeys_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Login).await?;
-    let intents = app.intents();
-    let rows = app.store.read(move |store| report::journeys(store, &intents.journeys)).await.map_err(store_error)?;
-    Ok(html(StatusCode::OK, views::journeys(&rows)))
+    Ok(html(StatusCode::OK, views::journeys(&journey_rows(&app).await?)))
 }
 
 async fn journeys_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    let intents = app.intents();
-    let rows = app.store.read(move |store| report::journeys(store, &intents.journeys)).await.map_err(store_error)?;
-    Ok(json(serde_json::json!({ "journeys": rows })))
+    Ok(json(serde_json::json!({ "journeys": journey_rows(&app).await? })))
 }
 
 /// Each segment with its size now.

@@ -215,6 +215,7 @@ impl Chat {
         };
         let requested = hello.visitor.as_deref().and_then(|v| VisitorId::parse(v).ok());
         let key = hello.key.clone();
+        let resume_window = self.app.config.resume_window_secs * 1000;
         let (link, found, spent) = self
             .app
             .store
@@ -249,9 +250,12 @@ impl Chat {
                         let resumes = followed_up.is_some();
                         let last =
                             followed_up.map_or_else(|| store.latest_conversation(&profile.id), |c| Ok(Some(c)))?;
+                        // Read only for a conversation this hello resumes.
                         let said = match &last {
-                            Some(c) => history(store.transcript(&c.id)?),
-                            None => Vec::new(),
+                            Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => {
+                                history(store.transcript(&c.id)?)
+                            }
+                            _ => Vec::new(),
                         };
                         Some((profile, last, resumes, said))
                     }
@@ -308,7 +312,6 @@ impl Chat {
             // nothing), like everything else this hello would store.
             commands.push(Command::SpendLink { link: link.id, expires_at: link.expires_at.saturating_mul(1000) });
         }
-        let resume_window = self.app.config.resume_window_secs * 1000;
         let mut history = Vec::new();
         let conversation = match last {
             Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => {
@@ -576,9 +579,9 @@ impl Chat {
         let after = self.app.config.unfinished_after_secs;
         if after > 0
             && conversation.pending.is_some()
-            && intents.email(crate::intents::UNFINISHED_CHAT).is_some()
             && profile.preference("email").is_some()
             && profile.consent.as_ref().is_some_and(|c| c.marketing)
+            && intents.email(crate::intents::UNFINISHED_CHAT).is_some()
         {
             let job = Job::Email { template: crate::intents::UNFINISHED_CHAT.into() };
             let due = now.saturating_add(after.saturating_mul(1000));

@@ -99,10 +99,12 @@ impl Model {
         Some(Model { weights: w, visitors: rows.len(), buyers })
     }
 
-    /// Fits the model to every visitor in `store`.
+    /// Fits the model to every visitor in `store`, holding one profile at a time.
     pub fn fit_store(store: &crate::store::Store) -> crate::store::Result<Option<Model>> {
-        let profiles = store.visitors().collect::<crate::store::Result<Vec<Profile>>>()?;
-        Ok(Model::fit(profiles.iter()))
+        let mut failed = None;
+        let profiles = store.visitors().map_while(|p| p.map_err(|e| failed = Some(e)).ok());
+        let model = Model::fit(profiles);
+        failed.map_or(Ok(model), Err)
     }
 
     /// The probability that `p` buys.

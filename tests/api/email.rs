@@ -21,7 +21,7 @@ const NO_DOUBLE_OPT_IN: &str = "double_opt_in = false\n";
 
 /// The starter pack with follow-ups due a second after they are scheduled.
 fn quick_pack(dir: &Path) -> std::path::PathBuf {
-    copy_starter_pack(dir, |text| text.replace("after = \"1h\"", "after = \"1s\""))
+    copy_starter_pack(dir, |text| text.replace("after = \"1h\" }", "after = \"1s\" }"))
 }
 
 /// Runs the shoe flow to its end with `email` and marketing consent; returns the visitor id and
@@ -251,7 +251,7 @@ async fn killed_at_random_moments_every_acknowledged_follow_up_is_delivered_once
     eprintln!("kill-point seed {seed}");
     let dir = tempfile::tempdir().expect("dir");
     let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
-    let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\"", "after = \"0s\""));
+    let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\" }", "after = \"0s\" }"));
     // On PostgreSQL a killed node's claims are free again when their leases run out: soon here.
     let config =
         format!("smtp_url = \"{}\"\nmail_retry_secs = 1\noutbox_lease_secs = 2\n{NO_DOUBLE_OPT_IN}", smtp.smtp_url());

@@ -20,7 +20,7 @@ fn quick_journeys(dir: &Path, welcome: &str) -> std::path::PathBuf {
         }
         // And one journey an intent enters: asking for a person tags the visitor.
         let asked = "\n[[journey]]\nid = \"asked\"\nintent = \"human\"\n\n[[journey.step]]\nafter = \"0s\"\ntag = \"asked_for_a_person\"\n";
-        text.replace("after = \"60min\"", "after = \"1s\"")
+        text.replace("after = \"1h\"", "after = \"1s\"")
             .replace("after = \"23h\"", "after = \"6s\"")
             .replace("after = \"2h\"", "after = \"1s\"")
             .replace("after = \"30min\"", &format!("after = \"{welcome}\""))

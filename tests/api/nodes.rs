@@ -284,7 +284,7 @@ async fn three_nodes_behind_haproxy_keep_every_chat_and_follow_up_when_one_is_ki
     let dir = tempfile::tempdir().expect("dir");
     let url = crate::backend::store_url(&dir.path().join("shared")).expect("a database");
     let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
-    let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\"", "after = \"3s\""));
+    let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\" }", "after = \"3s\" }"));
     let config = format!("smtp_url = \"{}\"\noutbox_lease_secs = 2\ndouble_opt_in = false\n", smtp.smtp_url());
     let mut nodes: Vec<TestServer> = ["a", "b", "c"]
         .iter()

@@ -230,7 +230,7 @@ async fn the_data_directory_is_readable_by_its_owner_only() {
 #[tokio::test]
 async fn an_erasure_removes_the_mail_files_written_to_the_shopper() {
     let dir = tempfile::tempdir().expect("dir");
-    let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\"", "after = \"1s\""));
+    let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\" }", "after = \"1s\" }"));
     let server = TestServer::start_configured(dir.path(), &intents, "");
     let mut socket = server.connect().await;
     known_shopper(&server, &mut socket).await;
