@@ -674,7 +674,7 @@ async fn erase_lead(
 
 async fn funnel_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Login).await?;
-    let funnel = app.store.read(report::funnel).await.map_err(store_error)?;
+    let funnel = funnel(&app).await?;
     Ok(html(StatusCode::OK, views::funnel(&funnel)))
 }
 
@@ -692,6 +692,12 @@ async fn journeys_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Resu
 async fn journeys_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
     Ok(json(serde_json::json!({ "journeys": journey_rows(&app).await? })))
+}
+
+/// The funnel, with a row for each of the pack's triggers.
+async fn funnel(app: &App) -> actix_web::Result<report::Funnel> {
+    let intents = app.intents();
+    app.store.read(move |store| report::funnel(store, &intents.triggers)).await.map_err(store_error)
 }
 
 /// Each segment with its size now.
@@ -720,7 +726,7 @@ async fn segments_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Resul
 
 async fn funnel_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
     require(&app, &req, Denied::Api).await?;
-    Ok(json(app.store.read(report::funnel).await.map_err(store_error)?))
+    Ok(json(funnel(&app).await?))
 }
 
 async fn emails_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {

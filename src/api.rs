@@ -31,7 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// A failed request: its status, the reason, and whether a person (HTML) or a program (JSON)
 /// reads it.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     status: StatusCode,
     reason: String,
     page: bool,
@@ -42,7 +42,7 @@ impl Failure {
         Failure { status, reason: reason.into(), page: true }
     }
 
-    fn json(status: StatusCode, reason: impl Into<String>) -> Failure {
+    pub(crate) fn json(status: StatusCode, reason: impl Into<String>) -> Failure {
         Failure { status, reason: reason.into(), page: false }
     }
 

@@ -17,6 +17,7 @@ pub use conversation::{Conversation, Entry, Pending, Source, Speaker};
 pub use order::Order;
 pub use outbox::{Job, OutboxItem, OutboxState};
 pub use profile::{
-    Agent, Change, Confirmation, ConsentChange, ConsentRecord, Handoff, Preference, Profile, Status, UNSUBSCRIBE_SOURCE,
+    Agent, Change, Confirmation, ConsentChange, ConsentRecord, Engaged, Handoff, Preference, Profile, Status,
+    UNSUBSCRIBE_SOURCE,
 };
 pub use spend::{Spend, is_currency};

@@ -14,7 +14,6 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/widget.js", web::get().to(widget))
-        .route("/widget/triggers", web::get().to(triggers))
         .route("/chat", web::get().to(|| page(CHAT_HTML)))
         .route("/demo", web::get().to(|| page(DEMO_HTML)))
         .route(
@@ -58,15 +57,6 @@ fn compact(source: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// The shop's proactive triggers, for the widget to check on its page (public: they are the
-/// shop's own settings, with no visitor in them).
-async fn triggers(app: web::Data<crate::server::App>) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "public, max-age=60"))
-        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-        .json(serde_json::json!({ "triggers": app.intents().triggers }))
 }
 
 async fn page(html: &'static str) -> HttpResponse {

@@ -42,6 +42,16 @@ pub struct Hello {
     /// Open the chat in this intent (one with `start = true`) instead of the greeting: an ad's
     /// deep link into a flow.
     pub start: Option<String>,
+    /// The proactive trigger that opened the chat (`/widget/triggers`), and which variant of
+    /// its teaser the shopper saw: the trigger's funnel counts the shopper once they chat.
+    pub trigger: Option<TriggerSeen>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TriggerSeen {
+    pub id: String,
+    #[serde(default)]
+    pub variant: u32,
 }
 
 impl Hello {

@@ -174,6 +174,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
             .route("/metrics", web::get().to(metrics))
             .configure(pages::routes)
             .configure(api::routes)
+            .configure(crate::triggers::routes)
             .configure(admin::routes)
     })
     .listen(listener)

@@ -17,6 +17,7 @@ mod readers;
 /// The PostgreSQL schema version this binary migrates to.
 pub use pg::SCHEMA_VERSION;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -96,6 +97,9 @@ pub enum Command {
     /// A sent email was opened (its pixel loaded) or a link in it clicked; only the first time
     /// of each counts.
     EmailEvent { item: OutboxId, event: EmailEvent, at: u64 },
+    /// The widget showed a proactive trigger (variant `variant` of its teaser) to someone: one
+    /// more on its count.
+    TriggerShown { trigger: String, variant: u32 },
 }
 
 /// What a shopper did with a sent email.
@@ -377,6 +381,11 @@ impl Store {
     /// When each marketing email (follow-up) to the visitor was sent (ms).
     pub fn marketing_sent_to(&self, visitor: &VisitorId) -> Result<Vec<u64>> {
         each!(self, marketing_sent_to(visitor))
+    }
+
+    /// How often each proactive trigger was shown, by trigger and teaser variant.
+    pub fn triggers_shown(&self) -> Result<BTreeMap<(String, u32), u64>> {
+        each!(self, triggers_shown())
     }
 
     /// Every ad spend row, by date.

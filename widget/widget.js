@@ -17,6 +17,8 @@
   // A deep link into a flow (an intent with start = true): the page's ?nudge_start= or the
   // script's data-start; sent with the first hello of this page only.
   var START = new URLSearchParams(location.search).get('nudge_start') || script.getAttribute('data-start') || null;
+  // The proactive trigger this page's chat was opened by (sent with that hello only).
+  var TRIGGER = null;
   var KEY = 'nudge.visitor';
   var RESUME = 'nudge.key';
   var OPEN = 'nudge.open';
@@ -264,7 +266,8 @@
       referrer: document.referrer || null,
       utm: utm,
       click_ids: clicks,
-      start: START
+      start: START,
+      trigger: START && TRIGGER
     };
   }
 
@@ -294,6 +297,7 @@
         }
         resumed = !START;
         START = null;
+        TRIGGER = null;
         ready = true;
         if (offline) note(T.online);
         offline = false;
@@ -447,7 +451,9 @@
     var scrolled = 0;
     var leaving = false;
     var fired = false;
-    fetch(base.origin + '/widget/triggers').then(function (r) { return r.json(); }).then(function (body) {
+    // A known visitor asks with its key, for triggers on what only the server knows (segments, tags).
+    var who = storage(KEY) && storage(RESUME) ? { method: 'POST', body: JSON.stringify({ visitor: storage(KEY), key: storage(RESUME) }) } : {};
+    fetch(base.origin + '/widget/triggers', who).then(function (r) { return r.json(); }).then(function (body) {
       var list = (body.triggers || []).filter(function (t) {
         var last = Number(storage('nudge.t.' + t.id) || 0);
         var returning = storage(KEY) !== null;
@@ -465,9 +471,18 @@
         if (!t) return;
         fired = true;
         storage('nudge.t.' + t.id, String(now));
+        // An A/B test of teasers: a visitor keeps the variant first drawn.
+        var texts = t.teaser[de ? 'de' : 'en'] || t.teaser.en || [];
+        var v = Number(storage('nudge.t.' + t.id + '.v'));
+        if (!(v >= 0 && v < texts.length)) v = Math.floor(Math.random() * texts.length) || 0;
+        storage('nudge.t.' + t.id + '.v', String(v));
+        var shown = JSON.stringify({ trigger: t.id, variant: v });
+        if (!(navigator.sendBeacon && navigator.sendBeacon(base.origin + '/widget/triggers/shown', shown))) {
+          fetch(base.origin + '/widget/triggers/shown', { method: 'POST', body: shown }).catch(function () {});
+        }
+        TRIGGER = { id: t.id, variant: v };
         if (t.action === 'open') return start(t.intent, true);
-        var text = t.teaser[de ? 'de' : 'en'] || t.teaser.en;
-        var teaser = el('button', { class: 'teaser', type: 'button' }, text);
+        var teaser = el('button', { class: 'teaser', type: 'button' }, texts[v]);
         teaser.addEventListener('click', function () { teaser.remove(); start(t.intent, false); });
         wrap.append(teaser);
       }

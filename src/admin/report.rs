@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use crate::domain::{OutboxItem, OutboxState, Speaker, Status};
 use crate::ids::VisitorId;
 use crate::store::{EmailEvent, Store, StoreError};
+use crate::triggers::Trigger;
 
 /// Visitors of one campaign by how far they got, and the orders attributed to it.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -62,6 +63,25 @@ pub struct EmailRow {
     pub interval: (f64, f64),
 }
 
+/// One teaser variant of a proactive trigger: how often the widget showed it, how many
+/// shoppers chatted through it (engaged), and how many of those were qualified and converted
+/// afterwards; for an A/B test of teasers, the probability that it engages best.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TriggerRow {
+    pub trigger: String,
+    pub variant: u32,
+    /// The English teaser (or the first language's), when the trigger still exists.
+    pub teaser: Option<String>,
+    pub shown: u64,
+    pub engaged: u64,
+    pub qualified: u64,
+    pub converted: u64,
+    pub probability_best: f64,
+    pub winner: bool,
+    /// The 95 % credible interval of the engagement rate (engaged / shown).
+    pub interval: (f64, f64),
+}
+
 /// Orders and revenue of one day (UTC).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DayRow {
@@ -81,18 +101,31 @@ pub struct Funnel {
     pub emails: Vec<EmailRow>,
     /// Only intents whose visitors saw more than one variant (the A/B tests).
     pub variants: Vec<VariantRow>,
+    /// Every trigger of the pack (and any shown before that is gone), by teaser variant.
+    pub triggers: Vec<TriggerRow>,
 }
 
 pub const NO_CAMPAIGN: &str = "(none)";
 
-/// Reads every visitor, order, spend row and transcript once.
-pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
+/// Reads every visitor, order, spend row and transcript once; `triggers` are the pack's.
+pub fn funnel(store: &Store, triggers: &[Trigger]) -> Result<Funnel, StoreError> {
     let mut campaigns: BTreeMap<String, CampaignRow> = BTreeMap::new();
     let mut currencies: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut daily: BTreeMap<String, DayRow> = BTreeMap::new();
     let mut status: HashMap<VisitorId, Status> = HashMap::new();
+    let mut by_trigger = trigger_rows(store, triggers)?;
     for profile in store.visitors() {
         let profile = profile?;
+        for (trigger, engaged) in &profile.triggers {
+            let row = by_trigger.entry((trigger.clone(), engaged.variant)).or_insert_with(|| TriggerRow {
+                trigger: trigger.clone(),
+                variant: engaged.variant,
+                ..Default::default()
+            });
+            row.engaged += 1;
+            row.qualified += u64::from(profile.reached_since(Status::Qualified, engaged.at));
+            row.converted += u64::from(profile.reached_since(Status::Converted, engaged.at));
+        }
         let name = profile.campaign.clone().unwrap_or_else(|| NO_CAMPAIGN.into());
         let row = campaigns.entry(name.clone()).or_insert_with(|| CampaignRow { campaign: name, ..Default::default() });
         row.visitors += 1;
@@ -178,9 +211,40 @@ pub fn funnel(store: &Store) -> Result<Funnel, StoreError> {
                 (judged.probability_best, judged.winner, judged.interval);
         }
     }
+    let mut triggers: Vec<TriggerRow> = by_trigger.into_values().collect();
+    for test in triggers.chunk_by_mut(|a, b| a.trigger == b.trigger) {
+        // Teasers are judged by engagement: a conversion is too rare to tell teasers apart.
+        let arms: Vec<(u64, u64)> = test.iter().map(|row| (row.engaged.min(row.shown), row.shown)).collect();
+        for (row, judged) in test.iter_mut().zip(judge(&arms)) {
+            (row.probability_best, row.winner, row.interval) =
+                (judged.probability_best, judged.winner, judged.interval);
+        }
+    }
     let mut daily: Vec<DayRow> = daily.into_values().collect();
     daily.drain(..daily.len().saturating_sub(DAYS));
-    Ok(Funnel { campaigns: campaigns.into_values().collect(), daily, emails, variants })
+    Ok(Funnel { campaigns: campaigns.into_values().collect(), daily, emails, variants, triggers })
+}
+
+/// A row for each teaser variant of the pack's triggers and each one counted as shown.
+fn trigger_rows(store: &Store, triggers: &[Trigger]) -> Result<BTreeMap<(String, u32), TriggerRow>, StoreError> {
+    let mut rows = BTreeMap::new();
+    for t in triggers {
+        let teasers = t.teaser.get("en").or_else(|| t.teaser.values().next());
+        for variant in 0..t.variants() as u32 {
+            let teaser = teasers.and_then(|v| v.get(variant as usize)).cloned();
+            let row = TriggerRow { trigger: t.id.clone(), variant, teaser, ..Default::default() };
+            rows.insert((t.id.clone(), variant), row);
+        }
+    }
+    for ((trigger, variant), shown) in store.triggers_shown()? {
+        let row = rows.entry((trigger.clone(), variant)).or_insert_with(|| TriggerRow {
+            trigger,
+            variant,
+            ..Default::default()
+        });
+        row.shown = shown;
+    }
+    Ok(rows)
 }
 
 /// The sent follow-ups by template and variant (of `only`, when given), sorted, with what their
@@ -457,10 +521,36 @@ mod tests {
         let arms = email_arms(&store, "your_selection", 2).expect("arms");
         assert_eq!(arms, [(5, 120), (30, 120)]);
         assert_eq!(crate::ab::winner(&arms, &crate::ab::probability_best(&arms)), Some(1));
-        let funnel = funnel(&store).expect("funnel");
+        let funnel = funnel(&store, &[]).expect("funnel");
         let rows: Vec<(u32, u64, u64, bool)> =
             funnel.emails.iter().map(|r| (r.variant, r.sent, r.converted, r.winner)).collect();
         assert_eq!(rows, [(0, 120, 5, false), (1, 120, 30, true)]);
         assert!((funnel.emails[1].revenue - 1500.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_trigger_counts_who_was_qualified_and_converted_after_chatting_through_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(dir.path()).expect("store");
+        let mut commands: Vec<Command> =
+            (0..3).map(|_| Command::TriggerShown { trigger: "t".into(), variant: 1 }).collect();
+        // Qualified before the trigger; qualified after it; converted after it.
+        for (qualified_at, converted_at) in [(Some(50), None), (Some(150), None), (Some(150), Some(300))] {
+            let visitor = VisitorId::mint(0);
+            let change = |change| Command::Visitor { visitor, change };
+            commands.push(change(Change::Create { at: 10, locale: "en".into() }));
+            let engaged = crate::domain::Engaged { variant: 1, at: 100 };
+            commands.push(change(Change::Triggered { trigger: "t".into(), engaged }));
+            commands.extend(qualified_at.map(|at| change(Change::Status { status: Status::Qualified, at })));
+            commands.extend(converted_at.map(|at| change(Change::Status { status: Status::Converted, at })));
+        }
+        store.commit_blocking(commands).expect("commit");
+        let funnel = funnel(&store, &[]).expect("funnel");
+        let rows: Vec<(&str, u32, u64, u64, u64, u64)> = funnel
+            .triggers
+            .iter()
+            .map(|r| (r.trigger.as_str(), r.variant, r.shown, r.engaged, r.qualified, r.converted))
+            .collect();
+        assert_eq!(rows, [("t", 1, 3, 3, 2, 1)]);
     }
 }

@@ -796,6 +796,31 @@ pub fn funnel(funnel: &Funnel) -> String {
             if row.winner { "winner" } else { "" },
         );
     }
+    body.push_str(
+        "</table><h2>Proactive triggers</h2><p>Shown: the widget showed the teaser or opened the chat; engaged: the \
+         shopper chatted through it; qualified and converted: afterwards. Teasers of one trigger are judged by \
+         engagement.</p><table><tr><th>Trigger</th><th>Variant</th><th>Teaser</th><th>Shown</th><th>Engaged</th>\
+         <th>Engagement</th><th>95 % interval</th><th>Qualified</th><th>Converted</th><th>Probability best</th>\
+         <th>Winner</th></tr>",
+    );
+    for row in &funnel.triggers {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{:.1}%</td><td>{}</td></tr>",
+            e(&row.trigger),
+            row.variant,
+            e(row.teaser.as_deref().unwrap_or("-")),
+            row.shown,
+            row.engaged,
+            rate(row.engaged, row.shown),
+            percent_interval(row.interval),
+            row.qualified,
+            row.converted,
+            100.0 * row.probability_best,
+            if row.winner { "winner" } else { "" },
+        );
+    }
     body.push_str("</table>");
     layout("Funnel", &body)
 }

@@ -364,8 +364,21 @@ impl Chat {
             .as_ref()
             .and_then(|l| l.answer.clone())
             .filter(|a| conversation.pending.as_ref().is_some_and(|p| p.slot == a.slot));
-        self.open = Some(Open { profile, conversation });
         let intents = self.app.intents();
+        if let Some(seen) = hello.trigger {
+            match intents.triggers.iter().find(|t| t.id == seen.id) {
+                Some(t) if (seen.variant as usize) < t.variants() => {
+                    let engaged = crate::domain::Engaged { variant: seen.variant, at: now };
+                    let change = Change::Triggered { trigger: seen.id, engaged };
+                    commands.push(Command::change(&mut profile, change));
+                }
+                _ => {
+                    let message = format!("`trigger`: no trigger `{}` with variant {}", seen.id, seen.variant);
+                    frames.push(ServerFrame::error(ErrorCode::BadRequest, message));
+                }
+            }
+        }
+        self.open = Some(Open { profile, conversation });
         let start = match hello.start.as_deref().filter(|s| !s.is_empty()) {
             Some(id) if intents.get(id).is_some_and(|i| i.start) => Some(id),
             Some(id) => {

@@ -66,6 +66,16 @@ pub struct Profile {
     /// When intents that enter a journey last answered the visitor (only those intents).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub intents: BTreeMap<String, u64>,
+    /// The proactive triggers the visitor chatted through (first time each), for their funnel.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub triggers: BTreeMap<String, Engaged>,
+}
+
+/// A shopper who answered a chat a trigger opened: which teaser variant they saw, and when.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Engaged {
+    pub variant: u32,
+    pub at: u64,
 }
 
 /// A person who took a visitor's chat in the admin: their admin session (who they are), the name
@@ -260,6 +270,12 @@ pub enum Change {
         intent: String,
         at: u64,
     },
+    /// The shopper chatted in a chat that a proactive trigger opened (only the first time of
+    /// each trigger counts).
+    Triggered {
+        trigger: String,
+        engaged: Engaged,
+    },
 }
 
 impl Profile {
@@ -287,7 +303,13 @@ impl Profile {
             timezone: None,
             journeys: BTreeMap::new(),
             intents: BTreeMap::new(),
+            triggers: BTreeMap::new(),
         }
+    }
+
+    /// Whether the lead reached `status` (or further) at `at` or later.
+    pub fn reached_since(&self, status: Status, at: u64) -> bool {
+        self.status_at.iter().any(|(s, when)| *s >= status && *when >= at)
     }
 
     /// Whether `key` is one of the visitor's resume keys.
@@ -391,6 +413,9 @@ impl Profile {
             Change::Timezone(zone) => self.timezone = Some(zone.clone()),
             Change::EnterJourney { journey, at } => {
                 self.journeys.insert(journey.clone(), *at);
+            }
+            Change::Triggered { trigger, engaged } => {
+                self.triggers.entry(trigger.clone()).or_insert(*engaged);
             }
             Change::Answered { intent, at } => {
                 let last = self.intents.entry(intent.clone()).or_insert(*at);

@@ -140,7 +140,8 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
             (i.id.as_str(), i.start, teaser)
         })
         .collect();
-    let triggers = crate::triggers::compile(raw_triggers, &startable, &mut c.errors);
+    let segment_ids: Vec<&str> = journeys.segments.iter().map(|s| s.id.as_str()).collect();
+    let triggers = crate::triggers::compile(raw_triggers, &startable, &segment_ids, &mut c.errors);
     known.extend(EMAIL_LINKS.iter().map(|s| s.to_string()));
     for reference in std::mem::take(&mut c.email_names_used) {
         if !known.contains(&reference.name) {

@@ -65,10 +65,12 @@ enum T {
     Spend,
     /// Outbox id ++ event (0 opened, 1 clicked) → when it first happened (u64 ms BE).
     EmailEvents,
+    /// Trigger id ++ 0x00 ++ teaser variant (u32 BE) → times shown (u64 BE).
+    TriggersShown,
 }
 
 impl T {
-    const ALL: [T; 18] = [
+    const ALL: [T; 19] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -87,6 +89,7 @@ impl T {
         T::SpentLinks,
         T::Spend,
         T::EmailEvents,
+        T::TriggersShown,
     ];
 
     fn name(self) -> &'static str {
@@ -109,12 +112,13 @@ impl T {
             T::SpentLinks => "spent_links",
             T::Spend => "spend",
             T::EmailEvents => "email_events",
+            T::TriggersShown => "triggers_shown",
         }
     }
 }
 
 #[derive(Clone)]
-struct Trees([sled::Tree; 18]);
+struct Trees([sled::Tree; 19]);
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
@@ -122,6 +126,16 @@ impl std::ops::Index<T> for Trees {
     fn index(&self, tree: T) -> &sled::Tree {
         &self.0[tree as usize]
     }
+}
+
+fn trigger_key(trigger: &str, variant: u32) -> Vec<u8> {
+    [trigger.as_bytes(), &[0], &variant.to_be_bytes()].concat()
+}
+
+fn trigger_key_parts(key: &[u8]) -> Option<(String, u32)> {
+    let (trigger, variant) = key.split_at_checked(key.len().checked_sub(5)?)?;
+    let variant = u32::from_be_bytes(variant.get(1..)?.try_into().ok()?);
+    Some((String::from_utf8(trigger.to_vec()).ok()?, variant))
 }
 
 fn event_key(item: &OutboxId, event: EmailEvent) -> Vec<u8> {
@@ -356,6 +370,17 @@ impl Embedded {
             }
         }
         Ok(sent)
+    }
+
+    pub(super) fn triggers_shown(&self) -> Result<std::collections::BTreeMap<(String, u32), u64>> {
+        let mut out = std::collections::BTreeMap::new();
+        for row in self.trees[T::TriggersShown].iter() {
+            let (key, count) = row?;
+            let corrupt = || StoreError::Corrupt { tree: "triggers_shown", reason: "bad key or count".into() };
+            let (trigger, variant) = trigger_key_parts(&key).ok_or_else(corrupt)?;
+            out.insert((trigger, variant), ms_be(&count).ok_or_else(corrupt)?);
+        }
+        Ok(out)
     }
 
     /// Every ad spend row, by date.

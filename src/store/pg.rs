@@ -453,6 +453,11 @@ impl Pg {
         Ok(sent)
     }
 
+    pub(super) fn triggers_shown(&self) -> Result<std::collections::BTreeMap<(String, u32), u64>> {
+        let rows = self.rows("SELECT trigger, variant, shown FROM triggers_shown", params![])?;
+        Ok(rows.iter().map(|r| ((r.get(0), r.get::<_, i32>(1) as u32), r.get::<_, i64>(2) as u64)).collect())
+    }
+
     pub(super) fn spend(&self) -> impl Iterator<Item = Result<Spend>> + '_ {
         let rows = self.rows("SELECT body FROM spend ORDER BY date, campaign, platform", params![]);
         let rows: Vec<Result<Spend>> = match rows {

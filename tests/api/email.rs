@@ -154,7 +154,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     let consent = profile.consent.expect("consent");
     assert!(!consent.marketing, "unsubscribed");
     assert_eq!(consent.source, "unsubscribe_link");
-    let funnel = nudge::admin::report::funnel(&store).expect("funnel");
+    let funnel = nudge::admin::report::funnel(&store, &[]).expect("funnel");
     let row = funnel.emails.iter().find(|e| e.email == "your_selection").expect("the email's row");
     assert_eq!((row.sent, row.opened, row.clicked, row.converted), (1, 1, 1, 0));
     assert_eq!(row.variant as usize, variant, "the variant sent is recorded");

@@ -22,5 +22,6 @@ mod receivers;
 mod reliability;
 mod reload;
 mod retargeting;
+mod triggers;
 mod webdriver;
 mod widget;

@@ -405,3 +405,52 @@ fn the_widget_speaks_the_conversation_s_language_after_a_reload() {
     let placeholder = browser.js(&format!("{SHADOW} return root.querySelector('#nudge-input').placeholder;"));
     assert_eq!(placeholder, "Ihre Nachricht");
 }
+
+#[test]
+fn a_teaser_a_b_test_is_counted_shown_and_engaged_per_variant() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    assert!(crate::helpers::set_password(&data, crate::helpers::PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), &crate::triggers::pack(dir.path()), "");
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for("the teaser", &format!("{SHADOW} return root.querySelector('.teaser') !== null;"));
+    let variant = browser.js("return Number(localStorage.getItem('nudge.t.ab.v'));").as_u64().expect("a variant");
+    let teasers = ["Running shoes in 30 seconds?", "Need a hand choosing shoes?"];
+    assert_eq!(
+        browser.js(&format!("{SHADOW} return root.querySelector('.teaser').textContent;")),
+        teasers[variant as usize]
+    );
+    browser.click(&browser.in_shadow("#nudge-chat", ".teaser"));
+    assert!(wait_for_bot(&browser, 2).contains("What size"), "{:?}", bot_messages(&browser));
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+    browser.type_into(&input, "42\u{E007}");
+    wait_for_bot(&browser, 3);
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (funnel, page) = runtime.block_on(async {
+        let cookie = crate::helpers::login_as(&server, crate::helpers::PASSWORD, "Maria").await;
+        let (_, _, funnel) = crate::helpers::get_with(format!("{}/admin/api/funnel", server.url()), &cookie).await;
+        let (_, _, page) = crate::helpers::get_with(format!("{}/admin/funnel", server.url()), &cookie).await;
+        (serde_json::from_str::<serde_json::Value>(&funnel).expect("json"), page)
+    });
+    let rows: Vec<(String, u64, u64, u64)> = funnel["triggers"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["trigger"] == "ab")
+        .map(|r| {
+            (
+                r["teaser"].as_str().unwrap_or_default().to_string(),
+                r["variant"].as_u64().unwrap_or(9),
+                r["shown"].as_u64().unwrap_or(9),
+                r["engaged"].as_u64().unwrap_or(9),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, u64, u64)> = (0..2)
+        .map(|v| (teasers[v as usize].to_string(), v, u64::from(v == variant), u64::from(v == variant)))
+        .collect();
+    assert_eq!(rows, want, "one shown and engaged, on the variant the shopper saw");
+    assert!(page.contains("Proactive triggers") && page.contains(teasers[variant as usize]), "{page}");
+}

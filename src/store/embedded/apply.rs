@@ -172,6 +172,11 @@ impl Batch<'_, '_> {
                     self.put(T::EmailEvents, key, at.to_be_bytes().to_vec());
                 }
             }
+            Command::TriggerShown { trigger, variant } => {
+                let key = super::trigger_key(&trigger, variant);
+                let shown = self.get(T::TriggersShown, &key)?.as_deref().and_then(super::ms_be).unwrap_or(0);
+                self.put(T::TriggersShown, key, (shown + 1).to_be_bytes().to_vec());
+            }
             Command::RecordSpend(spend) => {
                 let key = [spend.date.as_bytes(), spend.campaign.as_bytes(), spend.platform.as_bytes()].join(&0u8);
                 self.put(T::Spend, key, encode(&spend));

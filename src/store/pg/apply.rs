@@ -59,6 +59,7 @@ fn one_statement(command: &Command) -> bool {
             | Command::ForgetSpentLinks { .. }
             | Command::RecordSpend(_)
             | Command::EmailEvent { .. }
+            | Command::TriggerShown { .. }
     )
 }
 
@@ -285,6 +286,14 @@ impl Batch<'_, '_> {
                      SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM outbox WHERE id = $1)
                      ON CONFLICT (item, event) DO NOTHING",
                     &[&item.to_string(), &(event as i16), &ms(at)],
+                )
+                .await?;
+            }
+            Command::TriggerShown { trigger, variant } => {
+                self.run(
+                    "INSERT INTO triggers_shown (trigger, variant, shown) VALUES ($1, $2, 1)
+                     ON CONFLICT (trigger, variant) DO UPDATE SET shown = triggers_shown.shown + 1",
+                    &[&trigger, &(variant as i32)],
                 )
                 .await?;
             }

@@ -7,7 +7,11 @@ use deadpool_postgres::Pool;
 use super::{db, pool_error};
 use crate::store::{Result, StoreError};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql"), include_str!("migrations/002_nodes.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_nodes.sql"),
+    include_str!("migrations/003_triggers.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
