@@ -310,8 +310,10 @@
         // asked again after a reconnect is not shown twice either.
         var again = resumed && frame.text === lastBot;
         resumed = false;
-        if (frame.intent === 'welcome' || again) {
-          if (greeted || again) return;
+        // Its quick replies are shown again, though: the history has no buttons.
+        if (again) return showChoices(frame.choices);
+        if (frame.intent === 'welcome') {
+          if (greeted) return;
           greeted = true;
         }
         if (frame.agent) {

@@ -454,3 +454,46 @@ fn a_teaser_a_b_test_is_counted_shown_and_engaged_per_variant() {
     assert_eq!(rows, want, "one shown and engaged, on the variant the shopper saw");
     assert!(page.contains("Proactive triggers") && page.contains(teasers[variant as usize]), "{page}");
 }
+
+#[test]
+fn an_email_link_shows_the_conversation_so_far_and_asks_the_open_question_again() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let server = TestServer::start_on(&data, std::path::Path::new("intents"), &[]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // What a shopper's mail client opens: `/c/…`, which lands on `/chat?nudge=…`.
+    let landing = || {
+        let data = data.to_str().expect("utf-8");
+        let args = ["link", "--email", "cara@example.com", "--data", data, "--public-url", &server.url()];
+        let (code, link, err) = crate::helpers::run_nudge(&args);
+        assert_eq!(code, 0, "{err}");
+        let (status, location, _) = runtime.block_on(crate::helpers::get(link.trim().to_string()));
+        assert_eq!(status, 303);
+        format!("{}{location}", server.url())
+    };
+    let browser = Browser::start(1280, 900);
+    browser.goto(&landing());
+    wait_for_bot(&browser, 1);
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+    browser.type_into(&input, "I'm looking for sneakers\u{E007}");
+    assert!(wait_for_bot(&browser, 3).contains("size"), "{:?}", bot_messages(&browser));
+    browser.type_into(&input, "42\u{E007}");
+    browser
+        .wait_for("the colour question", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+    let before = bot_messages(&browser);
+
+    // The next email's link, in a new tab of the same browser: the conversation so far, the
+    // colour question once, its quick replies again.
+    browser.goto(&landing());
+    browser.wait_for(
+        "the history",
+        &format!("{SHADOW} return root.querySelectorAll('.msg.bot').length >= {};", before.len()),
+    );
+    browser.wait_for("the quick replies", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(bot_messages(&browser), before, "the same lines, the colour question last and not twice");
+    let me = browser.js(&format!("{SHADOW} return [...root.querySelectorAll('.msg.me')].map(m => m.textContent);"));
+    assert_eq!(me, serde_json::json!(["I'm looking for sneakers", "42"]));
+    browser.click(&browser.in_shadow("#nudge-chat", ".choices button"));
+    assert!(wait_for_bot(&browser, before.len() + 1).contains("budget"), "{:?}", bot_messages(&browser));
+}
