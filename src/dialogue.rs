@@ -376,6 +376,7 @@ impl Turn<'_> {
             confidence: None,
             captured: BTreeMap::new(),
             agent: None,
+            locale: None,
         }));
     }
 }

@@ -149,6 +149,10 @@ pub struct Reply {
     /// The name of the person who wrote it (intent `agent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The language the conversation goes on in, on the first reply after it changed (the
+    /// widget's own labels follow it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

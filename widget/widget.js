@@ -316,6 +316,7 @@
           if (greeted) return;
           greeted = true;
         }
+        if (frame.locale) speak(frame.locale);
         if (frame.agent) {
           withPerson = frame.agent;
           person(frame.agent, frame.text);

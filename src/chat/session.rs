@@ -613,6 +613,11 @@ impl Chat {
                 }
             }
         }
+        if let Some(locale) = (conversation.locale != state.locale).then(|| conversation.locale.clone())
+            && let Some(ServerFrame::Reply(reply)) = step.frames.iter_mut().find(|f| matches!(f, ServerFrame::Reply(_)))
+        {
+            reply.locale = Some(locale);
+        }
         self.last_turn = Some(turn);
         self.open = Some(Open { profile, conversation });
         Ok(step.frames)
@@ -660,6 +665,7 @@ impl Chat {
                     confidence: None,
                     captured: Default::default(),
                     agent: Some(name),
+                    locale: None,
                 })]
             }
         }

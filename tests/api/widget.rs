@@ -384,7 +384,7 @@ fn triggers_reach_out_after_their_time_or_on_exit_intent_and_not_again_within_th
 }
 
 #[test]
-fn the_widget_speaks_the_conversation_s_language_after_a_reload() {
+fn the_widget_speaks_the_conversation_s_language_at_once_and_after_a_reload() {
     let dir = tempfile::tempdir().expect("dir");
     let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
     let browser = Browser::start(1280, 900);
@@ -397,6 +397,11 @@ fn the_widget_speaks_the_conversation_s_language_after_a_reload() {
     let input = browser.in_shadow("#nudge-chat", "#nudge-input");
     browser.type_into(&input, "Ich suche Laufschuhe\u{E007}");
     assert!(wait_for_bot(&browser, 3).contains("Größe"), "{:?}", bot_messages(&browser));
+    // At once, with the first German reply: the widget's own words follow.
+    browser.wait_for(
+        "German labels in the chat",
+        &format!("{SHADOW} return root.querySelector('form button').textContent === 'Senden';"),
+    );
     browser.goto(&format!("http://{}/demo", server.addr));
     browser.wait_for(
         "German labels",
