@@ -25,7 +25,8 @@ pub struct Trigger {
     pub id: String,
     #[serde(skip)]
     pub at: Location,
-    /// The page's path starts with this (`None`: any page).
+    /// The page's path starts with this, or with `*` in it, matches it whole (`*` any
+    /// characters); `None`: any page.
     pub page: Option<String>,
     pub after_ms: Option<u64>,
     /// Percent of the page scrolled.

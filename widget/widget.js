@@ -460,7 +460,7 @@
       var list = (body.triggers || []).filter(function (t) {
         var last = Number(storage('nudge.t.' + t.id) || 0);
         var returning = storage(KEY) !== null;
-        return (!t.page || location.pathname.indexOf(t.page) === 0) && Date.now() - last >= t.cooldown_ms &&
+        return (!t.page || onPage(t.page)) && Date.now() - last >= t.cooldown_ms &&
           (t.visitor === 'any' || (t.visitor === 'returning') === returning) &&
           (!t.campaign || t.campaign === (q.get('utm_campaign') || CAMPAIGN)) && (!t.source || t.source === q.get('utm_source'));
       });
@@ -501,6 +501,13 @@
         if (!e.relatedTarget && e.clientY <= 0 && !matchMedia('(pointer:coarse)').matches) { leaving = true; check(); }
       });
     }).catch(function () { /* no triggers: the chat waits to be opened */ });
+  }
+
+  // A trigger's `page`: a path prefix, or with `*` a pattern for the whole path.
+  function onPage(p) {
+    if (p.indexOf('*') < 0) return location.pathname.indexOf(p) === 0;
+    var parts = p.split('*').map(function (s) { return s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'); });
+    return new RegExp('^' + parts.join('.*') + '$').test(location.pathname);
   }
 
   function start(intent, restoring) {

@@ -16,7 +16,7 @@ preferences = ["size"]
 
 [[trigger]]
 id = "ab"
-page = "/demo"
+page = "/d*o"
 after = "1s"
 action = "teaser"
 intent = "find_running_shoes"

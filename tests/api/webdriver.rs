@@ -73,6 +73,12 @@ impl Browser {
         value["value"].clone()
     }
 
+    /// Emulates `prefers-color-scheme: dark` (Chromium's DevTools protocol, through chromedriver).
+    pub fn dark(&self) {
+        let params = json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] });
+        self.call("POST", "/goog/cdp/execute", json!({ "cmd": "Emulation.setEmulatedMedia", "params": params }));
+    }
+
     pub fn goto(&self, url: &str) {
         self.call("POST", "/url", json!({ "url": url }));
     }

@@ -502,3 +502,27 @@ fn an_email_link_shows_the_conversation_so_far_and_asks_the_open_question_again(
     browser.click(&browser.in_shadow("#nudge-chat", ".choices button"));
     assert!(wait_for_bot(&browser, before.len() + 1).contains("budget"), "{:?}", bot_messages(&browser));
 }
+
+#[test]
+fn in_dark_mode_the_widget_is_dark_and_still_passes_axe() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
+    let axe = crate::admin::axe_source();
+    let browser = Browser::start(1280, 900);
+    browser.dark();
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
+    wait_for_bot(&browser, 1);
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+    browser.type_into(&input, "I'm looking for sneakers\u{E007}");
+    wait_for_bot(&browser, 3);
+    browser.type_into(&input, "42\u{E007}");
+    browser.wait_for("quick replies", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+    let colours = browser.js(&format!(
+        "{SHADOW} return ['.panel', '.msg.bot', 'input'].map(sel => getComputedStyle(root.querySelector(sel)).backgroundColor);"
+    ));
+    assert_eq!(colours, serde_json::json!(["rgb(27, 29, 34)", "rgb(44, 50, 64)", "rgb(17, 19, 24)"]));
+    let found = crate::admin::violations(&browser, &axe);
+    assert!(found.is_empty(), "axe-core in the dark widget:\n{}", found.join("\n"));
+}
