@@ -298,6 +298,15 @@ fn the_open_widget_passes_axe_and_reads_well_by_keyboard_and_screen_reader() {
         "{SHADOW} const s = getComputedStyle(root.querySelector('#nudge-input')); return [s.outlineStyle, s.outlineWidth, s.outlineColor];"
     ));
     assert_eq!(ring, serde_json::json!(["solid", "3px", "rgb(26, 26, 26)"]));
+
+    // "typing…" from the moment a message is sent (no answer can come within this script) until
+    // the answer is in.
+    let typing = browser.js(&format!(
+        "{SHADOW} root.querySelector('#nudge-input').value = 'black'; root.querySelector('form').requestSubmit(); \
+         const t = root.querySelector('.typing'); return [t.hidden, t.getAttribute('role'), t.textContent];"
+    ));
+    assert_eq!(typing, serde_json::json!([false, "status", "typing…"]));
+    browser.wait_for("the answer, and no typing", &format!("{SHADOW} return root.querySelector('.typing').hidden;"));
 }
 
 #[test]
