@@ -8,7 +8,7 @@ pub mod report;
 mod views;
 
 pub use auth::Logins;
-use auth::{Denied, Person, person, require, same_origin};
+use auth::{Person, person, same_origin};
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -35,31 +35,48 @@ setInterval(function(){fetch(live.dataset.src,{credentials:'same-origin',cache:'
 .then(function(r){return r.ok?r.text():null}).then(function(html){if(html!==null&&html!==last){\
 last=html;live.innerHTML=html}}).catch(function(){})},2000)})();";
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/login", web::get().to(auth::login_page))
-        .route("/admin/login", web::post().to(auth::login))
-        .route("/admin/logout", web::post().to(auth::logout))
-        .route("/admin", web::get().to(leads_page))
-        .route("/admin/leads/{visitor}", web::get().to(lead_page))
-        .route("/admin/leads/{visitor}/erase", web::post().to(erase_lead))
-        .route("/admin/leads/{visitor}/reply", web::post().to(reply_to_lead))
-        .route("/admin/leads/{visitor}/take", web::post().to(take_chat))
-        .route("/admin/leads/{visitor}/hand-back", web::post().to(hand_back_chat))
-        .route("/admin/leads/{visitor}/live", web::get().to(lead_live))
-        .route("/admin/live.js", web::get().to(live_script))
-        .route("/admin/handoffs", web::get().to(handoffs_page))
-        .route("/admin/funnel", web::get().to(funnel_page))
-        .route("/admin/journeys", web::get().to(journeys_page))
-        .route("/admin/segments", web::get().to(segments_page))
-        .route("/admin/api/journeys", web::get().to(journeys_api))
-        .route("/admin/api/segments", web::get().to(segments_api))
-        .route("/admin/emails", web::get().to(emails_page))
-        .route("/admin/try", web::get().to(try_page))
-        .route("/admin/api/leads", web::get().to(leads_api))
-        .route("/admin/api/funnel", web::get().to(funnel_api))
-        .route("/admin/export/leads.csv", web::get().to(export_leads))
-        .route("/admin/export/audience.csv", web::get().to(export_audience));
+/// The admin's routes, in one table: the router and the test that walks every route logged
+/// out read the same list. All of them are behind `auth::guard`.
+macro_rules! admin_routes {
+    ($(($method:ident, $path:literal, $handler:expr)),* $(,)?) => {
+        /// Every route under `/admin`: method and path.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), concat!("/admin", $path))),*];
+
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            cfg.service(
+                web::scope("/admin")
+                    .wrap(actix_web::middleware::from_fn(auth::guard))
+                    $(.route($path, web::$method().to($handler)))*,
+            );
+        }
+    };
 }
+
+admin_routes![
+    (get, "/login", auth::login_page),
+    (post, "/login", auth::login),
+    (post, "/logout", auth::logout),
+    (get, "", leads_page),
+    (get, "/leads/{visitor}", lead_page),
+    (post, "/leads/{visitor}/erase", erase_lead),
+    (post, "/leads/{visitor}/reply", reply_to_lead),
+    (post, "/leads/{visitor}/take", take_chat),
+    (post, "/leads/{visitor}/hand-back", hand_back_chat),
+    (get, "/leads/{visitor}/live", lead_live),
+    (get, "/live.js", live_script),
+    (get, "/handoffs", handoffs_page),
+    (get, "/funnel", funnel_page),
+    (get, "/journeys", journeys_page),
+    (get, "/segments", segments_page),
+    (get, "/api/journeys", journeys_api),
+    (get, "/api/segments", segments_api),
+    (get, "/emails", emails_page),
+    (get, "/try", try_page),
+    (get, "/api/leads", leads_api),
+    (get, "/api/funnel", funnel_api),
+    (get, "/export/leads.csv", export_leads),
+    (get, "/export/audience.csv", export_audience),
+];
 
 /// A response with the admin's security headers.
 pub(super) fn secured(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -359,22 +376,12 @@ async fn read_page(app: &App, filters: &Filters, everyone: bool) -> actix_web::R
     Ok((query, page))
 }
 
-async fn leads_page(
-    app: web::Data<App>,
-    req: HttpRequest,
-    filters: web::Query<Filters>,
-) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login).await?;
+async fn leads_page(app: web::Data<App>, filters: web::Query<Filters>) -> actix_web::Result<HttpResponse> {
     let (query, page) = read_page(&app, &filters, false).await?;
     Ok(html(StatusCode::OK, views::leads(&views_context(&app), &query, &page)))
 }
 
-async fn leads_api(
-    app: web::Data<App>,
-    req: HttpRequest,
-    query: web::Query<Filters>,
-) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api).await?;
+async fn leads_api(app: web::Data<App>, query: web::Query<Filters>) -> actix_web::Result<HttpResponse> {
     let (_, page) = read_page(&app, &query, true).await?;
     let next = page.next.map(|n| n.to_string());
     let model = app.learned();
@@ -394,11 +401,9 @@ struct LeadQuery {
 
 async fn lead_page(
     app: web::Data<App>,
-    req: HttpRequest,
     visitor: web::Path<String>,
     query: web::Query<LeadQuery>,
 ) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login).await?;
     match read_lead(&app, &visitor, Part::Page).await? {
         Some(lead) => {
             let page = views::lead(&views_context(&app), &lead, query.sent.is_some());
@@ -410,12 +415,7 @@ async fn lead_page(
 }
 
 /// The part of a lead's page that changes while the shopper chats, for `live.js`.
-async fn lead_live(
-    app: web::Data<App>,
-    req: HttpRequest,
-    visitor: web::Path<String>,
-) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api).await?;
+async fn lead_live(app: web::Data<App>, visitor: web::Path<String>) -> actix_web::Result<HttpResponse> {
     match read_lead(&app, &visitor, Part::Chat).await? {
         Some(lead) => Ok(secured(HttpResponse::Ok())
             .content_type("text/html; charset=utf-8")
@@ -598,8 +598,7 @@ async fn tell(app: &App, id: VisitorId, event: FromPerson) -> actix_web::Result<
 }
 
 /// The inbox: chats waiting for a person (oldest ask first), then the ones people have.
-async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login).await?;
+async fn handoffs_page(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
     let (live, now, idle) = (app.live.clone(), now_ms(), idle_ms(&app));
     let rows = app
         .store
@@ -626,12 +625,11 @@ async fn handoffs_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Resu
 /// A form a person posted about one lead: the lead and who posted it.
 async fn posted_by(app: &App, req: &HttpRequest, visitor: &str) -> actix_web::Result<(VisitorId, Person)> {
     let id = posted_about(app, req, visitor).await?;
-    Ok((id, person(app, req).await?))
+    Ok((id, person(app, req)?))
 }
 
 /// A form posted about one lead: it needs a session, our own origin and a valid visitor id.
 async fn posted_about(app: &App, req: &HttpRequest, visitor: &str) -> actix_web::Result<VisitorId> {
-    require(app, req, Denied::Login).await?;
     if !same_origin(app, req) {
         let page = html(StatusCode::FORBIDDEN, views::notice("Refused", "This form was posted from another site."));
         return Err(actix_web::error::InternalError::from_response("foreign origin", page).into());
@@ -672,8 +670,7 @@ async fn erase_lead(
     Ok(html(StatusCode::OK, views::notice("Erased", &message)))
 }
 
-async fn funnel_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login).await?;
+async fn funnel_page(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
     let funnel = funnel(&app).await?;
     Ok(html(StatusCode::OK, views::funnel(&funnel)))
 }
@@ -684,13 +681,11 @@ async fn journey_rows(app: &App) -> actix_web::Result<Vec<report::JourneyRow>> {
     app.store.read(move |store| report::journeys(store, &intents.journeys)).await.map_err(store_error)
 }
 
-async fn journeys_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login).await?;
+async fn journeys_page(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
     Ok(html(StatusCode::OK, views::journeys(&journey_rows(&app).await?)))
 }
 
-async fn journeys_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api).await?;
+async fn journeys_api(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
     Ok(json(serde_json::json!({ "journeys": journey_rows(&app).await? })))
 }
 
@@ -712,25 +707,21 @@ async fn segment_rows(app: &App) -> actix_web::Result<Vec<report::SegmentRow>> {
         .map_err(store_error)
 }
 
-async fn segments_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login).await?;
+async fn segments_page(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
     let rows = segment_rows(&app).await?;
     Ok(html(StatusCode::OK, views::segments(&rows, app.learned().as_deref())))
 }
 
-async fn segments_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api).await?;
+async fn segments_api(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
     let rows = segment_rows(&app).await?;
     Ok(json(serde_json::json!({ "segments": rows, "learned": app.learned().as_deref() })))
 }
 
-async fn funnel_api(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api).await?;
+async fn funnel_api(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
     Ok(json(funnel(&app).await?))
 }
 
-async fn emails_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login).await?;
+async fn emails_page(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
     let rows = app
         .store
         .read(|store| {
@@ -749,12 +740,7 @@ async fn emails_page(app: web::Data<App>, req: HttpRequest) -> actix_web::Result
     Ok(html(StatusCode::OK, views::emails(&views_context(&app), &rows)))
 }
 
-async fn try_page(
-    app: web::Data<App>,
-    req: HttpRequest,
-    query: web::Query<Filters>,
-) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Login).await?;
+async fn try_page(app: web::Data<App>, query: web::Query<Filters>) -> actix_web::Result<HttpResponse> {
     let set = app.intents();
     let tried = given(&query.q).map(|text| {
         let message = intents::text::Message::new(&text);
@@ -768,12 +754,7 @@ async fn try_page(
     Ok(html(StatusCode::OK, views::try_it(tried.as_ref())))
 }
 
-async fn export_leads(
-    app: web::Data<App>,
-    req: HttpRequest,
-    query: web::Query<Filters>,
-) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api).await?;
+async fn export_leads(app: web::Data<App>, query: web::Query<Filters>) -> actix_web::Result<HttpResponse> {
     let filter = query.leads(&app)?;
     csv_export(&app, "leads.csv", move |store, out| {
         export::leads(store, &filter, export::Format::Csv, false, out, |_, _| {})
@@ -781,12 +762,7 @@ async fn export_leads(
     .await
 }
 
-async fn export_audience(
-    app: web::Data<App>,
-    req: HttpRequest,
-    query: web::Query<Filters>,
-) -> actix_web::Result<HttpResponse> {
-    require(&app, &req, Denied::Api).await?;
+async fn export_audience(app: web::Data<App>, query: web::Query<Filters>) -> actix_web::Result<HttpResponse> {
     let filter = query.leads(&app)?;
     let platform = match given(&query.platform).as_deref() {
         Some("google") => Platform::Google,

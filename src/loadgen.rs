@@ -57,6 +57,8 @@ pub struct Report {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub errors: u64,
+    /// Why, by reason (what the server said, and which of its settings refused), most first.
+    pub reasons: Vec<(String, u64)>,
     pub reconnects: u64,
 }
 
@@ -73,7 +75,11 @@ impl std::fmt::Display for Report {
             "latency p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
             self.p50_ms, self.p95_ms, self.p99_ms, self.max_ms
         )?;
-        writeln!(f, "errors {}, reconnects {}", self.errors, self.reconnects)
+        writeln!(f, "errors {}, reconnects {}", self.errors, self.reconnects)?;
+        for (reason, count) in &self.reasons {
+            writeln!(f, "  {count:>8}  {reason}")?;
+        }
+        Ok(())
     }
 }
 
@@ -81,8 +87,39 @@ impl std::fmt::Display for Report {
 struct Counters {
     connected: AtomicU64,
     round_trips: AtomicU64,
-    errors: AtomicU64,
+    errors: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     reconnects: AtomicU64,
+}
+
+impl Counters {
+    fn error(&self, reason: String) {
+        *self.errors.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += 1;
+    }
+}
+
+/// What a refusal means, with the server setting behind it: a load test from one address meets
+/// the per-address limits a shop needs against floods (bench/nudge.toml raises them).
+fn refused(error: &client::ClientError) -> String {
+    use tokio_tungstenite::tungstenite::Error;
+    match error {
+        client::ClientError::Ws(Error::Http(response)) => {
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let status = response.status().as_u16();
+            let setting = if status == 429 {
+                " (the server's max_connections_per_ip and connections_per_minute_per_ip)"
+            } else {
+                ""
+            };
+            format!("connect refused with {status}: {}{setting}", body.trim())
+        }
+        other => format!("connect failed: {other}"),
+    }
+}
+
+fn error_frame(code: crate::protocol::ErrorCode, message: &str) -> String {
+    let setting =
+        if code == crate::protocol::ErrorCode::RateLimited { " (the server's messages_per_second_per_ip)" } else { "" };
+    format!("error frame {code:?}: {message}{setting}")
 }
 
 /// The shared clock of a run: connections ramp up, then warm up, then are measured.
@@ -136,6 +173,9 @@ pub fn run(options: &Options) -> Report {
     let measured = options.duration.as_secs_f64();
     let ms = |us: u64| us as f64 / 1000.0;
     let round_trips = counters.round_trips.load(Ordering::Relaxed);
+    let mut reasons: Vec<(String, u64)> =
+        std::mem::take(&mut *counters.errors.lock().unwrap_or_else(|e| e.into_inner())).into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Report {
         connections: options.connections,
         connected: counters.connected.load(Ordering::Relaxed),
@@ -146,7 +186,8 @@ pub fn run(options: &Options) -> Report {
         p95_ms: ms(histogram.value_at_quantile(0.95)),
         p99_ms: ms(histogram.value_at_quantile(0.99)),
         max_ms: ms(histogram.max()),
-        errors: counters.errors.load(Ordering::Relaxed),
+        errors: reasons.iter().map(|(_, n)| n).sum(),
+        reasons,
         reconnects: counters.reconnects.load(Ordering::Relaxed),
     }
 }
@@ -164,10 +205,13 @@ async fn connection(index: usize, options: Options, counters: Arc<Counters>, win
     let mut message = index;
     let mut first = true;
     while Instant::now() < window.end {
-        let Ok(mut socket) = client::connect(&options.url).await else {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let mut socket = match client::connect(&options.url).await {
+            Ok(socket) => socket,
+            Err(e) => {
+                counters.error(refused(&e));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         if !first {
             counters.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -175,7 +219,7 @@ async fn connection(index: usize, options: Options, counters: Arc<Counters>, win
         first = false;
         if client::send(&mut socket, &ClientFrame::Hello(Hello::default())).await.is_err() || !opened(&mut socket).await
         {
-            counters.errors.fetch_add(1, Ordering::Relaxed);
+            counters.error("no welcome after hello".into());
             continue;
         }
         counters.connected.fetch_add(1, Ordering::Relaxed);
@@ -201,9 +245,9 @@ async fn connection(index: usize, options: Options, counters: Arc<Counters>, win
                 break;
             }
             match answered(&mut socket).await {
-                Some(ok) => {
-                    if !ok {
-                        counters.errors.fetch_add(1, Ordering::Relaxed);
+                Some(answer) => {
+                    if let Err(reason) = answer {
+                        counters.error(reason);
                     }
                     if intended >= window.measure_from {
                         histogram.saturating_record(intended.elapsed().as_micros() as u64);
@@ -213,7 +257,7 @@ async fn connection(index: usize, options: Options, counters: Arc<Counters>, win
                 None => break,
             }
         }
-        counters.errors.fetch_add(1, Ordering::Relaxed);
+        counters.error("the server closed the connection".into());
     }
     histogram
 }
@@ -230,17 +274,17 @@ async fn opened(socket: &mut client::Socket) -> bool {
 
 /// Reads until the answer to the last `say`: the first reply of a step carries `how`; later
 /// frames of a step (the next question, tags, checkout) are skipped. An echo server's echoed
-/// `say` also counts. `Some(false)` for an error frame, `None` when the connection is gone.
-async fn answered(socket: &mut client::Socket) -> Option<bool> {
+/// `say` also counts. `Some(Err(reason))` for an error frame, `None` when the connection is gone.
+async fn answered(socket: &mut client::Socket) -> Option<Result<(), String>> {
     loop {
         match socket.next().await? {
             Ok(Message::Text(text)) => {
                 if text.contains("\"type\":\"say\"") {
-                    return Some(true);
+                    return Some(Ok(()));
                 }
                 match serde_json::from_str::<ServerFrame>(&text) {
-                    Ok(ServerFrame::Reply(reply)) if reply.how.is_some() => return Some(true),
-                    Ok(ServerFrame::Error { .. }) => return Some(false),
+                    Ok(ServerFrame::Reply(reply)) if reply.how.is_some() => return Some(Ok(())),
+                    Ok(ServerFrame::Error { code, message }) => return Some(Err(error_frame(code, &message))),
                     _ => continue,
                 }
             }

@@ -9,7 +9,12 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use actix_web::body::MessageBody;
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::ErrorInternalServerError;
 use actix_web::http::{StatusCode, header};
+use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
@@ -66,7 +71,7 @@ impl Logins {
 
 /// Why a request is turned away: pages send the browser to the login form, the API and exports
 /// answer 401 with a reason.
-pub(super) enum Denied {
+enum Denied {
     Login,
     Api,
 }
@@ -104,8 +109,27 @@ pub(super) async fn logged_in(app: &App, req: &HttpRequest) -> bool {
     })
 }
 
-pub(super) async fn require(app: &App, req: &HttpRequest, denied: Denied) -> Result<(), actix_web::Error> {
-    if logged_in(app, req).await { Ok(()) } else { Err(denied.into()) }
+/// Paths anyone may reach: the login form and logging out (which clears the cookies whatever
+/// state they are in); the lead page's script holds nothing.
+const OPEN: [&str; 3] = ["/admin/login", "/admin/logout", "/admin/live.js"];
+
+/// In front of every `/admin` route: without a live session, pages send the browser to the
+/// login form and the API, exports and a lead page's live part answer 401. A route added to
+/// the scope is behind it without a line of its own.
+pub(super) async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    if OPEN.contains(&req.path()) {
+        return next.call(req).await;
+    }
+    let app = req.app_data::<web::Data<App>>().cloned().ok_or_else(|| ErrorInternalServerError("no app"))?;
+    if logged_in(&app, req.request()).await {
+        return next.call(req).await;
+    }
+    let path = req.path();
+    let api = path.starts_with("/admin/api/") || path.starts_with("/admin/export/") || path.ends_with("/live");
+    Err(if api { Denied::Api } else { Denied::Login }.into())
 }
 
 /// Who is logged in: their session (one per login, so two people are two sessions even with one
@@ -115,14 +139,10 @@ pub(super) struct Person {
     pub name: String,
 }
 
-/// The logged-in person making the request.
-pub(super) async fn person(app: &App, req: &HttpRequest) -> Result<Person, actix_web::Error> {
-    require(app, req, Denied::Login).await?;
+/// The logged-in person making the request (`guard` let only them through).
+pub(super) fn person(app: &App, req: &HttpRequest) -> Result<Person, actix_web::Error> {
     let session = claimed_session(app, req).ok_or(Denied::Login)?;
-    let name = cookie(req, NAME_COOKIE)
-        .and_then(|raw| url::form_urlencoded::parse(format!("n={raw}").as_bytes()).next().map(|(_, v)| v.into_owned()))
-        .and_then(|name| clean_name(&name))
-        .unwrap_or_else(|| DEFAULT_NAME.to_string());
+    let name = cookie(req, NAME_COOKIE).and_then(|name| clean_name(&name)).unwrap_or_else(|| DEFAULT_NAME.to_string());
     Ok(Person { session, name })
 }
 
@@ -133,20 +153,22 @@ fn clean_name(name: &str) -> Option<String> {
 }
 
 fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+    req.cookie(name).map(|c| c.value().to_string())
 }
 
-fn session_cookie(app: &App, value: &str, max_age: u64) -> String {
-    admin_cookie(app, COOKIE, value, max_age)
-}
-
-fn admin_cookie(app: &App, name: &str, value: &str, max_age: u64) -> String {
-    let secure = if app.public_url.starts_with("https://") { "; Secure" } else { "" };
-    format!("{name}={value}; Path=/admin; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
+/// One of the admin's cookies, as its `Set-Cookie` value: only sent to `/admin`, never to
+/// scripts or other sites, only over https when the public URL is https; the value
+/// percent-encoded (a name may be "Zoë Brandt"), as `req.cookie` decodes it.
+fn admin_cookie(app: &App, name: &'static str, value: String, max_age: u64) -> String {
+    Cookie::build(name, value)
+        .path("/admin")
+        .max_age(CookieDuration::seconds(max_age as i64))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(app.public_url.starts_with("https://"))
+        .finish()
+        .encoded()
+        .to_string()
 }
 
 /// A form posted from another site (login CSRF, forced logout) is refused. Browsers send
@@ -207,11 +229,13 @@ pub(super) async fn login(
     let session = Command::OpenAdminSession { id: sid, at: now, expires_at: now + SESSION_SECS * 1000 };
     app.store.commit(vec![session]).await.map_err(actix_web::error::ErrorInternalServerError)?;
     let token = app.signer.sign(&app.secrets.admin_claims(sid), now / 1000 + SESSION_SECS);
-    let name: String = url::form_urlencoded::byte_serialize(clean_name(&name).unwrap_or_default().as_bytes()).collect();
     Ok(secured(HttpResponse::SeeOther())
         .insert_header((header::LOCATION, "/admin"))
-        .append_header((header::SET_COOKIE, session_cookie(&app, &token, SESSION_SECS)))
-        .append_header((header::SET_COOKIE, admin_cookie(&app, NAME_COOKIE, &name, SESSION_SECS)))
+        .append_header((header::SET_COOKIE, admin_cookie(&app, COOKIE, token, SESSION_SECS)))
+        .append_header((
+            header::SET_COOKIE,
+            admin_cookie(&app, NAME_COOKIE, clean_name(&name).unwrap_or_default(), SESSION_SECS),
+        ))
         .finish())
 }
 
@@ -228,8 +252,8 @@ pub(super) async fn logout(app: web::Data<App>, req: HttpRequest) -> HttpRespons
     }
     secured(HttpResponse::SeeOther())
         .insert_header((header::LOCATION, "/admin/login"))
-        .append_header((header::SET_COOKIE, session_cookie(&app, "", 0)))
-        .append_header((header::SET_COOKIE, admin_cookie(&app, NAME_COOKIE, "", 0)))
+        .append_header((header::SET_COOKIE, admin_cookie(&app, COOKIE, String::new(), 0)))
+        .append_header((header::SET_COOKIE, admin_cookie(&app, NAME_COOKIE, String::new(), 0)))
         .finish()
 }
 

@@ -349,62 +349,62 @@ async fn a_person_takes_a_chat_the_bot_is_quiet_until_they_hand_it_back() {
     let mut socket = server.connect().await;
     let Welcomed { visitor, key, .. } = welcome(&mut socket, Hello::default()).await;
     assert_eq!(say(&mut socket, "I want to talk to a human").await.intent, "human");
-    let maria = login_as(&server, PASSWORD, "Maria").await;
+    let zoe = login_as(&server, PASSWORD, "Zoë Brandt").await;
 
     // The chat waits in the inbox, with a button to take it.
-    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &maria).await;
+    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &zoe).await;
     assert!(inbox.contains(&format!("/admin/leads/{visitor}/take")) && inbox.contains("<td>yes</td>"), "{inbox}");
     let lead_url = format!("{}/admin/leads/{visitor}", server.url());
-    let (status, body) = post_with(format!("{lead_url}/take"), &maria, "").await;
+    let (status, body) = post_with(format!("{lead_url}/take"), &zoe, "").await;
     assert_eq!(status, 303, "{body}");
-    assert_eq!(recv(&mut socket).await, ServerFrame::Handoff { agent: Some("Maria".into()) });
-    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &maria).await;
-    assert!(inbox.contains("<td>Maria</td>") && !inbox.contains("/take"), "taken: {inbox}");
+    assert_eq!(recv(&mut socket).await, ServerFrame::Handoff { agent: Some("Zoë Brandt".into()) });
+    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &zoe).await;
+    assert!(inbox.contains("<td>Zoë Brandt</td>") && !inbox.contains("/take"), "taken: {inbox}");
 
-    // While Maria has the chat, what the shopper writes reaches her and the bot says nothing.
+    // While Zoë Brandt has the chat, what the shopper writes reaches her and the bot says nothing.
     send(&mut socket, ClientFrame::Say { text: "do you have the Pegasus in 42?".into() }).await;
-    assert_eq!(recv(&mut socket).await, ServerFrame::Received { agent: "Maria".into() });
+    assert_eq!(recv(&mut socket).await, ServerFrame::Received { agent: "Zoë Brandt".into() });
     let (status, body) =
-        post_with(format!("{lead_url}/reply"), &maria, "text=Hi%2C+Maria+here.+Size+42+is+in+stock.").await;
+        post_with(format!("{lead_url}/reply"), &zoe, "text=Hi%2C+Zoë Brandt+here.+Size+42+is+in+stock.").await;
     assert_eq!(status, 303, "{body}");
     let answer = reply(&mut socket).await;
     assert_eq!(
         (answer.intent.as_str(), answer.text.as_str(), answer.agent.as_deref()),
-        ("agent", "Hi, Maria here. Size 42 is in stock.", Some("Maria"))
+        ("agent", "Hi, Zoë Brandt here. Size 42 is in stock.", Some("Zoë Brandt"))
     );
-    send(&mut socket, ClientFrame::Say { text: "Great, thanks Maria!".into() }).await;
+    send(&mut socket, ClientFrame::Say { text: "Great, thanks Zoë Brandt!".into() }).await;
     assert_eq!(
         recv(&mut socket).await,
-        ServerFrame::Received { agent: "Maria".into() },
+        ServerFrame::Received { agent: "Zoë Brandt".into() },
         "no \"happy to help\" from the bot"
     );
-    let (_, _, live) = get_with(format!("{lead_url}/live"), &maria).await;
-    assert!(live.contains("<td>shopper</td><td>Great, thanks Maria!</td>"), "{live}");
-    assert!(live.contains("<td>agent</td><td>Hi, Maria here. Size 42 is in stock.</td>"), "{live}");
-    assert!(live.contains("Maria has this chat"), "{live}");
-    let (_, headers, page) = get_with(format!("{lead_url}?sent=1"), &maria).await;
+    let (_, _, live) = get_with(format!("{lead_url}/live"), &zoe).await;
+    assert!(live.contains("<td>shopper</td><td>Great, thanks Zoë Brandt!</td>"), "{live}");
+    assert!(live.contains("<td>agent</td><td>Hi, Zoë Brandt here. Size 42 is in stock.</td>"), "{live}");
+    assert!(live.contains("Zoë Brandt has this chat"), "{live}");
+    let (_, headers, page) = get_with(format!("{lead_url}?sent=1"), &zoe).await;
     assert!(page.contains("<strong>Sent.</strong>") && page.contains("src=\"/admin/live.js\""), "{page}");
     assert!(headers.contains("script-src 'self'"), "only the lead page may run our own script: {headers}");
-    assert_eq!(post_with(format!("{lead_url}/reply"), &maria, "text=").await.0, 400, "an empty message");
+    assert_eq!(post_with(format!("{lead_url}/reply"), &zoe, "text=").await.0, 400, "an empty message");
 
-    // A reload while Maria has the chat: she is still there, and no bot greeting.
+    // A reload while Zoë Brandt has the chat: she is still there, and no bot greeting.
     let mut again = server.connect().await;
     send(&mut again, ClientFrame::Hello(resume(&visitor, &key))).await;
     assert!(matches!(recv(&mut again).await, ServerFrame::Welcome { returning: true, .. }));
-    assert_eq!(recv(&mut again).await, ServerFrame::Handoff { agent: Some("Maria".into()) });
+    assert_eq!(recv(&mut again).await, ServerFrame::Handoff { agent: Some("Zoë Brandt".into()) });
     drop(again);
 
     // Handed back, the bot answers again.
-    assert_eq!(post_with(format!("{lead_url}/hand-back"), &maria, "").await.0, 303);
+    assert_eq!(post_with(format!("{lead_url}/hand-back"), &zoe, "").await.0, 303);
     assert_eq!(recv(&mut socket).await, ServerFrame::Handoff { agent: None });
     assert_eq!(say(&mut socket, "thanks!").await.intent, "thanks");
-    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &maria).await;
+    let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &zoe).await;
     assert!(!inbox.contains(&format!("/admin/leads/{visitor}")), "no longer waiting: {inbox}");
 
     drop(socket);
-    let status = post_until(&format!("{lead_url}/reply"), &maria, "text=still+there%3F", 409).await;
+    let status = post_until(&format!("{lead_url}/reply"), &zoe, "text=still+there%3F", 409).await;
     assert_eq!(status, 409, "the shopper left: nothing is sent");
-    let (_, _, leads) = get_with(format!("{}/admin/api/leads", server.url()), &maria).await;
+    let (_, _, leads) = get_with(format!("{}/admin/api/leads", server.url()), &zoe).await;
     let leads: serde_json::Value = serde_json::from_str(&leads).expect("json");
     let lead = leads["leads"].as_array().expect("leads").iter().find(|l| l["id"] == visitor.as_str()).cloned();
     assert_eq!(lead.expect("the lead")["agent"], serde_json::Value::Null, "and the chat was not taken");
@@ -682,4 +682,46 @@ fn admin_pages_fit_a_phone() {
         }
     }
     assert!(wide.is_empty(), "no sideways scrolling on a phone:\n{}", wide.join("\n"));
+}
+
+/// Every route the admin's router knows, walked without a session (turned away) and with one
+/// (answered by its handler).
+#[tokio::test]
+async fn every_admin_route_is_behind_the_login() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert!(set_password(&dir.path().join("data"), PASSWORD).0);
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "");
+    let mut socket = server.connect().await;
+    let (visitor, ..) = hello(&mut socket, nudge::protocol::Hello::default()).await;
+    say_all(&mut socket, "I'm looking for sneakers").await;
+    let cookie = login_as(&server, PASSWORD, "Maria").await;
+    let call = |method: &str, path: &str, cookie: &str| {
+        let (method, cookie) = (method.to_string(), cookie.to_string());
+        let url = format!("{}{}", server.url(), path.replace("{visitor}", &visitor));
+        let origin = server.url();
+        tokio::task::spawn_blocking(move || {
+            let response = if method == "get" {
+                http().get(&url).header("cookie", &cookie).call()
+            } else {
+                let request = http().post(&url).header("cookie", &cookie).header("origin", &origin);
+                request.header("content-type", "application/x-www-form-urlencoded").send("".as_bytes())
+            };
+            let response = response.expect("request");
+            let location = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("");
+            (response.status().as_u16(), location.to_string())
+        })
+    };
+    let open = ["/admin/login", "/admin/logout", "/admin/live.js"];
+    assert!(nudge::admin::ROUTES.len() > 20, "{:?}", nudge::admin::ROUTES);
+    for &(method, path) in nudge::admin::ROUTES.iter().filter(|(_, p)| !open.contains(p)) {
+        let (status, location) = call(method, path, "").await.expect("join");
+        let api = path.starts_with("/admin/api/") || path.starts_with("/admin/export/") || path.ends_with("/live");
+        let want = if api { (401, String::new()) } else { (303, "/admin/login".to_string()) };
+        assert_eq!((status, location), want, "{method} {path} without a session");
+        let (status, location) = call(method, path, &cookie).await.expect("join");
+        assert!(
+            ![401, 404, 405].contains(&status) && location != "/admin/login",
+            "{method} {path} with a session: {status} {location}"
+        );
+    }
 }

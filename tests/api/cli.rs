@@ -106,6 +106,29 @@ async fn loadgen_reports_round_trips_and_holds_idle_connections() {
     }
 }
 
+#[tokio::test]
+async fn loadgen_says_which_server_setting_refused_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    // The defaults but for two connections per address.
+    let config = dir.path().join("nudge.toml");
+    std::fs::write(&config, "max_connections_per_ip = 2\n").expect("write");
+    let args = ["--config", config.to_str().expect("utf-8")];
+    let server = crate::helpers::TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &args);
+    let url = server.ws_url();
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        nudge(&["loadgen", "--url", &url, "--connections", "4", "--duration", "1", "--warmup", "0.2"])
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "connect refused with 429: too many chat connections from this address (the server's max_connections_per_ip"
+        ),
+        "{out}"
+    );
+}
+
 #[test]
 fn bad_command_line_input_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().expect("dir");
