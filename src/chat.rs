@@ -3,6 +3,7 @@
 //! the store (durably) and only then sends the frames. Heartbeats and the idle timeout live here.
 
 pub mod agents;
+mod effects;
 pub mod limits;
 mod session;
 

@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
 
 use super::agents::FromPerson;
+use super::effects::{self, Outcome};
 use super::limits::{Admitted, Bucket};
-use crate::dialogue::{self, Effect, Input};
-use crate::domain::{
-    Change, ConsentChange, Conversation, Entry, Handoff, Job, OutboxItem, Profile, Source, Speaker, Status,
-};
+use crate::dialogue::{self, Input};
+use crate::domain::{Change, ConsentChange, Conversation, Entry, Handoff, Profile, Source, Speaker};
 use crate::ids::{ConversationId, TurnId, VisitorId};
-use crate::leads::{self, EmailLink, LinkError};
+use crate::leads::{EmailLink, LinkError};
 use crate::now_ms;
-use crate::protocol::{self, ClientFrame, ErrorCode, Hello, Pixel, ServerFrame};
+use crate::protocol::{self, ClientFrame, ErrorCode, Hello, ServerFrame};
 use crate::server::App;
 use crate::store::Command;
 
@@ -487,7 +486,7 @@ impl Chat {
     async fn step(
         &mut self,
         input: Input<'_>,
-        mut commands: Vec<Command>,
+        commands: Vec<Command>,
         persist: Persist,
     ) -> Result<Vec<ServerFrame>, ServerFrame> {
         let open = self.open.as_ref().expect("step runs on an open conversation");
@@ -504,106 +503,21 @@ impl Chat {
             _ => TurnId::after(self.last_turn, now),
         };
         let intents = self.app.intents();
-        let mut step = dialogue::step(&intents, &state, input, now);
-        let mut profile = open.profile.clone();
-        let mut conversation = open.conversation.clone();
-        let mut new_tags = Vec::new();
-        let mut entries = Vec::new();
-        let mut erase = false;
-        let mut checkout_asked = false;
-        for effect in step.effects {
-            let change = match effect {
-                Effect::Record(entry) => {
-                    entries.push(entry);
-                    continue;
-                }
-                Effect::SetLocale(locale) => {
-                    conversation.locale.clone_from(&locale);
-                    let id = conversation.id;
-                    commands.push(Command::ConversationLocale { conversation: id, locale: locale.clone() });
-                    Change::Locale(locale)
-                }
-                Effect::SetPreference { name, value, message } => Change::Preference { name, value, at: now, message },
-                Effect::AddTags(tags) => {
-                    new_tags.extend(tags.iter().filter(|t| !profile.tags.contains(*t)).cloned());
-                    Change::Tags(tags)
-                }
-                Effect::AddScore(score) => Change::Score(score),
-                Effect::SetPending(pending) => {
-                    conversation.pending = pending;
-                    continue;
-                }
-                Effect::SetConsent { kind, granted } => Change::Consent(ConsentChange::chat(kind, granted, now)),
-                Effect::Handoff => Change::Handoff { at: now },
-                Effect::Erase => {
-                    erase = true;
-                    continue;
-                }
-                Effect::OfferCheckout => {
-                    checkout_asked = true;
-                    continue;
-                }
-                Effect::FollowUp { email, after_secs } => {
-                    let due = now.saturating_add(after_secs.saturating_mul(1000));
-                    let job = Job::Email { template: email };
-                    commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, due)));
-                    continue;
+        let step = dialogue::step(&intents, &state, input, now);
+        let policy = effects::Policy {
+            config: &self.app.config,
+            signer: &self.app.signer,
+            public_url: &self.app.public_url,
+            entry_intents: &intents.journeys.entry_intents,
+            unfinished_email: intents.email(crate::intents::UNFINISHED_CHAT).is_some(),
+        };
+        let (commands, frames, profile, conversation) =
+            match effects::apply(step, &open.profile, &open.conversation, turn, commands, &policy, now) {
+                Outcome::Erase { commands, frames, locale } => return self.erase(frames, commands, locale, now).await,
+                Outcome::Continue { commands, frames, profile, conversation } => {
+                    (commands, frames, profile, conversation)
                 }
             };
-            commands.push(Command::change(&mut profile, change));
-        }
-        // Only the answers of intents that enter a journey are recorded (on the profile, for the
-        // journey sweep); every other message leaves the profile unwritten.
-        let entering = &intents.journeys.entry_intents;
-        for intent in entries.iter().filter(|e| e.from == Speaker::Bot).filter_map(|e| e.intent.as_ref()) {
-            if entering.contains(intent) {
-                commands.push(Command::change(&mut profile, Change::Answered { intent: intent.clone(), at: now }));
-            }
-        }
-        if erase {
-            return self.erase(step.frames, commands, &conversation, now).await;
-        }
-        if !new_tags.is_empty() {
-            step.frames.push(tags_frame(&profile, &new_tags));
-            // Tag events for the shop's webhook, for visitors who allow ads.
-            if self.app.config.tag_webhook_url.is_some() && profile.consent.as_ref().is_some_and(|c| c.ads) {
-                for tag in &new_tags {
-                    let job = Job::TagEvent { tag: tag.clone(), at: now };
-                    commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, now)));
-                }
-            }
-        }
-        if let Some(job) = self.confirmation(&open.profile, &profile) {
-            commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, now)));
-        }
-        if let Some(checkout) = self.offer_checkout(&mut profile, &mut commands, &conversation, now, checkout_asked) {
-            step.frames.push(checkout);
-            let after = self.app.config.abandoned_after_secs;
-            if after > 0 {
-                let due = now.saturating_add(after.saturating_mul(1000));
-                commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, Job::Abandoned, now, due)));
-            }
-        }
-        if conversation.pending != open.conversation.pending {
-            commands.push(Command::SetPending { conversation: conversation.id, pending: conversation.pending.clone() });
-        }
-        // A shopper we may email who leaves a question open gets it by email, answers as buttons
-        // (one job per visitor: scheduling it again while it waits changes nothing).
-        let after = self.app.config.unfinished_after_secs;
-        if after > 0
-            && conversation.pending.is_some()
-            && profile.preference("email").is_some()
-            && profile.consent.as_ref().is_some_and(|c| c.marketing)
-            && intents.email(crate::intents::UNFINISHED_CHAT).is_some()
-        {
-            let job = Job::Email { template: crate::intents::UNFINISHED_CHAT.into() };
-            let due = now.saturating_add(after.saturating_mul(1000));
-            commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, due)));
-        }
-        conversation.last_at = now;
-        if !entries.is_empty() {
-            commands.push(Command::AppendTurn { conversation: conversation.id, turn, entries });
-        }
         match persist {
             Persist::WithNextMessage => self.unsaved = commands,
             Persist::Now => {
@@ -613,14 +527,9 @@ impl Chat {
                 }
             }
         }
-        if let Some(locale) = (conversation.locale != state.locale).then(|| conversation.locale.clone())
-            && let Some(ServerFrame::Reply(reply)) = step.frames.iter_mut().find(|f| matches!(f, ServerFrame::Reply(_)))
-        {
-            reply.locale = Some(locale);
-        }
         self.last_turn = Some(turn);
         self.open = Some(Open { profile, conversation });
-        Ok(step.frames)
+        Ok(frames)
     }
 }
 
@@ -689,17 +598,17 @@ impl Chat {
         &mut self,
         mut frames: Vec<ServerFrame>,
         mut commands: Vec<Command>,
-        conversation: &Conversation,
+        locale: String,
         now: u64,
     ) -> Result<Vec<ServerFrame>, ServerFrame> {
         let old = self.open.as_ref().expect("erase runs on an open conversation").profile.id;
-        let mut fresh = Profile::new(VisitorId::mint(now), now, &conversation.locale);
+        let mut fresh = Profile::new(VisitorId::mint(now), now, &locale);
         let fresh_conversation = Conversation {
             id: ConversationId::mint(now),
             visitor: fresh.id,
             started_at: now,
             last_at: now,
-            locale: conversation.locale.clone(),
+            locale,
             source: Source::default(),
             pending: None,
         };
@@ -724,50 +633,6 @@ impl Chat {
     }
 }
 
-impl Chat {
-    /// Double opt-in: when this step gave an address and marketing consent that were not both
-    /// there before, and the address is not confirmed, its owner is asked to confirm it.
-    fn confirmation(&self, before: &Profile, after: &Profile) -> Option<Job> {
-        let wants_mail = |p: &Profile| p.consent.as_ref().is_some_and(|c| c.marketing);
-        let email = after.preference("email")?;
-        let new = before.preference("email") != Some(email) || !wants_mail(before);
-        (self.app.config.double_opt_in && new && wants_mail(after) && !after.confirmed(email))
-            .then(|| Job::ConfirmEmail { email: email.to_string() })
-    }
-
-    /// The `checkout` frame with its signed `/r/` link: the first time a lead qualifies, or
-    /// whenever an intent with `checkout = true` answered (`asked`) and the link can be built.
-    fn offer_checkout(
-        &self,
-        profile: &mut Profile,
-        commands: &mut Vec<Command>,
-        conversation: &Conversation,
-        now: u64,
-        asked: bool,
-    ) -> Option<ServerFrame> {
-        let config = &self.app.config;
-        let offer = if asked { leads::can_check_out(profile, config) } else { leads::qualifies(profile, config) };
-        if !offer {
-            return None;
-        }
-        let target = leads::checkout_target(config, profile, conversation.source.campaign.as_deref())
-            .map_err(|e| log::warn!("cannot offer a checkout link: {e}"))
-            .ok()?;
-        commands.push(Command::change(profile, Change::Status { status: Status::Qualified, at: now }));
-        let expires = now / 1000 + config.checkout_ttl_days * 24 * 3600;
-        let url = leads::checkout_link(
-            &self.app.signer,
-            &self.app.public_url,
-            profile.id,
-            conversation.id,
-            target.to_string(),
-            expires,
-        );
-        let label = if conversation.locale == "de" { "Zur Kasse" } else { "Go to checkout" };
-        Some(ServerFrame::Checkout { url, label: label.into() })
-    }
-}
-
 /// The last lines of a transcript as a widget shows them again.
 fn history(entries: Vec<Entry>) -> Vec<protocol::Line> {
     let skip = entries.len().saturating_sub(protocol::HISTORY_LINES);
@@ -787,20 +652,6 @@ fn history(entries: Vec<Entry>) -> Vec<protocol::Line> {
 fn new_conversation(commands: &mut Vec<Command>, conversation: Conversation) -> Conversation {
     commands.push(Command::OpenConversation(conversation.clone()));
     conversation
-}
-
-/// The visitor's tags, and pixel events for the newly added ones when the shopper allowed ads.
-fn tags_frame(profile: &Profile, new_tags: &[String]) -> ServerFrame {
-    let ads = profile.consent.as_ref().is_some_and(|c| c.ads);
-    let pixel = if ads {
-        new_tags
-            .iter()
-            .map(|tag| Pixel { event: "nudge_tag".into(), params: [("tag".to_string(), tag.clone())].into() })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    ServerFrame::Tags { tags: profile.tags.iter().cloned().collect(), pixel }
 }
 
 /// The mail files written to an erased visitor go with them (off the async workers).
