@@ -49,7 +49,13 @@ pub async fn ws(req: HttpRequest, body: web::Payload, app: web::Data<App>) -> ac
     let (response, ws_session, stream) = actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?;
     let limit = app.config.max_frame_bytes;
     let stream = stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
-    actix_web::rt::spawn(session::run(Arc::clone(&app), admitted, ws_session, stream));
+    // Every log line of the connection names its visitor and conversation (once `hello` told).
+    // At error level, so that it is on whatever the log filter lets through.
+    let span = tracing::error_span!("chat", visitor = tracing::field::Empty, conversation = tracing::field::Empty);
+    actix_web::rt::spawn(tracing::Instrument::instrument(
+        session::run(Arc::clone(&app), admitted, ws_session, stream),
+        span,
+    ));
     Ok(response)
 }
 

@@ -117,8 +117,11 @@ fn refused(error: &client::ClientError) -> String {
 }
 
 fn error_frame(code: crate::protocol::ErrorCode, message: &str) -> String {
-    let setting =
-        if code == crate::protocol::ErrorCode::RateLimited { " (the server's messages_per_second_per_ip)" } else { "" };
+    let setting = if code == crate::protocol::ErrorCode::RateLimited {
+        " (the server's messages_per_second and messages_per_second_per_ip)"
+    } else {
+        ""
+    };
     format!("error frame {code:?}: {message}{setting}")
 }
 

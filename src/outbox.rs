@@ -106,6 +106,8 @@ fn work(app: &App, receivers: &Receivers) {
 
 /// `run`, with a panic turned into the job's dead letter: it would panic again on every retry.
 fn run_supervised(app: &App, receivers: &Receivers, item: OutboxItem) -> Vec<Command> {
+    // Every log line of the job names it (at error level: on whatever the filter lets through).
+    let _span = tracing::error_span!("outbox", job = %item.job.key(), visitor = %item.visitor, id = %item.id).entered();
     let mut dead_letter = item.clone();
     panic::catch_unwind(AssertUnwindSafe(|| run(app, receivers, item, now_ms()))).unwrap_or_else(|panic| {
         app.metrics.outbox_panics.fetch_add(1, Ordering::Relaxed);

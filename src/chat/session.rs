@@ -127,6 +127,17 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
             }
         }
     };
+    // Refusals are worth a line for whoever runs the shop; a client that went quiet is not.
+    match &close {
+        Some(CloseReason {
+            code: CloseCode::Policy | CloseCode::Size | CloseCode::Invalid | CloseCode::Protocol,
+            description,
+        }) => {
+            log::warn!("chat closed: {}", description.as_deref().unwrap_or("protocol error"))
+        }
+        Some(CloseReason { description, .. }) => log::debug!("chat closed: {}", description.as_deref().unwrap_or("")),
+        None => {}
+    }
     let _ = ws.close(close).await;
 }
 
@@ -344,6 +355,7 @@ impl Chat {
             commands.push(Command::change(&mut profile, Change::ResumeKey(hash)));
             key
         });
+        name_span(&profile.id, &conversation.id);
         frames.push(ServerFrame::Welcome {
             visitor: profile.id.to_string(),
             conversation: conversation.id.to_string(),
@@ -620,6 +632,7 @@ impl Chat {
         commands.push(Command::change(&mut fresh, Change::ResumeKey(hash)));
         self.commit(commands).await.map_err(internal)?;
         forget_mail(&self.app, old).await;
+        name_span(&fresh.id, &fresh_conversation.id);
         frames.push(ServerFrame::Welcome {
             visitor: fresh.id.to_string(),
             conversation: fresh_conversation.id.to_string(),
@@ -652,6 +665,13 @@ fn history(entries: Vec<Entry>) -> Vec<protocol::Line> {
 fn new_conversation(commands: &mut Vec<Command>, conversation: Conversation) -> Conversation {
     commands.push(Command::OpenConversation(conversation.clone()));
     conversation
+}
+
+/// The connection's span (`chat::ws`) names who it is about from now on.
+fn name_span(visitor: &VisitorId, conversation: &ConversationId) {
+    let span = tracing::Span::current();
+    span.record("visitor", tracing::field::display(visitor));
+    span.record("conversation", tracing::field::display(conversation));
 }
 
 /// The mail files written to an erased visitor go with them (off the async workers).

@@ -283,3 +283,47 @@ fn spend_is_imported_from_csv_all_rows_or_none() {
     let rows: Vec<_> = store.spend().map(|r| r.expect("row")).collect();
     assert_eq!(rows.iter().map(|r| r.amount).sum::<f64>(), 40.0, "only the good file's rows: {rows:?}");
 }
+
+/// What the server logs about a connection names its visitor and conversation.
+#[tokio::test]
+async fn log_lines_of_a_chat_name_its_visitor_and_conversation() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("nudge.toml");
+    std::fs::write(&config, "messages_per_second = 1.0\nmessage_burst = 1.0\nrate_limit_strikes = 2\n").expect("write");
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", config.to_str().expect("utf-8")])
+        .args(["--data", data.to_str().expect("utf-8")])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nudge serve");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = loop {
+        let line = stdout.next().expect("listening").expect("read");
+        if let Some(addr) = line.strip_prefix("nudge listening on http://") {
+            break addr.to_string();
+        }
+    };
+    let mut socket = nudge::client::connect(&format!("ws://{addr}/ws")).await.expect("connect");
+    let (visitor, conversation, ..) = crate::helpers::hello(&mut socket, nudge::protocol::Hello::default()).await;
+    // Faster than the budget allows: refused twice, then closed.
+    for _ in 0..4 {
+        let say = nudge::protocol::ClientFrame::Say { text: "hi".into() };
+        if nudge::client::send(&mut socket, &say).await.is_err() {
+            break;
+        }
+    }
+    while nudge::client::recv(&mut socket).await.is_ok() {}
+    let _ = child.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    let _ = child.wait();
+    let line = stderr.lines().find(|l| l.contains("chat closed: rate limited")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains(&format!("visitor={visitor}")) && line.contains(&format!("conversation={conversation}")),
+        "{line}"
+    );
+}
