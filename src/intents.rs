@@ -174,6 +174,17 @@ pub enum How {
     Fallback,
 }
 
+impl How {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            How::Slot => "slot",
+            How::Pattern => "pattern",
+            How::Examples => "examples",
+            How::Fallback => "fallback",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Route {
     /// Index into `IntentSet::intents`.

@@ -1,73 +1,139 @@
-//! Counters exported at `/metrics` in the Prometheus text format.
+//! What `/metrics` shows, in the Prometheus text format: counters, gauges and histograms
+//! recorded through the `metrics` facade anywhere in the crate (`metrics::counter!(name::…)`),
+//! rendered by the Prometheus exporter's recorder, which the server installs once per process.
+//! `Metrics` keeps the one thing the server itself reads back: whether the outbox worker runs.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub connections_open: AtomicI64,
-    pub connections_total: AtomicU64,
-    pub messages_total: AtomicU64,
-    pub errors_total: AtomicU64,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
-    pub outbox_done: AtomicU64,
-    pub outbox_retries: AtomicU64,
-    pub outbox_dead: AtomicU64,
-    pub outbox_skipped: AtomicU64,
-    /// Jobs (or worker loops) that panicked; each job was dead-lettered.
-    pub outbox_panics: AtomicU64,
     /// Whether the outbox worker thread is alive (for `/healthz`).
     pub outbox_running: AtomicBool,
 }
 
-impl Metrics {
-    /// The text exposition; `store` is (batches committed, flushes) from the group commit.
-    pub fn render(&self, store: (u64, u64)) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+/// Every metric's name, and what it counts.
+pub mod name {
+    pub const CONNECTIONS_OPEN: &str = "nudge_connections_open";
+    pub const CONNECTIONS: &str = "nudge_connections_total";
+    pub const MESSAGES: &str = "nudge_messages_total";
+    pub const ERROR_FRAMES: &str = "nudge_error_frames_total";
+    /// Routed messages by `how` (slot, pattern, examples, fallback).
+    pub const ROUTES: &str = "nudge_routes_total";
+    /// From a shopper's frame arriving to the last frame of its answer sent.
+    pub const REPLY_SECONDS: &str = "nudge_reply_seconds";
+    /// From a batch handed to the store to its being durable.
+    pub const COMMIT_SECONDS: &str = "nudge_store_commit_seconds";
+    /// Batches made durable by one flush (the group commit; 1 on PostgreSQL).
+    pub const GROUP_BATCHES: &str = "nudge_store_group_batches";
+    pub const BATCHES: &str = "nudge_store_batches_total";
+    pub const FLUSHES: &str = "nudge_store_flushes_total";
+    pub const RELOADS: &str = "nudge_intent_reloads_total";
+    pub const RELOAD_FAILURES: &str = "nudge_intent_reload_failures_total";
+    pub const OUTBOX_DONE: &str = "nudge_outbox_done_total";
+    pub const OUTBOX_RETRIES: &str = "nudge_outbox_retries_total";
+    pub const OUTBOX_DEAD: &str = "nudge_outbox_dead_total";
+    pub const OUTBOX_SKIPPED: &str = "nudge_outbox_skipped_total";
+    pub const OUTBOX_PANICS: &str = "nudge_outbox_panics_total";
+    pub const OUTBOX_RUNNING: &str = "nudge_outbox_running";
+    /// Jobs found due at the worker's last look (at most one claim: 64 on sled, 1 on PostgreSQL).
+    pub const OUTBOX_DUE: &str = "nudge_outbox_due";
+    /// How late a job ran after it was due.
+    pub const OUTBOX_LAG_SECONDS: &str = "nudge_outbox_lag_seconds";
+}
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder (once per process; later calls change nothing).
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let seconds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+        let batches = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+        let lag = [0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 6.0 * 3600.0, 24.0 * 3600.0];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(name::REPLY_SECONDS.into()), &seconds)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(name::COMMIT_SECONDS.into()), &seconds))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(name::GROUP_BATCHES.into()), &batches))
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(name::OUTBOX_LAG_SECONDS.into()), &lag));
+        let recorder = match builder {
+            Ok(builder) => builder.build_recorder(),
+            Err(e) => {
+                log::error!("metrics: {e}");
+                return None;
+            }
         };
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        metric(
-            "nudge_connections_open",
-            "gauge",
-            "Open chat connections.",
-            self.connections_open.load(Ordering::Relaxed).to_string(),
-        );
-        metric("nudge_connections_total", "counter", "Chat connections accepted.", get(&self.connections_total));
-        metric("nudge_messages_total", "counter", "Shopper messages answered.", get(&self.messages_total));
-        metric("nudge_error_frames_total", "counter", "Error frames sent.", get(&self.errors_total));
-        metric("nudge_intent_reloads_total", "counter", "Successful intent reloads.", get(&self.reloads_ok));
-        metric(
-            "nudge_intent_reload_failures_total",
-            "counter",
-            "Intent reloads refused because of errors.",
-            get(&self.reloads_failed),
-        );
-        metric(
-            "nudge_outbox_done_total",
-            "counter",
-            "Outbox jobs done (emails sent, events posted, checks run).",
-            get(&self.outbox_done),
-        );
-        metric("nudge_outbox_retries_total", "counter", "Temporary failures (retried).", get(&self.outbox_retries));
-        metric("nudge_outbox_dead_total", "counter", "Outbox jobs dead-lettered.", get(&self.outbox_dead));
-        metric(
-            "nudge_outbox_skipped_total",
-            "counter",
-            "Outbox jobs not wanted any more when due.",
-            get(&self.outbox_skipped),
-        );
-        metric("nudge_outbox_panics_total", "counter", "Outbox jobs that panicked.", get(&self.outbox_panics));
-        metric(
-            "nudge_outbox_running",
-            "gauge",
-            "1 while the outbox worker runs.",
-            u8::from(self.outbox_running.load(Ordering::Relaxed)).to_string(),
-        );
-        metric("nudge_store_batches_total", "counter", "Batches made durable.", store.0.to_string());
-        metric("nudge_store_flushes_total", "counter", "Flushes to disk (group commits).", store.1.to_string());
-        out
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            log::warn!("metrics: another recorder is installed; /metrics shows nothing");
+            return None;
+        }
+        describe();
+        // Histogram samples wait in the recorder until upkeep folds them into their buckets:
+        // without it they would pile up between scrapes (or forever, with nobody scraping).
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new().name("nudge-metrics".into()).spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        });
+        if let Err(e) = spawned {
+            log::error!("metrics: cannot start the upkeep thread: {e}");
+        }
+        Some(handle)
+    });
+}
+
+/// The help lines, and every counter at zero before it first counts.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(name::CONNECTIONS_OPEN, "Open chat connections.");
+    describe_counter!(name::CONNECTIONS, "Chat connections accepted.");
+    describe_counter!(name::MESSAGES, "Shopper messages answered.");
+    describe_counter!(name::ERROR_FRAMES, "Error frames sent.");
+    describe_counter!(name::ROUTES, "Messages routed, by how (slot, pattern, examples, fallback).");
+    describe_histogram!(name::REPLY_SECONDS, Unit::Seconds, "From a shopper's frame to its answer sent.");
+    describe_histogram!(name::COMMIT_SECONDS, Unit::Seconds, "From a batch handed to the store to durable.");
+    describe_histogram!(name::GROUP_BATCHES, "Batches made durable by one flush.");
+    describe_counter!(name::BATCHES, "Batches made durable.");
+    describe_counter!(name::FLUSHES, "Flushes to disk (group commits) or transactions.");
+    describe_counter!(name::RELOADS, "Successful intent reloads.");
+    describe_counter!(name::RELOAD_FAILURES, "Intent reloads refused because of errors.");
+    describe_counter!(name::OUTBOX_DONE, "Outbox jobs done (emails sent, events posted, checks run).");
+    describe_counter!(name::OUTBOX_RETRIES, "Temporary failures (retried).");
+    describe_counter!(name::OUTBOX_DEAD, "Outbox jobs dead-lettered.");
+    describe_counter!(name::OUTBOX_SKIPPED, "Outbox jobs not wanted any more when due.");
+    describe_counter!(name::OUTBOX_PANICS, "Outbox jobs that panicked.");
+    describe_gauge!(name::OUTBOX_RUNNING, "1 while the outbox worker runs.");
+    describe_gauge!(name::OUTBOX_DUE, "Jobs found due at the outbox worker's last look.");
+    describe_histogram!(name::OUTBOX_LAG_SECONDS, Unit::Seconds, "How late an outbox job ran after it was due.");
+    for counter in [
+        name::CONNECTIONS,
+        name::MESSAGES,
+        name::ERROR_FRAMES,
+        name::BATCHES,
+        name::FLUSHES,
+        name::RELOADS,
+        name::RELOAD_FAILURES,
+        name::OUTBOX_DONE,
+        name::OUTBOX_RETRIES,
+        name::OUTBOX_DEAD,
+        name::OUTBOX_SKIPPED,
+        name::OUTBOX_PANICS,
+    ] {
+        metrics::counter!(counter).absolute(0);
     }
+    metrics::gauge!(name::CONNECTIONS_OPEN).set(0.0);
+}
+
+/// The text exposition (empty when no recorder could be installed).
+pub fn render() -> String {
+    HANDLE.get().and_then(Option::as_ref).map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// Counts one of `name` (a counter).
+pub fn count(name: &'static str) {
+    metrics::counter!(name).increment(1);
 }

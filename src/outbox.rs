@@ -20,6 +20,7 @@ pub use mail::{Mailer, erase_mail, expire_mail, mail_dir};
 pub use webhook::{Webhook, sign};
 
 use crate::domain::{Change, Job, OutboxItem, OutboxState, Profile, Status};
+use crate::metrics::name;
 use crate::now_ms;
 use crate::server::App;
 use crate::store::Command;
@@ -57,11 +58,12 @@ pub struct Receivers {
 pub fn spawn(app: Arc<App>, receivers: Receivers) -> std::io::Result<std::thread::JoinHandle<()>> {
     // Set before the thread starts, so `/healthz` is right from the first request.
     app.metrics.outbox_running.store(true, Ordering::Relaxed);
+    metrics::gauge!(name::OUTBOX_RUNNING).set(1.0);
     std::thread::Builder::new().name("nudge-outbox".into()).spawn(move || {
         let _running = Running(&app.metrics);
         while !*app.shutdown.borrow() {
             if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| work(&app, &receivers))) {
-                app.metrics.outbox_panics.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::count(name::OUTBOX_PANICS);
                 log::error!("outbox: the worker panicked and restarts: {}", panic_message(&panic));
                 std::thread::sleep(POLL);
             }
@@ -75,6 +77,7 @@ struct Running<'a>(&'a crate::metrics::Metrics);
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         self.0.outbox_running.store(false, Ordering::Relaxed);
+        metrics::gauge!(name::OUTBOX_RUNNING).set(0.0);
     }
 }
 
@@ -87,7 +90,10 @@ fn work(app: &App, receivers: &Receivers) {
         let claim = if app.store.is_shared() { 1 } else { 64 };
         match app.store.claim_due(now, claim, app.config.outbox_lease_secs.saturating_mul(1000)) {
             Ok(due) if !due.is_empty() => {
+                metrics::gauge!(name::OUTBOX_DUE).set(due.len() as f64);
                 for item in due {
+                    let late = now.saturating_sub(item.due_at) as f64 / 1000.0;
+                    metrics::histogram!(name::OUTBOX_LAG_SECONDS).record(late);
                     let writes = run_supervised(app, receivers, item);
                     if let Err(e) = app.store.commit_blocking(writes) {
                         log::error!("outbox: cannot record an outcome: {e}");
@@ -96,7 +102,7 @@ fn work(app: &App, receivers: &Receivers) {
                 }
                 continue;
             }
-            Ok(_) => {}
+            Ok(_) => metrics::gauge!(name::OUTBOX_DUE).set(0.0),
             Err(e) => log::error!("outbox: cannot read due jobs: {e}"),
         }
         let next = app.store.next_follow_up_at().ok().flatten().unwrap_or(u64::MAX);
@@ -110,8 +116,8 @@ fn run_supervised(app: &App, receivers: &Receivers, item: OutboxItem) -> Vec<Com
     let _span = tracing::error_span!("outbox", job = %item.job.key(), visitor = %item.visitor, id = %item.id).entered();
     let mut dead_letter = item.clone();
     panic::catch_unwind(AssertUnwindSafe(|| run(app, receivers, item, now_ms()))).unwrap_or_else(|panic| {
-        app.metrics.outbox_panics.fetch_add(1, Ordering::Relaxed);
-        dead(app, &mut dead_letter, now_ms(), format!("the job panicked: {}", panic_message(&panic)));
+        crate::metrics::count(name::OUTBOX_PANICS);
+        dead(&mut dead_letter, now_ms(), format!("the job panicked: {}", panic_message(&panic)));
         vec![Command::Finish(dead_letter)]
     })
 }
@@ -143,17 +149,16 @@ fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<
         },
         Job::Abandoned => abandoned(app, &item, now, receivers.webhook.is_some(), &mut writes),
     };
-    let metrics = &app.metrics;
     match result {
         Ok(()) => {
-            metrics.outbox_done.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::count(name::OUTBOX_DONE);
             item.state = OutboxState::Sent { at: now_ms() };
         }
         Err(Failure::Unwanted(reason)) => {
-            metrics.outbox_skipped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::count(name::OUTBOX_SKIPPED);
             item.state = OutboxState::Skipped { at: now, reason };
         }
-        Err(Failure::Permanent(error)) => dead(app, &mut item, now, error),
+        Err(Failure::Permanent(error)) => dead(&mut item, now, error),
         Err(Failure::Later { until, reason }) => {
             log::info!("outbox: {} ({}) waits: {reason}", item.job.describe(), item.id);
             item.due_at = until.max(now + 1000);
@@ -163,9 +168,9 @@ fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<
             item.attempts += 1;
             if item.attempts >= app.config.mail_max_attempts {
                 let error = format!("gave up after {} attempts: {error}", item.attempts);
-                dead(app, &mut item, now, error);
+                dead(&mut item, now, error);
             } else {
-                metrics.outbox_retries.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::count(name::OUTBOX_RETRIES);
                 log::warn!("outbox: {} ({}) will be retried: {error}", item.job.describe(), item.id);
                 let backoff =
                     app.config.mail_retry_secs.saturating_mul(1000).saturating_mul(1 << (item.attempts - 1).min(20));
@@ -179,8 +184,8 @@ fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<
     writes
 }
 
-fn dead(app: &App, item: &mut OutboxItem, now: u64, error: String) {
-    app.metrics.outbox_dead.fetch_add(1, Ordering::Relaxed);
+fn dead(item: &mut OutboxItem, now: u64, error: String) {
+    crate::metrics::count(name::OUTBOX_DEAD);
     log::error!("outbox: {} ({}) dead-lettered: {error}", item.job.describe(), item.id);
     item.last_error = Some(error.clone());
     item.state = OutboxState::Dead { at: now, error };

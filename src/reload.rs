@@ -4,7 +4,6 @@
 //! error with its `file:line:col`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use notify_debouncer_mini::notify::RecursiveMode;
@@ -69,7 +68,7 @@ pub fn reload(app: &App) {
             }
             log::info!("intents reloaded: {} intents, {} slots", set.intents.len(), set.slots.len());
             // Counted before the swap, so whoever sees the new set also sees it counted.
-            app.metrics.reloads_ok.fetch_add(1, Ordering::SeqCst);
+            crate::metrics::count(crate::metrics::name::RELOADS);
             app.replace_intents(set);
         }
         Err(errors) => {
@@ -77,7 +76,7 @@ pub fn reload(app: &App) {
                 log::error!("{error}");
             }
             log::error!("intents not reloaded ({} errors); still serving the last good set", errors.len());
-            app.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::count(crate::metrics::name::RELOAD_FAILURES);
         }
     }
 }

@@ -108,6 +108,7 @@ pub struct Running {
 
 /// Everything that can fail at startup happens here, before the first request.
 pub fn start(config: Config) -> Result<Running, StartError> {
+    crate::metrics::install();
     if !config.intents.is_dir() {
         return Err(StartError::NoIntents(config.intents.display().to_string()));
     }
@@ -207,7 +208,10 @@ async fn healthz(app: web::Data<App>) -> HttpResponse {
 }
 
 async fn metrics(app: web::Data<App>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(app.metrics.render(app.store.stats()))
+    let (batches, flushes) = app.store.stats();
+    metrics::counter!(crate::metrics::name::BATCHES).absolute(batches);
+    metrics::counter!(crate::metrics::name::FLUSHES).absolute(flushes);
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(crate::metrics::render())
 }
 
 fn origin_of(url: &str) -> String {

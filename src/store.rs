@@ -257,10 +257,13 @@ impl Store {
 
     /// Applies every command, all or nothing, and returns once they are durable.
     pub async fn commit(&self, commands: Vec<Command>) -> Result<()> {
-        match &self.inner.backend {
+        let started = std::time::Instant::now();
+        let result = match &self.inner.backend {
             Backend::Embedded(b) => b.commit(commands).await,
             Backend::Postgres(b) => b.commit(commands).await,
-        }
+        };
+        metrics::histogram!(crate::metrics::name::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// `commit` for callers outside the async runtime (command line, outbox worker, tests).

@@ -1,7 +1,6 @@
 //! One connection: the frame loop, heartbeats, and the conversation it carries.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
@@ -13,6 +12,7 @@ use crate::dialogue::{self, Input};
 use crate::domain::{Change, ConsentChange, Conversation, Entry, Handoff, Profile, Source, Speaker};
 use crate::ids::{ConversationId, TurnId, VisitorId};
 use crate::leads::{EmailLink, LinkError};
+use crate::metrics::name;
 use crate::now_ms;
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, ServerFrame};
 use crate::server::App;
@@ -22,18 +22,18 @@ use crate::store::Command;
 pub const AGENT: &str = "agent";
 
 /// Counts a connection as open for as long as it lives.
-struct Connected(Arc<App>);
+struct Connected;
 
 impl Drop for Connected {
     fn drop(&mut self) {
-        self.0.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(name::CONNECTIONS_OPEN).decrement(1.0);
     }
 }
 
 pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream: AggregatedMessageStream) {
-    app.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-    app.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    let _open = Connected(app.clone());
+    metrics::gauge!(name::CONNECTIONS_OPEN).increment(1.0);
+    crate::metrics::count(name::CONNECTIONS);
+    let _open = Connected;
     let config = &app.config;
     let heartbeat = Duration::from_secs(config.heartbeat_secs.max(1));
     let idle = Duration::from_secs(config.idle_timeout_secs.max(1));
@@ -43,6 +43,8 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
     let mut last_chat = Instant::now();
     let mut budget = Bucket::new(config.messages_per_second, config.message_burst);
     let mut strikes = 0u32;
+    // When the text frame being answered arrived.
+    let mut answering = None;
     let mut shutdown = app.shutdown.subscribe();
     let mut chat = Chat { app: app.clone(), open: None, failed: None, last_turn: None, unsaved: Vec::new() };
     let mut agent = app.live.register();
@@ -54,6 +56,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                     None => break None,
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         last_chat = Instant::now();
+                        answering = Some(last_chat);
                         if budget.take(last_chat) && admitted.take_message(last_chat) {
                             strikes = 0;
                             // Boxed: the connection's task stays small while it waits, instead
@@ -90,8 +93,12 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                     }
                 };
                 for frame in frames {
-                    if let ServerFrame::Error { .. } = frame {
-                        app.metrics.errors_total.fetch_add(1, Ordering::Relaxed);
+                    match &frame {
+                        ServerFrame::Error { .. } => crate::metrics::count(name::ERROR_FRAMES),
+                        ServerFrame::Reply(protocol::Reply { how: Some(how), .. }) => {
+                            metrics::counter!(name::ROUTES, "how" => how.as_str()).increment(1);
+                        }
+                        _ => {}
                     }
                     // The outgoing queue is bounded: a client that stops reading is dropped
                     // instead of having its replies buffered without limit.
@@ -99,6 +106,9 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                         Ok(Ok(())) => {}
                         _ => return,
                     }
+                }
+                if let Some(started) = answering.take() {
+                    metrics::histogram!(name::REPLY_SECONDS).record(started.elapsed().as_secs_f64());
                 }
             }
             Some(event) = agent.inbox.recv() => {
@@ -449,7 +459,7 @@ impl Chat {
         if text.chars().count() > max {
             return Err(ServerFrame::error(ErrorCode::TooLong, format!("messages are at most {max} characters")));
         }
-        self.app.metrics.messages_total.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::count(name::MESSAGES);
         let now = now_ms();
         if let Some(open) = &self.open
             && let Some(name) = self.person(&open.profile, now)

@@ -141,3 +141,29 @@ async fn quick_reply_choices_route_their_value() {
     send(&mut socket, ClientFrame::Choose { value: next }).await;
     assert_eq!(crate::helpers::reply(&mut socket).await.intent, "delivery_time");
 }
+
+/// `/metrics` has what an operator watches: reply and commit latency, the group commit, how
+/// messages were routed, the open connections.
+#[tokio::test]
+async fn metrics_show_latency_group_commits_and_routes() {
+    let server = TestServer::start();
+    let mut socket = server.connect().await;
+    hello(&mut socket, Hello::default()).await;
+    say_all(&mut socket, "do you ship to Austria?").await;
+    say_all(&mut socket, "how do I write a for loop in C++").await;
+    let (status, _, body) = get(format!("{}/metrics", server.url())).await;
+    assert_eq!(status, 200);
+    for line in [
+        "nudge_connections_open 1",
+        "nudge_routes_total{how=\"pattern\"} 1",
+        "nudge_routes_total{how=\"fallback\"} 1",
+        // The hello's answer counts too.
+        "nudge_reply_seconds_count 3",
+        "nudge_reply_seconds_bucket{le=\"10\"} 3",
+        "# TYPE nudge_store_commit_seconds histogram",
+        "# TYPE nudge_store_group_batches histogram",
+        "nudge_messages_total 2",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
+    }
+}

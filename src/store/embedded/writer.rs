@@ -70,6 +70,8 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                 }
                 let flushed = db.flush().map(drop);
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
+                let made_durable: usize = groups.iter().map(|g| g.acks.len()).sum();
+                metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(made_durable as f64);
                 for group in groups {
                     stats.batches.fetch_add(group.acks.len() as u64, Ordering::Relaxed);
                     for (done, result) in group.acks {
