@@ -247,8 +247,7 @@ async fn shop_until_killed(url: String, email: String) -> bool {
 
 #[tokio::test]
 async fn killed_at_random_moments_every_acknowledged_follow_up_is_delivered_once() {
-    let mut seed = nudge::now_ms();
-    eprintln!("kill-point seed {seed}");
+    let mut seed = crate::helpers::seed("kill-point");
     let dir = tempfile::tempdir().expect("dir");
     let smtp = Receiver::smtp(free_port(), &dir.path().join("smtp"));
     let intents = copy_starter_pack(dir.path(), |text| text.replace("after = \"1h\" }", "after = \"0s\" }"));

@@ -79,9 +79,7 @@ impl Random {
 }
 
 fn seed() -> u64 {
-    let seed = nudge::now_ms();
-    eprintln!("garbage seed {seed}");
-    seed
+    crate::helpers::seed("garbage")
 }
 
 #[test]

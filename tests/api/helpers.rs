@@ -366,3 +366,11 @@ pub async fn post_with(url: String, cookie: &str, form: &str) -> (u16, String) {
     .await
     .expect("join")
 }
+
+/// The seed of a randomized test: `NUDGE_TEST_SEED` when set (to replay a failure), else the
+/// clock; printed either way, so a failing run says how to replay it.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("NUDGE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(nudge::now_ms);
+    eprintln!("{test}: seed {seed} (NUDGE_TEST_SEED={seed} replays it)");
+    seed
+}

@@ -205,8 +205,7 @@ fn next(seed: &mut u64) -> u64 {
 
 #[tokio::test]
 async fn killed_at_random_moments_nothing_answered_is_lost() {
-    let mut seed = nudge::now_ms();
-    eprintln!("kill-point seed {seed}");
+    let mut seed = crate::helpers::seed("kill-point");
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
     let script = ["I'm looking for sneakers", "42", "black", "120", "ana@example.com", "yes", "where is my order?"];
