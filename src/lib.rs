@@ -26,6 +26,7 @@ pub mod protocol;
 pub mod reload;
 pub mod retention;
 pub mod server;
+pub mod signal;
 pub mod store;
 pub mod triggers;
 

@@ -357,29 +357,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 file.display()
             );
         }
-        let nudge::server::Running { server, app, watch, outbox, retention, journeys, .. } = running;
-        let handle = server.handle();
-        let stopping = app.clone();
-        actix_web::rt::spawn(async move {
-            terminated().await;
-            log::info!("shutting down: telling chat clients to reconnect, finishing replies in progress");
-            stopping.shutdown.send_replace(true);
-            handle.stop(true).await;
-        });
-        server.await?;
-        drop(watch);
-        // The worker sees the shutdown flag between deliveries; a send in progress finishes.
-        if outbox.join().is_err() {
-            log::error!("the outbox worker panicked");
-        }
-        if retention.is_some_and(|r| r.join().is_err()) {
-            log::error!("the retention sweep panicked");
-        }
-        if journeys.join().is_err() {
-            log::error!("the journey sweep panicked");
-        }
-        app.store.flush()?;
-        log::info!("stopped; the store is flushed");
+        running.run_until(terminated()).await?;
         Ok(())
     })
 }

@@ -29,8 +29,11 @@ use crate::store::Command;
 pub const CART_ABANDONER: &str = "cart_abandoner";
 /// The longest wait between two attempts.
 const MAX_BACKOFF_MS: u64 = 6 * 60 * 60 * 1000;
-/// How often an idle worker looks for newly due items (and for shutdown).
+/// How long the worker waits after a failure before it looks again.
 const POLL: Duration = Duration::from_millis(200);
+/// The longest the worker sleeps without being woken: on a shared store other nodes enqueue
+/// jobs this one hears nothing of; alone, a safety net.
+const LOOK_AGAIN: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 /// Why a job did not run to the end.
 enum Failure {
@@ -81,7 +84,8 @@ impl Drop for Running<'_> {
     }
 }
 
-/// The worker's loop: runs what is due, sleeps until the next job is due (at most `POLL`).
+/// The worker's loop: runs what is due, then sleeps until the next job is due or a commit
+/// enqueues one (`Store::outbox_signal`), or the server stops.
 fn work(app: &App, receivers: &Receivers) {
     while !*app.shutdown.borrow() {
         let now = now_ms();
@@ -106,7 +110,13 @@ fn work(app: &App, receivers: &Receivers) {
             Err(e) => log::error!("outbox: cannot read due jobs: {e}"),
         }
         let next = app.store.next_follow_up_at().ok().flatten().unwrap_or(u64::MAX);
-        std::thread::sleep(Duration::from_millis(next.saturating_sub(now)).clamp(Duration::from_millis(5), POLL));
+        let most = if app.store.is_shared() { LOOK_AGAIN.0 } else { LOOK_AGAIN.1 };
+        // Due already, yet nothing to claim: another node holds it; look again a little later.
+        let wait = match next.saturating_sub(now_ms()) {
+            0 => POLL,
+            ms => Duration::from_millis(ms).min(most),
+        };
+        app.store.outbox_signal().take(wait);
     }
 }
 

@@ -69,7 +69,7 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<Option<std::thread::JoinHandle<()
                     }
                     next = Instant::now() + EVERY;
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                app.stopping.sleep(next.saturating_duration_since(Instant::now()));
             }
         })
         .map(Some)

@@ -34,8 +34,12 @@ pub struct App {
     pub live: Arc<crate::chat::agents::Live>,
     /// Admin login attempts per address.
     pub logins: admin::Logins,
-    /// Set on SIGTERM: sessions tell their widgets to reconnect elsewhere and close.
+    /// Set on SIGTERM (`App::stop`): sessions tell their widgets to reconnect elsewhere and close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Raised with `shutdown`, for the background threads' sleeps.
+    pub stopping: crate::signal::Signal,
+    /// The chat sessions running, which the shutdown waits for.
+    pub sessions: Arc<Sessions>,
     intents: RwLock<Arc<IntentSet>>,
     /// The learned lead score, refitted by the journey sweep.
     learned: RwLock<Option<Arc<crate::leads::learned::Model>>>,
@@ -54,6 +58,14 @@ impl App {
     /// The current intent set; a session keeps the one it got for the message it is answering.
     pub fn intents(&self) -> Arc<IntentSet> {
         self.intents.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts the shutdown: sessions close with "reconnect elsewhere" after the reply in
+    /// progress, and the background threads wake up to end.
+    pub fn stop(&self) {
+        self.shutdown.send_replace(true);
+        self.stopping.raise();
+        self.store.outbox_signal().raise();
     }
 
     /// Swaps in a new set; sessions pick it up with their next message.
@@ -106,6 +118,89 @@ pub struct Running {
     pub journeys: std::thread::JoinHandle<()>,
 }
 
+/// Sessions still running, for the shutdown to wait on.
+#[derive(Default)]
+pub struct Sessions {
+    open: std::sync::atomic::AtomicUsize,
+    ended: tokio::sync::Notify,
+}
+
+impl Sessions {
+    /// Counts a session as running for as long as the guard lives.
+    pub fn enter(self: &Arc<Self>) -> SessionGuard {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        SessionGuard(self.clone())
+    }
+
+    fn running(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Returns once no session runs (or after `limit`, with how many still did).
+    async fn drained(&self, limit: std::time::Duration) -> usize {
+        let waiting = async {
+            while self.running() > 0 {
+                let ended = self.ended.notified();
+                if self.running() == 0 {
+                    break;
+                }
+                ended.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, waiting).await;
+        self.running()
+    }
+}
+
+pub struct SessionGuard(Arc<Sessions>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.ended.notify_waiters();
+    }
+}
+
+/// How long the shutdown waits for sessions to send the answer in progress and close.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Running {
+    /// Serves until `stop` resolves (SIGTERM), then shuts down in order: sessions are told to
+    /// reconnect elsewhere once their reply in progress is sent and are waited for, HTTP stops,
+    /// the background threads end (an email being sent finishes), the store is flushed.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + 'static) -> Result<(), StoreError> {
+        let Running { server, app, watch, outbox, retention, journeys, .. } = self;
+        let handle = server.handle();
+        let stopping = app.clone();
+        actix_web::rt::spawn(async move {
+            stop.await;
+            log::info!("shutting down: telling chat clients to reconnect, finishing replies in progress");
+            // No new connections; the open ones answer what they are answering and close.
+            handle.pause().await;
+            stopping.stop();
+            let left = stopping.sessions.drained(DRAIN).await;
+            if left > 0 {
+                log::warn!("{left} chat session(s) did not close within {} s", DRAIN.as_secs());
+            }
+            handle.stop(true).await;
+        });
+        if let Err(e) = server.await {
+            log::error!("server: {e}");
+        }
+        drop(watch);
+        for (name, thread) in
+            [("outbox worker", Some(outbox)), ("retention sweep", retention), ("journey sweep", Some(journeys))]
+        {
+            if thread.is_some_and(|t| t.join().is_err()) {
+                log::error!("the {name} panicked");
+            }
+        }
+        app.store.flush()?;
+        log::info!("stopped; the store is flushed");
+        Ok(())
+    }
+}
+
 /// Everything that can fail at startup happens here, before the first request.
 pub fn start(config: Config) -> Result<Running, StartError> {
     crate::metrics::install();
@@ -152,6 +247,8 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         logins: admin::Logins::default(),
         live: Arc::default(),
         shutdown: tokio::sync::watch::Sender::new(false),
+        stopping: Default::default(),
+        sessions: Default::default(),
         intents: RwLock::new(Arc::new(intents)),
         learned: RwLock::new(None),
     });

@@ -118,6 +118,15 @@ impl Command {
     }
 }
 
+/// Whether a batch puts a job in the outbox that the worker may have to run before what it
+/// waits for now.
+fn schedules_jobs(commands: &[Command]) -> bool {
+    commands.iter().any(|c| {
+        matches!(c, Command::Enqueue(_))
+            || matches!(c, Command::Finish(item) if item.state == crate::domain::OutboxState::Pending)
+    })
+}
+
 /// How well the group commit groups: batches committed and flushes that made them durable.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -200,6 +209,8 @@ pub struct Store {
 struct Inner {
     backend: Backend,
     readers: readers::Readers,
+    /// Raised by every commit that enqueues a job or reschedules one, for the outbox worker.
+    outbox: crate::signal::Signal,
 }
 
 enum Backend {
@@ -246,7 +257,7 @@ impl Store {
 
     fn with(backend: Backend) -> Result<Store> {
         let readers = readers::Readers::spawn().map_err(|e| StoreError::Sled(e.into()))?;
-        Ok(Store { inner: Arc::new(Inner { backend, readers }) })
+        Ok(Store { inner: Arc::new(Inner { backend, readers, outbox: Default::default() }) })
     }
 
     /// Whether this store is shared with other nodes (PostgreSQL), so that what one node must
@@ -258,17 +269,33 @@ impl Store {
     /// Applies every command, all or nothing, and returns once they are durable.
     pub async fn commit(&self, commands: Vec<Command>) -> Result<()> {
         let started = std::time::Instant::now();
+        let jobs = schedules_jobs(&commands);
         let result = match &self.inner.backend {
             Backend::Embedded(b) => b.commit(commands).await,
             Backend::Postgres(b) => b.commit(commands).await,
         };
         metrics::histogram!(crate::metrics::name::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        if jobs && result.is_ok() {
+            self.inner.outbox.raise();
+        }
         result
     }
 
     /// `commit` for callers outside the async runtime (command line, outbox worker, tests).
     pub fn commit_blocking(&self, commands: Vec<Command>) -> Result<()> {
-        each!(self, commit_blocking(commands))
+        let jobs = schedules_jobs(&commands);
+        let result = each!(self, commit_blocking(commands));
+        if jobs && result.is_ok() {
+            self.inner.outbox.raise();
+        }
+        result
+    }
+
+    /// What the outbox worker sleeps on: raised when this process enqueued or rescheduled a job
+    /// (other nodes' jobs are not seen; the worker looks again at least every second on a
+    /// shared store), and at shutdown.
+    pub fn outbox_signal(&self) -> &crate::signal::Signal {
+        &self.inner.outbox
     }
 
     /// Batches committed, and the flushes (sled) or transactions (PostgreSQL) that made them durable.

@@ -34,6 +34,8 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
     metrics::gauge!(name::CONNECTIONS_OPEN).increment(1.0);
     crate::metrics::count(name::CONNECTIONS);
     let _open = Connected;
+    // The shutdown waits until this is dropped.
+    let _running = app.sessions.enter();
     let config = &app.config;
     let heartbeat = Duration::from_secs(config.heartbeat_secs.max(1));
     let idle = Duration::from_secs(config.idle_timeout_secs.max(1));

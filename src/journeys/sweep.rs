@@ -83,7 +83,7 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<std::thread::JoinHandle<()>> {
                 }
                 next = Instant::now() + every;
             }
-            std::thread::sleep(Duration::from_millis(100).min(every));
+            app.stopping.sleep(next.saturating_duration_since(Instant::now()));
         }
     })
 }
