@@ -14,11 +14,11 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use crate::app::App;
 use crate::chat::agents::FromPerson;
 use crate::domain::{Agent, Change, Status};
 use crate::export::{self, LeadFilter, Platform};
 use crate::ids::VisitorId;
-use crate::server::App;
 use crate::store::{Command, Seen, StoreError};
 use crate::{intents, now_ms};
 

@@ -6,12 +6,12 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::json;
 
+use crate::app::App;
 use crate::domain::{Change, ConsentChange, Spend, Status};
 use crate::ids::VisitorId;
 use crate::leads::{self, Conversion, EmailLink, LinkError};
 use crate::now_ms;
 use crate::pages::{document, escape_html, html_page};
-use crate::server::App;
 use crate::signing::{Claims, TokenError, constant_time_eq};
 use crate::store::{Command, EmailEvent, StoreError};
 

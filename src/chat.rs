@@ -14,8 +14,8 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use crate::app::App;
 use crate::protocol::SUBPROTOCOL;
-use crate::server::App;
 
 /// Close code sent when a connection was idle too long; the widget reconnects when the shopper
 /// types again rather than at once.

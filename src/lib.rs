@@ -9,6 +9,7 @@
 pub mod ab;
 pub mod admin;
 pub mod api;
+pub mod app;
 pub mod chat;
 pub mod client;
 pub mod config;

@@ -19,10 +19,10 @@ use std::time::Duration;
 pub use mail::{Mailer, erase_mail, expire_mail, mail_dir};
 pub use webhook::{Webhook, sign};
 
+use crate::app::App;
 use crate::domain::{Change, Job, OutboxItem, OutboxState, Profile, Status};
 use crate::metrics::name;
 use crate::now_ms;
-use crate::server::App;
 use crate::store::Command;
 
 /// The tag a shopper gets who was offered a checkout link and did not buy in time.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use notify_debouncer_mini::notify::RecursiveMode;
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 
+use crate::app::App;
 use crate::intents::IntentSet;
-use crate::server::App;
 
 /// Quiet time after the last change before recompiling.
 const DEBOUNCE: Duration = Duration::from_millis(200);

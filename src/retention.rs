@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::app::App;
 use crate::now_ms;
-use crate::server::App;
 use crate::store::{Command, Result, Store};
 
 const EVERY: Duration = Duration::from_secs(60 * 60);

@@ -19,10 +19,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::{html, secured, views};
+use crate::app::App;
 use crate::chat::limits::{Bucket, client_ip};
 use crate::ids::AdminSessionId;
 use crate::now_ms;
-use crate::server::App;
 use crate::signing::Claims;
 use crate::store::Command;
 

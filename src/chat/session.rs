@@ -8,6 +8,7 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use super::agents::FromPerson;
 use super::effects::{self, Outcome};
 use super::limits::{Admitted, Bucket};
+use crate::app::App;
 use crate::dialogue::{self, Input};
 use crate::domain::{Change, ConsentChange, Conversation, Entry, Handoff, Profile, Source, Speaker};
 use crate::ids::{ConversationId, TurnId, VisitorId};
@@ -15,7 +16,6 @@ use crate::leads::{EmailLink, LinkError};
 use crate::metrics::name;
 use crate::now_ms;
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, ServerFrame};
-use crate::server::App;
 use crate::store::Command;
 
 /// The `intent` of replies a person wrote (from the admin).

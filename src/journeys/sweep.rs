@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Journeys;
+use crate::app::App;
 use crate::domain::{Change, Job, OutboxItem, Profile};
 use crate::ids::ConversationId;
-use crate::server::App;
 use crate::store::{Command, Result, Store};
 
 /// Visitors entered per batch: each batch is one transaction on PostgreSQL.

@@ -5,9 +5,9 @@
 //! step's outcome, so a crash between them is impossible: both are one batch.
 
 use super::{Failure, Receivers, mail::Buyers};
+use crate::app::App;
 use crate::domain::{Job, OutboxItem};
 use crate::journeys::Action;
-use crate::server::App;
 use crate::store::Command;
 
 pub(super) fn run(

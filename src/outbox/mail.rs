@@ -12,11 +12,11 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::{Message, SmtpTransport, Transport as _};
 
 use super::Failure;
+use crate::app::App;
 use crate::config::Config;
 use crate::domain::{OutboxItem, Profile, Status};
 use crate::ids::{Email, VisitorId};
 use crate::pages::escape_html;
-use crate::server::App;
 use crate::signing::Claims;
 
 /// Resume links in emails stay valid this long ...

@@ -9,8 +9,8 @@ use hmac::{KeyInit, Mac};
 use serde_json::json;
 
 use super::Failure;
+use crate::app::App;
 use crate::domain::OutboxItem;
-use crate::server::App;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

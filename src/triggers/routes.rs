@@ -7,9 +7,9 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use crate::api::Failure;
+use crate::app::App;
 use crate::domain::Profile;
 use crate::ids::VisitorId;
-use crate::server::App;
 use crate::store::Command;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
