@@ -172,6 +172,13 @@ fn protocol_error(error: &ProtocolError) -> (ServerFrame, CloseReason) {
     }
 }
 
+/// How a message came: typed (`say`), or a quick reply chosen (`choose`).
+#[derive(Clone, Copy)]
+enum Sent {
+    Typed,
+    Chosen,
+}
+
 /// The conversation a connection carries once `hello` has opened it.
 struct Open {
     profile: Profile,
@@ -209,8 +216,8 @@ impl Chat {
             ClientFrame::Hello(_) => {
                 Err(ServerFrame::error(ErrorCode::BadRequest, "hello was already received on this connection"))
             }
-            ClientFrame::Say { text } => self.message(&text, false).await,
-            ClientFrame::Choose { value } => self.message(&value, true).await,
+            ClientFrame::Say { text } => self.message(&text, Sent::Typed).await,
+            ClientFrame::Choose { value } => self.message(&value, Sent::Chosen).await,
             ClientFrame::Consent(consent) => self.consent(consent).await,
         };
         result.unwrap_or_else(|error| vec![error])
@@ -449,7 +456,7 @@ impl Chat {
         })
     }
 
-    async fn message(&mut self, text: &str, chosen: bool) -> Result<Vec<ServerFrame>, ServerFrame> {
+    async fn message(&mut self, text: &str, sent: Sent) -> Result<Vec<ServerFrame>, ServerFrame> {
         if self.open.is_none() {
             return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
         }
@@ -468,7 +475,10 @@ impl Chat {
         {
             return self.pass_to_person(text, name, now).await;
         }
-        let input = if chosen { Input::Choose(text) } else { Input::Say(text) };
+        let input = match sent {
+            Sent::Typed => Input::Say(text),
+            Sent::Chosen => Input::Choose(text),
+        };
         self.step(input, Vec::new(), Persist::Now).await
     }
 
@@ -513,7 +523,9 @@ impl Chat {
         commands: Vec<Command>,
         persist: Persist,
     ) -> Result<Vec<ServerFrame>, ServerFrame> {
-        let open = self.open.as_ref().expect("step runs on an open conversation");
+        let Some(open) = self.open.as_ref() else {
+            return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
+        };
         let now = now_ms();
         let state = dialogue::State {
             visitor: open.profile.id,
@@ -537,7 +549,9 @@ impl Chat {
         };
         let (commands, frames, profile, conversation) =
             match effects::apply(step, &open.profile, &open.conversation, turn, commands, &policy, now) {
-                Outcome::Erase { commands, frames, locale } => return self.erase(frames, commands, locale, now).await,
+                Outcome::Erase { commands, frames, locale } => {
+                    return self.erase(open.profile.id, frames, commands, locale, now).await;
+                }
                 Outcome::Continue { commands, frames, profile, conversation } => {
                     (commands, frames, profile, conversation)
                 }
@@ -620,12 +634,12 @@ impl Chat {
     /// new `welcome` so the widget forgets the old id too.
     async fn erase(
         &mut self,
+        old: VisitorId,
         mut frames: Vec<ServerFrame>,
         mut commands: Vec<Command>,
         locale: String,
         now: u64,
     ) -> Result<Vec<ServerFrame>, ServerFrame> {
-        let old = self.open.as_ref().expect("erase runs on an open conversation").profile.id;
         let mut fresh = Profile::new(VisitorId::mint(now), now, &locale);
         let fresh_conversation = Conversation {
             id: ConversationId::mint(now),
