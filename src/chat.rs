@@ -4,6 +4,7 @@
 
 pub mod agents;
 mod effects;
+mod hello;
 pub mod limits;
 mod session;
 

@@ -7,6 +7,7 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 
 use super::agents::FromPerson;
 use super::effects::{self, Outcome};
+use super::hello;
 use super::limits::{Admitted, Bucket};
 use crate::app::App;
 use crate::dialogue::{self, Input};
@@ -245,53 +246,10 @@ impl Chat {
         let requested = hello.visitor.as_deref().and_then(|v| VisitorId::parse(v).ok());
         let key = hello.key.clone();
         let resume_window = self.app.config.resume_window_secs * 1000;
-        let (link, found, spent) = self
+        let hello::Recalled { link, found, spent } = self
             .app
             .store
-            .read(move |store| {
-                // An email link proves its address once; after that the widget it opened holds
-                // a resume key, and the link resumes nobody (a forwarded email, a shared device).
-                let spent = match &link {
-                    Some(link) => store.link_spent(&link.id)?,
-                    None => false,
-                };
-                let link = link.filter(|_| !spent);
-                let by_email = match &link {
-                    Some(link) => link.find(store)?,
-                    None => None,
-                };
-                // The public id alone resumes nothing: it is in the admin, in exports and (before
-                // tokens were sealed) in links. The widget's resume key proves the chat is theirs.
-                let profile = match (by_email, requested) {
-                    (Some(profile), _) => Some(profile),
-                    (None, Some(id)) => {
-                        store.visitor(&id)?.filter(|p| key.as_deref().is_some_and(|k| p.resumes_with(k)))
-                    }
-                    (None, None) => None,
-                };
-                let found = match profile {
-                    Some(profile) => {
-                        // A follow-up email's link resumes the conversation it followed up on.
-                        let followed_up = match link.as_ref().and_then(|l| l.conversation) {
-                            Some(id) => store.conversation(&id)?.filter(|c| c.visitor == profile.id),
-                            None => None,
-                        };
-                        let resumes = followed_up.is_some();
-                        let last =
-                            followed_up.map_or_else(|| store.latest_conversation(&profile.id), |c| Ok(Some(c)))?;
-                        // Read only for a conversation this hello resumes.
-                        let said = match &last {
-                            Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => {
-                                history(store.transcript(&c.id)?)
-                            }
-                            _ => Vec::new(),
-                        };
-                        Some((profile, last, resumes, said))
-                    }
-                    None => None,
-                };
-                Ok((link, found, spent))
-            })
+            .read(move |store| hello::recall(store, link, requested, key, now, resume_window))
             .await
             .map_err(internal)?;
         if spent {
@@ -302,7 +260,7 @@ impl Chat {
         let locale = hello.locale.as_deref().map(locale_from_tag);
         let mut commands = Vec::new();
         let (mut profile, last, resumes, said) = match found {
-            Some(found) => found,
+            Some(hello::Found { profile, last, resumes, said }) => (profile, last, resumes, said),
             None => {
                 let profile = Profile::new(VisitorId::mint(now), now, locale.unwrap_or("en"));
                 let create = Change::Create { at: now, locale: profile.locale.clone() };
@@ -315,32 +273,8 @@ impl Chat {
             .as_ref()
             .and_then(|l| l.campaign.clone())
             .or_else(|| hello.utm.get("campaign").cloned())
-            .or(hello.campaign);
-        let utm = hello
-            .utm
-            .iter()
-            .filter(|(k, _)| matches!(k.as_str(), "source" | "medium" | "campaign"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let visit = Change::Visit { at: now, locale: locale.map(str::to_string), campaign: campaign.clone(), utm };
-        commands.push(Command::change(&mut profile, visit));
-        if let Some(zone) = hello.timezone.filter(|z| crate::outbox::limits::known_zone(z))
-            && profile.timezone.as_deref() != Some(zone.as_str())
-        {
-            commands.push(Command::change(&mut profile, Change::Timezone(zone)));
-        }
-        if let Some(consent) = hello.consent {
-            commands.push(Command::change(&mut profile, Change::Consent(ConsentChange::page(consent, "hello", now))));
-        }
-        if let Some(link) = &link {
-            for change in link.changes(now) {
-                commands.push(Command::change(&mut profile, change));
-            }
-            commands.push(link.link(profile.id));
-            // Spent with the first message (a mail scanner that only opens the page spends
-            // nothing), like everything else this hello would store.
-            commands.push(Command::SpendLink { link: link.id, expires_at: link.expires_at.saturating_mul(1000) });
-        }
+            .or_else(|| hello.campaign.clone());
+        hello::visit(&mut profile, &hello, link.as_ref(), campaign.clone(), locale, now, &mut commands);
         let mut history = Vec::new();
         let conversation = match last {
             Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => {
@@ -395,31 +329,17 @@ impl Chat {
             .and_then(|l| l.answer.clone())
             .filter(|a| conversation.pending.as_ref().is_some_and(|p| p.slot == a.slot));
         let intents = self.app.intents();
-        if let Some(seen) = hello.trigger {
-            match intents.triggers.iter().find(|t| t.id == seen.id) {
-                Some(t) if (seen.variant as usize) < t.variants() => {
-                    let engaged = crate::domain::Engaged { variant: seen.variant, at: now };
-                    let change = Change::Triggered { trigger: seen.id, engaged };
-                    commands.push(Command::change(&mut profile, change));
-                }
-                _ => {
-                    let message = format!("`trigger`: no trigger `{}` with variant {}", seen.id, seen.variant);
-                    frames.push(ServerFrame::error(ErrorCode::BadRequest, message));
-                }
+        if let Some(seen) = &hello.trigger {
+            match hello::triggered(&intents, seen, now) {
+                Ok(change) => commands.push(Command::change(&mut profile, change)),
+                Err(why) => frames.push(ServerFrame::error(ErrorCode::BadRequest, why)),
             }
         }
         self.open = Some(Open { profile, conversation });
-        let start = match hello.start.as_deref().filter(|s| !s.is_empty()) {
-            Some(id) if intents.get(id).is_some_and(|i| i.start) => Some(id),
-            Some(id) => {
-                let can: Vec<&str> = intents.intents.iter().filter(|i| i.start).map(|i| i.id.as_str()).collect();
-                let message =
-                    format!("`start`: `{id}` is not an intent a chat can open in (those are: {})", can.join(", "));
-                frames.push(ServerFrame::error(ErrorCode::BadRequest, message));
-                None
-            }
-            None => None,
-        };
+        let start = hello::opens_in(&intents, hello.start.as_deref()).unwrap_or_else(|why| {
+            frames.push(ServerFrame::error(ErrorCode::BadRequest, why));
+            None
+        });
         if let Some(name) = person {
             // A person has the chat: they greet, not the bot.
             self.unsaved = commands;
@@ -673,7 +593,7 @@ impl Chat {
 }
 
 /// The last lines of a transcript as a widget shows them again.
-fn history(entries: Vec<Entry>) -> Vec<protocol::Line> {
+pub(super) fn history(entries: Vec<Entry>) -> Vec<protocol::Line> {
     let skip = entries.len().saturating_sub(protocol::HISTORY_LINES);
     let from = |s: Speaker| match s {
         Speaker::Shopper => "shopper",
