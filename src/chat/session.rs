@@ -95,31 +95,16 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                         break Some(reason);
                     }
                 };
-                for frame in frames {
-                    match &frame {
-                        ServerFrame::Error { .. } => crate::metrics::count(name::ERROR_FRAMES),
-                        ServerFrame::Reply(protocol::Reply { how: Some(how), .. }) => {
-                            metrics::counter!(name::ROUTES, "how" => how.as_str()).increment(1);
-                        }
-                        _ => {}
-                    }
-                    // The outgoing queue is bounded: a client that stops reading is dropped
-                    // instead of having its replies buffered without limit.
-                    match tokio::time::timeout(send_timeout, ws.text(frame.to_json())).await {
-                        Ok(Ok(())) => {}
-                        _ => return,
-                    }
+                if !send(&mut ws, frames, send_timeout).await {
+                    return;
                 }
                 if let Some(started) = answering.take() {
                     metrics::histogram!(name::REPLY_SECONDS).record(started.elapsed().as_secs_f64());
                 }
             }
             Some(event) = agent.inbox.recv() => {
-                for frame in Box::pin(chat.on_person(event)).await {
-                    match tokio::time::timeout(send_timeout, ws.text(frame.to_json())).await {
-                        Ok(Ok(())) => {}
-                        _ => return,
-                    }
+                if !send(&mut ws, Box::pin(chat.on_person(event)).await, send_timeout).await {
+                    return;
                 }
             }
             _ = ticks.tick() => {
@@ -140,18 +125,38 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
             }
         }
     };
-    // Refusals are worth a line for whoever runs the shop; a client that went quiet is not.
-    match &close {
+    log_close(&close);
+    let _ = ws.close(close).await;
+}
+
+/// Sends `frames` in order, each within `timeout`: the outgoing queue is bounded, so a client
+/// that stops reading is dropped (`false`) instead of having its replies buffered without limit.
+async fn send(ws: &mut Session, frames: Vec<ServerFrame>, timeout: Duration) -> bool {
+    for frame in frames {
+        match &frame {
+            ServerFrame::Error { .. } => crate::metrics::count(name::ERROR_FRAMES),
+            ServerFrame::Reply(protocol::Reply { how: Some(how), .. }) => {
+                metrics::counter!(name::ROUTES, "how" => how.as_str()).increment(1);
+            }
+            _ => {}
+        }
+        if !matches!(tokio::time::timeout(timeout, ws.text(frame.to_json())).await, Ok(Ok(()))) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Refusals are worth a line for whoever runs the shop; a client that went quiet is not.
+fn log_close(close: &Option<CloseReason>) {
+    match close {
         Some(CloseReason {
             code: CloseCode::Policy | CloseCode::Size | CloseCode::Invalid | CloseCode::Protocol,
             description,
-        }) => {
-            log::warn!("chat closed: {}", description.as_deref().unwrap_or("protocol error"))
-        }
+        }) => log::warn!("chat closed: {}", description.as_deref().unwrap_or("protocol error")),
         Some(CloseReason { description, .. }) => log::debug!("chat closed: {}", description.as_deref().unwrap_or("")),
         None => {}
     }
-    let _ = ws.close(close).await;
 }
 
 /// The error frame and close reason for a frame the codec could not accept. These end the
