@@ -327,3 +327,17 @@ async fn log_lines_of_a_chat_name_its_visitor_and_conversation() {
         "{line}"
     );
 }
+
+#[test]
+fn intents_check_points_at_a_broken_trigger() {
+    let dir = tempfile::tempdir().expect("dir");
+    let broken = "[[trigger]]\nid = \"soon\"\nafter = \"soonish\"\naction = \"teaser\"\nintent = \"refund\"\n";
+    let intents = crate::helpers::copy_starter_pack(dir.path(), |text| {
+        if text.contains("[[trigger]]") { broken.to_string() } else { text.to_string() }
+    });
+    let (code, out) = nudge(&["intents", "check", intents.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{out}");
+    for want in ["triggers.toml:3:10: duration \"soonish\"", "triggers.toml:5:11: intent `refund` cannot open a chat"] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+}
