@@ -243,6 +243,8 @@ impl Pg {
     fn counted(&self, result: Result<()>) -> Result<()> {
         if result.is_ok() {
             self.batches.fetch_add(1, Ordering::Relaxed);
+            // Each batch is its own transaction: a group of one.
+            metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(1.0);
         }
         result
     }
