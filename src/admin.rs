@@ -10,6 +10,8 @@ mod views;
 pub use auth::Logins;
 use auth::{Person, person, same_origin};
 
+use std::sync::Arc;
+
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -19,6 +21,7 @@ use crate::chat::agents::FromPerson;
 use crate::domain::{Agent, Change, Status};
 use crate::export::{self, LeadFilter, Platform};
 use crate::ids::VisitorId;
+use crate::leads::learned::Model;
 use crate::store::{Command, Seen, StoreError};
 use crate::{intents, now_ms};
 
@@ -695,26 +698,30 @@ async fn funnel(app: &App) -> actix_web::Result<report::Funnel> {
     app.store.read(move |store| report::funnel(store, &intents.triggers)).await.map_err(store_error)
 }
 
-/// Each segment with its size now.
-async fn segment_rows(app: &App) -> actix_web::Result<Vec<report::SegmentRow>> {
+/// Each segment with its size now, and the learned model the sizes were judged with (read
+/// once: the journey sweep refits it meanwhile).
+async fn segment_rows(app: &App) -> actix_web::Result<(Vec<report::SegmentRow>, Option<Arc<Model>>)> {
     let (intents, model, now) = (app.intents(), app.learned(), now_ms());
-    app.store
+    let judged = model.clone();
+    let rows = app
+        .store
         .read(move |store| {
-            let at = crate::journeys::Moment { now, model: model.as_deref() };
+            let at = crate::journeys::Moment { now, model: judged.as_deref() };
             report::segments(store, &intents.journeys, at)
         })
         .await
-        .map_err(store_error)
+        .map_err(store_error)?;
+    Ok((rows, model))
 }
 
 async fn segments_page(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
-    let rows = segment_rows(&app).await?;
-    Ok(html(StatusCode::OK, views::segments(&rows, app.learned().as_deref())))
+    let (rows, model) = segment_rows(&app).await?;
+    Ok(html(StatusCode::OK, views::segments(&rows, model.as_deref())))
 }
 
 async fn segments_api(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
-    let rows = segment_rows(&app).await?;
-    Ok(json(serde_json::json!({ "segments": rows, "learned": app.learned().as_deref() })))
+    let (rows, model) = segment_rows(&app).await?;
+    Ok(json(serde_json::json!({ "segments": rows, "learned": model.as_deref() })))
 }
 
 async fn funnel_api(app: web::Data<App>) -> actix_web::Result<HttpResponse> {

@@ -270,7 +270,8 @@ async fn the_learned_lead_score_is_fitted_from_the_stores_own_outcomes() {
     let mut learned = serde_json::Value::Null;
     for _ in 0..100 {
         learned = segments().await;
-        if learned["learned"]["visitors"] == 10 {
+        // The sweep refits every second: wait for a fit that saw every order.
+        if learned["learned"]["visitors"] == 10 && learned["learned"]["buyers"] == 5 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
