@@ -86,45 +86,37 @@ pub fn install() {
     });
 }
 
+/// Every counter and what it counts: described, and at zero before it first counts.
+const COUNTERS: [(&str, &str); 12] = [
+    (name::CONNECTIONS, "Chat connections accepted."),
+    (name::MESSAGES, "Shopper messages answered."),
+    (name::ERROR_FRAMES, "Error frames sent."),
+    (name::BATCHES, "Batches made durable."),
+    (name::FLUSHES, "Flushes to disk (group commits) or transactions."),
+    (name::RELOADS, "Successful intent reloads."),
+    (name::RELOAD_FAILURES, "Intent reloads refused because of errors."),
+    (name::OUTBOX_DONE, "Outbox jobs done (emails sent, events posted, checks run)."),
+    (name::OUTBOX_RETRIES, "Temporary failures (retried)."),
+    (name::OUTBOX_DEAD, "Outbox jobs dead-lettered."),
+    (name::OUTBOX_SKIPPED, "Outbox jobs not wanted any more when due."),
+    (name::OUTBOX_PANICS, "Outbox jobs that panicked."),
+];
+
 /// The help lines, and every counter at zero before it first counts.
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(name::CONNECTIONS_OPEN, "Open chat connections.");
-    describe_counter!(name::CONNECTIONS, "Chat connections accepted.");
-    describe_counter!(name::MESSAGES, "Shopper messages answered.");
-    describe_counter!(name::ERROR_FRAMES, "Error frames sent.");
+    for (counter, help) in COUNTERS {
+        describe_counter!(counter, help);
+        metrics::counter!(counter).absolute(0);
+    }
     describe_counter!(name::ROUTES, "Messages routed, by how (slot, pattern, examples, fallback).");
+    describe_gauge!(name::CONNECTIONS_OPEN, "Open chat connections.");
+    describe_gauge!(name::OUTBOX_RUNNING, "1 while the outbox worker runs.");
+    describe_gauge!(name::OUTBOX_DUE, "Jobs found due at the outbox worker's last look.");
     describe_histogram!(name::REPLY_SECONDS, Unit::Seconds, "From a shopper's frame to its answer sent.");
     describe_histogram!(name::COMMIT_SECONDS, Unit::Seconds, "From a batch handed to the store to durable.");
     describe_histogram!(name::GROUP_BATCHES, "Batches made durable by one flush.");
-    describe_counter!(name::BATCHES, "Batches made durable.");
-    describe_counter!(name::FLUSHES, "Flushes to disk (group commits) or transactions.");
-    describe_counter!(name::RELOADS, "Successful intent reloads.");
-    describe_counter!(name::RELOAD_FAILURES, "Intent reloads refused because of errors.");
-    describe_counter!(name::OUTBOX_DONE, "Outbox jobs done (emails sent, events posted, checks run).");
-    describe_counter!(name::OUTBOX_RETRIES, "Temporary failures (retried).");
-    describe_counter!(name::OUTBOX_DEAD, "Outbox jobs dead-lettered.");
-    describe_counter!(name::OUTBOX_SKIPPED, "Outbox jobs not wanted any more when due.");
-    describe_counter!(name::OUTBOX_PANICS, "Outbox jobs that panicked.");
-    describe_gauge!(name::OUTBOX_RUNNING, "1 while the outbox worker runs.");
-    describe_gauge!(name::OUTBOX_DUE, "Jobs found due at the outbox worker's last look.");
     describe_histogram!(name::OUTBOX_LAG_SECONDS, Unit::Seconds, "How late an outbox job ran after it was due.");
-    for counter in [
-        name::CONNECTIONS,
-        name::MESSAGES,
-        name::ERROR_FRAMES,
-        name::BATCHES,
-        name::FLUSHES,
-        name::RELOADS,
-        name::RELOAD_FAILURES,
-        name::OUTBOX_DONE,
-        name::OUTBOX_RETRIES,
-        name::OUTBOX_DEAD,
-        name::OUTBOX_SKIPPED,
-        name::OUTBOX_PANICS,
-    ] {
-        metrics::counter!(counter).absolute(0);
-    }
     metrics::gauge!(name::CONNECTIONS_OPEN).set(0.0);
 }
 

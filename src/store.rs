@@ -275,16 +275,18 @@ impl Store {
             Backend::Postgres(b) => b.commit(commands).await,
         };
         metrics::histogram!(crate::metrics::name::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-        if jobs && result.is_ok() {
-            self.inner.outbox.raise();
-        }
-        result
+        self.committed(jobs, result)
     }
 
     /// `commit` for callers outside the async runtime (command line, outbox worker, tests).
     pub fn commit_blocking(&self, commands: Vec<Command>) -> Result<()> {
         let jobs = schedules_jobs(&commands);
         let result = each!(self, commit_blocking(commands));
+        self.committed(jobs, result)
+    }
+
+    /// Wakes the outbox worker when a durable batch scheduled a job.
+    fn committed(&self, jobs: bool, result: Result<()>) -> Result<()> {
         if jobs && result.is_ok() {
             self.inner.outbox.raise();
         }

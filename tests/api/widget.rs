@@ -20,6 +20,20 @@ fn wait_for_bot(browser: &Browser, count: usize) -> String {
     bot_messages(browser)[count - 1].clone()
 }
 
+/// Opens the demo page's chat and goes through the shoe finder to the colour question, whose
+/// quick replies are on screen.
+fn to_the_colour_question(browser: &Browser, server: &TestServer) {
+    browser.goto(&format!("http://{}/demo", server.addr));
+    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
+    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
+    wait_for_bot(browser, 1);
+    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
+    browser.type_into(&input, "I'm looking for sneakers\u{E007}");
+    wait_for_bot(browser, 3);
+    browser.type_into(&input, "42\u{E007}");
+    browser.wait_for("quick replies", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+}
+
 #[test]
 fn the_widget_chats_on_a_phone_sized_landing_page() {
     let dir = tempfile::tempdir().expect("dir");
@@ -274,15 +288,7 @@ fn the_open_widget_passes_axe_and_reads_well_by_keyboard_and_screen_reader() {
     let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
     let axe = crate::admin::axe_source();
     let browser = Browser::start(1280, 900);
-    browser.goto(&format!("http://{}/demo", server.addr));
-    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
-    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
-    wait_for_bot(&browser, 1);
-    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
-    browser.type_into(&input, "I'm looking for sneakers\u{E007}");
-    wait_for_bot(&browser, 3);
-    browser.type_into(&input, "42\u{E007}");
-    browser.wait_for("quick replies", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+    to_the_colour_question(&browser, &server);
     let found = crate::admin::violations(&browser, &axe);
     assert!(found.is_empty(), "axe-core in the open widget:\n{}", found.join("\n"));
 
@@ -315,15 +321,7 @@ fn at_400_percent_zoom_the_input_and_send_stay_in_view() {
     let server = TestServer::start_on(&dir.path().join("data"), std::path::Path::new("intents"), &[]);
     // 1280 × 1024 at 400 % is a 320 × 256 CSS-pixel viewport.
     let browser = Browser::start(320, 256);
-    browser.goto(&format!("http://{}/demo", server.addr));
-    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
-    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
-    wait_for_bot(&browser, 1);
-    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
-    browser.type_into(&input, "I'm looking for sneakers\u{E007}");
-    wait_for_bot(&browser, 3);
-    browser.type_into(&input, "42\u{E007}");
-    browser.wait_for("quick replies", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+    to_the_colour_question(&browser, &server);
     let boxes = browser.js(&format!(
         "{SHADOW} return ['#nudge-input', 'form button'].map(sel => {{ const r = root.querySelector(sel).getBoundingClientRect(); \
            return [r.top >= 0, r.bottom <= innerHeight, r.left >= 0, r.right <= innerWidth]; }});"
@@ -519,15 +517,7 @@ fn in_dark_mode_the_widget_is_dark_and_still_passes_axe() {
     let axe = crate::admin::axe_source();
     let browser = Browser::start(1280, 900);
     browser.dark();
-    browser.goto(&format!("http://{}/demo", server.addr));
-    browser.wait_for("the widget", "return document.querySelector('#nudge-chat') !== null;");
-    browser.click(&browser.in_shadow("#nudge-chat", ".bubble"));
-    wait_for_bot(&browser, 1);
-    let input = browser.in_shadow("#nudge-chat", "#nudge-input");
-    browser.type_into(&input, "I'm looking for sneakers\u{E007}");
-    wait_for_bot(&browser, 3);
-    browser.type_into(&input, "42\u{E007}");
-    browser.wait_for("quick replies", &format!("{SHADOW} return root.querySelector('.choices button') !== null;"));
+    to_the_colour_question(&browser, &server);
     let colours = browser.js(&format!(
         "{SHADOW} return ['.panel', '.msg.bot', 'input'].map(sel => getComputedStyle(root.querySelector(sel)).backgroundColor);"
     ));
