@@ -21,9 +21,9 @@ use crate::chat::agents::FromPerson;
 use crate::domain::{Agent, Change, Status};
 use crate::export::{self, LeadFilter, Platform};
 use crate::ids::VisitorId;
+use crate::intents;
 use crate::leads::learned::Model;
 use crate::store::{Command, Seen, StoreError};
-use crate::{intents, now_ms};
 
 /// Rows shown on a page; the exports have everything.
 pub const PAGE_ROWS: usize = 500;
@@ -194,6 +194,7 @@ impl Filters {
             medium: given(&self.medium),
             segment,
             model: app.learned(),
+            now: app.now_ms(),
         })
     }
 
@@ -479,7 +480,7 @@ fn idle_ms(app: &App) -> u64 {
 /// How pages show times and preferences, now.
 fn views_context(app: &App) -> views::Context {
     let zone = jiff::tz::TimeZone::get(&app.config.timezone.0).unwrap_or(jiff::tz::TimeZone::UTC);
-    views::Context { zone, intents: app.intents(), now: now_ms(), idle: idle_ms(app), learned: app.learned() }
+    views::Context { zone, intents: app.intents(), now: app.now_ms(), idle: idle_ms(app), learned: app.learned() }
 }
 
 #[derive(Deserialize)]
@@ -543,7 +544,7 @@ async fn hand_back_chat(
     visitor: web::Path<String>,
 ) -> actix_web::Result<HttpResponse> {
     let (id, _) = posted_by(&app, &req, &visitor).await?;
-    let at = now_ms();
+    let at = app.now_ms();
     app.store
         .commit(vec![Command::Visitor { visitor: id, change: Change::HandBack { at } }])
         .await
@@ -560,7 +561,7 @@ fn to_lead(id: VisitorId, query: &str) -> HttpResponse {
 /// applies a take only when nobody else has the chat, so of two people racing one wins; the
 /// other gets a 409 page naming who has it.
 async fn take(app: &App, id: VisitorId, me: &Person) -> actix_web::Result<Result<Agent, HttpResponse>> {
-    let now = now_ms();
+    let now = app.now_ms();
     let agent = Agent { session: me.session.to_string(), name: me.name.clone(), at: now };
     let stale_before = now.saturating_sub(idle_ms(app));
     let change = Change::Take { agent: agent.clone(), stale_before };
@@ -602,7 +603,7 @@ async fn tell(app: &App, id: VisitorId, event: FromPerson) -> actix_web::Result<
 
 /// The inbox: chats waiting for a person (oldest ask first), then the ones people have.
 async fn handoffs_page(app: web::Data<App>) -> actix_web::Result<HttpResponse> {
-    let (live, now, idle) = (app.live.clone(), now_ms(), idle_ms(&app));
+    let (live, now, idle) = (app.live.clone(), app.now_ms(), idle_ms(&app));
     let rows = app
         .store
         .read(move |store| {
@@ -665,7 +666,7 @@ async fn erase_lead(
         let message = "Nothing was erased: type the lead's email address or id exactly to confirm.";
         return Ok(html(StatusCode::BAD_REQUEST, views::notice("Not erased", message)));
     }
-    app.store.commit(vec![Command::Erase { visitor, at: now_ms() }]).await.map_err(store_error)?;
+    app.store.commit(vec![Command::Erase { visitor, at: app.now_ms() }]).await.map_err(store_error)?;
     crate::chat::forget_mail(&app.clone().into_inner(), visitor).await;
     log::info!("admin: erased visitor {visitor}");
     let message =
@@ -701,7 +702,7 @@ async fn funnel(app: &App) -> actix_web::Result<report::Funnel> {
 /// Each segment with its size now, and the learned model the sizes were judged with (read
 /// once: the journey sweep refits it meanwhile).
 async fn segment_rows(app: &App) -> actix_web::Result<(Vec<report::SegmentRow>, Option<Arc<Model>>)> {
-    let (intents, model, now) = (app.intents(), app.learned(), now_ms());
+    let (intents, model, now) = (app.intents(), app.learned(), app.now_ms());
     let judged = model.clone();
     let rows = app
         .store

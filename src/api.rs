@@ -10,7 +10,6 @@ use crate::app::App;
 use crate::domain::{Change, ConsentChange, Spend, Status};
 use crate::ids::VisitorId;
 use crate::leads::{self, Conversion, EmailLink, LinkError};
-use crate::now_ms;
 use crate::pages::{document, escape_html, html_page};
 use crate::signing::{Claims, TokenError, constant_time_eq};
 use crate::store::{Command, EmailEvent, StoreError};
@@ -93,15 +92,11 @@ impl ResponseError for Failure {
     }
 }
 
-fn now_secs() -> u64 {
-    now_ms() / 1000
-}
-
 /// `GET /c/{token}`: an email link. Links the email (and name, product, campaign) to a visitor,
 /// then lands on the hosted chat, which presents the same token in `hello`.
 async fn email_link(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let token = token.into_inner();
-    let link = EmailLink::verify(&app.signer, &token, now_secs()).map_err(|e| match e {
+    let link = EmailLink::verify(&app.signer, &token, app.now_ms() / 1000).map_err(|e| match e {
         LinkError::Token(e) => Failure::token(e, true),
         other => Failure::page(StatusCode::BAD_REQUEST, other.to_string()),
     })?;
@@ -112,7 +107,7 @@ async fn email_link(app: web::Data<App>, token: web::Path<String>) -> Result<Htt
             Ok((link, existing))
         })
         .await?;
-    let now = now_ms();
+    let now = app.now_ms();
     let mut commands = Vec::new();
     let visitor = match existing {
         Some(profile) => profile.id,
@@ -132,7 +127,7 @@ async fn email_link(app: web::Data<App>, token: web::Path<String>) -> Result<Htt
 /// shop host.
 async fn checkout(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let Claims::Checkout { visitor, target, .. } =
-        app.signer.verify(&token, now_secs()).map_err(|e| Failure::token(e, true))?
+        app.signer.verify(&token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))?
     else {
         return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not a checkout link"));
     };
@@ -142,7 +137,7 @@ async fn checkout(app: web::Data<App>, token: web::Path<String>) -> Result<HttpR
         log::warn!("refused a checkout redirect to a host outside shop_hosts");
         return Err(Failure::page(StatusCode::FORBIDDEN, "the link leads to a shop this server does not allow"));
     };
-    let clicked = Change::Status { status: Status::CheckoutClicked, at: now_ms() };
+    let clicked = Change::Status { status: Status::CheckoutClicked, at: app.now_ms() };
     app.store.commit(vec![Command::Visitor { visitor, change: clicked }]).await?;
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, target.as_str())).finish())
 }
@@ -153,17 +148,19 @@ const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xf
 /// `GET /o/{token}`: the open pixel of a sent email. Counted once per email; mail clients that
 /// fetch images ahead inflate opens, so clicks are the signal to trust.
 async fn opened(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
-    let Claims::Open { item } = app.signer.verify(&token, now_secs()).map_err(|e| Failure::token(e, true))? else {
+    let Claims::Open { item } = app.signer.verify(&token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))?
+    else {
         return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an email's open pixel"));
     };
-    app.store.commit(vec![Command::EmailEvent { item, event: EmailEvent::Opened, at: now_ms() }]).await?;
+    app.store.commit(vec![Command::EmailEvent { item, event: EmailEvent::Opened, at: app.now_ms() }]).await?;
     Ok(HttpResponse::Ok().content_type("image/gif").insert_header((header::CACHE_CONTROL, "no-store")).body(PIXEL))
 }
 
 /// `GET /l/{token}`: a link in a sent email. Counts the click, then redirects, only to Nudge's
 /// own chat links or an allow-listed shop host (checked again here, not only when mailed).
 async fn clicked(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
-    let Claims::Click { item, target } = app.signer.verify(&token, now_secs()).map_err(|e| Failure::token(e, true))?
+    let Claims::Click { item, target } =
+        app.signer.verify(&token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))?
     else {
         return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an email's link"));
     };
@@ -171,7 +168,7 @@ async fn clicked(app: web::Data<App>, token: web::Path<String>) -> Result<HttpRe
         log::warn!("refused an email link to a place outside shop_hosts");
         return Err(Failure::page(StatusCode::FORBIDDEN, "the link leads to a shop this server does not allow"));
     };
-    app.store.commit(vec![Command::EmailEvent { item, event: EmailEvent::Clicked, at: now_ms() }]).await?;
+    app.store.commit(vec![Command::EmailEvent { item, event: EmailEvent::Clicked, at: app.now_ms() }]).await?;
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, target.as_str())).finish())
 }
 
@@ -267,7 +264,7 @@ async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> 
         transcript.iter().filter_map(|e| Some((e.intent.clone()?, e.variant?))).collect();
     variants.sort();
     variants.dedup();
-    let now = now_ms();
+    let now = app.now_ms();
     let order = leads::attribute(&conversion, &profile, conversation.as_ref(), variants, now);
     let response = json!({
         "status": "recorded",
@@ -287,7 +284,7 @@ async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> 
 }
 
 fn unsubscribe_claims(app: &App, token: &str) -> Result<VisitorId, Failure> {
-    match app.signer.verify(token, now_secs()).map_err(|e| Failure::token(e, true))? {
+    match app.signer.verify(token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))? {
         Claims::Unsubscribe { visitor } => Ok(visitor),
         _ => Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an unsubscribe link")),
     }
@@ -310,7 +307,7 @@ async fn unsubscribe_page(app: web::Data<App>, token: web::Path<String>) -> Resu
 /// marketing consent and cancels pending follow-ups. Repeating it changes nothing.
 async fn unsubscribe(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let visitor = unsubscribe_claims(&app, &token)?;
-    let now = now_ms();
+    let now = app.now_ms();
     let commands = vec![
         Command::Visitor { visitor, change: Change::Consent(ConsentChange::unsubscribe(now)) },
         Command::CancelFollowUps { visitor, reason: "unsubscribed".into(), at: now },
@@ -320,7 +317,7 @@ async fn unsubscribe(app: web::Data<App>, token: web::Path<String>) -> Result<Ht
 }
 
 fn confirm_claims(app: &App, token: &str) -> Result<(VisitorId, String), Failure> {
-    match app.signer.verify(token, now_secs()).map_err(|e| Failure::token(e, true))? {
+    match app.signer.verify(token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))? {
         Claims::Confirm { visitor, email } => Ok((visitor, email)),
         _ => Err(Failure::page(StatusCode::BAD_REQUEST, "this is not a confirmation link")),
     }
@@ -344,7 +341,7 @@ async fn confirm_page(app: web::Data<App>, token: web::Path<String>) -> Result<H
 /// and source). Repeating it changes nothing that matters.
 async fn confirm(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let (visitor, email) = confirm_claims(&app, &token)?;
-    let change = Change::ConfirmEmail { email, at: now_ms(), source: "confirmation link".into() };
+    let change = Change::ConfirmEmail { email, at: app.now_ms(), source: "confirmation link".into() };
     app.store.commit(vec![Command::Visitor { visitor, change }]).await?;
     Ok(html_page(document("Confirmed", "<h1>Thank you</h1><p>Your address is confirmed.</p>")))
 }

@@ -16,6 +16,8 @@ use crate::store::Store;
 /// What every request handler and session shares.
 pub struct App {
     pub config: Config,
+    /// The time every handler, session and background thread reads (`Clock::system` but in tests).
+    pub clock: crate::clock::Clock,
     pub store: Store,
     /// The URL shoppers reach us at, without a trailing slash.
     pub public_url: String,
@@ -37,6 +39,8 @@ pub struct App {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Raised with `shutdown`, for the background threads' sleeps.
     pub stopping: crate::signal::Signal,
+    /// The outbox worker's rounds: a test waits on them to know the worker looked.
+    pub outbox_rounds: crate::signal::Rounds,
     /// The chat sessions running, which the shutdown waits for.
     pub sessions: Arc<Sessions>,
     pub(crate) intents: RwLock<Arc<IntentSet>>,
@@ -45,6 +49,11 @@ pub struct App {
 }
 
 impl App {
+    /// Milliseconds since the epoch, by the app's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// The learned lead model, once the store had enough outcomes to fit one.
     pub fn learned(&self) -> Option<Arc<crate::leads::learned::Model>> {
         self.learned.read().unwrap_or_else(|e| e.into_inner()).clone()

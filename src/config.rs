@@ -5,6 +5,47 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// Where configuration comes from: `--config` (or `./nudge.toml`), then `NUDGE_*`, then flags.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration file (TOML); `./nudge.toml` is read when it exists.
+    #[arg(long, env = "NUDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "NUDGE_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory (the embedded store and generated secrets).
+    #[arg(long, env = "NUDGE_DATA")]
+    pub data: Option<PathBuf>,
+    /// A PostgreSQL database to keep everything in instead (postgres://USER@HOST:PORT/DB),
+    /// shared by every node given the same URL.
+    #[arg(long, env = "NUDGE_STORE")]
+    pub store: Option<String>,
+    /// Intents directory.
+    #[arg(long, env = "NUDGE_INTENTS")]
+    pub intents: Option<PathBuf>,
+    /// Public URL of this server, for links.
+    #[arg(long, env = "NUDGE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Extra origins allowed to open the chat socket (comma separated).
+    #[arg(long, env = "NUDGE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Args {
+    pub fn load(self) -> anyhow::Result<Config> {
+        let file = self.config.or_else(|| Some(PathBuf::from("nudge.toml")).filter(|p| p.exists()));
+        let mut config = Config::from_file(file.as_deref())?;
+        config.listen = self.listen.unwrap_or(config.listen);
+        config.data = self.data.unwrap_or(config.data);
+        config.store = self.store.or(config.store);
+        config.intents = self.intents.unwrap_or(config.intents);
+        config.public_url = self.public_url.or(config.public_url);
+        config.allowed_origins = self.allowed_origins.unwrap_or(config.allowed_origins);
+        Ok(config)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {

@@ -24,8 +24,9 @@ pub struct LeadFilter {
     pub medium: Option<String>,
     /// Only the visitors in this segment (`intents/journeys/`) now ...
     pub segment: Option<crate::journeys::Segment>,
-    /// ... judged with this learned lead model.
+    /// ... judged with this learned lead model, at this time (ms since the epoch).
     pub model: Option<std::sync::Arc<crate::leads::learned::Model>>,
+    pub now: u64,
 }
 
 impl LeadFilter {
@@ -54,9 +55,10 @@ impl LeadFilter {
             && self.tag.as_ref().is_none_or(|t| p.tags.contains(t))
             && self.source.as_ref().is_none_or(|s| p.utm.get("source") == Some(s))
             && self.medium.as_ref().is_none_or(|m| p.utm.get("medium") == Some(m))
-            && self.segment.as_ref().is_none_or(|s| {
-                s.contains(p, crate::journeys::Moment { now: crate::now_ms(), model: self.model.as_deref() })
-            })
+            && self
+                .segment
+                .as_ref()
+                .is_none_or(|s| s.contains(p, crate::journeys::Moment { now: self.now, model: self.model.as_deref() }))
     }
 
     /// Whether only the indexes' own keys (status, campaign) are filtered on, so they can count.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nudge::config::Config;
+use nudge::config::{Args, Config};
 use nudge::intents::IntentSet;
 
 /// sled copies tree nodes on every write and a chat turn allocates many small strings; glibc's
@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ConfigArgs),
+    Serve(Args),
     /// Work with intent files.
     #[command(subcommand)]
     Intents(IntentsCommand),
@@ -47,7 +47,7 @@ enum Command {
         #[arg(long, default_value = "30d", value_parser = parse_ttl)]
         ttl: u64,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Args,
     },
     /// Load generator: round trips per second and latency percentiles.
     Loadgen {
@@ -83,7 +83,7 @@ enum Command {
         #[arg(long)]
         email: Option<String>,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Args,
     },
     /// Ad spend, for return on ad spend in the funnel.
     #[command(subcommand)]
@@ -92,55 +92,14 @@ enum Command {
     /// which version the database is at.
     Migrate {
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Args,
     },
     /// Set the `/admin` password: reads it from standard input (one line). Restart the server
     /// to use it; every admin session ends.
     AdminPassword {
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Args,
     },
-}
-
-/// Where configuration comes from: `--config` (or `./nudge.toml`), then `NUDGE_*`, then flags.
-#[derive(clap::Args)]
-struct ConfigArgs {
-    /// Configuration file (TOML); `./nudge.toml` is read when it exists.
-    #[arg(long, env = "NUDGE_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on (port 0 picks a free one).
-    #[arg(long, env = "NUDGE_LISTEN")]
-    listen: Option<String>,
-    /// Data directory (the embedded store and generated secrets).
-    #[arg(long, env = "NUDGE_DATA")]
-    data: Option<PathBuf>,
-    /// A PostgreSQL database to keep everything in instead (postgres://USER@HOST:PORT/DB),
-    /// shared by every node given the same URL.
-    #[arg(long, env = "NUDGE_STORE")]
-    store: Option<String>,
-    /// Intents directory.
-    #[arg(long, env = "NUDGE_INTENTS")]
-    intents: Option<PathBuf>,
-    /// Public URL of this server, for links.
-    #[arg(long, env = "NUDGE_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Extra origins allowed to open the chat socket (comma separated).
-    #[arg(long, env = "NUDGE_ALLOWED_ORIGINS", value_delimiter = ',')]
-    allowed_origins: Option<Vec<String>>,
-}
-
-impl ConfigArgs {
-    fn load(self) -> anyhow::Result<Config> {
-        let file = self.config.or_else(|| Some(PathBuf::from("nudge.toml")).filter(|p| p.exists()));
-        let mut config = Config::from_file(file.as_deref())?;
-        config.listen = self.listen.unwrap_or(config.listen);
-        config.data = self.data.unwrap_or(config.data);
-        config.store = self.store.or(config.store);
-        config.intents = self.intents.unwrap_or(config.intents);
-        config.public_url = self.public_url.or(config.public_url);
-        config.allowed_origins = self.allowed_origins.unwrap_or(config.allowed_origins);
-        Ok(config)
-    }
 }
 
 #[derive(Subcommand)]
@@ -188,7 +147,7 @@ enum SpendCommand {
     Import {
         file: PathBuf,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Args,
     },
 }
 
@@ -204,7 +163,7 @@ enum ExportCommand {
         #[arg(long)]
         transcripts: bool,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Args,
     },
     /// A hashed audience list (SHA-256 of normalized emails, ads consent only) for an ad platform.
     Audience {
@@ -213,7 +172,7 @@ enum ExportCommand {
         #[command(flatten)]
         filter: FilterArgs,
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Args,
     },
 }
 
@@ -246,6 +205,7 @@ impl From<FilterArgs> for nudge::export::LeadFilter {
             medium: args.medium,
             segment: None,
             model: None,
+            now: nudge::now_ms(),
         }
     }
 }

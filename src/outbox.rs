@@ -22,7 +22,6 @@ pub use webhook::{Webhook, sign};
 use crate::app::App;
 use crate::domain::{Change, Job, OutboxItem, OutboxState, Profile, Status};
 use crate::metrics::name;
-use crate::now_ms;
 use crate::store::Command;
 
 /// The tag a shopper gets who was offered a checkout link and did not buy in time.
@@ -88,7 +87,8 @@ impl Drop for Running<'_> {
 /// enqueues one (`Store::outbox_signal`), or the server stops.
 fn work(app: &App, receivers: &Receivers) {
     while !*app.shutdown.borrow() {
-        let now = now_ms();
+        let round = app.outbox_rounds.begin();
+        let now = app.now_ms();
         // On a shared store each job is leased as it is taken, so that a lease only ever covers
         // the job in flight: a node that dies can leave no more than that one to be run again.
         let claim = if app.store.is_shared() { 1 } else { 64 };
@@ -109,10 +109,11 @@ fn work(app: &App, receivers: &Receivers) {
             Ok(_) => metrics::gauge!(name::OUTBOX_DUE).set(0.0),
             Err(e) => log::error!("outbox: cannot read due jobs: {e}"),
         }
+        app.outbox_rounds.end(round);
         let next = app.store.next_follow_up_at().ok().flatten().unwrap_or(u64::MAX);
         let most = if app.store.is_shared() { LOOK_AGAIN.0 } else { LOOK_AGAIN.1 };
         // Due already, yet nothing to claim: another node holds it; look again a little later.
-        let wait = match next.saturating_sub(now_ms()) {
+        let wait = match next.saturating_sub(app.now_ms()) {
             0 => POLL,
             ms => Duration::from_millis(ms).min(most),
         };
@@ -125,9 +126,9 @@ fn run_supervised(app: &App, receivers: &Receivers, item: OutboxItem) -> Vec<Com
     // Every log line of the job names it (at error level: on whatever the filter lets through).
     let _span = tracing::error_span!("outbox", job = %item.job.key(), visitor = %item.visitor, id = %item.id).entered();
     let mut dead_letter = item.clone();
-    panic::catch_unwind(AssertUnwindSafe(|| run(app, receivers, item, now_ms()))).unwrap_or_else(|panic| {
+    panic::catch_unwind(AssertUnwindSafe(|| run(app, receivers, item, app.now_ms()))).unwrap_or_else(|panic| {
         crate::metrics::count(name::OUTBOX_PANICS);
-        dead(&mut dead_letter, now_ms(), format!("the job panicked: {}", panic_message(&panic)));
+        dead(&mut dead_letter, app.now_ms(), format!("the job panicked: {}", panic_message(&panic)));
         vec![Command::Finish(dead_letter)]
     })
 }
@@ -162,7 +163,7 @@ fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<
     match result {
         Ok(()) => {
             crate::metrics::count(name::OUTBOX_DONE);
-            item.state = OutboxState::Sent { at: now_ms() };
+            item.state = OutboxState::Sent { at: app.now_ms() };
         }
         Err(Failure::Unwanted(reason)) => {
             crate::metrics::count(name::OUTBOX_SKIPPED);

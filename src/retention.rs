@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::App;
-use crate::now_ms;
 use crate::store::{Command, Result, Store};
 
 const EVERY: Duration = Duration::from_secs(60 * 60);
@@ -51,7 +50,7 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<Option<std::thread::JoinHandle<()
             let mut next = Instant::now();
             while !*app.shutdown.borrow() {
                 if Instant::now() >= next {
-                    let now = now_ms();
+                    let now = app.now_ms();
                     let cutoff = now.saturating_sub(days.saturating_mul(DAY_MS));
                     match crate::outbox::expire_mail(&app.config, cutoff) {
                         Ok(0) => {}

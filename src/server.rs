@@ -100,6 +100,11 @@ impl Running {
 
 /// Everything that can fail at startup happens here, before the first request.
 pub fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, crate::clock::Clock::system())
+}
+
+/// `start`, reading time from `clock` (a test's manual clock).
+pub fn start_with(config: Config, clock: crate::clock::Clock) -> Result<Running, StartError> {
     crate::metrics::install();
     if !config.intents.is_dir() {
         return Err(StartError::NoIntents(config.intents.display().to_string()));
@@ -133,6 +138,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     );
     let app = Arc::new(App {
         config,
+        clock,
         store,
         public_url: public_url.clone(),
         public_origin,
@@ -146,6 +152,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
         shutdown: tokio::sync::watch::Sender::new(false),
         stopping: Default::default(),
         sessions: Default::default(),
+        outbox_rounds: Default::default(),
         intents: RwLock::new(Arc::new(intents)),
         learned: RwLock::new(None),
     });

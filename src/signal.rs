@@ -33,6 +33,43 @@ impl Signal {
     }
 }
 
+/// Rounds of a worker that looks at its work and then sleeps: whoever asks gets a ticket, and
+/// can wait until a round that began after the ask has ended with nothing left to do. (A test
+/// proves that nothing is due this way, instead of sleeping and hoping the worker looked.)
+#[derive(Debug, Default)]
+pub struct Rounds {
+    asked: std::sync::atomic::AtomicU64,
+    ended: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl Rounds {
+    /// A ticket for the next round; raise the worker's signal after taking it.
+    pub fn ask(&self) -> u64 {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+
+    /// The worker begins a round: it serves every ticket asked so far.
+    pub fn begin(&self) -> u64 {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The worker found nothing more to do in the round it began with `begin`.
+    pub fn end(&self, begun: u64) {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        *ended = (*ended).max(begun);
+        self.cond.notify_all();
+    }
+
+    /// Waits until the round serving `ticket` has ended (or `timeout`); whether it has.
+    pub fn wait(&self, ticket: u64, timeout: Duration) -> bool {
+        let ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        let (ended, _) =
+            self.cond.wait_timeout_while(ended, timeout, |e| *e < ticket).unwrap_or_else(|e| e.into_inner());
+        *ended >= ticket
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +90,17 @@ mod tests {
             signal.sleep(Duration::from_secs(600)) && signal.sleep(Duration::from_secs(600)),
             "sleep keeps it raised"
         );
+    }
+
+    #[test]
+    fn a_ticket_is_served_only_by_a_round_that_began_after_it() {
+        let rounds = Rounds::default();
+        let early = rounds.begin();
+        let ticket = rounds.ask();
+        rounds.end(early);
+        assert!(!rounds.wait(ticket, Duration::from_millis(1)), "that round began before the ask");
+        let round = rounds.begin();
+        rounds.end(round);
+        assert!(rounds.wait(ticket, Duration::from_millis(1)));
     }
 }

@@ -22,7 +22,6 @@ use super::{html, secured, views};
 use crate::app::App;
 use crate::chat::limits::{Bucket, client_ip};
 use crate::ids::AdminSessionId;
-use crate::now_ms;
 use crate::signing::Claims;
 use crate::store::Command;
 
@@ -93,7 +92,7 @@ impl From<Denied> for actix_web::Error {
 /// The session the request's cookie names, when the cookie is ours and for the current password.
 fn claimed_session(app: &App, req: &HttpRequest) -> Option<AdminSessionId> {
     let token = cookie(req, COOKIE)?;
-    match app.signer.verify(&token, now_ms() / 1000) {
+    match app.signer.verify(&token, app.now_ms() / 1000) {
         Ok(claims @ Claims::Admin { sid, .. }) if claims == app.secrets.admin_claims(sid) => Some(sid),
         _ => None,
     }
@@ -102,7 +101,7 @@ fn claimed_session(app: &App, req: &HttpRequest) -> Option<AdminSessionId> {
 /// Whether the request carries the cookie of a live session (one not logged out).
 pub(super) async fn logged_in(app: &App, req: &HttpRequest) -> bool {
     let Some(sid) = claimed_session(app, req) else { return false };
-    let now = now_ms();
+    let now = app.now_ms();
     app.store.read(move |store| store.admin_session_live(&sid, now)).await.unwrap_or_else(|e| {
         log::error!("admin: cannot check a session: {e}");
         false
@@ -225,7 +224,7 @@ pub(super) async fn login(
     if !matches {
         return Ok(html(StatusCode::UNAUTHORIZED, views::login(Some("Wrong password."))));
     }
-    let (sid, now) = (AdminSessionId::mint(now_ms()), now_ms());
+    let (sid, now) = (AdminSessionId::mint(app.now_ms()), app.now_ms());
     let session = Command::OpenAdminSession { id: sid, at: now, expires_at: now + SESSION_SECS * 1000 };
     app.store.commit(vec![session]).await.map_err(actix_web::error::ErrorInternalServerError)?;
     let token = app.signer.sign(&app.secrets.admin_claims(sid), now / 1000 + SESSION_SECS);

@@ -15,7 +15,6 @@ use crate::domain::{Change, ConsentChange, Conversation, Entry, Handoff, Profile
 use crate::ids::{ConversationId, TurnId, VisitorId};
 use crate::leads::{EmailLink, LinkError};
 use crate::metrics::name;
-use crate::now_ms;
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, ServerFrame};
 use crate::store::Command;
 
@@ -235,7 +234,7 @@ impl Chat {
             let message = format!("page, referrer, campaign, utm and click ids are at most {max} bytes together");
             return Err(ServerFrame::error(ErrorCode::TooLong, message));
         }
-        let now = now_ms();
+        let now = self.app.now_ms();
         let mut frames = Vec::new();
         let link = match hello.token.as_deref().filter(|t| !t.is_empty()) {
             None => None,
@@ -394,7 +393,7 @@ impl Chat {
             return Err(ServerFrame::error(ErrorCode::TooLong, format!("messages are at most {max} characters")));
         }
         crate::metrics::count(name::MESSAGES);
-        let now = now_ms();
+        let now = self.app.now_ms();
         if let Some(open) = &self.open
             && let Some(name) = self.person(&open.profile, now)
         {
@@ -430,7 +429,7 @@ impl Chat {
             return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
         };
         let mut profile = open.profile.clone();
-        let change = Change::Consent(ConsentChange::page(consent, "widget", now_ms()));
+        let change = Change::Consent(ConsentChange::page(consent, "widget", self.app.now_ms()));
         self.commit(vec![Command::change(&mut profile, change)]).await.map_err(internal)?;
         if let Some(open) = self.open.as_mut() {
             open.profile = profile;
@@ -451,7 +450,7 @@ impl Chat {
         let Some(open) = self.open.as_ref() else {
             return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
         };
-        let now = now_ms();
+        let now = self.app.now_ms();
         let state = dialogue::State {
             visitor: open.profile.id,
             locale: open.conversation.locale.clone(),
@@ -525,7 +524,7 @@ impl Chat {
                 let name = agent.name.clone();
                 open.profile.agent = Some(agent);
                 // Recorded first: what the shopper reads is in the transcript.
-                if let Err(e) = self.append(Entry::said(Speaker::Agent, &text, now_ms())).await {
+                if let Err(e) = self.append(Entry::said(Speaker::Agent, &text, self.app.now_ms())).await {
                     log::error!("an agent's message could not be stored: {e}");
                     return Vec::new();
                 }

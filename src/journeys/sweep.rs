@@ -75,7 +75,7 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<std::thread::JoinHandle<()>> {
                     Err(e) => log::error!("learned lead score: {e}"),
                 }
                 let model = app.learned();
-                let at = super::Moment { now: crate::now_ms(), model: model.as_deref() };
+                let at = super::Moment { now: app.now_ms(), model: model.as_deref() };
                 match app.store.exclusive("journeys", || sweep(&app.store, &intents.journeys, at)) {
                     Ok(Some(Ok(0))) | Ok(None) => {}
                     Ok(Some(Ok(started))) => log::info!("journeys: {started} visitor(s) entered a journey"),

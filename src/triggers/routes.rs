@@ -46,7 +46,7 @@ async fn for_visitor(app: web::Data<App>, body: web::Bytes) -> Result<HttpRespon
         Some(_) => return Err(Failure::json(StatusCode::FORBIDDEN, "the key is not this visitor's")),
         None => None,
     };
-    let (set, model, now) = (app.intents(), app.learned(), crate::now_ms());
+    let (set, model, now) = (app.intents(), app.learned(), app.now_ms());
     let moment = crate::journeys::Moment { now, model: model.as_deref() };
     let in_segment = |id: &str, p: &Profile| set.journeys.segment(id).is_some_and(|s| s.contains(p, moment));
     let triggers: Vec<_> = set.triggers.iter().filter(|t| t.holds_for(profile.as_ref(), in_segment)).collect();

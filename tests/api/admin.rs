@@ -138,7 +138,7 @@ async fn admin_needs_a_login_and_its_session_cookie_is_locked_down() {
     assert!(limited, "a burst of wrong passwords is rate-limited");
 
     // A new password ends every session.
-    server.kill();
+    server.stop();
     assert!(set_password(&data, "another long password").0);
     let server = TestServer::start_configured(dir.path(), Path::new("intents"), config);
     assert_eq!(get_with(format!("{}/admin", server.url()), &cookie).await.0, 303, "the old session is over");
@@ -488,14 +488,14 @@ async fn two_people_racing_to_take_one_chat_one_gets_it() {
 async fn a_person_who_goes_quiet_no_longer_holds_the_chat() {
     let dir = tempfile::tempdir().expect("dir");
     assert!(set_password(&dir.path().join("data"), PASSWORD).0);
-    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "handoff_idle_secs = 1\n");
+    let server = TestServer::start_configured(dir.path(), Path::new("intents"), "handoff_idle_secs = 900\n");
     let mut socket = server.connect().await;
     let (visitor, ..) = hello(&mut socket, Hello::default()).await;
     assert_eq!(say(&mut socket, "I want to talk to a human").await.intent, "human");
     let maria = login_as(&server, PASSWORD, "Maria").await;
     assert_eq!(post_with(format!("{}/admin/leads/{visitor}/take", server.url()), &maria, "").await.0, 303);
     assert_eq!(recv(&mut socket).await, ServerFrame::Handoff { agent: Some("Maria".into()) });
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    server.clock().advance(std::time::Duration::from_secs(901));
     assert_eq!(say(&mut socket, "thanks!").await.intent, "thanks", "the bot answers again after handoff_idle_secs");
     let (_, _, inbox) = get_with(format!("{}/admin/handoffs", server.url()), &maria).await;
     assert!(inbox.contains(&format!("/admin/leads/{visitor}/take")), "waiting again: {inbox}");

@@ -62,7 +62,7 @@ async fn fatal_frames_close_cleanly_and_damage_nothing() {
     }
     drop(witness);
     let mut server = server;
-    server.kill();
+    server.stop();
     let store = crate::backend::open_store(&server.data).expect("store opens");
     let id = nudge::ids::ConversationId::parse(&conversation).expect("id");
     let texts: Vec<String> = store.transcript(&id).expect("transcript").into_iter().map(|e| e.text).collect();
@@ -130,7 +130,7 @@ async fn a_hello_that_asks_to_keep_too_much_is_refused_and_a_visitor_who_only_sa
     let (talked, ..) = hello(&mut talker, Hello::default()).await;
     say(&mut talker, "do you ship to Austria?").await;
     drop((socket, talker));
-    server.kill();
+    server.stop();
     let store = crate::backend::open_store(&server.data).expect("store");
     let id = |v: &str| nudge::ids::VisitorId::parse(v).expect("id");
     assert!(store.visitor(&id(&only_hello)).expect("read").is_none(), "a hello alone stores nothing");

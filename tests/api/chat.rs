@@ -146,7 +146,7 @@ async fn quick_reply_choices_route_their_value() {
 /// messages were routed, the open connections.
 #[tokio::test]
 async fn metrics_show_latency_group_commits_and_routes() {
-    let server = TestServer::start();
+    let server = TestServer::spawn();
     let mut socket = server.connect().await;
     hello(&mut socket, Hello::default()).await;
     say_all(&mut socket, "do you ship to Austria?").await;

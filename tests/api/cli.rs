@@ -248,7 +248,7 @@ async fn a_campaign_written_as_a_formula_is_exported_as_text() {
     crate::helpers::hello(&mut socket, hello).await;
     crate::helpers::say(&mut socket, "hi").await;
     drop(socket);
-    server.kill();
+    server.stop();
     let (code, csv, err) = crate::helpers::run_nudge(&["export", "leads", "--data", data.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{err}");
     let mut rows = csv::Reader::from_reader(csv.as_bytes());

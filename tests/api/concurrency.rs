@@ -49,7 +49,7 @@ async fn a_click_an_order_and_an_unsubscribe_during_a_chat_all_stay() {
     say_all(&mut socket, "do you ship to Austria?").await;
     say_all(&mut socket, "thanks, that's all").await;
     drop(socket);
-    server.kill();
+    server.stop();
 
     let store = crate::backend::open_store(&data).expect("store");
     let profile = store.visitor(&id).expect("read").expect("visitor");

@@ -12,7 +12,7 @@ async fn answered_messages_survive_sigkill() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
     let intents = std::path::Path::new("intents");
-    let mut server = TestServer::start_on(&data, intents, &[]);
+    let mut server = TestServer::spawn_on(&data, intents, &[]);
     let messages = ["hi", "do you ship to Austria?", "how long does delivery take", "Wo ist meine Bestellung?"];
     let mut conversations = Vec::new();
     // Several concurrent clients, so their flushes are grouped.
@@ -51,7 +51,7 @@ async fn answered_messages_survive_sigkill() {
     drop(store);
 
     // And the server starts again on the same directory, with the visitor known.
-    let restarted = TestServer::start_on(&data, intents, &[]);
+    let restarted = TestServer::spawn_on(&data, intents, &[]);
     let mut socket = restarted.connect().await;
     let (_, _, returning, _) = hello(&mut socket, Hello::default()).await;
     assert!(!returning, "a new visitor is still new");

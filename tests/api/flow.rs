@@ -33,7 +33,7 @@ async fn interest_to_email_with_consent() {
     assert!(replies.last().expect("reply").contains("Here's what I noted: boots, size 43"), "{replies:?}");
 
     drop(socket);
-    server.kill();
+    server.stop();
     let store = crate::backend::open_store(&data).expect("store");
     let profile = store.visitor(&VisitorId::parse(&visitor).expect("id")).expect("read").expect("profile");
     let value = |name: &str| profile.preferences.get(name).map(|p| p.value.as_str());

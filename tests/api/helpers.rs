@@ -1,8 +1,13 @@
-//! `TestServer`: the `nudge` binary started on port 0 with its own data directory.
+//! `TestServer`: Nudge on port 0 with its own data directory, in this process or as the binary.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use nudge::app::App;
+use nudge::clock::Clock;
 
 use nudge::client::{self, Socket};
 use nudge::protocol::{ClientFrame, Hello, Reply, ServerFrame};
@@ -12,18 +17,55 @@ const GENEROUS_LIMITS: &str = "messages_per_second = 1000.0\nmessage_burst = 100
 /// Tests run at every hour of the day: quiet hours are off unless a test is about them.
 const NO_QUIET_HOURS: &str = "quiet_hours = \"\"\n";
 
+/// A server for one test: most run in this process (`start*`: quick to start, and the test can
+/// hold its clock); `spawn*` runs the `nudge` binary, for what only a process shows (SIGKILL,
+/// SIGTERM, its output, its file mode mask, `/metrics`, whose counters a process shares).
 pub struct TestServer {
-    child: Child,
+    runs: Runs,
     pub addr: String,
     pub data: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
+enum Runs {
+    Process(Child),
+    /// `server::start_with` on a thread of its own; the sender stops it.
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        /// Weak: a stopped server must let go of its store, or a restart cannot open it.
+        app: Weak<App>,
+        clock: Clock,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    InProcess,
+    Process,
+}
+
+/// `nudge serve`'s flags, parsed as the binary parses them.
+#[derive(clap::Parser)]
+struct Serve {
+    #[command(flatten)]
+    args: nudge::config::Args,
+}
+
 impl TestServer {
     /// A server on the starter intents and a fresh store.
     pub fn start() -> TestServer {
+        TestServer::fresh(Kind::InProcess)
+    }
+
+    /// `start`, as a process of its own.
+    pub fn spawn() -> TestServer {
+        TestServer::fresh(Kind::Process)
+    }
+
+    fn fresh(kind: Kind) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &[]);
+        let mut server = TestServer::launch(kind, &dir.path().join("data"), Path::new("intents"), &[]);
         server._dir = Some(dir);
         server
     }
@@ -31,6 +73,15 @@ impl TestServer {
     /// A server on the given data and intents directories, with extra `serve` flags (port 0
     /// unless they name a `--listen` address).
     pub fn start_on(data: &Path, intents: &Path, extra: &[&str]) -> TestServer {
+        TestServer::launch(Kind::InProcess, data, intents, extra)
+    }
+
+    /// `start_on`, as a process of its own.
+    pub fn spawn_on(data: &Path, intents: &Path, extra: &[&str]) -> TestServer {
+        TestServer::launch(Kind::Process, data, intents, extra)
+    }
+
+    fn launch(kind: Kind, data: &Path, intents: &Path, extra: &[&str]) -> TestServer {
         let listen = if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] };
         // Tests talk fast from one address; the rate limits get their own test.
         let config = data.with_extension("toml");
@@ -44,8 +95,17 @@ impl TestServer {
         args.extend(config_args.into_iter().map(Into::into));
         args.extend(["--data".into(), data.into(), "--intents".into(), intents.into()]);
         args.extend(extra.iter().map(Into::into));
+        let args = crate::backend::args(&args);
+        let (runs, addr) = match kind {
+            Kind::Process => TestServer::process(&args),
+            Kind::InProcess => TestServer::in_process(&args),
+        };
+        TestServer { runs, addr, data: data.to_path_buf(), _dir: None }
+    }
+
+    fn process(args: &[std::ffi::OsString]) -> (Runs, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_nudge"))
-            .args(crate::backend::args(&args))
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -60,23 +120,73 @@ impl TestServer {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        TestServer { child, addr, data: data.to_path_buf(), _dir: None }
+        (Runs::Process(child), addr)
+    }
+
+    /// `nudge serve` without the process: the same flags and configuration, the server on a
+    /// thread with its own actix system, on a clock the test can move ahead.
+    fn in_process(args: &[std::ffi::OsString]) -> (Runs, String) {
+        let config = <Serve as clap::Parser>::try_parse_from(args).expect("serve flags").args.load().expect("config");
+        let clock = Clock::movable();
+        let (ready, started) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server_clock = clock.clone();
+        let thread = std::thread::spawn(move || {
+            let app = actix_web::rt::System::new().block_on(async move {
+                let running = match nudge::server::start_with(config, server_clock) {
+                    Ok(running) => running,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return None;
+                    }
+                };
+                let app = running.app.clone();
+                let _ = ready.send(Ok((running.addr.to_string(), Arc::downgrade(&app))));
+                if let Err(e) = running.run_until(async move { drop(stopped.await) }).await {
+                    eprintln!("the test server's store did not flush: {e}");
+                }
+                Some(app)
+            });
+            // The store is closed (its lock released) when the last handle of the app is dropped;
+            // actix's worker threads let go of theirs a moment after the server's future ends.
+            // Dropped here, so that the store is closed once this thread has ended.
+            let Some(mut app) = app else { return };
+            for _ in 0..400 {
+                match Arc::try_unwrap(app) {
+                    Ok(app) => return drop(app),
+                    Err(held) => app = held,
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            panic!("a stopped test server still holds its store ({} handles)", Arc::strong_count(&app));
+        });
+        let (addr, app) = started.recv().expect("the server thread").unwrap_or_else(|e| panic!("nudge serve: {e}"));
+        (Runs::InProcess { stop: Some(stop), thread: Some(thread), app, clock }, addr)
     }
 
     /// A server on `<dir>/data` whose configuration is the generous test limits plus `config`.
     pub fn start_configured(dir: &Path, intents: &Path, config: &str) -> TestServer {
-        TestServer::start_configured_with(dir, intents, config, &[])
+        TestServer::configured(Kind::InProcess, dir, intents, config, &[])
     }
 
-    /// `start_configured` with extra `serve` flags.
-    pub fn start_configured_with(dir: &Path, intents: &Path, config: &str, extra: &[&str]) -> TestServer {
+    /// `start_configured`, as a process of its own.
+    pub fn spawn_configured(dir: &Path, intents: &Path, config: &str) -> TestServer {
+        TestServer::configured(Kind::Process, dir, intents, config, &[])
+    }
+
+    /// `spawn_configured` with extra `serve` flags.
+    pub fn spawn_configured_with(dir: &Path, intents: &Path, config: &str, extra: &[&str]) -> TestServer {
+        TestServer::configured(Kind::Process, dir, intents, config, extra)
+    }
+
+    fn configured(kind: Kind, dir: &Path, intents: &Path, config: &str, extra: &[&str]) -> TestServer {
         let path = dir.join("nudge.toml");
         let quiet = if config.contains("quiet_hours") { "" } else { NO_QUIET_HOURS };
         std::fs::create_dir_all(dir).expect("mkdir");
         std::fs::write(&path, format!("{GENEROUS_LIMITS}{quiet}{config}")).expect("write config");
         let mut args = vec!["--config", path.to_str().expect("utf-8")];
         args.extend(extra);
-        TestServer::start_on(&dir.join("data"), intents, &args)
+        TestServer::launch(kind, &dir.join("data"), intents, &args)
     }
 
     pub fn url(&self) -> String {
@@ -91,23 +201,86 @@ impl TestServer {
         client::connect(&self.ws_url()).await.expect("connect")
     }
 
+    /// The in-process server's clock: the system's, moved ahead as far as the test moved it.
+    pub fn clock(&self) -> &Clock {
+        match &self.runs {
+            Runs::InProcess { clock, .. } => clock,
+            Runs::Process(_) => panic!("a spawned server runs on the system clock: start it in process"),
+        }
+    }
+
+    /// Moves the clock on by `by`, then returns once the outbox worker has looked at what is due
+    /// then and has nothing more to do: what should have been sent is sent, and what is still
+    /// waiting is not due. No sleeping in the hope that the worker has looked.
+    pub async fn advance(&self, by: Duration) {
+        self.clock().advance(by);
+        self.outbox_settled().await;
+    }
+
+    /// Returns once the outbox worker has run every job due now (in process only).
+    pub async fn outbox_settled(&self) {
+        let Runs::InProcess { app, .. } = &self.runs else { panic!("in process only") };
+        let app = app.upgrade().expect("the server runs");
+        let settled = tokio::task::spawn_blocking(move || {
+            let ticket = app.outbox_rounds.ask();
+            app.store.outbox_signal().raise();
+            app.outbox_rounds.wait(ticket, Duration::from_secs(30))
+        });
+        assert!(settled.await.expect("join"), "the outbox worker did not finish a round within 30 s");
+    }
+
+    /// Stops the server and lets go of its store (sled allows one opener), so the test can read
+    /// the store or start a server on it again: a graceful stop in process, SIGKILL otherwise.
+    pub fn stop(&mut self) {
+        match &mut self.runs {
+            Runs::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Runs::InProcess { stop, thread, .. } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                if let Some(thread) = thread.take() {
+                    thread.join().expect("the server thread let go of its store");
+                }
+            }
+        }
+    }
+
     /// SIGKILL: no graceful shutdown, no final flush.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let Runs::Process(child) = &mut self.runs else { panic!("only a spawned server can be killed") };
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// SIGTERM, then waits for the process to exit and returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
+        let Runs::Process(child) = &mut self.runs else { panic!("only a spawned server gets SIGTERM") };
+        let pid = child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-        self.child.wait().expect("wait").code()
+        child.wait().expect("wait").code()
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.kill();
+        // A test that failed mid-way must not hang on a shutdown or panic again while unwinding.
+        if std::thread::panicking() {
+            if let Runs::InProcess { stop, .. } = &mut self.runs
+                && let Some(stop) = stop.take()
+            {
+                let _ = stop.send(());
+            }
+            if let Runs::Process(child) = &mut self.runs {
+                let _ = child.kill();
+            }
+            return;
+        }
+        if let Runs::InProcess { thread: Some(_), .. } | Runs::Process(_) = &self.runs {
+            self.stop();
+        }
     }
 }
 

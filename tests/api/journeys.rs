@@ -90,8 +90,8 @@ async fn a_cart_abandoner_is_reminded_until_they_buy_and_a_browser_gets_the_brow
     let key = api_key(&server.data);
     let (status, body) = post(format!("{}/api/conversions", server.url()), Some(key), "application/json", order).await;
     assert_eq!(status, 201, "{body}");
-    // The last call was due 6 s after the reminder; a few seconds more for the worker.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The last call is due 6 s after the reminder.
+    server.advance(Duration::from_secs(8)).await;
     let all = smtp.messages();
     assert_eq!(
         all.len(),
@@ -161,9 +161,9 @@ async fn the_daily_cap_holds_across_journeys() {
     let mut server = TestServer::start_configured(dir.path(), &quick_journeys(dir.path(), "1s"), &config(&smtp, 1));
     browser(&server, "ben@example.com").await;
     let sent = smtp.wait_for(1, Duration::from_secs(30));
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    server.advance(Duration::from_secs(4)).await;
     assert_eq!(smtp.messages().len(), 1, "one marketing email a day, whichever journey: {sent:?}");
-    server.kill();
+    server.stop();
     let store = crate::backend::open_store(&server.data).expect("store");
     let steps: Vec<_> =
         store.follow_ups().filter_map(Result::ok).filter(|item| matches!(item.job, Job::Journey { .. })).collect();
@@ -188,7 +188,7 @@ async fn killed_at_random_moments_every_due_step_is_delivered_and_none_twice_bey
     let intents =
         copy_starter_pack(dir.path(), |text| if text.contains("[[journey]]") { drip.into() } else { text.into() });
     let config = format!("{}outbox_lease_secs = 2\nmail_retry_secs = 1\n", config(&smtp, 0));
-    let mut server = TestServer::start_configured(dir.path(), &intents, &config);
+    let mut server = TestServer::spawn_configured(dir.path(), &intents, &config);
     let mut shoppers = Vec::new();
     for i in 0..8 {
         let email = format!("s{i}@example.com");
@@ -202,7 +202,7 @@ async fn killed_at_random_moments_every_due_step_is_delivered_and_none_twice_bey
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill();
         eprintln!("round {round}: killed after {delay} ms; {} messages so far", smtp.messages().len());
-        server = TestServer::start_configured(dir.path(), &intents, &config);
+        server = TestServer::spawn_configured(dir.path(), &intents, &config);
     }
     let delivered = |to: &str, subject: &str| {
         smtp.messages().iter().filter(|m| rcpt(m) == to && header(m, "subject").starts_with(subject)).count()
@@ -366,7 +366,7 @@ async fn the_open_question_comes_by_email_and_its_buttons_answer_it() {
     let white = landing_token(&button("White")).await;
     let late = texts(&open_link(&server, &white).await);
     assert!(late.last().is_some_and(|q| q.contains("budget")), "the chat where it is: {late:?}");
-    server.kill();
+    server.stop();
 
     let store = crate::backend::open_store(&server.data).expect("store");
     let profile = store.visitor(&nudge::ids::VisitorId::parse(&ben).expect("id")).expect("read").expect("ben");

@@ -111,7 +111,7 @@ async fn email_link_to_checkout_to_attributed_order() {
         Some(_) => assert!(code == 0 && csv.contains("ana@example.com"), "{err}\n{csv}"),
     }
     drop(socket);
-    server.kill();
+    server.stop();
 
     let (code, jsonl, err) = run_nudge(&["export", "leads", "--data", data_arg, "--format", "jsonl", "--transcripts"]);
     assert_eq!(code, 0, "{err}");

@@ -54,7 +54,7 @@ async fn two_nodes_racing_for_the_same_outbox_run_each_job_once() {
             std::fs::write(node_dir.join("nudge.toml"), &config).expect("config");
             let config = node_dir.join("nudge.toml");
             let config = config.to_str().expect("utf-8");
-            TestServer::start_on(
+            TestServer::spawn_on(
                 &node_dir.join("data"),
                 std::path::Path::new("intents"),
                 &["--config", config, "--store", &url],
@@ -173,7 +173,7 @@ async fn replies_fail_while_the_database_is_away_and_the_node_recovers_by_itself
     let cluster = dir.path().join("pg");
     let url = format!("{}/postgres", own_postgres("start", &cluster));
     let data = dir.path().join("data");
-    let server = TestServer::start_on(&data, std::path::Path::new("intents"), &["--store", &url]);
+    let server = TestServer::spawn_on(&data, std::path::Path::new("intents"), &["--store", &url]);
     let mut socket = server.connect().await;
     let (_, conversation, _, _) = hello(&mut socket, nudge::protocol::Hello::default()).await;
     let mut answered = vec!["do you ship to Austria?".to_string()];
@@ -288,7 +288,7 @@ async fn three_nodes_behind_haproxy_keep_every_chat_and_follow_up_when_one_is_ki
     let config = format!("smtp_url = \"{}\"\noutbox_lease_secs = 2\ndouble_opt_in = false\n", smtp.smtp_url());
     let mut nodes: Vec<TestServer> = ["a", "b", "c"]
         .iter()
-        .map(|node| TestServer::start_configured_with(&dir.path().join(node), &intents, &config, &["--store", &url]))
+        .map(|node| TestServer::spawn_configured_with(&dir.path().join(node), &intents, &config, &["--store", &url]))
         .collect();
     let port = |node: &TestServer| node.addr.rsplit(':').next().expect("port").to_string();
     let proxy_port = free_port();
@@ -442,8 +442,8 @@ async fn a_person_answers_on_one_node_a_shopper_whose_chat_is_on_another() {
     let (set, err) = set_password_with(&dir.path().join("a").join("data"), PASSWORD, &["--store", &url]);
     assert!(set, "the password, set once for every node: {err}");
     let intents = std::path::Path::new("intents");
-    let a = TestServer::start_configured_with(&dir.path().join("a"), intents, "", &["--store", &url]);
-    let b = TestServer::start_configured_with(&dir.path().join("b"), intents, "", &["--store", &url]);
+    let a = TestServer::spawn_configured_with(&dir.path().join("a"), intents, "", &["--store", &url]);
+    let b = TestServer::spawn_configured_with(&dir.path().join("b"), intents, "", &["--store", &url]);
 
     let mut socket = a.connect().await;
     let (visitor, ..) = hello(&mut socket, nudge::protocol::Hello::default()).await;

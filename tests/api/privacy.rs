@@ -55,7 +55,7 @@ async fn a_shopper_who_asks_to_be_forgotten_is_erased_everywhere() {
     let (other, _, returning, _) = hello(&mut again, resume(&visitor, &key)).await;
     assert!(other != visitor && !returning);
     drop((socket, again));
-    server.kill();
+    server.stop();
 
     let store = crate::backend::open_store(&server.data).expect("store");
     let old = VisitorId::parse(&visitor).expect("id");
@@ -126,7 +126,7 @@ async fn marketers_erase_from_the_admin_and_the_command_line() {
     let mut socket = server.connect().await;
     let (second, ..) = known_shopper(&server, &mut socket).await;
     drop(socket);
-    server.kill();
+    server.stop();
     let data_arg = data.to_str().expect("utf-8");
     let (code, out, err) = run_nudge(&["erase", "--email", "ana@example.com", "--data", data_arg]);
     assert_eq!(code, 0, "{err}");
@@ -202,7 +202,7 @@ async fn the_data_directory_is_readable_by_its_owner_only() {
     // A directory made by an earlier version, open to everyone.
     std::fs::create_dir_all(&data).expect("mkdir");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut server = TestServer::start_on(&data, Path::new("intents"), &[]);
+    let mut server = TestServer::spawn_on(&data, Path::new("intents"), &[]);
     let mut socket = server.connect().await;
     hello(&mut socket, Hello::default()).await;
     say(&mut socket, "do you ship to Austria?").await;

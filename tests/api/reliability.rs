@@ -173,7 +173,7 @@ async fn forwarded_for_from_an_untrusted_peer_is_ignored() {
 async fn sigterm_tells_clients_to_reconnect_and_keeps_every_reply() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("data");
-    let mut server = TestServer::start_on(&data, Path::new("intents"), &[]);
+    let mut server = TestServer::spawn_on(&data, Path::new("intents"), &[]);
     let mut socket = server.connect().await;
     let (_, conversation, ..) = hello(&mut socket, Hello::default()).await;
     say(&mut socket, "do you ship to Austria?").await;
@@ -210,7 +210,7 @@ async fn killed_at_random_moments_nothing_answered_is_lost() {
     let data = dir.path().join("data");
     let script = ["I'm looking for sneakers", "42", "black", "120", "ana@example.com", "yes", "where is my order?"];
     for round in 0..4 {
-        let mut server = TestServer::start_on(&data, Path::new("intents"), &[]);
+        let mut server = TestServer::spawn_on(&data, Path::new("intents"), &[]);
         let clients: Vec<_> = (0..4)
             .map(|_| {
                 let url = server.ws_url();
@@ -292,7 +292,7 @@ async fn a_client_that_stops_reading_is_dropped() {
         dir.path(),
         "messages_per_second = 100000.0\nmessage_burst = 100000.0\nmessages_per_second_per_ip = 100000.0\nsend_timeout_secs = 1\n",
     );
-    let server = TestServer::start_on(&dir.path().join("data"), Path::new("intents"), &["--config", &config]);
+    let server = TestServer::spawn_on(&dir.path().join("data"), Path::new("intents"), &["--config", &config]);
     let mut socket = server.connect().await;
     hello(&mut socket, Hello::default()).await;
     // Write without ever reading: the replies pile up in the server's queue and the socket buffers.

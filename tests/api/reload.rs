@@ -31,7 +31,7 @@ async fn metric(server: &TestServer, name: &str) -> u64 {
 async fn reloads_on_save_and_keeps_the_last_good_set() {
     let dir = tempfile::tempdir().expect("dir");
     let intents = copy_starter_pack(dir.path(), |text| text.to_string());
-    let server = TestServer::start_on(&dir.path().join("data"), &intents, &[]);
+    let server = TestServer::spawn_on(&dir.path().join("data"), &intents, &[]);
     let mut socket = server.connect().await;
     hello(&mut socket, Hello::default()).await;
     assert!(say(&mut socket, "do you ship to Austria?").await.text.starts_with("We ship to all EU"));

@@ -100,7 +100,7 @@ fn the_widget_chats_on_a_phone_sized_landing_page() {
     // The server goes away and comes back on the same port: the widget reconnects by itself
     // as the same visitor.
     let addr = server.addr.clone();
-    server.kill();
+    server.stop();
     let server = TestServer::start_on(&data, intents, &["--listen", &addr]);
     browser.click(&bubble);
     browser.type_into(&input, "how long does delivery take?\u{E007}");
