@@ -10,7 +10,9 @@ use crate::app::App;
 use crate::domain::{Change, ConsentChange, Spend, Status};
 use crate::ids::VisitorId;
 use crate::leads::{self, Conversion, EmailLink, LinkError};
-use crate::pages::{document, escape_html, html_page};
+use maud::html;
+
+use crate::pages::{document, html_page};
 use crate::signing::{Claims, TokenError, constant_time_eq};
 use crate::store::{Command, EmailEvent, StoreError};
 
@@ -79,13 +81,12 @@ impl ResponseError for Failure {
         let mut response = HttpResponse::build(self.status);
         response.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
         if self.page {
-            let reason = escape_html(&self.reason);
-            response.content_type("text/html; charset=utf-8").body(document(
-                "Link not valid",
-                &format!(
-                    "<h1>This link cannot be used</h1><p>{reason}.</p><p><a href=\"/chat\">Start a new chat</a></p>"
-                ),
-            ))
+            let body = html! {
+                h1 { "This link cannot be used" }
+                p { (self.reason) "." }
+                p { a href="/chat" { "Start a new chat" } }
+            };
+            response.content_type("text/html; charset=utf-8").body(document("Link not valid", body))
         } else {
             response.json(json!({ "error": self.reason }))
         }
@@ -293,14 +294,11 @@ fn unsubscribe_claims(app: &App, token: &str) -> Result<VisitorId, Failure> {
 /// `GET /u/{token}`: asks to confirm, so that a mail scanner following links unsubscribes nobody.
 async fn unsubscribe_page(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     unsubscribe_claims(&app, &token)?;
-    let action = escape_html(&format!("/u/{token}"));
-    Ok(html_page(document(
-        "Unsubscribe",
-        &format!(
-            "<h1>Unsubscribe from our emails?</h1>\
-             <form method=post action=\"{action}\"><button type=submit>Unsubscribe</button></form>"
-        ),
-    )))
+    let body = html! {
+        h1 { "Unsubscribe from our emails?" }
+        form method="post" action={ "/u/" (token) } { button type="submit" { "Unsubscribe" } }
+    };
+    Ok(html_page(document("Unsubscribe", body)))
 }
 
 /// `POST /u/{token}`: unsubscribes (RFC 8058 one-click, or the confirm page's button): withdraws
@@ -313,7 +311,8 @@ async fn unsubscribe(app: web::Data<App>, token: web::Path<String>) -> Result<Ht
         Command::CancelFollowUps { visitor, reason: "unsubscribed".into(), at: now },
     ];
     app.store.commit(commands).await?;
-    Ok(html_page(document("Unsubscribed", "<h1>You are unsubscribed</h1><p>You will get no more emails from us.</p>")))
+    let body = html! { h1 { "You are unsubscribed" } p { "You will get no more emails from us." } };
+    Ok(html_page(document("Unsubscribed", body)))
 }
 
 fn confirm_claims(app: &App, token: &str) -> Result<(VisitorId, String), Failure> {
@@ -326,15 +325,12 @@ fn confirm_claims(app: &App, token: &str) -> Result<(VisitorId, String), Failure
 /// `GET /v/{token}`: asks to confirm, so that a mail scanner following links confirms nobody.
 async fn confirm_page(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let (_, email) = confirm_claims(&app, &token)?;
-    let action = escape_html(&format!("/v/{token}"));
-    let email = escape_html(&email);
-    Ok(html_page(document(
-        "Confirm your address",
-        &format!(
-            "<h1>Confirm {email}?</h1><p>You will get our emails at this address.</p>\
-             <form method=post action=\"{action}\"><button type=submit>Confirm</button></form>"
-        ),
-    )))
+    let body = html! {
+        h1 { "Confirm " (email) "?" }
+        p { "You will get our emails at this address." }
+        form method="post" action={ "/v/" (token) } { button type="submit" { "Confirm" } }
+    };
+    Ok(html_page(document("Confirm your address", body)))
 }
 
 /// `POST /v/{token}`: the double opt-in: records that the address is the visitor's (with time
@@ -343,5 +339,5 @@ async fn confirm(app: web::Data<App>, token: web::Path<String>) -> Result<HttpRe
     let (visitor, email) = confirm_claims(&app, &token)?;
     let change = Change::ConfirmEmail { email, at: app.now_ms(), source: "confirmation link".into() };
     app.store.commit(vec![Command::Visitor { visitor, change }]).await?;
-    Ok(html_page(document("Confirmed", "<h1>Thank you</h1><p>Your address is confirmed.</p>")))
+    Ok(html_page(document("Confirmed", html! { h1 { "Thank you" } p { "Your address is confirmed." } })))
 }

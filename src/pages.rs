@@ -74,15 +74,19 @@ pub fn html_page(html: impl actix_web::body::MessageBody + 'static) -> HttpRespo
         .body(html)
 }
 
-/// A small page of ours (link errors, unsubscribe): `body` is HTML, `title` is text.
-pub fn document(title: &str, body: &str) -> String {
-    let title = escape_html(title);
-    format!(
-        "<!doctype html><html lang=en><meta charset=utf-8><meta name=viewport content=\"width=device-width\"><title>{title}</title>{body}"
-    )
+/// A small page of ours (link errors, unsubscribe), from a maud template.
+pub fn document(title: &str, body: maud::Markup) -> String {
+    maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; meta name="viewport" content="width=device-width"; title { (title) } }
+            body { (body) }
+        }
+    }
+    .into_string()
 }
 
-/// Text for HTML: element content or a quoted attribute value.
+/// Text for HTML: element content or a quoted attribute value (of the emails' templates).
 pub fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }

@@ -160,10 +160,13 @@ pub fn start_with(config: Config, clock: crate::clock::Clock) -> Result<Running,
         // Several nodes: where this node's chats are, for the others, and their answers to them.
         let store = app.store.clone();
         app.live.on_presence(move |visitor, here| store.set_connected(visitor, here));
-        let live = app.live.clone();
-        app.store.join_cluster(move |visitor, text| match serde_json::from_str(&text) {
-            Ok(event) => drop(live.send(&visitor, &event)),
-            Err(e) => log::warn!("a person's action from another node is not understood: {e}"),
+        // Weak: `live` holds the store (above), and a store holding `live` would keep both alive
+        // after the server stops.
+        let live = Arc::downgrade(&app.live);
+        app.store.join_cluster(move |visitor, text| match (serde_json::from_str(&text), live.upgrade()) {
+            (Ok(event), Some(live)) => drop(live.send(&visitor, &event)),
+            (Err(e), _) => log::warn!("a person's action from another node is not understood: {e}"),
+            (Ok(_), None) => {}
         });
     }
     let data = web::Data::from(app.clone());

@@ -48,7 +48,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
     // When the text frame being answered arrived.
     let mut answering = None;
     let mut shutdown = app.shutdown.subscribe();
-    let mut chat = Chat { app: app.clone(), open: None, failed: None, last_turn: None, unsaved: Vec::new() };
+    let mut chat = Chat { app: app.clone(), state: State::Waiting };
     let mut agent = app.live.register();
     let close = loop {
         tokio::select! {
@@ -64,7 +64,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                             // Boxed: the connection's task stays small while it waits, instead
                             // of reserving room for the deepest step of every message.
                             let frames = Box::pin(chat.handle(&text)).await;
-                            if let Some(open) = &chat.open {
+                            if let State::Open(open) = &chat.state {
                                 agent.carry(open.profile.id);
                             }
                             frames
@@ -184,15 +184,23 @@ enum Sent {
     Chosen,
 }
 
+struct Chat {
+    app: Arc<App>,
+    state: State,
+}
+
+/// A connection waits for `hello`; then it carries the conversation `hello` opened. Only an
+/// open conversation answers messages: the types say so, not a check in every handler.
+enum State {
+    Waiting,
+    /// Boxed: the frame loop's future holds a word for it, not the whole conversation.
+    Open(Box<Open>),
+}
+
 /// The conversation a connection carries once `hello` has opened it.
 struct Open {
     profile: Profile,
     conversation: Conversation,
-}
-
-struct Chat {
-    app: Arc<App>,
-    open: Option<Open>,
     /// The message whose commit failed, and the turn id it had: its retry reuses the id.
     failed: Option<(String, TurnId)>,
     /// The last turn this session stored: the next one sorts after it.
@@ -216,14 +224,16 @@ impl Chat {
             Ok(frame) => frame,
             Err(reason) => return vec![ServerFrame::error(ErrorCode::BadRequest, reason)],
         };
-        let result = match frame {
-            ClientFrame::Hello(hello) if self.open.is_none() => self.hello(hello).await,
-            ClientFrame::Hello(_) => {
+        let app = &self.app;
+        let result = match (frame, &mut self.state) {
+            (ClientFrame::Hello(hello), State::Waiting) => self.hello(hello).await,
+            (ClientFrame::Hello(_), State::Open(_)) => {
                 Err(ServerFrame::error(ErrorCode::BadRequest, "hello was already received on this connection"))
             }
-            ClientFrame::Say { text } => self.message(&text, Sent::Typed).await,
-            ClientFrame::Choose { value } => self.message(&value, Sent::Chosen).await,
-            ClientFrame::Consent(consent) => self.consent(consent).await,
+            (_, State::Waiting) => Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first")),
+            (ClientFrame::Say { text }, State::Open(open)) => open.message(app, &text, Sent::Typed).await,
+            (ClientFrame::Choose { value }, State::Open(open)) => open.message(app, &value, Sent::Chosen).await,
+            (ClientFrame::Consent(consent), State::Open(open)) => open.consent(app, consent).await,
         };
         result.unwrap_or_else(|error| vec![error])
     }
@@ -325,7 +335,7 @@ impl Chat {
         // links); the rest is stored, and would cost every idle connection up to 4 KiB.
         let mut conversation = conversation;
         conversation.source = Source { campaign: conversation.source.campaign.take(), ..Source::default() };
-        let person = self.person(&profile, now);
+        let person = person(&self.app, &profile, now);
         // A button in an email answers the question the conversation still waits on; one that no
         // longer fits (answered meanwhile in the chat) answers nothing.
         let answer = link
@@ -339,14 +349,15 @@ impl Chat {
                 Err(why) => frames.push(ServerFrame::error(ErrorCode::BadRequest, why)),
             }
         }
-        self.open = Some(Open { profile, conversation });
+        let mut open = Box::new(Open { profile, conversation, failed: None, last_turn: None, unsaved: Vec::new() });
         let start = hello::opens_in(&intents, hello.start.as_deref()).unwrap_or_else(|why| {
             frames.push(ServerFrame::error(ErrorCode::BadRequest, why));
             None
         });
         if let Some(name) = person {
             // A person has the chat: they greet, not the bot.
-            self.unsaved = commands;
+            open.unsaved = commands;
+            self.state = State::Open(open);
             frames.push(ServerFrame::Handoff { agent: Some(name) });
             return Ok(frames);
         }
@@ -356,14 +367,10 @@ impl Chat {
             (None, Some(id)) => (Input::Open(id), Persist::WithNextMessage),
             (None, None) => (Input::Start, Persist::WithNextMessage),
         };
-        match self.step(input, commands, persist).await {
-            Ok(greeting) => frames.extend(greeting),
-            // Nothing of this hello was stored: the client may say hello again.
-            Err(error) => {
-                self.open = None;
-                return Err(error);
-            }
-        }
+        // On an error nothing of this hello was stored, and the connection still waits for
+        // one: the client may say hello again.
+        frames.extend(open.step(&self.app, input, commands, persist).await?);
+        self.state = State::Open(open);
         Ok(frames)
     }
 
@@ -380,60 +387,67 @@ impl Chat {
         })
     }
 
-    async fn message(&mut self, text: &str, sent: Sent) -> Result<Vec<ServerFrame>, ServerFrame> {
-        if self.open.is_none() {
-            return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
+    /// What a person did in the admin. The store already holds who has the chat; the session
+    /// mirrors it, so that it knows without a read whether the bot may answer.
+    async fn on_person(&mut self, event: FromPerson) -> Vec<ServerFrame> {
+        match &mut self.state {
+            State::Open(open) => open.on_person(&self.app, event).await,
+            State::Waiting => Vec::new(),
         }
+    }
+}
+
+/// The name of the person who has the chat at `now`, while one has it.
+fn person(app: &App, profile: &Profile, now: u64) -> Option<String> {
+    match profile.handoff(now, app.config.handoff_idle_secs.saturating_mul(1000)) {
+        Handoff::Taken(agent) => Some(agent.name.clone()),
+        _ => None,
+    }
+}
+
+impl Open {
+    async fn message(&mut self, app: &Arc<App>, text: &str, sent: Sent) -> Result<Vec<ServerFrame>, ServerFrame> {
         let text = text.trim();
         if text.is_empty() {
             return Err(ServerFrame::error(ErrorCode::BadRequest, "empty message"));
         }
-        let max = self.app.config.max_message_chars;
+        let max = app.config.max_message_chars;
         if text.chars().count() > max {
             return Err(ServerFrame::error(ErrorCode::TooLong, format!("messages are at most {max} characters")));
         }
         crate::metrics::count(name::MESSAGES);
-        let now = self.app.now_ms();
-        if let Some(open) = &self.open
-            && let Some(name) = self.person(&open.profile, now)
-        {
-            return self.pass_to_person(text, name, now).await;
+        let now = app.now_ms();
+        if let Some(name) = person(app, &self.profile, now) {
+            return self.pass_to_person(app, text, name, now).await;
         }
         let input = match sent {
             Sent::Typed => Input::Say(text),
             Sent::Chosen => Input::Choose(text),
         };
-        self.step(input, Vec::new(), Persist::Now).await
-    }
-
-    /// The name of the person who has the chat at `now`, while one has it.
-    fn person(&self, profile: &Profile, now: u64) -> Option<String> {
-        match profile.handoff(now, self.app.config.handoff_idle_secs.saturating_mul(1000)) {
-            Handoff::Taken(agent) => Some(agent.name.clone()),
-            _ => None,
-        }
+        self.step(app, input, Vec::new(), Persist::Now).await
     }
 
     /// A message while a person has the chat: stored in the transcript for them to read, and no
     /// reply from the bot.
-    async fn pass_to_person(&mut self, text: &str, name: String, now: u64) -> Result<Vec<ServerFrame>, ServerFrame> {
+    async fn pass_to_person(
+        &mut self,
+        app: &App,
+        text: &str,
+        name: String,
+        now: u64,
+    ) -> Result<Vec<ServerFrame>, ServerFrame> {
         let entry = Entry::said(Speaker::Shopper, text, now);
-        self.append(entry).await.map_err(internal)?;
+        self.append(app, entry).await.map_err(internal)?;
         Ok(vec![ServerFrame::Received { agent: name }])
     }
 
     /// Records the shopper's choice (with time and source) and answers with the tags the page
     /// may now fire.
-    async fn consent(&mut self, consent: protocol::Consent) -> Result<Vec<ServerFrame>, ServerFrame> {
-        let Some(open) = self.open.as_ref() else {
-            return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
-        };
-        let mut profile = open.profile.clone();
-        let change = Change::Consent(ConsentChange::page(consent, "widget", self.app.now_ms()));
-        self.commit(vec![Command::change(&mut profile, change)]).await.map_err(internal)?;
-        if let Some(open) = self.open.as_mut() {
-            open.profile = profile;
-        }
+    async fn consent(&mut self, app: &App, consent: protocol::Consent) -> Result<Vec<ServerFrame>, ServerFrame> {
+        let mut profile = self.profile.clone();
+        let change = Change::Consent(ConsentChange::page(consent, "widget", app.now_ms()));
+        self.commit(app, vec![Command::change(&mut profile, change)]).await.map_err(internal)?;
+        self.profile = profile;
         Ok(vec![ServerFrame::Tags { tags: Vec::new(), pixel: Vec::new() }])
     }
 
@@ -443,38 +457,36 @@ impl Chat {
     /// failure left behind.
     async fn step(
         &mut self,
+        app: &Arc<App>,
         input: Input<'_>,
         commands: Vec<Command>,
         persist: Persist,
     ) -> Result<Vec<ServerFrame>, ServerFrame> {
-        let Some(open) = self.open.as_ref() else {
-            return Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first"));
-        };
-        let now = self.app.now_ms();
+        let now = app.now_ms();
         let state = dialogue::State {
-            visitor: open.profile.id,
-            locale: open.conversation.locale.clone(),
-            preferences: open.profile.preferences.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
-            pending: open.conversation.pending.clone(),
+            visitor: self.profile.id,
+            locale: self.conversation.locale.clone(),
+            preferences: self.profile.preferences.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+            pending: self.conversation.pending.clone(),
         };
         let said = input.text().map(str::to_string);
         let turn = match self.failed.take() {
             Some((text, turn)) if Some(&text) == said.as_ref() => turn,
             _ => TurnId::after(self.last_turn, now),
         };
-        let intents = self.app.intents();
+        let intents = app.intents();
         let step = dialogue::step(&intents, &state, input, now);
         let policy = effects::Policy {
-            config: &self.app.config,
-            signer: &self.app.signer,
-            public_url: &self.app.public_url,
+            config: &app.config,
+            signer: &app.signer,
+            public_url: &app.public_url,
             entry_intents: &intents.journeys.entry_intents,
             unfinished_email: intents.email(crate::intents::UNFINISHED_CHAT).is_some(),
         };
         let (commands, frames, profile, conversation) =
-            match effects::apply(step, &open.profile, &open.conversation, turn, commands, &policy, now) {
+            match effects::apply(step, &self.profile, &self.conversation, turn, commands, &policy, now) {
                 Outcome::Erase { commands, frames, locale } => {
-                    return self.erase(open.profile.id, frames, commands, locale, now).await;
+                    return self.erase(app, frames, commands, locale, now).await;
                 }
                 Outcome::Continue { commands, frames, profile, conversation } => {
                     (commands, frames, profile, conversation)
@@ -483,48 +495,44 @@ impl Chat {
         match persist {
             Persist::WithNextMessage => self.unsaved = commands,
             Persist::Now => {
-                if let Err(e) = self.commit(commands).await {
+                if let Err(e) = self.commit(app, commands).await {
                     self.failed = said.map(|text| (text, turn));
                     return Err(internal(e));
                 }
             }
         }
         self.last_turn = Some(turn);
-        self.open = Some(Open { profile, conversation });
+        self.profile = profile;
+        self.conversation = conversation;
         Ok(frames)
     }
-}
 
-impl Chat {
     /// Commits `commands` after whatever `hello` left unsaved, which stays for the next try when
     /// the commit fails.
-    async fn commit(&mut self, commands: Vec<Command>) -> Result<(), crate::store::StoreError> {
+    async fn commit(&mut self, app: &App, commands: Vec<Command>) -> Result<(), crate::store::StoreError> {
         let batch =
             if self.unsaved.is_empty() { commands } else { self.unsaved.iter().cloned().chain(commands).collect() };
-        self.app.store.commit(batch).await?;
+        app.store.commit(batch).await?;
         self.unsaved.clear();
         Ok(())
     }
 
-    /// What a person did in the admin. The store already holds who has the chat; the session
-    /// mirrors it, so that it knows without a read whether the bot may answer.
-    async fn on_person(&mut self, event: FromPerson) -> Vec<ServerFrame> {
-        let Some(open) = self.open.as_mut() else { return Vec::new() };
+    async fn on_person(&mut self, app: &App, event: FromPerson) -> Vec<ServerFrame> {
         match event {
             FromPerson::Took { agent } => {
                 let name = agent.name.clone();
-                open.profile.agent = Some(agent);
+                self.profile.agent = Some(agent);
                 vec![ServerFrame::Handoff { agent: Some(name) }]
             }
             FromPerson::HandedBack { at } => {
-                open.profile.apply(&Change::HandBack { at });
+                self.profile.apply(&Change::HandBack { at });
                 vec![ServerFrame::Handoff { agent: None }]
             }
             FromPerson::Answered { agent, text } => {
                 let name = agent.name.clone();
-                open.profile.agent = Some(agent);
+                self.profile.agent = Some(agent);
                 // Recorded first: what the shopper reads is in the transcript.
-                if let Err(e) = self.append(Entry::said(Speaker::Agent, &text, self.app.now_ms())).await {
+                if let Err(e) = self.append(app, Entry::said(Speaker::Agent, &text, app.now_ms())).await {
                     log::error!("an agent's message could not be stored: {e}");
                     return Vec::new();
                 }
@@ -543,12 +551,11 @@ impl Chat {
     }
 
     /// Appends one entry as a turn of its own to the open conversation.
-    async fn append(&mut self, entry: Entry) -> Result<(), crate::store::StoreError> {
-        let Some(open) = self.open.as_mut() else { return Ok(()) };
+    async fn append(&mut self, app: &App, entry: Entry) -> Result<(), crate::store::StoreError> {
         let turn = TurnId::after(self.last_turn, entry.at);
-        open.conversation.last_at = entry.at;
-        let append = Command::AppendTurn { conversation: open.conversation.id, turn, entries: vec![entry] };
-        self.commit(vec![append]).await?;
+        self.conversation.last_at = entry.at;
+        let append = Command::AppendTurn { conversation: self.conversation.id, turn, entries: vec![entry] };
+        self.commit(app, vec![append]).await?;
         self.last_turn = Some(turn);
         Ok(())
     }
@@ -558,7 +565,7 @@ impl Chat {
     /// new `welcome` so the widget forgets the old id too.
     async fn erase(
         &mut self,
-        old: VisitorId,
+        app: &Arc<App>,
         mut frames: Vec<ServerFrame>,
         mut commands: Vec<Command>,
         locale: String,
@@ -574,14 +581,15 @@ impl Chat {
             source: Source::default(),
             pending: None,
         };
+        let old = self.profile.id;
         commands.push(Command::Erase { visitor: old, at: now });
         let create = Change::Create { at: now, locale: fresh.locale.clone() };
         commands.push(Command::Visitor { visitor: fresh.id, change: create });
         commands.push(Command::OpenConversation(fresh_conversation.clone()));
         let (key, hash) = crate::ids::mint_resume_key();
         commands.push(Command::change(&mut fresh, Change::ResumeKey(hash)));
-        self.commit(commands).await.map_err(internal)?;
-        forget_mail(&self.app, old).await;
+        self.commit(app, commands).await.map_err(internal)?;
+        forget_mail(app, old).await;
         name_span(&fresh.id, &fresh_conversation.id);
         frames.push(ServerFrame::Welcome {
             visitor: fresh.id.to_string(),
@@ -591,7 +599,8 @@ impl Chat {
             history: Vec::new(),
             locale: fresh_conversation.locale.clone(),
         });
-        self.open = Some(Open { profile: fresh, conversation: fresh_conversation });
+        self.profile = fresh;
+        self.conversation = fresh_conversation;
         Ok(frames)
     }
 }

@@ -198,7 +198,7 @@ async fn admin_shows_what_the_shopper_told_us_and_exports_it() {
 
     let (_, _, lead) = page(&format!("/admin/leads/{visitor}")).await;
     assert!(lead.contains("&lt;b&gt;Ana&lt;/b&gt;") && !lead.contains("<b>Ana</b>"), "names are text, not markup");
-    assert!(lead.contains("I&#39;m looking for sneakers") && lead.contains("lead_summary"), "the transcript: {lead}");
+    assert!(lead.contains("I'm looking for sneakers") && lead.contains("lead_summary"), "the transcript: {lead}");
     assert!(lead.contains("your_selection") && lead.contains("cancelled: converted"), "the follow-up: {lead}");
     assert_eq!(page("/admin/leads/00000000000000000000000000000000").await.0, 404);
 

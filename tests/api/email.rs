@@ -119,7 +119,7 @@ async fn a_follow_up_is_sent_once_and_its_links_resume_and_unsubscribe() {
     // Unsubscribe: GET only asks (mail scanners follow links), POST is RFC 8058 one-click.
     let (status, _, page) = get(unsubscribe.clone()).await;
     assert_eq!(status, 200);
-    assert!(page.contains("<form method=post"), "{page}");
+    assert!(page.contains("<form method=\"post\""), "{page}");
     let one_click =
         || post(unsubscribe.clone(), None, "application/x-www-form-urlencoded", "List-Unsubscribe=One-Click".into());
     assert_eq!(one_click().await.0, 200);
@@ -370,7 +370,7 @@ async fn an_address_typed_in_the_chat_is_confirmed_before_any_marketing_email() 
     // GET only asks (mail scanners follow links); the POST confirms.
     let (status, _, page) = get(link.clone()).await;
     assert_eq!(status, 200);
-    assert!(page.contains("<form method=post"), "{page}");
+    assert!(page.contains("<form method=\"post\""), "{page}");
     assert_eq!(post(link.clone(), None, "application/x-www-form-urlencoded", String::new()).await.0, 200);
     let (status, _) = post(format!("{}/v/not-a-token", server.url()), None, "text/plain", String::new()).await;
     assert_eq!(status, 400);
