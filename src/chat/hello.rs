@@ -2,8 +2,8 @@
 //! visit records, and which intent or proactive trigger the chat opens with.
 
 use super::session::history;
-use crate::domain::{Change, ConsentChange, Conversation, Engaged, Profile};
-use crate::ids::VisitorId;
+use crate::domain::{Change, ConsentChange, Conversation, Engaged, Profile, Source};
+use crate::ids::{ConversationId, VisitorId};
 use crate::intents::IntentSet;
 use crate::leads::EmailLink;
 use crate::protocol::{Hello, Line, TriggerSeen};
@@ -25,6 +25,85 @@ pub(super) struct Found {
     pub last: Option<Conversation>,
     pub resumes: bool,
     pub said: Vec<Line>,
+}
+
+/// What a `hello` opens: the visitor (found or new), the conversation it resumes or starts, what
+/// the widget is told, and what to store.
+pub(super) struct Opened {
+    pub profile: Profile,
+    pub conversation: Conversation,
+    pub returning: bool,
+    /// The resumed conversation's last lines, for the widget to show again.
+    pub history: Vec<Line>,
+    /// A fresh resume key for a widget that did not resume with its own.
+    pub key: Option<String>,
+    pub commands: Vec<Command>,
+}
+
+/// The visitor `found` (or a new one) on this visit, in the conversation it resumes (an email's,
+/// or its last within the resume window) or a new one; takes the attribution out of `hello`.
+pub(super) fn open(
+    hello: &mut Hello,
+    found: Option<Found>,
+    link: Option<&EmailLink>,
+    now: u64,
+    resume_window: u64,
+) -> Opened {
+    let returning = found.is_some();
+    let locale = hello.locale.as_deref().map(locale_from_tag);
+    let mut commands = Vec::new();
+    let (mut profile, last, resumes, said) = match found {
+        Some(Found { profile, last, resumes, said }) => (profile, last, resumes, said),
+        None => {
+            let profile = Profile::new(VisitorId::mint(now), now, locale.unwrap_or("en"));
+            let create = Change::Create { at: now, locale: profile.locale.clone() };
+            commands.push(Command::Visitor { visitor: profile.id, change: create });
+            (profile, None, false, Vec::new())
+        }
+    };
+    // The ad's own campaign (utm) says more than the widget's `data-campaign` on the page.
+    let campaign = link
+        .and_then(|l| l.campaign.clone())
+        .or_else(|| hello.utm.get("campaign").cloned())
+        .or_else(|| hello.campaign.clone());
+    visit(&mut profile, hello, link, campaign.clone(), locale, now, &mut commands);
+    let (conversation, history) = match last {
+        Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => (c, said),
+        _ => {
+            let conversation = Conversation {
+                id: ConversationId::mint(now),
+                visitor: profile.id,
+                started_at: now,
+                last_at: now,
+                locale: profile.locale.clone(),
+                source: Source {
+                    campaign,
+                    page: hello.page.take(),
+                    referrer: hello.referrer.take(),
+                    utm: std::mem::take(&mut hello.utm),
+                    click_ids: std::mem::take(&mut hello.click_ids),
+                },
+                pending: None,
+            };
+            // A conversation starts with its record written in the same batch as its first turn.
+            commands.push(Command::OpenConversation(conversation.clone()));
+            (conversation, Vec::new())
+        }
+    };
+    // A widget that did not resume with its key (a new visitor, an email link, a key that no
+    // longer holds) gets a fresh one.
+    let resumed_by_key = hello.key.as_deref().is_some_and(|k| profile.resumes_with(k));
+    let key = (!resumed_by_key).then(|| {
+        let (key, hash) = crate::ids::mint_resume_key();
+        commands.push(Command::change(&mut profile, Change::ResumeKey(hash)));
+        key
+    });
+    Opened { profile, conversation, returning, history, key, commands }
+}
+
+/// `de-AT` → `de`; anything that is not German is answered in English.
+fn locale_from_tag(tag: &str) -> &'static str {
+    if tag.get(..2).is_some_and(|l| l.eq_ignore_ascii_case("de")) { "de" } else { "en" }
 }
 
 /// One read: the email link's visitor, else the widget's (only with its resume key).

@@ -43,8 +43,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut last_heard = Instant::now();
     let mut last_chat = Instant::now();
-    let mut budget = Bucket::new(config.messages_per_second, config.message_burst);
-    let mut strikes = 0u32;
+    let mut pace = Pace { budget: Bucket::new(config.messages_per_second, config.message_burst), strikes: 0 };
     // When the text frame being answered arrived.
     let mut answering = None;
     let mut shutdown = app.shutdown.subscribe();
@@ -59,21 +58,20 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         last_chat = Instant::now();
                         answering = Some(last_chat);
-                        if budget.take(last_chat) && admitted.take_message(last_chat) {
-                            strikes = 0;
-                            // Boxed: the connection's task stays small while it waits, instead
-                            // of reserving room for the deepest step of every message.
-                            let frames = Box::pin(chat.handle(&text)).await;
-                            if let State::Open(open) = &chat.state {
-                                agent.carry(open.profile.id);
+                        match pace.take(&admitted, last_chat, app.config.rate_limit_strikes) {
+                            Paced::Answer => {
+                                // Boxed: the connection's task stays small while it waits, instead
+                                // of reserving room for the deepest step of every message.
+                                let frames = Box::pin(chat.handle(&text)).await;
+                                if let State::Open(open) = &chat.state {
+                                    agent.carry(open.profile.id);
+                                }
+                                frames
                             }
-                            frames
-                        } else {
-                            strikes += 1;
-                            if strikes >= app.config.rate_limit_strikes {
+                            Paced::Refuse => vec![ServerFrame::error(ErrorCode::RateLimited, "too many messages; please slow down")],
+                            Paced::Close => {
                                 break Some(CloseReason { code: CloseCode::Policy, description: Some("rate limited".into()) });
                             }
-                            vec![ServerFrame::error(ErrorCode::RateLimited, "too many messages; please slow down")]
                         }
                     }
                     Some(Ok(AggregatedMessage::Binary(_))) => vec![ServerFrame::error(
@@ -126,6 +124,32 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
     };
     log_close(&close);
     let _ = ws.close(close).await;
+}
+
+/// A connection's message budget, and how many messages in a row it refused.
+struct Pace {
+    budget: Bucket,
+    strikes: u32,
+}
+
+enum Paced {
+    Answer,
+    /// Over the budget: an error frame.
+    Refuse,
+    /// Over it `rate_limit_strikes` times in a row: the connection closes.
+    Close,
+}
+
+impl Pace {
+    /// Spends one message of the connection's budget and of its address's (`admitted`).
+    fn take(&mut self, admitted: &Admitted, now: Instant, most_strikes: u32) -> Paced {
+        if self.budget.take(now) && admitted.take_message(now) {
+            self.strikes = 0;
+            return Paced::Answer;
+        }
+        self.strikes += 1;
+        if self.strikes >= most_strikes { Paced::Close } else { Paced::Refuse }
+    }
 }
 
 /// Sends `frames` in order, each within `timeout`: the outgoing queue is bounded, so a client
@@ -238,7 +262,7 @@ impl Chat {
         result.unwrap_or_else(|error| vec![error])
     }
 
-    async fn hello(&mut self, hello: Hello) -> Result<Vec<ServerFrame>, ServerFrame> {
+    async fn hello(&mut self, mut hello: Hello) -> Result<Vec<ServerFrame>, ServerFrame> {
         let max = self.app.config.max_hello_bytes;
         if hello.attribution_bytes() > max {
             let message = format!("page, referrer, campaign, utm and click ids are at most {max} bytes together");
@@ -270,58 +294,8 @@ impl Chat {
             let message = "this email link was already used; the chat goes on where it was first opened";
             frames.push(ServerFrame::error(ErrorCode::Unauthorized, message));
         }
-        let returning = found.is_some();
-        let locale = hello.locale.as_deref().map(locale_from_tag);
-        let mut commands = Vec::new();
-        let (mut profile, last, resumes, said) = match found {
-            Some(hello::Found { profile, last, resumes, said }) => (profile, last, resumes, said),
-            None => {
-                let profile = Profile::new(VisitorId::mint(now), now, locale.unwrap_or("en"));
-                let create = Change::Create { at: now, locale: profile.locale.clone() };
-                commands.push(Command::Visitor { visitor: profile.id, change: create });
-                (profile, None, false, Vec::new())
-            }
-        };
-        // The ad's own campaign (utm) says more than the widget's `data-campaign` on the page.
-        let campaign = link
-            .as_ref()
-            .and_then(|l| l.campaign.clone())
-            .or_else(|| hello.utm.get("campaign").cloned())
-            .or_else(|| hello.campaign.clone());
-        hello::visit(&mut profile, &hello, link.as_ref(), campaign.clone(), locale, now, &mut commands);
-        let mut history = Vec::new();
-        let conversation = match last {
-            Some(c) if resumes || now.saturating_sub(c.last_at) <= resume_window => {
-                history = said;
-                c
-            }
-            _ => new_conversation(
-                &mut commands,
-                Conversation {
-                    id: ConversationId::mint(now),
-                    visitor: profile.id,
-                    started_at: now,
-                    last_at: now,
-                    locale: profile.locale.clone(),
-                    source: Source {
-                        campaign,
-                        page: hello.page,
-                        referrer: hello.referrer,
-                        utm: hello.utm,
-                        click_ids: hello.click_ids,
-                    },
-                    pending: None,
-                },
-            ),
-        };
-        // A widget that did not resume with its key (a new visitor, an email link, a key that
-        // no longer holds) gets a fresh one.
-        let resumed_by_key = hello.key.as_deref().is_some_and(|k| profile.resumes_with(k));
-        let key = (!resumed_by_key).then(|| {
-            let (key, hash) = crate::ids::mint_resume_key();
-            commands.push(Command::change(&mut profile, Change::ResumeKey(hash)));
-            key
-        });
+        let hello::Opened { mut profile, conversation, returning, history, key, mut commands } =
+            hello::open(&mut hello, found, link.as_ref(), now, resume_window);
         name_span(&profile.id, &conversation.id);
         frames.push(ServerFrame::Welcome {
             visitor: profile.id.to_string(),
@@ -620,12 +594,6 @@ pub(super) fn history(entries: Vec<Entry>) -> Vec<protocol::Line> {
         .collect()
 }
 
-/// A conversation starts with its record written in the same batch as its first turn.
-fn new_conversation(commands: &mut Vec<Command>, conversation: Conversation) -> Conversation {
-    commands.push(Command::OpenConversation(conversation.clone()));
-    conversation
-}
-
 /// The connection's span (`chat::ws`) names who it is about from now on.
 fn name_span(visitor: &VisitorId, conversation: &ConversationId) {
     let span = tracing::Span::current();
@@ -645,9 +613,4 @@ pub(crate) async fn forget_mail(app: &Arc<App>, visitor: VisitorId) {
 fn internal(error: crate::store::StoreError) -> ServerFrame {
     log::error!("store: {error}");
     ServerFrame::error(ErrorCode::Internal, "could not save the conversation; please try again")
-}
-
-/// `de-AT` → `de`; anything that is not German is answered in English.
-fn locale_from_tag(tag: &str) -> &'static str {
-    if tag.get(..2).is_some_and(|l| l.eq_ignore_ascii_case("de")) { "de" } else { "en" }
 }
