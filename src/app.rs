@@ -5,7 +5,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::admin;
 use crate::config::Config;
 use crate::intents::IntentSet;
 use crate::metrics::Metrics;
@@ -29,12 +28,8 @@ pub struct App {
     pub secrets: Secrets,
     /// Conversions are checked and recorded one at a time, so a repeated delivery is counted once.
     pub conversions: tokio::sync::Mutex<()>,
-    /// Connections and message budgets per IP address.
-    pub per_ip: Arc<crate::chat::limits::PerIp>,
     /// Open chat sessions by visitor, for agents' replies.
     pub live: Arc<crate::chat::agents::Live>,
-    /// Admin login attempts per address.
-    pub logins: admin::Logins,
     /// Set on SIGTERM (`App::stop`): sessions tell their widgets to reconnect elsewhere and close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Raised with `shutdown`, for the background threads' sleeps.

@@ -22,7 +22,12 @@ use crate::protocol::SUBPROTOCOL;
 /// types again rather than at once.
 pub const CLOSE_IDLE: u16 = 4000;
 
-pub async fn ws(req: HttpRequest, body: web::Payload, app: web::Data<App>) -> actix_web::Result<HttpResponse> {
+pub async fn ws(
+    req: HttpRequest,
+    body: web::Payload,
+    app: web::Data<App>,
+    per_ip: web::Data<limits::PerIp>,
+) -> actix_web::Result<HttpResponse> {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !origin_allowed(&app, &req, origin) {
@@ -44,7 +49,7 @@ pub async fn ws(req: HttpRequest, body: web::Payload, app: web::Data<App>) -> ac
     // Raw IP addresses are only held in memory, for these limits, while connected.
     let peer = req.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     let ip = limits::client_ip(peer, req.headers(), &app.config.trusted_proxies);
-    let Some(admitted) = app.per_ip.admit(ip, app.config.max_connections_per_ip) else {
+    let Some(admitted) = per_ip.admit(ip, app.config.max_connections_per_ip) else {
         return Ok(HttpResponse::TooManyRequests().body("too many chat connections from this address"));
     };
     let (response, ws_session, stream) = actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])?;

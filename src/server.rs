@@ -146,8 +146,6 @@ pub fn start_with(config: Config, clock: crate::clock::Clock) -> Result<Running,
         signer,
         secrets,
         conversions: tokio::sync::Mutex::new(()),
-        per_ip,
-        logins: admin::Logins::default(),
         live: Arc::default(),
         shutdown: tokio::sync::watch::Sender::new(false),
         stopping: Default::default(),
@@ -170,9 +168,14 @@ pub fn start_with(config: Config, clock: crate::clock::Clock) -> Result<Running,
         });
     }
     let data = web::Data::from(app.clone());
+    // What only one route uses is its own handle, not part of `App`: the chat socket's limits per
+    // address, the admin login's.
+    let (per_ip, logins) = (web::Data::from(per_ip), web::Data::new(admin::Logins::default()));
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(data.clone())
+            .app_data(per_ip.clone())
+            .app_data(logins.clone())
             .app_data(web::PayloadConfig::new(64 * 1024))
             .route("/ws", web::get().to(chat::ws))
             .route("/healthz", web::get().to(healthz))

@@ -206,6 +206,7 @@ pub(super) struct LoginForm {
 
 pub(super) async fn login(
     app: web::Data<App>,
+    logins: web::Data<Logins>,
     req: HttpRequest,
     form: web::Form<LoginForm>,
 ) -> actix_web::Result<HttpResponse> {
@@ -213,12 +214,12 @@ pub(super) async fn login(
         return Ok(html(StatusCode::FORBIDDEN, views::login(Some("This form was posted from another site."))));
     }
     let peer = req.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-    if !app.logins.allow(client_ip(peer, req.headers(), &app.config.trusted_proxies)) {
+    if !logins.allow(client_ip(peer, req.headers(), &app.config.trusted_proxies)) {
         return Ok(html(StatusCode::TOO_MANY_REQUESTS, views::login(Some("Too many attempts; wait a minute."))));
     }
     let LoginForm { password, name } = form.into_inner();
     let checking = app.clone();
-    let _turn = app.logins.checking.acquire().await.map_err(actix_web::error::ErrorServiceUnavailable)?;
+    let _turn = logins.checking.acquire().await.map_err(actix_web::error::ErrorServiceUnavailable)?;
     // Argon2 is slow on purpose: off the async workers.
     let matches = web::block(move || checking.secrets.admin_password_matches(&password)).await?;
     if !matches {
