@@ -5,12 +5,12 @@
 //! chats are is told to the store (`on_presence`), and what a person does on another node
 //! arrives through it, as the JSON of `FromPerson`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::domain::Agent;
 use crate::ids::VisitorId;
@@ -31,7 +31,41 @@ pub enum FromPerson {
 const QUEUE: usize = 16;
 
 /// Each open session of a visitor: its key and where its agent messages go.
-type Sessions = HashMap<VisitorId, Vec<(u64, mpsc::Sender<FromPerson>)>>;
+type Sessions = HashMap<VisitorId, Vec<(u64, Arc<Mailbox>)>>;
+
+/// Where a person's actions wait for one session. Empty, it holds no room for them: a channel
+/// would reserve a block of 32 in every idle connection (2.5 KiB each), for events that reach
+/// few chats.
+#[derive(Default)]
+pub struct Mailbox {
+    queue: Mutex<VecDeque<FromPerson>>,
+    ready: Notify,
+}
+
+impl Mailbox {
+    /// Leaves `event` for the session; false when `QUEUE` events already wait.
+    fn post(&self, event: FromPerson) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= QUEUE {
+            return false;
+        }
+        queue.push_back(event);
+        drop(queue);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next event, once there is one. Cancel-safe: an event is taken only when returned.
+    pub async fn next(&self) -> FromPerson {
+        loop {
+            if let Some(event) = self.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+                return event;
+            }
+            // A `post` since the look above left a permit: this returns at once.
+            self.ready.notified().await;
+        }
+    }
+}
 
 /// Told when a visitor's first chat on this node opens (true) and its last one closes (false).
 type Presence = Box<dyn Fn(VisitorId, bool) + Send + Sync>;
@@ -48,16 +82,14 @@ pub struct Registration {
     live: Arc<Live>,
     key: u64,
     visitor: Option<VisitorId>,
-    sender: mpsc::Sender<FromPerson>,
     /// What a person did for this session's shopper.
-    pub inbox: mpsc::Receiver<FromPerson>,
+    pub inbox: Arc<Mailbox>,
 }
 
 impl Live {
     pub fn register(self: &Arc<Self>) -> Registration {
-        let (sender, inbox) = mpsc::channel(QUEUE);
         let key = self.next.fetch_add(1, Ordering::Relaxed);
-        Registration { live: self.clone(), key, visitor: None, sender, inbox }
+        Registration { live: self.clone(), key, visitor: None, inbox: Arc::default() }
     }
 
     /// Has `presence` told when a visitor's chats on this node begin and end (set once).
@@ -79,7 +111,7 @@ impl Live {
     pub fn send(&self, visitor: &VisitorId, event: &FromPerson) -> usize {
         let sessions = self.lock();
         let open = sessions.get(visitor).map(Vec::as_slice).unwrap_or_default();
-        open.iter().filter(|(_, sender)| sender.try_send(event.clone()).is_ok()).count()
+        open.iter().filter(|(_, inbox)| inbox.post(event.clone())).count()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
@@ -112,7 +144,7 @@ impl Registration {
         let first = {
             let mut sessions = self.live.lock();
             let open = sessions.entry(visitor).or_default();
-            open.push((self.key, self.sender.clone()));
+            open.push((self.key, self.inbox.clone()));
             open.len() == 1
         };
         if first {
@@ -126,5 +158,31 @@ impl Drop for Registration {
         if let Some(visitor) = self.visitor {
             self.live.remove(&visitor, self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mailbox_keeps_order_holds_at_most_queue_and_loses_nothing_to_a_dropped_wait() {
+        let mailbox = Mailbox::default();
+        let answered = |n: u64| FromPerson::HandedBack { at: n };
+        // A wait given up before anything came (another branch of the session's select won).
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(5), mailbox.next()).await.is_err());
+        for n in 0..QUEUE as u64 {
+            assert!(mailbox.post(answered(n)));
+        }
+        assert!(!mailbox.post(answered(99)), "full: the person's action is refused, not queued");
+        for n in 0..QUEUE as u64 {
+            assert_eq!(mailbox.next().await, answered(n));
+        }
+        let waiting = std::sync::Arc::new(mailbox);
+        let poster = waiting.clone();
+        let later = tokio::spawn(async move { poster.next().await });
+        tokio::task::yield_now().await;
+        assert!(waiting.post(answered(7)));
+        assert_eq!(later.await.expect("join"), answered(7), "a waiting session is woken");
     }
 }

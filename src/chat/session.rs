@@ -99,7 +99,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                     metrics::histogram!(name::REPLY_SECONDS).record(started.elapsed().as_secs_f64());
                 }
             }
-            Some(event) = agent.inbox.recv() => {
+            event = agent.inbox.next() => {
                 if !send(&mut ws, Box::pin(chat.on_person(event)).await, send_timeout).await {
                     return;
                 }
@@ -467,7 +467,11 @@ impl Open {
                 }
             };
         match persist {
-            Persist::WithNextMessage => self.unsaved = commands,
+            Persist::WithNextMessage => {
+                // Held by an idle connection until its first message: no spare capacity.
+                self.unsaved = commands;
+                self.unsaved.shrink_to_fit();
+            }
             Persist::Now => {
                 if let Err(e) = self.commit(app, commands).await {
                     self.failed = said.map(|text| (text, turn));
