@@ -278,9 +278,7 @@ impl Drop for TestServer {
             }
             return;
         }
-        if let Runs::InProcess { thread: Some(_), .. } | Runs::Process(_) = &self.runs {
-            self.stop();
-        }
+        self.stop();
     }
 }
 
