@@ -4,14 +4,13 @@
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use maud::html;
 use serde_json::json;
 
 use crate::app::App;
 use crate::domain::{Change, ConsentChange, Spend, Status};
 use crate::ids::VisitorId;
 use crate::leads::{self, Conversion, EmailLink, LinkError};
-use maud::html;
-
 use crate::pages::{document, html_page};
 use crate::signing::{Claims, TokenError, constant_time_eq};
 use crate::store::{Command, EmailEvent, StoreError};
@@ -97,7 +96,7 @@ impl ResponseError for Failure {
 /// then lands on the hosted chat, which presents the same token in `hello`.
 async fn email_link(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let token = token.into_inner();
-    let link = EmailLink::verify(&app.signer, &token, app.now_ms() / 1000).map_err(|e| match e {
+    let link = EmailLink::verify(&app.signer, &token, app.now_secs()).map_err(|e| match e {
         LinkError::Token(e) => Failure::token(e, true),
         other => Failure::page(StatusCode::BAD_REQUEST, other.to_string()),
     })?;
@@ -128,7 +127,7 @@ async fn email_link(app: web::Data<App>, token: web::Path<String>) -> Result<Htt
 /// shop host.
 async fn checkout(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let Claims::Checkout { visitor, target, .. } =
-        app.signer.verify(&token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))?
+        app.signer.verify(&token, app.now_secs()).map_err(|e| Failure::token(e, true))?
     else {
         return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not a checkout link"));
     };
@@ -149,8 +148,7 @@ const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xf
 /// `GET /o/{token}`: the open pixel of a sent email. Counted once per email; mail clients that
 /// fetch images ahead inflate opens, so clicks are the signal to trust.
 async fn opened(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
-    let Claims::Open { item } = app.signer.verify(&token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))?
-    else {
+    let Claims::Open { item } = app.signer.verify(&token, app.now_secs()).map_err(|e| Failure::token(e, true))? else {
         return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an email's open pixel"));
     };
     app.store.commit(vec![Command::EmailEvent { item, event: EmailEvent::Opened, at: app.now_ms() }]).await?;
@@ -161,7 +159,7 @@ async fn opened(app: web::Data<App>, token: web::Path<String>) -> Result<HttpRes
 /// own chat links or an allow-listed shop host (checked again here, not only when mailed).
 async fn clicked(app: web::Data<App>, token: web::Path<String>) -> Result<HttpResponse, Failure> {
     let Claims::Click { item, target } =
-        app.signer.verify(&token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))?
+        app.signer.verify(&token, app.now_secs()).map_err(|e| Failure::token(e, true))?
     else {
         return Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an email's link"));
     };
@@ -285,7 +283,7 @@ async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> 
 }
 
 fn unsubscribe_claims(app: &App, token: &str) -> Result<VisitorId, Failure> {
-    match app.signer.verify(token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))? {
+    match app.signer.verify(token, app.now_secs()).map_err(|e| Failure::token(e, true))? {
         Claims::Unsubscribe { visitor } => Ok(visitor),
         _ => Err(Failure::page(StatusCode::BAD_REQUEST, "this is not an unsubscribe link")),
     }
@@ -316,7 +314,7 @@ async fn unsubscribe(app: web::Data<App>, token: web::Path<String>) -> Result<Ht
 }
 
 fn confirm_claims(app: &App, token: &str) -> Result<(VisitorId, String), Failure> {
-    match app.signer.verify(token, app.now_ms() / 1000).map_err(|e| Failure::token(e, true))? {
+    match app.signer.verify(token, app.now_secs()).map_err(|e| Failure::token(e, true))? {
         Claims::Confirm { visitor, email } => Ok((visitor, email)),
         _ => Err(Failure::page(StatusCode::BAD_REQUEST, "this is not a confirmation link")),
     }

@@ -49,6 +49,11 @@ impl App {
         self.clock.now_ms()
     }
 
+    /// Seconds since the epoch, by the app's clock: what signed tokens expire by.
+    pub fn now_secs(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+
     /// The learned lead model, once the store had enough outcomes to fit one.
     pub fn learned(&self) -> Option<Arc<crate::leads::learned::Model>> {
         self.learned.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -33,7 +33,7 @@ pub mod store;
 pub mod triggers;
 
 /// Milliseconds since the Unix epoch by the system clock. The server reads its `App::clock`
-/// (`clock::Clock`, which tests can hold still and move); the command line and the liveness of
+/// (`clock::Clock`, which tests move ahead); the command line and the liveness of
 /// nodes on a shared database (wall time between machines) read this.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

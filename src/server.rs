@@ -103,7 +103,7 @@ pub fn start(config: Config) -> Result<Running, StartError> {
     start_with(config, crate::clock::Clock::system())
 }
 
-/// `start`, reading time from `clock` (a test's manual clock).
+/// `start`, reading time from `clock` (a test's movable clock).
 pub fn start_with(config: Config, clock: crate::clock::Clock) -> Result<Running, StartError> {
     crate::metrics::install();
     if !config.intents.is_dir() {

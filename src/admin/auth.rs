@@ -92,7 +92,7 @@ impl From<Denied> for actix_web::Error {
 /// The session the request's cookie names, when the cookie is ours and for the current password.
 fn claimed_session(app: &App, req: &HttpRequest) -> Option<AdminSessionId> {
     let token = cookie(req, COOKIE)?;
-    match app.signer.verify(&token, app.now_ms() / 1000) {
+    match app.signer.verify(&token, app.now_secs()) {
         Ok(claims @ Claims::Admin { sid, .. }) if claims == app.secrets.admin_claims(sid) => Some(sid),
         _ => None,
     }
@@ -225,7 +225,8 @@ pub(super) async fn login(
     if !matches {
         return Ok(html(StatusCode::UNAUTHORIZED, views::login(Some("Wrong password."))));
     }
-    let (sid, now) = (AdminSessionId::mint(app.now_ms()), app.now_ms());
+    let now = app.now_ms();
+    let sid = AdminSessionId::mint(now);
     let session = Command::OpenAdminSession { id: sid, at: now, expires_at: now + SESSION_SECS * 1000 };
     app.store.commit(vec![session]).await.map_err(actix_web::error::ErrorInternalServerError)?;
     let token = app.signer.sign(&app.secrets.admin_claims(sid), now / 1000 + SESSION_SECS);
