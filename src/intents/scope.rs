@@ -34,6 +34,68 @@ const CONTRACTIONS: [&str; 16] = [
     "wouldnt", "ive", "youre", "theyre",
 ];
 
+/// The people a shopper buys for, orders with or writes about ("an account for my fiancee",
+/// "Stiefel für meine Freundin"): they say who, not what, so like names they say nothing of
+/// topic either way, however rare the word.
+const PEOPLE: [&str; 56] = [
+    "wife",
+    "husband",
+    "bride",
+    "groom",
+    "fiance",
+    "fiancee",
+    "girlfriend",
+    "boyfriend",
+    "partner",
+    "spouse",
+    "son",
+    "daughter",
+    "mom",
+    "mum",
+    "mother",
+    "dad",
+    "father",
+    "parents",
+    "brother",
+    "sister",
+    "grandma",
+    "grandmother",
+    "grandpa",
+    "grandfather",
+    "aunt",
+    "uncle",
+    "niece",
+    "nephew",
+    "cousin",
+    "friend",
+    "colleague",
+    "kid",
+    "child",
+    "children",
+    "frau",
+    "mann",
+    "ehefrau",
+    "ehemann",
+    "braut",
+    "verlobte",
+    "verlobten",
+    "freundin",
+    "freund",
+    "sohn",
+    "tochter",
+    "mutter",
+    "mama",
+    "vater",
+    "papa",
+    "eltern",
+    "bruder",
+    "schwester",
+    "oma",
+    "opa",
+    "tante",
+    "onkel",
+];
+
 /// Words rarer than this (once per hundred thousand words) name topics.
 const TOPIC_ZIPF: f32 = 5.0;
 
@@ -97,7 +159,7 @@ impl Vocabulary {
         // What one word says; whether the pack knows it.
         let one = |word: &str, evidence: &mut Evidence| -> bool {
             let zipf = words::zipf10(word).map(|z| f32::from(z) / 10.0);
-            if zipf.is_some_and(|z| z >= COMMON_ZIPF) || CONTRACTIONS.contains(&word) {
+            if zipf.is_some_and(|z| z >= COMMON_ZIPF) || CONTRACTIONS.contains(&word) || PEOPLE.contains(&word) {
                 return true;
             }
             let stem = stem(word);
@@ -276,6 +338,7 @@ mod tests {
         assert_eq!(v.evidence_of("weather", None).other, 1.0);
         assert_eq!(v.evidence_of("teack my ordr", None).foreign, 0.0, "typos are not evidence");
         assert!(v.evidence_of("grassamen", None).foreign > 1.0, "a compound says what its parts say");
+        assert_eq!(v.evidence_of("an order for my fiancee", None).foreign, 0.0, "people say who, not what");
         let left_out = v.evidence_of("where is my order", Some(("where is my order", Side::Shop)));
         assert_eq!(left_out.shop, 0.0, "without its own example the pack never says `where` or `order`");
     }
