@@ -44,6 +44,8 @@ impl Message {
     }
 }
 
+const TITLES: [&str; 6] = ["mr", "mrs", "ms", "dr", "prof", "st"];
+
 /// Capitalized words that do not start a sentence, normalized. Words in capitals throughout
 /// are shouting, not names.
 fn names(text: &str) -> Vec<String> {
@@ -56,7 +58,9 @@ fn names(text: &str) -> Vec<String> {
         if capitalized && !sentence_start {
             names.push(normalize(letters));
         }
-        sentence_start = word.ends_with(['.', '!', '?', ':']) && !letters.eq_ignore_ascii_case("mr");
+        // "Ms. Hawkings": the full stop of a title does not end the sentence.
+        sentence_start =
+            word.ends_with(['.', '!', '?', ':']) && !TITLES.iter().any(|t| letters.eq_ignore_ascii_case(t));
     }
     names
 }
@@ -254,6 +258,7 @@ mod tests {
         let names = |t: &str| Message::new(t).names;
         assert_eq!(names("Where is the bill from Anna Freeman? Thanks"), ["anna", "freeman"]);
         assert_eq!(names("bills from Mr. Smith"), ["mr", "smith"]);
+        assert_eq!(names("bills from Ms. Hawkings, please"), ["ms", "hawkings"]);
         assert_eq!(names("WHERE IS MY ORDER"), Vec::<String>::new());
         assert_eq!(names("Ich möchte meine Bestellung nach München"), Vec::<String>::new());
     }
