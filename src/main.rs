@@ -120,6 +120,9 @@ enum IntentsCommand {
         /// Override the example-ranking confidence threshold.
         #[arg(long)]
         threshold: Option<f32>,
+        /// Override the threshold for messages the scope gate is sure are about the shop.
+        #[arg(long)]
+        sure_threshold: Option<f32>,
         /// Override the required margin over the runner-up intent.
         #[arg(long)]
         margin: Option<f32>,
@@ -229,12 +232,17 @@ fn main() -> ExitCode {
             intents,
             json,
             threshold,
+            sure_threshold,
             margin,
             scope,
             rows,
             folds,
             false_match_cost,
-        }) => eval(&file, &intents, EvalOptions { json, threshold, margin, scope, rows, folds, false_match_cost }),
+        }) => eval(
+            &file,
+            &intents,
+            EvalOptions { json, threshold, sure_threshold, margin, scope, rows, folds, false_match_cost },
+        ),
         Command::Chat { url, campaign } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -463,6 +471,7 @@ fn parse_status(s: &str) -> Result<nudge::domain::Status, String> {
 struct EvalOptions {
     json: bool,
     threshold: Option<f32>,
+    sure_threshold: Option<f32>,
     margin: Option<f32>,
     scope: Option<f32>,
     rows: bool,
@@ -477,6 +486,7 @@ fn eval(file: &Path, dir: &Path, options: EvalOptions) -> anyhow::Result<()> {
         anyhow::anyhow!("the intents have errors:\n{}", list.join("\n"))
     })?;
     set.threshold = options.threshold.unwrap_or(set.threshold);
+    set.sure_threshold = options.sure_threshold.unwrap_or(set.sure_threshold);
     set.margin = options.margin.unwrap_or(set.margin);
     set.scope = options.scope.unwrap_or(set.scope);
     let rows = eval::read_rows(file)?;

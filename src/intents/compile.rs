@@ -15,8 +15,9 @@ use super::slots::{ConsentKind, Kind, Question, Slot};
 use super::spell::{self, Speller};
 use super::template::Template;
 use super::{
-    BUILTIN_PREFERENCES, ChoiceTemplate, DEFAULT_MARGIN, DEFAULT_SCOPE, DEFAULT_THRESHOLD, Diagnostic, EMAIL_LINKS,
-    Email, EmailBody, Example, FALLBACK, FollowUp, Intent, IntentSet, Location, Reply, WELCOME, text,
+    BUILTIN_PREFERENCES, ChoiceTemplate, DEFAULT_MARGIN, DEFAULT_SCOPE, DEFAULT_SURE_THRESHOLD, DEFAULT_THRESHOLD,
+    Diagnostic, EMAIL_LINKS, Email, EmailBody, Example, FALLBACK, FollowUp, Intent, IntentSet, Location, Reply,
+    WELCOME, text,
 };
 
 /// A name used somewhere that must turn out to be a known preference, slot or intent.
@@ -206,6 +207,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
         scope: DEFAULT_SCOPE,
         threshold: DEFAULT_THRESHOLD,
         margin: DEFAULT_MARGIN,
+        sure_threshold: DEFAULT_SURE_THRESHOLD,
         intents,
         slots,
         emails,

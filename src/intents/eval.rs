@@ -289,33 +289,38 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// The knobs `--folds` tunes (the ranker's threshold and margin, the scope gate's cutoff);
-/// everything else about routing is fixed by the pack.
+/// The knobs `--folds` tunes (the ranker's threshold and margin, its threshold for messages the
+/// scope gate is sure of, the gate's cutoff); everything else about routing is fixed by the pack.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Tuning {
     pub threshold: f32,
     pub margin: f32,
+    pub sure_threshold: f32,
     pub scope: f32,
 }
 
 impl Tuning {
     fn grid() -> Vec<Tuning> {
         let mut grid = Vec::new();
-        for threshold in [0.3, 0.35, 0.4, 0.45] {
-            for margin in [0.0, 0.02, 0.05] {
-                for scope in (0..=5).map(|i| i as f32 * 0.1) {
-                    grid.push(Tuning { threshold, margin, scope });
+        const THRESHOLDS: [f32; 5] = [0.25, 0.3, 0.35, 0.4, 0.45];
+        for threshold in THRESHOLDS.into_iter().skip(1) {
+            for sure_threshold in THRESHOLDS.into_iter().filter(|t| *t <= threshold) {
+                for margin in [0.0, 0.02, 0.05] {
+                    for scope in (0..=5).map(|i| i as f32 * 0.1) {
+                        grid.push(Tuning { threshold, margin, sure_threshold, scope });
+                    }
                 }
             }
         }
         grid
     }
     fn of(set: &IntentSet) -> Tuning {
-        Tuning { threshold: set.threshold, margin: set.margin, scope: set.scope }
+        Tuning { threshold: set.threshold, margin: set.margin, sure_threshold: set.sure_threshold, scope: set.scope }
     }
     fn apply(self, set: &mut IntentSet) {
         set.threshold = self.threshold;
         set.margin = self.margin;
+        set.sure_threshold = self.sure_threshold;
         set.scope = self.scope;
     }
 }
@@ -410,9 +415,10 @@ impl std::fmt::Display for CrossValidation {
         let line = |f: &mut std::fmt::Formatter<'_>, name: &str, rows: usize, tuning: &Tuning, t: &Totals| {
             writeln!(
                 f,
-                "{name:<14} {rows:>6} {:>9.2} {:>7.2} {:>6.2} {:>9.3} {:>14.3}",
+                "{name:<14} {rows:>6} {:>9.2} {:>7.2} {:>5.2} {:>6.2} {:>9.3} {:>14.3}",
                 tuning.threshold,
                 tuning.margin,
+                tuning.sure_threshold,
                 tuning.scope,
                 t.labelled_accuracy(),
                 t.false_match_rate()
@@ -420,8 +426,8 @@ impl std::fmt::Display for CrossValidation {
         };
         writeln!(
             f,
-            "{:<14} {:>6} {:>9} {:>7} {:>6} {:>9} {:>14}",
-            "", "rows", "threshold", "margin", "scope", "labelled", "false matches"
+            "{:<14} {:>6} {:>9} {:>7} {:>5} {:>6} {:>9} {:>14}",
+            "", "rows", "threshold", "margin", "sure", "scope", "labelled", "false matches"
         )?;
         for (i, fold) in self.folds.iter().enumerate() {
             line(f, &format!("fold {}", i + 1), fold.rows, &fold.tuning, &fold.totals)?;

@@ -63,7 +63,9 @@ fn folds_tune_on_some_rows_and_measure_on_the_others() {
     let args = ["intents", "eval", "tests/fixtures/small/eval.csv", "--intents", "tests/fixtures/small", "--folds"];
     let (code, out) = nudge(&[&args[..], &["2"]].concat());
     assert_eq!(code, 0, "{out}");
-    for line in ["pooled", "tuned on all", "pack                6      0.40    0.02   0.30     0.750          0.500"] {
+    for line in
+        ["pooled", "tuned on all", "pack                6      0.40    0.02  0.30   0.30     0.750          0.500"]
+    {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
     let (_, json) = nudge(&[&args[..], &["2", "--json"]].concat());

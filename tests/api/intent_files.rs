@@ -30,6 +30,22 @@ fn starter_pack_examples_pass() {
     }
 }
 
+/// A shop question in new words shares fewer words with any one example; when the scope gate
+/// is sure the words are about the shop, the ranker's lower bar (`sure_threshold`) applies.
+#[test]
+fn the_examples_need_to_say_less_when_the_words_are_about_the_shop() {
+    use nudge::intents::{How, text::Message};
+    let mut set = IntentSet::load(Path::new("intents")).expect("starter pack");
+    let message = Message::new("the checkout won't accept my card");
+    let explained = set.explain(&message);
+    assert!(explained.on_topic >= nudge::intents::SURE_SCOPE, "{explained:?}");
+    let route = set.route(&message, &|_| false);
+    assert_eq!((set.intents[route.intent].id.as_str(), route.how), ("payment_problem", How::Examples));
+    assert!(route.confidence < set.threshold && route.confidence >= set.sure_threshold, "{route:?}");
+    set.sure_threshold = set.threshold;
+    assert_eq!(set.route(&message, &|_| false).intent, set.fallback(), "one bar for all");
+}
+
 const BASE: &str = r#"
 [[intent]]
 id = "welcome"
