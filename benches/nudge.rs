@@ -6,7 +6,7 @@ use std::path::Path;
 
 use divan::{Bencher, counter::ItemsCount};
 use nudge::dialogue::{self, Input, State};
-use nudge::domain::{Change, Entry, Pending, Speaker};
+use nudge::domain::{Change, Entry, Pending, Preference, Speaker};
 use nudge::ids::{ConversationId, TurnId, VisitorId};
 use nudge::intents::{IntentSet, text};
 use nudge::store::{Command, Store};
@@ -92,18 +92,16 @@ fn normalize(bencher: Bencher) {
 #[divan::bench]
 fn slot_capture_step(bencher: Bencher) {
     let set = starter_pack();
-    let state = State {
-        visitor: VisitorId::mint(1),
-        locale: "en".into(),
-        preferences: [("product".to_string(), "sneakers".to_string())].into(),
-        pending: Some(Pending {
-            slot: "size".into(),
-            tries: 0,
-            then: vec!["colour".into(), "budget".into()],
-            done: Some("lead_summary".into()),
-            intent: "product_interest".into(),
-        }),
+    let preferences =
+        [("product".to_string(), Preference { value: "sneakers".into(), at: 0, message: "sneakers".into() })].into();
+    let pending = Pending {
+        slot: "size".into(),
+        tries: 0,
+        then: vec!["colour".into(), "budget".into()],
+        done: Some("lead_summary".into()),
+        intent: "product_interest".into(),
     };
+    let state = State { visitor: VisitorId::mint(1), locale: "en", preferences: &preferences, pending: Some(&pending) };
     bencher.bench_local(|| dialogue::step(&set, &state, Input::Say("I wear 42"), 0).frames.len());
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::{Entry, Pending, Speaker};
+use crate::domain::{Entry, Pending, Preference, Speaker};
 use crate::ids::VisitorId;
 use crate::intents::slots::{ConsentKind, Slot};
 use crate::intents::{Choice, ChoiceTemplate, How, Intent, IntentSet, template::Template, text};
@@ -20,16 +20,17 @@ const SURE: f32 = 0.6;
 /// A `done` intent may itself ask and finish into another; this bounds such chains.
 const MAX_CHAIN: usize = 4;
 
-/// What the engine needs to know about a conversation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct State {
+/// What the engine needs to know about a conversation, borrowed from the session's own state
+/// (a step copies nothing it does not change).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct State<'a> {
     pub visitor: VisitorId,
     /// `en` or `de`: from `hello`, then from the language of the shopper's messages.
-    pub locale: String,
-    /// The visitor's preferences (name → value).
-    pub preferences: BTreeMap<String, String>,
+    pub locale: &'a str,
+    /// The visitor's preferences.
+    pub preferences: &'a BTreeMap<String, Preference>,
     /// The question the bot is waiting for an answer to.
-    pub pending: Option<Pending>,
+    pub pending: Option<&'a Pending>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,8 +95,9 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
     let mut turn = Turn {
         intents,
         visitor: state.visitor,
-        locale: state.locale.clone(),
-        preferences: state.preferences.clone(),
+        locale: state.locale.to_string(),
+        known: state.preferences,
+        set: BTreeMap::new(),
         now,
         step: Step::default(),
     };
@@ -103,7 +105,7 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
         Input::Start => {
             // A conversation resumed mid-flow asks its open question again instead of greeting,
             // so the shopper's next answer is read as the answer to it.
-            if let Some(pending) = &state.pending
+            if let Some(pending) = state.pending
                 && let Some(slot) = intents.slot(&pending.slot)
             {
                 let question = slot.question(&turn.locale);
@@ -129,7 +131,7 @@ pub fn step(intents: &IntentSet, state: &State, input: Input<'_>, now: u64) -> S
         turn.locale = guessed.to_string();
         turn.step.effects.push(Effect::SetLocale(turn.locale.clone()));
     }
-    if let Some(pending) = &state.pending
+    if let Some(pending) = state.pending
         && let Some(slot) = intents.slot(&pending.slot)
         && turn.slot_answer(slot, pending, &routed, message)
     {
@@ -152,13 +154,23 @@ struct Turn<'a> {
     intents: &'a IntentSet,
     visitor: VisitorId,
     locale: String,
-    /// Preferences as this step has changed them, for templates and the next question.
-    preferences: BTreeMap<String, String>,
+    /// The preferences known before this step, and those it set (for templates and the next
+    /// question): see `preference`.
+    known: &'a BTreeMap<String, Preference>,
+    set: BTreeMap<String, String>,
     now: u64,
     step: Step,
 }
 
 impl Turn<'_> {
+    fn preference(&self, name: &str) -> Option<&str> {
+        self.set.get(name).or_else(|| self.known.get(name).map(|p| &p.value)).map(String::as_str)
+    }
+
+    fn knows(&self, name: &str) -> bool {
+        self.preference(name).is_some()
+    }
+
     /// Handles a message as the answer to the pending question. Returns false when the
     /// shopper clearly changed the subject (another intent matches), so normal routing goes on.
     fn slot_answer(&mut self, slot: &Slot, pending: &Pending, routed: &text::Message, message: &str) -> bool {
@@ -170,7 +182,7 @@ impl Turn<'_> {
             return true;
         }
         let declined = text::is_decline(normalized);
-        let known = |p: &str| self.preferences.contains_key(p);
+        let known = |p: &str| self.knows(p);
         let route = self.intents.route(routed, &known);
         // "size 99" to the size question is a bad answer to it, whatever else it matches.
         let changed_subject = !slot.refuses(normalized)
@@ -217,19 +229,15 @@ impl Turn<'_> {
                 // Through the slot, so that setting a consent slot records the consent.
                 Some(slot) => self.set_preference(slot, value, message),
                 None => {
-                    self.preferences.insert(name.clone(), value.clone());
+                    self.set.insert(name.clone(), value.clone());
                     let message = message.to_string();
                     self.step.effects.push(Effect::SetPreference { name: name.clone(), value, message });
                 }
             }
         }
         // A tag naming a preference that is not known yet is not added.
-        let tags: Vec<String> = intent
-            .tags
-            .iter()
-            .filter(|t| t.names().all(|n| self.preferences.contains_key(n)))
-            .map(|t| self.render(t))
-            .collect();
+        let tags: Vec<String> =
+            intent.tags.iter().filter(|t| t.names().all(|n| self.knows(n))).map(|t| self.render(t)).collect();
         if !tags.is_empty() {
             self.step.effects.push(Effect::AddTags(tags));
         }
@@ -270,9 +278,7 @@ impl Turn<'_> {
     fn continue_flow(&mut self, queue: &[String], done: Option<&str>, asking: &str, depth: usize) {
         let intents = self.intents;
         let askable = |id: &String| {
-            intents.slot(id).is_some_and(|slot| {
-                !self.preferences.contains_key(id) && slot.requires.iter().all(|r| self.preferences.contains_key(r))
-            })
+            intents.slot(id).is_some_and(|slot| !self.knows(id) && slot.requires.iter().all(|r| self.knows(r)))
         };
         let next = queue.iter().enumerate().find(|(_, id)| askable(id));
         if let Some((i, id)) = next
@@ -322,7 +328,7 @@ impl Turn<'_> {
         if let Some(kind) = slot.consent {
             self.step.effects.push(Effect::SetConsent { kind, granted: value == "yes" });
         }
-        self.preferences.insert(slot.id.clone(), value.clone());
+        self.set.insert(slot.id.clone(), value.clone());
         let message = message.to_string();
         self.step.effects.push(Effect::SetPreference { name: slot.id.clone(), value, message });
     }
@@ -333,15 +339,15 @@ impl Turn<'_> {
 
     /// Fills in preferences as they are stored (for `set`, tags and quick-reply values).
     fn render(&self, template: &Template) -> String {
-        template.render(|name| self.preferences.get(name).map(String::as_str))
+        template.render(|name| self.preference(name))
     }
 
     /// Fills in preferences the way a shopper reads them: a choice shows the words of its quick
     /// reply in the conversation's language ("Laufschuhe", not `running_shoes`).
     fn say_text(&self, template: &Template) -> String {
         template.render(|name| {
-            let value = self.preferences.get(name)?;
-            Some(self.intents.slot(name).map_or(value.as_str(), |slot| slot.display(&self.locale, value)))
+            let value = self.preference(name)?;
+            Some(self.intents.slot(name).map_or(value, |slot| slot.display(&self.locale, value)))
         })
     }
 

@@ -3,6 +3,7 @@
 //! in; the commands to store, the frames to send and the new profile and conversation out. The
 //! session only runs it, commits the commands and sends the frames.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use crate::config::Config;
@@ -30,8 +31,15 @@ pub struct Policy<'a> {
 #[derive(Debug, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Outcome {
-    /// The conversation goes on as `profile` and `conversation`, once `commands` are stored.
-    Continue { commands: Vec<Command>, frames: Vec<ServerFrame>, profile: Profile, conversation: Conversation },
+    /// The conversation goes on, once `commands` are stored, with the profile and conversation
+    /// this step changed (`None`: unchanged, so a plain message copies neither). The session
+    /// moves the conversation's `last_at` itself.
+    Continue {
+        commands: Vec<Command>,
+        frames: Vec<ServerFrame>,
+        profile: Option<Profile>,
+        conversation: Option<Conversation>,
+    },
     /// The shopper asked to be forgotten: the session erases them after `commands` (this
     /// turn is not even written) and sends `frames` with a new visitor's `welcome`, in the
     /// conversation's language.
@@ -51,7 +59,7 @@ pub fn apply(
 ) -> Outcome {
     let Step { mut frames, effects } = step;
     let (before, started_in) = (profile, conversation);
-    let (mut profile, mut conversation) = (profile.clone(), conversation.clone());
+    let (mut profile, mut conversation) = (Cow::Borrowed(profile), Cow::Borrowed(conversation));
     let mut new_tags = Vec::new();
     let mut entries = Vec::new();
     let (mut erase, mut checkout_asked) = (false, false);
@@ -62,7 +70,7 @@ pub fn apply(
                 continue;
             }
             Effect::SetLocale(locale) => {
-                conversation.locale.clone_from(&locale);
+                conversation.to_mut().locale.clone_from(&locale);
                 commands.push(Command::ConversationLocale { conversation: conversation.id, locale: locale.clone() });
                 Change::Locale(locale)
             }
@@ -73,7 +81,9 @@ pub fn apply(
             }
             Effect::AddScore(score) => Change::Score(score),
             Effect::SetPending(pending) => {
-                conversation.pending = pending;
+                if conversation.pending != pending {
+                    conversation.to_mut().pending = pending;
+                }
                 continue;
             }
             Effect::SetConsent { kind, granted } => Change::Consent(ConsentChange::chat(kind, granted, now)),
@@ -92,17 +102,17 @@ pub fn apply(
                 continue;
             }
         };
-        commands.push(Command::change(&mut profile, change));
+        commands.push(Command::change(profile.to_mut(), change));
     }
     // Only the answers of intents that enter a journey are recorded (on the profile, for the
     // journey sweep); every other message leaves the profile unwritten.
     for intent in entries.iter().filter(|e| e.from == Speaker::Bot).filter_map(|e| e.intent.as_ref()) {
         if policy.entry_intents.contains(intent) {
-            commands.push(Command::change(&mut profile, Change::Answered { intent: intent.clone(), at: now }));
+            commands.push(Command::change(profile.to_mut(), Change::Answered { intent: intent.clone(), at: now }));
         }
     }
     if erase {
-        return Outcome::Erase { commands, frames, locale: conversation.locale };
+        return Outcome::Erase { commands, frames, locale: conversation.locale.clone() };
     }
     if !new_tags.is_empty() {
         frames.push(tags_frame(&profile, &new_tags));
@@ -139,7 +149,6 @@ pub fn apply(
         let job = Job::Email { template: crate::intents::UNFINISHED_CHAT.into() };
         commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, after(now, wait))));
     }
-    conversation.last_at = now;
     if !entries.is_empty() {
         commands.push(Command::AppendTurn { conversation: conversation.id, turn, entries });
     }
@@ -149,7 +158,15 @@ pub fn apply(
     {
         reply.locale = Some(conversation.locale.clone());
     }
-    Outcome::Continue { commands, frames, profile, conversation }
+    Outcome::Continue { commands, frames, profile: changed(profile), conversation: changed(conversation) }
+}
+
+/// What a step changed: only a value it wrote to was copied.
+fn changed<T: Clone>(value: Cow<T>) -> Option<T> {
+    match value {
+        Cow::Owned(changed) => Some(changed),
+        Cow::Borrowed(_) => None,
+    }
 }
 
 fn after(now: u64, secs: u64) -> u64 {
@@ -170,7 +187,7 @@ fn confirmation(config: &Config, before: &Profile, after: &Profile) -> Option<Jo
 /// whenever an intent with `checkout = true` answered (`asked`) and the link can be built.
 fn offer_checkout(
     policy: &Policy,
-    profile: &mut Profile,
+    profile: &mut Cow<Profile>,
     commands: &mut Vec<Command>,
     conversation: &Conversation,
     now: u64,
@@ -184,7 +201,7 @@ fn offer_checkout(
     let target = leads::checkout_target(config, profile, conversation.source.campaign.as_deref())
         .map_err(|e| log::warn!("cannot offer a checkout link: {e}"))
         .ok()?;
-    commands.push(Command::change(profile, Change::Status { status: Status::Qualified, at: now }));
+    commands.push(Command::change(profile.to_mut(), Change::Status { status: Status::Qualified, at: now }));
     let expires = now / 1000 + config.checkout_ttl_days * 24 * 3600;
     let url = leads::checkout_link(
         policy.signer,
@@ -401,18 +418,22 @@ mod tests {
             };
             let step = Step { frames: vec![reply("hi")], effects };
             let turn = TurnId::after(None, NOW);
-            let Outcome::Continue { commands, frames, conversation: after, .. } =
+            let Outcome::Continue { commands, frames, profile: changed, conversation: after } =
                 apply(step, &profile, &conversation, turn, Vec::new(), &policy, NOW)
             else {
                 panic!("{name}: erased");
             };
+            // Returned only when changed: a step that writes nothing of them copies neither.
+            assert!(after.as_ref().is_none_or(|after| *after != conversation), "{name}");
+            assert!(changed.as_ref().is_none_or(|changed| *changed != profile), "{name}");
+            let writes_profile = commands.iter().any(|c| matches!(c, Command::Visitor { .. }));
+            assert_eq!(changed.is_some(), writes_profile, "{name}");
             let commands: Vec<String> = commands.iter().map(describe).collect();
             assert_eq!(commands.len(), want_commands.len(), "{name}: {commands:#?}");
             for (got, want) in commands.iter().zip(&want_commands) {
                 assert!(got.starts_with(want), "{name}: {got} is not {want}");
             }
             assert_eq!(frames.iter().map(kind).collect::<Vec<_>>(), want_frames, "{name}");
-            assert_eq!(after.last_at, NOW, "{name}");
         }
     }
 

@@ -439,9 +439,9 @@ impl Open {
         let now = app.now_ms();
         let state = dialogue::State {
             visitor: self.profile.id,
-            locale: self.conversation.locale.clone(),
-            preferences: self.profile.preferences.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
-            pending: self.conversation.pending.clone(),
+            locale: &self.conversation.locale,
+            preferences: &self.profile.preferences,
+            pending: self.conversation.pending.as_ref(),
         };
         let said = input.text().map(str::to_string);
         let turn = match self.failed.take() {
@@ -480,8 +480,13 @@ impl Open {
             }
         }
         self.last_turn = Some(turn);
-        self.profile = profile;
-        self.conversation = conversation;
+        if let Some(profile) = profile {
+            self.profile = profile;
+        }
+        if let Some(conversation) = conversation {
+            self.conversation = conversation;
+        }
+        self.conversation.last_at = now;
         Ok(frames)
     }
 
