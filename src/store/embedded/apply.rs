@@ -270,32 +270,32 @@ impl Batch<'_, '_> {
         Ok(())
     }
 
-    /// Writes the profiles the batch changed, and keeps the status and campaign indexes in step.
+    /// Writes the profiles the batch changed, and keeps the seen, status and campaign indexes in
+    /// step: only an index key that changed is written (most changes, a preference or a tag,
+    /// move none of them).
     fn finish_profiles(&mut self) {
         for (visitor, Cached { before, after }) in std::mem::take(&mut self.profiles) {
             if before == after {
                 continue;
             }
-            if let Some(before) = &before {
-                self.remove(T::LeadsBySeen, super::Seen { at: before.last_seen_at, visitor }.key().to_vec());
-                self.remove(T::LeadsByStatus, status_key(before.status, &visitor));
-                if let Some(campaign) = &before.campaign {
-                    self.remove(T::LeadsByCampaign, campaign_key(campaign, &visitor));
-                }
+            let keys = |profile: &Option<Profile>| -> Vec<(T, Vec<u8>)> {
+                let Some(p) = profile else { return Vec::new() };
+                let mut keys = vec![
+                    (T::LeadsBySeen, super::Seen { at: p.last_seen_at, visitor }.key().to_vec()),
+                    (T::LeadsByStatus, status_key(p.status, &visitor)),
+                ];
+                keys.extend(p.campaign.as_ref().map(|c| (T::LeadsByCampaign, campaign_key(c, &visitor))));
+                keys
+            };
+            let (old, new) = (keys(&before), keys(&after));
+            for (tree, key) in old.iter().filter(|k| !new.contains(k)) {
+                self.remove(*tree, key.clone());
+            }
+            for (tree, key) in new.into_iter().filter(|k| !old.contains(k)) {
+                self.put(tree, key, Vec::new());
             }
             match after {
-                Some(after) => {
-                    self.put(
-                        T::LeadsBySeen,
-                        super::Seen { at: after.last_seen_at, visitor }.key().to_vec(),
-                        Vec::new(),
-                    );
-                    self.put(T::LeadsByStatus, status_key(after.status, &visitor), Vec::new());
-                    if let Some(campaign) = &after.campaign {
-                        self.put(T::LeadsByCampaign, campaign_key(campaign, &visitor), Vec::new());
-                    }
-                    self.put(T::Visitors, visitor.as_bytes().to_vec(), encode(&after));
-                }
+                Some(after) => self.put(T::Visitors, visitor.as_bytes().to_vec(), encode(&after)),
                 None => self.remove(T::Visitors, visitor.as_bytes().to_vec()),
             }
         }
