@@ -54,7 +54,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// One thing that happened, for the store to record. Commands about a visitor or conversation
 /// that is not stored (never created, erased, expired) are dropped, so a chat still open on an
 /// erased visitor cannot bring it back.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Something happened to a visitor's profile (`Change::Create` creates it).
     Visitor { visitor: VisitorId, change: Change },
@@ -103,7 +103,7 @@ pub enum Command {
 }
 
 /// What a shopper did with a sent email.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EmailEvent {
     Opened = 0,
     Clicked = 1,

@@ -231,7 +231,33 @@ struct Open {
     last_turn: Option<TurnId>,
     /// What `hello` would store (a new visitor, the visit, the conversation, the greeting):
     /// committed with the first message, so a visitor who only said hello is not stored.
-    unsaved: Vec<Command>,
+    unsaved: Unsaved,
+}
+
+/// Commands held by a connection until its first message, as JSON: every idle connection holds
+/// them, and encoded they take a few hundred bytes where the commands take several KiB (a
+/// `Command` is as large as its largest variant, a whole `Conversation`).
+#[derive(Default)]
+struct Unsaved(Box<[u8]>);
+
+impl Unsaved {
+    fn hold(commands: &[Command]) -> Result<Unsaved, crate::store::StoreError> {
+        match commands {
+            [] => Ok(Unsaved::default()),
+            commands => serde_json::to_vec(commands).map(|json| Unsaved(json.into())).map_err(Unsaved::unreadable),
+        }
+    }
+
+    fn commands(&self) -> Result<Vec<Command>, crate::store::StoreError> {
+        match self.0.is_empty() {
+            true => Ok(Vec::new()),
+            false => serde_json::from_slice(&self.0).map_err(Unsaved::unreadable),
+        }
+    }
+
+    fn unreadable(e: serde_json::Error) -> crate::store::StoreError {
+        crate::store::StoreError::Corrupt { tree: "the greeting held in memory", reason: e.to_string() }
+    }
 }
 
 /// When a step's commands are stored.
@@ -323,14 +349,15 @@ impl Chat {
                 Err(why) => frames.push(ServerFrame::error(ErrorCode::BadRequest, why)),
             }
         }
-        let mut open = Box::new(Open { profile, conversation, failed: None, last_turn: None, unsaved: Vec::new() });
+        let unsaved = Unsaved::default();
+        let mut open = Box::new(Open { profile, conversation, failed: None, last_turn: None, unsaved });
         let start = hello::opens_in(&intents, hello.start.as_deref()).unwrap_or_else(|why| {
             frames.push(ServerFrame::error(ErrorCode::BadRequest, why));
             None
         });
         if let Some(name) = person {
             // A person has the chat: they greet, not the bot.
-            open.unsaved = commands;
+            open.unsaved = Unsaved::hold(&commands).map_err(internal)?;
             self.state = State::Open(open);
             frames.push(ServerFrame::Handoff { agent: Some(name) });
             return Ok(frames);
@@ -467,11 +494,7 @@ impl Open {
                 }
             };
         match persist {
-            Persist::WithNextMessage => {
-                // Held by an idle connection until its first message: no spare capacity.
-                self.unsaved = commands;
-                self.unsaved.shrink_to_fit();
-            }
+            Persist::WithNextMessage => self.unsaved = Unsaved::hold(&commands).map_err(internal)?,
             Persist::Now => {
                 if let Err(e) = self.commit(app, commands).await {
                     self.failed = said.map(|text| (text, turn));
@@ -493,10 +516,10 @@ impl Open {
     /// Commits `commands` after whatever `hello` left unsaved, which stays for the next try when
     /// the commit fails.
     async fn commit(&mut self, app: &App, commands: Vec<Command>) -> Result<(), crate::store::StoreError> {
-        let batch =
-            if self.unsaved.is_empty() { commands } else { self.unsaved.iter().cloned().chain(commands).collect() };
+        let mut batch = self.unsaved.commands()?;
+        batch.extend(commands);
         app.store.commit(batch).await?;
-        self.unsaved.clear();
+        self.unsaved = Unsaved::default();
         Ok(())
     }
 
@@ -622,4 +645,58 @@ pub(crate) async fn forget_mail(app: &Arc<App>, visitor: VisitorId) {
 fn internal(error: crate::store::StoreError) -> ServerFrame {
     log::error!("store: {error}");
     ServerFrame::error(ErrorCode::Internal, "could not save the conversation; please try again")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Change, Entry, Source, Speaker};
+    use crate::ids::{ConversationId, TurnId, VisitorId};
+
+    #[test]
+    fn a_held_greeting_comes_back_as_it_was_held() {
+        let visitor = VisitorId::mint(1);
+        let source = Source {
+            campaign: Some("spring".into()),
+            page: Some("https://shop.example/shoes?utm_source=news".into()),
+            utm: [("source".to_string(), "news".to_string())].into(),
+            ..Source::default()
+        };
+        // `last_at` is not part of a stored conversation (read from its last turn).
+        let conversation = Conversation {
+            id: ConversationId::mint(1),
+            visitor,
+            started_at: 1,
+            last_at: 0,
+            locale: "de".into(),
+            source,
+            pending: None,
+        };
+        let greeting = Entry {
+            at: 1,
+            from: Speaker::Bot,
+            text: "Hallo! Wobei kann ich helfen?".into(),
+            intent: Some("welcome".into()),
+            how: None,
+            confidence: Some(0.42),
+            variant: Some(1),
+        };
+        let commands = vec![
+            Command::Visitor { visitor, change: Change::Create { at: 1, locale: "de".into() } },
+            Command::Visitor {
+                visitor,
+                change: Change::Visit { at: 1, locale: None, campaign: Some("spring".into()), utm: Default::default() },
+            },
+            Command::OpenConversation(conversation.clone()),
+            Command::AppendTurn {
+                conversation: conversation.id,
+                turn: TurnId::after(None, 1),
+                entries: vec![greeting],
+            },
+        ];
+        let held = Unsaved::hold(&commands).expect("encodes");
+        assert!(held.0.len() < commands.len() * std::mem::size_of::<Command>(), "{} bytes", held.0.len());
+        assert_eq!(held.commands().expect("decodes"), commands);
+        assert_eq!(Unsaved::hold(&[]).expect("nothing").commands().expect("nothing"), Vec::new());
+    }
 }

@@ -167,7 +167,7 @@ impl ConsentRecord {
 }
 
 /// A consent decision: the kinds it decides (`None` leaves a kind as it was), from where, when.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsentChange {
     pub marketing: Option<bool>,
     pub ads: Option<bool>,
@@ -200,7 +200,7 @@ impl ConsentChange {
 }
 
 /// What can happen to a profile. Each says what happened, never what the whole profile is now.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Change {
     /// A new visitor: creates the profile when there is none (and changes nothing otherwise).
     /// Every other change to a visitor that is not stored is dropped.
