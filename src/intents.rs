@@ -350,10 +350,11 @@ impl IntentSet {
         let on_topic = || self.gate.on_topic(&self.vocabulary.evidence(normalized, names, None));
         if let Some(intent) = self.matcher.best(normalized, &self.intents, &eligible) {
             let pattern = Route { intent, how: How::Pattern, confidence: 1.0 };
-            return match intent == self.fallback || on_topic() >= self.scope {
-                true => pattern,
-                false => fallback(on_topic()),
-            };
+            if intent == self.fallback {
+                return pattern;
+            }
+            let on_topic = on_topic();
+            return if on_topic >= self.scope { pattern } else { fallback(on_topic) };
         }
         match self.ranker.rank(normalized, &eligible) {
             Some(r) if r.intent == self.fallback => fallback(0.0),
