@@ -10,13 +10,32 @@ mod session;
 
 pub(crate) use session::forget_mail;
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::app::App;
+use crate::ids::{ConversationId, VisitorId};
 use crate::protocol::SUBPROTOCOL;
+
+tokio::task_local! {
+    /// Who a connection's task is about, once `hello` told: every log line it writes names them
+    /// (see `about`). A task-local costs a connection 40 bytes where a tracing span with these
+    /// fields cost it about 2 KiB (BENCHMARKS.md).
+    static ABOUT: Cell<Option<(VisitorId, ConversationId)>>;
+}
+
+/// The visitor and conversation of the chat whose task is running, if any: for the log format.
+pub fn about() -> Option<(VisitorId, ConversationId)> {
+    ABOUT.try_with(Cell::get).ok().flatten()
+}
+
+/// From now on the running chat task's log lines name this visitor and conversation.
+fn now_about(visitor: VisitorId, conversation: ConversationId) {
+    let _ = ABOUT.try_with(|about| about.set(Some((visitor, conversation))));
+}
 
 /// Close code sent when a connection was idle too long; the widget reconnects when the shopper
 /// types again rather than at once.
@@ -56,12 +75,7 @@ pub async fn ws(
     let limit = app.config.max_frame_bytes;
     let stream = stream.max_frame_size(limit).aggregate_continuations().max_continuation_size(limit);
     // Every log line of the connection names its visitor and conversation (once `hello` told).
-    // At error level, so that it is on whatever the log filter lets through.
-    let span = tracing::error_span!("chat", visitor = tracing::field::Empty, conversation = tracing::field::Empty);
-    actix_web::rt::spawn(tracing::Instrument::instrument(
-        session::run(Arc::clone(&app), admitted, ws_session, stream),
-        span,
-    ));
+    actix_web::rt::spawn(ABOUT.scope(Cell::new(None), session::run(Arc::clone(&app), admitted, ws_session, stream)));
     Ok(response)
 }
 

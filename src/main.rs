@@ -213,6 +213,25 @@ impl From<FilterArgs> for nudge::export::LeadFilter {
     }
 }
 
+/// A log line written by a chat's task ends with its visitor and conversation
+/// (`nudge::chat::about`), whatever wrote it: the session, the store, a dependency's `log`.
+/// (Span fields are formatted here too; chat tasks open no spans.)
+struct ChatFields(tracing_subscriber::fmt::format::DefaultFields);
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for ChatFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        self.0.format_fields(writer.by_ref(), fields)?;
+        match nudge::chat::about() {
+            Some((visitor, conversation)) => write!(writer, " visitor={visitor} conversation={conversation}"),
+            None => Ok(()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Everything Nudge writes (the store, mail files, exports into the data directory) holds
     // personal data: readable by this user only.
@@ -222,7 +241,12 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,actix_server=warn"));
     // Also takes the `log` records of the crate and its dependencies, inside the current span.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .fmt_fields(ChatFields(tracing_subscriber::fmt::format::DefaultFields::new()))
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve),

@@ -322,7 +322,7 @@ impl Chat {
         }
         let hello::Opened { mut profile, conversation, returning, history, key, mut commands } =
             hello::open(&mut hello, found, link.as_ref(), now, resume_window);
-        name_span(&profile.id, &conversation.id);
+        super::now_about(profile.id, conversation.id);
         frames.push(ServerFrame::Welcome {
             visitor: profile.id.to_string(),
             conversation: conversation.id.to_string(),
@@ -596,7 +596,7 @@ impl Open {
         commands.push(Command::change(&mut fresh, Change::ResumeKey(hash)));
         self.commit(app, commands).await.map_err(internal)?;
         forget_mail(app, old).await;
-        name_span(&fresh.id, &fresh_conversation.id);
+        super::now_about(fresh.id, fresh_conversation.id);
         frames.push(ServerFrame::Welcome {
             visitor: fresh.id.to_string(),
             conversation: fresh_conversation.id.to_string(),
@@ -624,13 +624,6 @@ pub(super) fn history(entries: Vec<Entry>) -> Vec<protocol::Line> {
         .skip(skip)
         .map(|e| protocol::Line { from: from(e.from).into(), text: e.text, at: e.at })
         .collect()
-}
-
-/// The connection's span (`chat::ws`) names who it is about from now on.
-fn name_span(visitor: &VisitorId, conversation: &ConversationId) {
-    let span = tracing::Span::current();
-    span.record("visitor", tracing::field::display(visitor));
-    span.record("conversation", tracing::field::display(conversation));
 }
 
 /// The mail files written to an erased visitor go with them (off the async workers).
