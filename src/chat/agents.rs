@@ -178,11 +178,11 @@ mod tests {
         for n in 0..QUEUE as u64 {
             assert_eq!(mailbox.next().await, answered(n));
         }
-        let waiting = std::sync::Arc::new(mailbox);
-        let poster = waiting.clone();
-        let later = tokio::spawn(async move { poster.next().await });
+        let mailbox = std::sync::Arc::new(mailbox);
+        let waiter = mailbox.clone();
+        let later = tokio::spawn(async move { waiter.next().await });
         tokio::task::yield_now().await;
-        assert!(waiting.post(answered(7)));
+        assert!(mailbox.post(answered(7)));
         assert_eq!(later.await.expect("join"), answered(7), "a waiting session is woken");
     }
 }

@@ -248,11 +248,15 @@ impl Unsaved {
         }
     }
 
-    fn commands(&self) -> Result<Vec<Command>, crate::store::StoreError> {
-        match self.0.is_empty() {
-            true => Ok(Vec::new()),
-            false => serde_json::from_slice(&self.0).map_err(Unsaved::unreadable),
+    /// The held commands followed by `commands` (moved as they are when nothing is held: every
+    /// message after the first).
+    fn before(&self, commands: Vec<Command>) -> Result<Vec<Command>, crate::store::StoreError> {
+        if self.0.is_empty() {
+            return Ok(commands);
         }
+        let mut held: Vec<Command> = serde_json::from_slice(&self.0).map_err(Unsaved::unreadable)?;
+        held.extend(commands);
+        Ok(held)
     }
 
     fn unreadable(e: serde_json::Error) -> crate::store::StoreError {
@@ -349,8 +353,8 @@ impl Chat {
                 Err(why) => frames.push(ServerFrame::error(ErrorCode::BadRequest, why)),
             }
         }
-        let unsaved = Unsaved::default();
-        let mut open = Box::new(Open { profile, conversation, failed: None, last_turn: None, unsaved });
+        let mut open =
+            Box::new(Open { profile, conversation, failed: None, last_turn: None, unsaved: Unsaved::default() });
         let start = hello::opens_in(&intents, hello.start.as_deref()).unwrap_or_else(|why| {
             frames.push(ServerFrame::error(ErrorCode::BadRequest, why));
             None
@@ -516,9 +520,7 @@ impl Open {
     /// Commits `commands` after whatever `hello` left unsaved, which stays for the next try when
     /// the commit fails.
     async fn commit(&mut self, app: &App, commands: Vec<Command>) -> Result<(), crate::store::StoreError> {
-        let mut batch = self.unsaved.commands()?;
-        batch.extend(commands);
-        app.store.commit(batch).await?;
+        app.store.commit(self.unsaved.before(commands)?).await?;
         self.unsaved = Unsaved::default();
         Ok(())
     }
@@ -689,7 +691,7 @@ mod tests {
         ];
         let held = Unsaved::hold(&commands).expect("encodes");
         assert!(held.0.len() < commands.len() * std::mem::size_of::<Command>(), "{} bytes", held.0.len());
-        assert_eq!(held.commands().expect("decodes"), commands);
-        assert_eq!(Unsaved::hold(&[]).expect("nothing").commands().expect("nothing"), Vec::new());
+        assert_eq!(held.before(Vec::new()).expect("decodes"), commands);
+        assert_eq!(Unsaved::hold(&[]).expect("nothing").before(Vec::new()).expect("nothing"), Vec::new());
     }
 }
