@@ -181,6 +181,17 @@ pub enum How {
 }
 
 impl How {
+    /// In declaration order, so `How::ALL[how as usize] == how`.
+    pub const ALL: [How; 4] = {
+        let all = [How::Slot, How::Pattern, How::Examples, How::Fallback];
+        let mut i = 0;
+        while i < all.len() {
+            assert!(all[i] as usize == i, "How::ALL is in declaration order");
+            i += 1;
+        }
+        all
+    };
+
     pub fn as_str(self) -> &'static str {
         match self {
             How::Slot => "slot",

@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
+use crate::intents::How;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 #[derive(Debug, Default)]
@@ -46,6 +47,23 @@ pub mod name {
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Handles of what every message records, registered once: the macros look a metric up by name
+/// and labels on every call (2 % of a chat worker's time).
+pub struct PerMessage {
+    pub messages: metrics::Counter,
+    /// By `How as usize`.
+    pub routes: [metrics::Counter; 4],
+    pub reply_seconds: metrics::Histogram,
+    pub commit_seconds: metrics::Histogram,
+}
+
+static PER_MESSAGE: OnceLock<PerMessage> = OnceLock::new();
+
+/// The per-message handles, once `install` registered them (before, there is nothing to record to).
+pub fn per_message() -> Option<&'static PerMessage> {
+    PER_MESSAGE.get()
+}
+
 /// Installs the recorder (once per process; later calls change nothing).
 pub fn install() {
     HANDLE.get_or_init(|| {
@@ -70,6 +88,12 @@ pub fn install() {
             return None;
         }
         describe();
+        let _ = PER_MESSAGE.set(PerMessage {
+            messages: metrics::counter!(name::MESSAGES),
+            routes: How::ALL.map(|how| metrics::counter!(name::ROUTES, "how" => how.as_str())),
+            reply_seconds: metrics::histogram!(name::REPLY_SECONDS),
+            commit_seconds: metrics::histogram!(name::COMMIT_SECONDS),
+        });
         // Histogram samples wait in the recorder until upkeep folds them into their buckets:
         // without it they would pile up between scrapes (or forever, with nobody scraping).
         let upkeep = handle.clone();

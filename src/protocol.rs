@@ -177,6 +177,20 @@ impl ServerFrame {
 
 /// Decodes a client frame, with a message a developer can act on when it is wrong.
 pub fn decode(text: &str) -> Result<ClientFrame, String> {
+    // Nearly every frame is a `say` or a `choose`: read those in one pass, without the JSON tree
+    // that the tagged enum needs; anything else, or anything wrong, takes the explaining path.
+    #[derive(Deserialize)]
+    struct Plain<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        text: Option<String>,
+        value: Option<String>,
+    }
+    match serde_json::from_str::<Plain>(text) {
+        Ok(Plain { kind, text: Some(text), .. }) if kind == "say" => return Ok(ClientFrame::Say { text }),
+        Ok(Plain { kind, value: Some(value), .. }) if kind == "choose" => return Ok(ClientFrame::Choose { value }),
+        _ => {}
+    }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let kind = value.get("type").and_then(|t| t.as_str()).ok_or("a frame needs a string field `type`")?.to_string();
     if !matches!(kind.as_str(), "hello" | "say" | "choose" | "consent") {
@@ -192,6 +206,9 @@ mod tests {
     #[test]
     fn decodes_and_explains() {
         assert_eq!(decode(r#"{"type":"say","text":"hi"}"#), Ok(ClientFrame::Say { text: "hi".into() }));
+        assert_eq!(decode(r#"{"text":"h\u00e9","type":"say"}"#), Ok(ClientFrame::Say { text: "hé".into() }));
+        assert_eq!(decode(r#"{"type":"choose","value":"42"}"#), Ok(ClientFrame::Choose { value: "42".into() }));
+        assert!(matches!(decode(r#"{"type":"hello","text":"x"}"#), Ok(ClientFrame::Hello(_))));
         for (input, expected) in [
             ("{", "invalid JSON"),
             ("[]", "needs a string field `type`"),

@@ -274,7 +274,9 @@ impl Store {
             Backend::Embedded(b) => b.commit(commands).await,
             Backend::Postgres(b) => b.commit(commands).await,
         };
-        metrics::histogram!(crate::metrics::name::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        if let Some(hot) = crate::metrics::per_message() {
+            hot.commit_seconds.record(started.elapsed().as_secs_f64());
+        }
         self.committed(jobs, result)
     }
 

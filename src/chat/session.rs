@@ -95,8 +95,8 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                 if !send(&mut ws, frames, send_timeout).await {
                     return;
                 }
-                if let Some(started) = answering.take() {
-                    metrics::histogram!(name::REPLY_SECONDS).record(started.elapsed().as_secs_f64());
+                if let (Some(started), Some(hot)) = (answering.take(), crate::metrics::per_message()) {
+                    hot.reply_seconds.record(started.elapsed().as_secs_f64());
                 }
             }
             event = agent.inbox.next() => {
@@ -159,7 +159,9 @@ async fn send(ws: &mut Session, frames: Vec<ServerFrame>, timeout: Duration) -> 
         match &frame {
             ServerFrame::Error { .. } => crate::metrics::count(name::ERROR_FRAMES),
             ServerFrame::Reply(protocol::Reply { how: Some(how), .. }) => {
-                metrics::counter!(name::ROUTES, "how" => how.as_str()).increment(1);
+                if let Some(hot) = crate::metrics::per_message() {
+                    hot.routes[*how as usize].increment(1);
+                }
             }
             _ => {}
         }
@@ -420,7 +422,9 @@ impl Open {
         if text.chars().count() > max {
             return Err(ServerFrame::error(ErrorCode::TooLong, format!("messages are at most {max} characters")));
         }
-        crate::metrics::count(name::MESSAGES);
+        if let Some(hot) = crate::metrics::per_message() {
+            hot.messages.increment(1);
+        }
         let now = app.now_ms();
         if let Some(name) = person(app, &self.profile, now) {
             return self.pass_to_person(app, text, name, now).await;

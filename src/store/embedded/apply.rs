@@ -5,9 +5,11 @@
 //! (`store/journal.rs`), so a crash cannot leave part of a group either.
 //!
 //! Being the only writer, the writer thread also keeps what the hot path would otherwise read
-//! (`Memory`): which visitors were erased and which conversations are gone.
+//! (`Memory`): which visitors were erased, which conversations are gone, and the profiles it
+//! wrote last (a chat message that records a preference would otherwise read and decode the
+//! profile's JSON first: a tenth of the writer's time).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Command, Result, T, Trees, campaign_prefix, decode, encode, erase, journal, outbox, turn_key, turns};
 use crate::domain::{Change, Conversation, Profile, Status};
@@ -24,7 +26,12 @@ pub(super) struct Memory {
     /// must not write turns into it. (Sessions do not outlive the process, so earlier ones
     /// cannot be written to.)
     gone: HashSet<ConversationId>,
+    /// Profiles as the writer last stored them, at most `PROFILES` (then it starts again).
+    profiles: HashMap<VisitorId, Profile>,
 }
+
+/// How many written profiles `Memory` keeps: a few thousand chats' worth.
+const PROFILES: usize = 4096;
 
 impl Memory {
     pub(super) fn load(trees: &Trees) -> Result<Memory> {
@@ -34,7 +41,7 @@ impl Memory {
                 erased.insert(id);
             }
         }
-        Ok(Memory { erased, gone: HashSet::new() })
+        Ok(Memory { erased, gone: HashSet::new(), profiles: HashMap::new() })
     }
 }
 
@@ -44,11 +51,13 @@ pub(super) struct Group<'a> {
     staged: Staged,
     erased: HashSet<VisitorId>,
     gone: HashSet<ConversationId>,
+    /// The profiles the staged batches leave (`None`: erased).
+    profiles: HashMap<VisitorId, Option<Profile>>,
 }
 
 impl<'a> Group<'a> {
     pub(super) fn new(trees: &'a Trees) -> Self {
-        Group { trees, staged: Staged::new(), erased: HashSet::new(), gone: HashSet::new() }
+        Group { trees, staged: Staged::new(), erased: HashSet::new(), gone: HashSet::new(), profiles: HashMap::new() }
     }
 
     /// Stages one batch; when a command fails, nothing of the batch is staged.
@@ -60,15 +69,17 @@ impl<'a> Group<'a> {
             profiles: BTreeMap::new(),
             erased: HashSet::new(),
             gone: HashSet::new(),
+            written: Vec::new(),
         };
         for command in commands {
             batch.apply(command)?;
         }
         batch.finish_profiles();
-        let Batch { own, erased, gone, .. } = batch;
+        let Batch { own, erased, gone, written, .. } = batch;
         self.staged.extend(own);
         self.erased.extend(erased);
         self.gone.extend(gone);
+        self.profiles.extend(written);
         Ok(())
     }
 
@@ -78,18 +89,35 @@ impl<'a> Group<'a> {
     pub(super) fn commit(self, memory: &mut Memory, seq: u64) -> Result<Option<u64>> {
         let trees = self.trees;
         let journaled = self.staged.len() > 1;
-        if journaled {
-            let writes = self.staged.iter().map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref()));
-            trees[T::Journal].insert(journal::key(seq), journal::encode(writes))?;
-        }
-        for ((tree, key), value) in self.staged {
-            match value {
-                Some(value) => trees[tree].insert(key, value)?,
-                None => trees[tree].remove(key)?,
-            };
+        let written = (|| {
+            if journaled {
+                let writes = self.staged.iter().map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref()));
+                trees[T::Journal].insert(journal::key(seq), journal::encode(writes))?;
+            }
+            for ((tree, key), value) in self.staged {
+                match value {
+                    Some(value) => trees[tree].insert(key, value)?,
+                    None => trees[tree].remove(key)?,
+                };
+            }
+            Ok::<_, sled::Error>(())
+        })();
+        if let Err(e) = written {
+            // Part of the group may be in the trees: what the writer remembers may be wrong.
+            memory.profiles.clear();
+            return Err(e.into());
         }
         memory.erased.extend(self.erased);
         memory.gone.extend(self.gone);
+        if memory.profiles.len() + self.profiles.len() > PROFILES {
+            memory.profiles.clear();
+        }
+        for (visitor, profile) in self.profiles {
+            match profile {
+                Some(profile) => memory.profiles.insert(visitor, profile),
+                None => memory.profiles.remove(&visitor),
+            };
+        }
         Ok(journaled.then_some(seq))
     }
 }
@@ -109,6 +137,8 @@ pub(super) struct Batch<'g, 'a> {
     profiles: BTreeMap<VisitorId, Cached>,
     erased: HashSet<VisitorId>,
     gone: HashSet<ConversationId>,
+    /// The profiles `finish_profiles` staged, for the group and then `Memory`.
+    written: Vec<(VisitorId, Option<Profile>)>,
 }
 
 impl Batch<'_, '_> {
@@ -241,8 +271,14 @@ impl Batch<'_, '_> {
 
     fn profile(&mut self, visitor: VisitorId) -> Result<&mut Cached> {
         if !self.profiles.contains_key(&visitor) {
-            let before: Option<Profile> =
-                self.get(T::Visitors, visitor.as_bytes())?.map(|raw| decode("visitors", &raw)).transpose()?;
+            // The group's staged profiles and `Memory` are what the trees would say, decoded.
+            let before = match (self.group.profiles.get(&visitor), self.memory.profiles.get(&visitor)) {
+                (Some(staged), _) => staged.clone(),
+                (None, Some(stored)) => Some(stored.clone()),
+                (None, None) => {
+                    self.get(T::Visitors, visitor.as_bytes())?.map(|raw| decode("visitors", &raw)).transpose()?
+                }
+            };
             self.profiles.insert(visitor, Cached { after: before.clone(), before });
         }
         Ok(self.profiles.get_mut(&visitor).expect("inserted above"))
@@ -294,10 +330,11 @@ impl Batch<'_, '_> {
             for (tree, key) in new.into_iter().filter(|k| !old.contains(k)) {
                 self.put(tree, key, Vec::new());
             }
-            match after {
-                Some(after) => self.put(T::Visitors, visitor.as_bytes().to_vec(), encode(&after)),
+            match &after {
+                Some(after) => self.put(T::Visitors, visitor.as_bytes().to_vec(), encode(after)),
                 None => self.remove(T::Visitors, visitor.as_bytes().to_vec()),
             }
+            self.written.push((visitor, after));
         }
     }
 }
