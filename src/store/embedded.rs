@@ -24,7 +24,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Command, EmailEvent, Result, Seen, Stats, StoreError, private_dir};
 use crate::domain::{Conversation, Entry, Order, OutboxItem, Profile, Spend, Status};
-use crate::ids::{AdminSessionId, ConversationId, OutboxId, TurnId, VisitorId};
+use crate::ids::{AdminSessionId, ConversationId, OutboxId, VisitorId};
 
 /// Every value starts with this version byte; a reader that meets another refuses it loudly
 /// instead of misreading it.
@@ -67,10 +67,12 @@ enum T {
     EmailEvents,
     /// Trigger id ++ 0x00 ++ teaser variant (u32 BE) → times shown (u64 BE).
     TriggersShown,
+    /// Group sequence → the group's turns, until merged into `transcripts` (`store/turns.rs`).
+    RecentTurns,
 }
 
 impl T {
-    const ALL: [T; 19] = [
+    const ALL: [T; 20] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -90,6 +92,7 @@ impl T {
         T::Spend,
         T::EmailEvents,
         T::TriggersShown,
+        T::RecentTurns,
     ];
 
     fn name(self) -> &'static str {
@@ -113,12 +116,13 @@ impl T {
             T::Spend => "spend",
             T::EmailEvents => "email_events",
             T::TriggersShown => "triggers_shown",
+            T::RecentTurns => "recent_turns",
         }
     }
 }
 
 #[derive(Clone)]
-struct Trees([sled::Tree; 19]);
+struct Trees([sled::Tree; 20]);
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
@@ -171,6 +175,7 @@ impl Embedded {
             log::warn!("store: completed {replayed} group(s) of writes that a crash interrupted");
         }
         index_last_seen(&trees)?;
+        turns::merge(&trees)?;
         let memory = apply::Memory::load(&trees)?;
         let writer = writer::spawn(db.clone(), trees.clone(), memory, stats.clone());
         Ok(Embedded { db, trees, writer, stats })
@@ -213,9 +218,8 @@ impl Embedded {
             return Ok(None);
         };
         conversation.last_at = conversation.started_at;
-        if let Some(last) = self.trees[T::Transcripts].scan_prefix(conversation.id.as_bytes()).values().next_back() {
-            let turn = turns::decode(&last?)?;
-            conversation.last_at = turn.last().map_or(conversation.started_at, |e| e.at);
+        if let Some(last) = turns::of_conversation(&self.trees, conversation.id.as_bytes())?.values().next_back() {
+            conversation.last_at = turns::decode(last)?.last().map_or(conversation.started_at, |e| e.at);
         }
         Ok(Some(conversation))
     }
@@ -312,8 +316,8 @@ impl Embedded {
     /// Every entry of a conversation, in order.
     pub(super) fn transcript(&self, conversation: &ConversationId) -> Result<Vec<Entry>> {
         let mut entries = Vec::new();
-        for turn in self.trees[T::Transcripts].scan_prefix(conversation.as_bytes()).values() {
-            entries.extend(turns::decode(&turn?)?);
+        for turn in turns::of_conversation(&self.trees, conversation.as_bytes())?.values() {
+            entries.extend(turns::decode(turn)?);
         }
         Ok(entries)
     }
@@ -427,16 +431,6 @@ fn ms_be(raw: &[u8]) -> Option<u64> {
 fn campaign_prefix(campaign: &str) -> Vec<u8> {
     let mut key: Vec<u8> = campaign.bytes().filter(|b| *b != 0).collect();
     key.push(0);
-    key
-}
-
-/// A turn's key: its conversation, then the session's turn id (time first, so a transcript reads
-/// in order). Turns stored before turn ids have an 8-byte counter there instead, which sorts
-/// before every turn id.
-fn turn_key(conversation: &ConversationId, turn: &TurnId) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    key[..16].copy_from_slice(conversation.as_bytes());
-    key[16..].copy_from_slice(turn.as_bytes());
     key
 }
 

@@ -11,12 +11,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{Command, Result, T, Trees, campaign_prefix, decode, encode, erase, journal, outbox, turn_key, turns};
+use super::{Command, Result, T, Trees, campaign_prefix, decode, encode, erase, journal, outbox, turns};
 use crate::domain::{Change, Conversation, Profile, Status};
-use crate::ids::{ConversationId, VisitorId};
+use crate::ids::{ConversationId, TurnId, VisitorId};
 
 /// Staged writes: `Some` inserts, `None` removes. Ordered, so prefix scans can merge them.
 type Staged = BTreeMap<(T, Vec<u8>), Option<Vec<u8>>>;
+
+/// A turn staged for the group's `recent_turns` value: conversation, turn, `turns::encode`.
+type Turn = (ConversationId, TurnId, Vec<u8>);
 
 /// What the writer thread knows without reading the store.
 pub(super) struct Memory {
@@ -28,6 +31,9 @@ pub(super) struct Memory {
     gone: HashSet<ConversationId>,
     /// Profiles as the writer last stored them, at most `PROFILES` (then it starts again).
     profiles: HashMap<VisitorId, Profile>,
+    /// Turns in `recent_turns` (about: an erasure may have taken some out), and since when.
+    recent: usize,
+    recent_since: Option<std::time::Instant>,
 }
 
 /// How many written profiles `Memory` keeps: a few thousand chats' worth.
@@ -41,7 +47,17 @@ impl Memory {
                 erased.insert(id);
             }
         }
-        Ok(Memory { erased, gone: HashSet::new(), profiles: HashMap::new() })
+        Ok(Memory { erased, gone: HashSet::new(), profiles: HashMap::new(), recent: 0, recent_since: None })
+    }
+
+    /// Whether the recent turns are due to be merged into `transcripts`: many, or a second old.
+    pub(super) fn merge_due(&self) -> bool {
+        self.recent >= turns::MERGE_TURNS || self.recent_since.is_some_and(|t| t.elapsed().as_secs() >= 1)
+    }
+
+    pub(super) fn merged(&mut self) {
+        self.recent = 0;
+        self.recent_since = None;
     }
 }
 
@@ -53,11 +69,19 @@ pub(super) struct Group<'a> {
     gone: HashSet<ConversationId>,
     /// The profiles the staged batches leave (`None`: erased).
     profiles: HashMap<VisitorId, Option<Profile>>,
+    turns: Vec<Turn>,
 }
 
 impl<'a> Group<'a> {
     pub(super) fn new(trees: &'a Trees) -> Self {
-        Group { trees, staged: Staged::new(), erased: HashSet::new(), gone: HashSet::new(), profiles: HashMap::new() }
+        Group {
+            trees,
+            staged: Staged::new(),
+            erased: HashSet::new(),
+            gone: HashSet::new(),
+            profiles: HashMap::new(),
+            turns: Vec::new(),
+        }
     }
 
     /// Stages one batch; when a command fails, nothing of the batch is staged.
@@ -70,24 +94,37 @@ impl<'a> Group<'a> {
             erased: HashSet::new(),
             gone: HashSet::new(),
             written: Vec::new(),
+            turns: Vec::new(),
         };
         for command in commands {
             batch.apply(command)?;
         }
         batch.finish_profiles();
-        let Batch { own, erased, gone, written, .. } = batch;
+        let Batch { own, erased, gone, written, turns, .. } = batch;
         self.staged.extend(own);
         self.erased.extend(erased);
         self.gone.extend(gone);
         self.profiles.extend(written);
+        self.turns.extend(turns);
         Ok(())
     }
 
-    /// Writes everything staged (not yet flushed), through the journal when it is more than one
-    /// write, then remembers what was erased and expired. Returns the journal entry to remove
-    /// once the flush has covered the group.
-    pub(super) fn commit(self, memory: &mut Memory, seq: u64) -> Result<Option<u64>> {
+    /// Writes everything staged (not yet flushed) and the group's turns as one `recent_turns`
+    /// value under `seq`, through the journal when it is more than one write, then remembers
+    /// what was erased and expired. Returns the journal entry to remove once the flush has
+    /// covered the group.
+    pub(super) fn commit(mut self, memory: &mut Memory, seq: u64) -> Result<Option<u64>> {
         let trees = self.trees;
+        // A conversation erased or expired later in the group takes its turns with it.
+        self.turns.retain(|(conversation, ..)| !self.gone.contains(conversation));
+        if !self.turns.is_empty() {
+            let records = self.turns.iter().map(|(conversation, turn, value)| turns::Stored {
+                conversation: conversation.as_bytes(),
+                turn: turn.as_bytes(),
+                value,
+            });
+            self.staged.insert((T::RecentTurns, seq.to_be_bytes().to_vec()), Some(turns::encode_records(records)));
+        }
         let journaled = self.staged.len() > 1;
         let written = (|| {
             if journaled {
@@ -109,6 +146,10 @@ impl<'a> Group<'a> {
         }
         memory.erased.extend(self.erased);
         memory.gone.extend(self.gone);
+        if !self.turns.is_empty() {
+            memory.recent += self.turns.len();
+            memory.recent_since.get_or_insert_with(std::time::Instant::now);
+        }
         if memory.profiles.len() + self.profiles.len() > PROFILES {
             memory.profiles.clear();
         }
@@ -139,6 +180,7 @@ pub(super) struct Batch<'g, 'a> {
     gone: HashSet<ConversationId>,
     /// The profiles `finish_profiles` staged, for the group and then `Memory`.
     written: Vec<(VisitorId, Option<Profile>)>,
+    turns: Vec<Turn>,
 }
 
 impl Batch<'_, '_> {
@@ -173,7 +215,7 @@ impl Batch<'_, '_> {
             }
             Command::AppendTurn { conversation, .. } if self.is_gone(&conversation) => {}
             Command::AppendTurn { conversation, turn, entries } => {
-                self.put(T::Transcripts, turn_key(&conversation, &turn).to_vec(), turns::encode(&entries));
+                self.turns.push((conversation, turn, turns::encode(&entries)));
             }
             Command::SetPending { conversation, pending } => {
                 self.change_conversation(&conversation, |c| c.pending = pending)?;

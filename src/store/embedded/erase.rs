@@ -4,7 +4,7 @@
 //! (the shop's records), keyed by a visitor id that no longer leads anywhere.
 
 use super::apply::Batch;
-use super::{Conversation, Result, T, decode, outbox};
+use super::{Conversation, Result, T, decode, outbox, turns};
 use crate::ids::{ConversationId, VisitorId};
 
 pub(super) fn visitor(batch: &mut Batch, visitor: &VisitorId, at: u64) -> Result<()> {
@@ -33,6 +33,18 @@ pub(super) fn conversation(batch: &mut Batch, id: &ConversationId) -> Result<()>
     }
     for (turn, _) in batch.scan(T::Transcripts, id.as_bytes())? {
         batch.remove(T::Transcripts, turn);
+    }
+    // Its turns not merged yet are rewritten out of their groups' values, or the merge at the
+    // next open would bring them back.
+    for (seq, value) in batch.scan(T::RecentTurns, &[])? {
+        let records = turns::records(&value)?;
+        if records.iter().any(|r| r.conversation == id.as_bytes()) {
+            let kept: Vec<_> = records.into_iter().filter(|r| r.conversation != id.as_bytes()).collect();
+            match kept.is_empty() {
+                true => batch.remove(T::RecentTurns, seq),
+                false => batch.put(T::RecentTurns, seq, turns::encode_records(kept)),
+            }
+        }
     }
     batch.forget_conversation(*id);
     Ok(())

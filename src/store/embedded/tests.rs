@@ -128,10 +128,18 @@ impl World {
         for (key, _) in trees[T::VisitorConversations].iter().flatten() {
             out.push(format!("conversations of {}: {}", self.name(&key[..16]), self.name(&key[16..])));
         }
-        for (key, value) in trees[T::Transcripts].iter().flatten() {
-            let entries = super::turns::decode(&value).expect("turn");
-            let texts: Vec<&str> = entries.iter().map(|e| e.text.as_str()).collect();
-            out.push(format!("turn {} {} {texts:?}", self.name(&key[..16]), self.name(&key[16..])));
+        // Turns wherever they are kept (merged or recent), each once.
+        let mut turns = BTreeMap::new();
+        let recent: Vec<_> = trees[T::RecentTurns].iter().flatten().collect();
+        let merged: Vec<_> = trees[T::Transcripts].iter().flatten().collect();
+        let stored = recent.iter().flat_map(|(_, value)| super::turns::records(value).expect("recent turns"));
+        for s in stored.chain(merged.iter().flat_map(|(k, v)| super::turns::in_transcripts(k, v).expect("turns"))) {
+            let entries = super::turns::decode(s.value).expect("turn");
+            let texts: Vec<String> = entries.into_iter().map(|e| e.text).collect();
+            turns.insert((s.conversation.to_vec(), s.turn.to_vec()), texts);
+        }
+        for ((conversation, turn), texts) in turns {
+            out.push(format!("turn {} {} {texts:?}", self.name(&conversation), self.name(&turn)));
         }
         for (key, value) in trees[T::Emails].iter().flatten() {
             out.push(format!("email {} -> {}", String::from_utf8_lossy(&key), self.name(&value)));
@@ -531,7 +539,7 @@ fn a_group_a_crash_interrupted_is_completed_from_the_journal_at_open() {
     {
         let store = Store::open(dir.path()).expect("store");
         let trees = &store.embedded().trees;
-        let turn = super::turn_key(&w.c1, &w.t1).to_vec();
+        let turn = [w.c1.as_bytes().as_slice(), w.t1.as_bytes()].concat();
         let value = super::turns::encode(&[shopper_says("hi")]);
         let writes = [(T::Transcripts, turn.as_slice(), Some(value.as_slice()))];
         trees[T::Journal].insert(super::journal::key(7), super::journal::encode(writes.into_iter())).expect("journal");
@@ -598,4 +606,53 @@ fn a_spent_link_is_remembered_until_its_token_expires() {
     store.commit_blocking(vec![Command::ForgetSpentLinks { at: 1_000 }]).expect("commit");
     assert!(!store.link_spent(&a).expect("read"), "expired: forgotten");
     assert!(store.link_spent(&b).expect("read"), "still usable: remembered");
+}
+
+#[test]
+fn turns_read_the_same_before_and_after_their_merge_and_an_erasure_takes_the_unmerged_ones() {
+    let w = World::new();
+    let (t3, t4) = (TurnId::mint(7), TurnId::mint(8));
+    let dir = tempfile::tempdir().expect("dir");
+    let texts = |store: &Store, c: &ConversationId| -> Vec<String> {
+        store.transcript(c).expect("transcript").into_iter().map(|e| e.text).collect()
+    };
+    let recent = |store: &Store| store.embedded().trees[T::RecentTurns].len();
+    {
+        let store = Store::open(dir.path()).expect("store");
+        store
+            .commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1), w.create(w.v2), w.open(w.c2, w.v2)])
+            .expect("setup");
+        store.commit_blocking(vec![w.turn(w.c1, w.t1, "one"), w.turn(w.c2, w.t1, "two")]).expect("turns");
+        // A retry of the same turn, in a group of its own.
+        store.commit_blocking(vec![w.turn(w.c1, w.t1, "one")]).expect("retry");
+        store.commit_blocking(vec![w.turn(w.c1, w.t2, "three")]).expect("turn");
+        assert_eq!((recent(&store), store.embedded().trees[T::Transcripts].len()), (3, 0), "one value per group");
+        assert_eq!(texts(&store, &w.c1), ["one", "three"]);
+        let before = w.render(&store);
+
+        assert_eq!(super::turns::merge(&store.embedded().trees).expect("merge"), 3, "each turn once");
+        assert_eq!(recent(&store), 0);
+        assert_eq!(store.embedded().trees[T::Transcripts].len(), 2, "a chunk per conversation");
+        assert_eq!(w.render(&store), before, "the same turns");
+
+        // Merged and recent turns read together, in order; the latest gives `last_at`.
+        let mut later = shopper_says("four");
+        later.at = 30;
+        store
+            .commit_blocking(vec![Command::AppendTurn { conversation: w.c1, turn: t3, entries: vec![later] }])
+            .expect("turn");
+        assert_eq!(texts(&store, &w.c1), ["one", "three", "four"]);
+        assert_eq!(store.conversation(&w.c1).expect("read").map(|c| c.last_at), Some(30));
+
+        // V2's turn not merged yet goes with the erasure, also from the group's stored value.
+        store.commit_blocking(vec![w.turn(w.c2, t4, "five"), w.turn(w.c1, t4, "six")]).expect("turns");
+        store.commit_blocking(vec![Command::Erase { visitor: w.v2, at: 40 }]).expect("erase");
+        assert_eq!(texts(&store, &w.c2), Vec::<String>::new());
+    }
+    // The merge at open brings back nothing erased, and loses nothing.
+    let store = Store::open(dir.path()).expect("reopen");
+    assert_eq!(recent(&store), 0, "merged at open");
+    assert_eq!(texts(&store, &w.c1), ["one", "three", "four", "six"]);
+    let rendered = w.render(&store);
+    assert!(!rendered.iter().any(|l| l.starts_with("turn C2")), "{rendered:#?}");
 }

@@ -1,15 +1,37 @@
-//! The encoding of a transcript turn, the value the hot path writes for every message: postcard
-//! (value version 2), a third the size of the JSON it replaced and quicker to write. Speakers and
-//! routes are stored as fixed codes, so renaming a Rust variant never changes what is on disk.
-//! Turns written before (version 1, JSON) are still read.
+//! Transcript turns: their encoding, and where they are kept.
+//!
+//! A turn is postcard (value version 2), a third the size of the JSON it replaced and quicker to
+//! write. Speakers and routes are stored as fixed codes, so renaming a Rust variant never changes
+//! what is on disk. Turns written before (version 1, JSON) are still read.
+//!
+//! Every message appends a turn, and one sled insert per turn at a scattered key (conversation,
+//! then turn) was half of the store writer's time. So a group's turns are written as one value,
+//! `recent_turns` under the group's sequence number (one insert however many chats wrote), and
+//! `merge` later moves them into `transcripts` as chunks: one value per conversation holding all
+//! the turns it gained since the last merge (version 3: records of conversation, turn id and the
+//! turn's value). The writer merges once a second or every `MERGE_TURNS` turns, and at open.
+//!
+//! A merge inserts its chunks before it removes the recent values it read, and sled recovers a
+//! prefix of its log, so a crash between the two leaves a turn in both places, never in neither;
+//! readers look at `recent_turns` first for the same reason (a merge between their two reads
+//! shows them a turn twice, never not at all), and every reader keys turns by their id, so a
+//! turn seen twice (or appended twice by a retry) counts once.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Result, StoreError, VALUE_VERSION};
+use super::{Result, StoreError, T, Trees, VALUE_VERSION};
 use crate::domain::{Entry, Speaker};
 use crate::intents::How;
 
 const TURN_VERSION: u8 = 2;
+/// Records: a chunk of `transcripts`, or a group's value in `recent_turns`.
+const RECORDS_VERSION: u8 = 3;
+/// Recent turns past this many are merged at the next group, whatever their age.
+pub(super) const MERGE_TURNS: usize = 4096;
+/// At most this many turns per chunk, so a value stays far below sled's blob size (128 KiB).
+const CHUNK_TURNS: usize = 256;
 
 #[derive(Serialize)]
 struct Out<'a> {
@@ -91,6 +113,106 @@ pub(super) fn decode(raw: &[u8]) -> Result<Vec<Entry>> {
     }
 }
 
+/// One stored turn: its conversation's id, its key within the conversation (a turn id; an 8-byte
+/// counter in stores older than turn ids) and its value (`encode`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Stored<'a> {
+    pub conversation: &'a [u8],
+    pub turn: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// Records, each: conversation (16 bytes), turn key length (u8) and key, value length (u32 BE)
+/// and value.
+pub(super) fn encode_records<'a>(records: impl IntoIterator<Item = Stored<'a>>) -> Vec<u8> {
+    let mut out = vec![RECORDS_VERSION];
+    for Stored { conversation, turn, value } in records {
+        out.extend_from_slice(conversation);
+        out.push(turn.len() as u8);
+        out.extend_from_slice(turn);
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+/// The turns of a `recent_turns` value.
+pub(super) fn records(raw: &[u8]) -> Result<Vec<Stored<'_>>> {
+    let corrupt = || StoreError::Corrupt { tree: "recent_turns", reason: "truncated or unknown records".into() };
+    let Some((&RECORDS_VERSION, mut rest)) = raw.split_first() else { return Err(corrupt()) };
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (conversation, tail) = rest.split_at_checked(16).ok_or_else(corrupt)?;
+        let (&len, tail) = tail.split_first().ok_or_else(corrupt)?;
+        let (turn, tail) = tail.split_at_checked(len.into()).ok_or_else(corrupt)?;
+        let (len, tail) = tail.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let (value, tail) = tail.split_at_checked(u32::from_be_bytes(*len) as usize).ok_or_else(corrupt)?;
+        out.push(Stored { conversation, turn, value });
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// The turns of a `transcripts` value under `key`: a chunk's records, or the one turn the key
+/// names.
+pub(super) fn in_transcripts<'a>(key: &'a [u8], value: &'a [u8]) -> Result<Vec<Stored<'a>>> {
+    match value.first() {
+        Some(&RECORDS_VERSION) => records(value),
+        _ => {
+            let (conversation, turn) = key.split_at_checked(16).ok_or_else(|| StoreError::Corrupt {
+                tree: "transcripts",
+                reason: "a key shorter than a conversation id".into(),
+            })?;
+            Ok(vec![Stored { conversation, turn, value }])
+        }
+    }
+}
+
+/// Every turn of `conversation` as stored, in order, each once (the module's comment says why
+/// `recent_turns` is read first).
+pub(super) fn of_conversation(trees: &Trees, conversation: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut turns = BTreeMap::new();
+    for value in trees[T::RecentTurns].iter().values() {
+        let value = value?;
+        for stored in records(&value)?.into_iter().filter(|s| s.conversation == conversation) {
+            turns.insert(stored.turn.to_vec(), stored.value.to_vec());
+        }
+    }
+    for entry in trees[T::Transcripts].scan_prefix(conversation) {
+        let (key, value) = entry?;
+        for stored in in_transcripts(&key, &value)? {
+            turns.insert(stored.turn.to_vec(), stored.value.to_vec());
+        }
+    }
+    Ok(turns)
+}
+
+/// Moves every turn of `recent_turns` into chunks of `transcripts` (one or more per
+/// conversation; a chunk's key is its conversation and its first turn), then removes the recent
+/// values. Returns how many turns moved. Runs on the writer thread, between groups, and at open.
+pub(super) fn merge(trees: &Trees) -> Result<usize> {
+    let recent: Vec<_> = trees[T::RecentTurns].iter().collect::<sled::Result<_>>()?;
+    let mut conversations: BTreeMap<&[u8], BTreeMap<&[u8], Stored>> = BTreeMap::new();
+    for (_, value) in &recent {
+        for stored in records(value)? {
+            conversations.entry(stored.conversation).or_default().insert(stored.turn, stored);
+        }
+    }
+    let mut moved = 0;
+    for (conversation, turns) in conversations {
+        let turns: Vec<Stored> = turns.into_values().collect();
+        for chunk in turns.chunks(CHUNK_TURNS) {
+            let key = [conversation, chunk[0].turn].concat();
+            trees[T::Transcripts].insert(key, encode_records(chunk.iter().copied()))?;
+            moved += chunk.len();
+        }
+    }
+    for (seq, _) in recent {
+        trees[T::RecentTurns].remove(seq)?;
+    }
+    Ok(moved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +254,27 @@ mod tests {
         assert_eq!(decode(&json).expect("v1"), entries);
         assert!(compact.len() * 2 < json.len(), "{} bytes against {}", compact.len(), json.len());
         assert!(decode(&[2, 1, 0, 9]).is_err(), "an unknown speaker code");
+    }
+
+    #[test]
+    fn records_read_back_as_written() {
+        let (c1, c2) = ([1u8; 16], [2u8; 16]);
+        let written = [
+            Stored { conversation: &c1, turn: &[7; 16], value: b"first" },
+            Stored { conversation: &c2, turn: &[0, 0, 0, 0, 0, 0, 0, 9], value: b"" },
+        ];
+        let raw = encode_records(written);
+        assert_eq!(records(&raw).expect("records"), written);
+        assert_eq!(in_transcripts(b"ignored", &raw).expect("a chunk"), written);
+        let single = [c1.as_slice(), &[8; 16]].concat();
+        assert_eq!(
+            in_transcripts(&single, b"turn").expect("one turn"),
+            [Stored { conversation: &c1, turn: &[8; 16], value: b"turn" }]
+        );
+        // Cut anywhere but before or between records, they do not read.
+        let between = encode_records([written[0]]).len();
+        for cut in (2..raw.len()).filter(|cut| *cut != between) {
+            assert!(records(&raw[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -108,6 +108,14 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                 if applied_tx.send(applied).is_err() {
                     return;
                 }
+                // While the flusher flushes the group just applied (a failed merge is tried again
+                // at the next due time: the recent turns stay readable where they are).
+                if memory.merge_due() {
+                    if let Err(e) = super::turns::merge(&trees) {
+                        log::error!("store: cannot merge recent turns into transcripts: {e}");
+                    }
+                    memory.merged();
+                }
             }
             // Dropping `applied_tx` lets the flusher finish; joining it keeps the lock until then.
             drop(applied_tx);
