@@ -656,3 +656,22 @@ fn turns_read_the_same_before_and_after_their_merge_and_an_erasure_takes_the_unm
     let rendered = w.render(&store);
     assert!(!rendered.iter().any(|l| l.starts_with("turn C2")), "{rendered:#?}");
 }
+
+#[test]
+fn the_merge_thread_moves_turns_a_second_old_into_transcripts() {
+    let w = World::new();
+    let (_dir, store) = fresh();
+    store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1), w.turn(w.c1, w.t1, "one")]).expect("commit");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The writer asks for a merge after a group, once the recent turns are a second old.
+    store.commit_blocking(vec![w.turn(w.c1, w.t2, "two")]).expect("commit");
+    let trees = &store.embedded().trees;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !trees[T::RecentTurns].is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the recent turns were never merged");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(trees[T::Transcripts].len(), 1, "one chunk");
+    let texts: Vec<String> = store.transcript(&w.c1).expect("transcript").into_iter().map(|e| e.text).collect();
+    assert_eq!(texts, ["one", "two"]);
+}

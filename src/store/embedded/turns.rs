@@ -9,7 +9,8 @@
 //! `recent_turns` under the group's sequence number (one insert however many chats wrote), and
 //! `merge` later moves them into `transcripts` as chunks: one value per conversation holding all
 //! the turns it gained since the last merge (version 3: records of conversation, turn id and the
-//! turn's value). The writer merges once a second or every `MERGE_TURNS` turns, and at open.
+//! turn's value). A merge thread does it once a second or every `MERGE_TURNS` turns (the writer
+//! asks it to, and goes on with the next group), and the store does it at open.
 //!
 //! A merge inserts its chunks before it removes the recent values it read, and sled recovers a
 //! prefix of its log, so a crash between the two leaves a turn in both places, never in neither;
@@ -189,7 +190,7 @@ pub(super) fn of_conversation(trees: &Trees, conversation: &[u8]) -> Result<BTre
 
 /// Moves every turn of `recent_turns` into chunks of `transcripts` (one or more per
 /// conversation; a chunk's key is its conversation and its first turn), then removes the recent
-/// values. Returns how many turns moved. Runs on the writer thread, between groups, and at open.
+/// values. Returns how many turns moved. Runs on the merge thread (`writer.rs`), and at open.
 pub(super) fn merge(trees: &Trees) -> Result<usize> {
     let recent: Vec<_> = trees[T::RecentTurns].iter().collect::<sled::Result<_>>()?;
     let mut conversations: BTreeMap<&[u8], BTreeMap<&[u8], Stored>> = BTreeMap::new();

@@ -3,8 +3,8 @@
 //! flushes sled once for every group handed over before it started, then acknowledges them all. Under load many sessions share each `fsync`, and the
 //! next group is applied while the last one is flushed; alone, a batch waits for one flush.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -90,6 +90,27 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
             }
         })
         .expect("cannot start the store flush thread");
+    // Merges run on their own thread, so the writer never stops for one (a merge after a second
+    // of a thousand chats writes a thousand chunks). A group that erases holds `merging` from
+    // staging to writing: the merge must not move turns the erasure is taking out.
+    let merging = Arc::new(Mutex::new(()));
+    let (merge_tx, merge_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let merger = {
+        let (trees, merging) = (trees.clone(), merging.clone());
+        std::thread::Builder::new()
+            .name("nudge-store-merge".into())
+            .spawn(move || {
+                while merge_rx.recv().is_ok() {
+                    let _merging = merging.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    // A failed merge is tried again when the next is due: until then the recent
+                    // turns stay readable where they are.
+                    if let Err(e) = super::turns::merge(&trees) {
+                        log::error!("store: cannot merge recent turns into transcripts: {e}");
+                    }
+                }
+            })
+            .expect("cannot start the store merge thread")
+    };
     let writer = std::thread::Builder::new()
         .name("nudge-store-writer".into())
         .spawn(move || {
@@ -104,22 +125,28 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                     }
                 }
                 seq += 1;
+                let erases = group
+                    .iter()
+                    .flat_map(|job| &job.commands)
+                    .any(|command| matches!(command, Command::Erase { .. } | Command::ExpireConversation(_)));
+                let no_merge = erases.then(|| merging.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
                 let applied = apply(&trees, &mut memory, seq, group.drain(..));
+                drop(no_merge);
                 if applied_tx.send(applied).is_err() {
                     return;
                 }
-                // While the flusher flushes the group just applied (a failed merge is tried again
-                // at the next due time: the recent turns stay readable where they are).
                 if memory.merge_due() {
-                    if let Err(e) = super::turns::merge(&trees) {
-                        log::error!("store: cannot merge recent turns into transcripts: {e}");
-                    }
+                    // Full: a merge is already asked for, and it will take these turns too.
+                    let _ = merge_tx.try_send(());
                     memory.merged();
                 }
             }
-            // Dropping `applied_tx` lets the flusher finish; joining it keeps the lock until then.
+            // Dropping `applied_tx` and `merge_tx` lets the flusher and the merger finish;
+            // joining them keeps the lock until then.
             drop(applied_tx);
+            drop(merge_tx);
             let _ = flusher.join();
+            let _ = merger.join();
         })
         .expect("cannot start the store writer thread");
     Handle { queue: Some(queue), writer: Some(writer) }
