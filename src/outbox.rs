@@ -87,6 +87,7 @@ impl Drop for Running<'_> {
 /// enqueues one (`Store::outbox_signal`), or the server stops.
 fn work(app: &App, receivers: &Receivers) {
     while !*app.shutdown.borrow() {
+        app.store.outbox_awake();
         let round = app.outbox_rounds.begin();
         let now = app.now_ms();
         // On a shared store each job is leased as it is taken, so that a lease only ever covers
@@ -113,10 +114,12 @@ fn work(app: &App, receivers: &Receivers) {
         let next = app.store.next_follow_up_at().ok().flatten().unwrap_or(u64::MAX);
         let most = if app.store.is_shared() { LOOK_AGAIN.0 } else { LOOK_AGAIN.1 };
         // Due already, yet nothing to claim: another node holds it; look again a little later.
-        let wait = match next.saturating_sub(app.now_ms()) {
+        let now = app.now_ms();
+        let wait = match next.saturating_sub(now) {
             0 => POLL,
             ms => Duration::from_millis(ms).min(most),
         };
+        app.store.outbox_sleeps_until(now.saturating_add(wait.as_millis() as u64));
         app.store.outbox_signal().take(wait);
     }
 }

@@ -20,7 +20,7 @@ pub use pg::SCHEMA_VERSION;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::{Change, Conversation, Entry, Order, OutboxItem, Pending, Profile, Spend, Status};
 use crate::ids::{AdminSessionId, ConversationId, OutboxId, TurnId, VisitorId};
@@ -120,11 +120,16 @@ impl Command {
 
 /// Whether a batch puts a job in the outbox that the worker may have to run before what it
 /// waits for now.
-fn schedules_jobs(commands: &[Command]) -> bool {
-    commands.iter().any(|c| {
-        matches!(c, Command::Enqueue(_))
-            || matches!(c, Command::Finish(item) if item.state == crate::domain::OutboxState::Pending)
-    })
+/// When the earliest job the commands schedule is due, if they schedule one.
+fn schedules_jobs(commands: &[Command]) -> Option<u64> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Enqueue(item) => Some(item.due_at),
+            Command::Finish(item) if item.state == crate::domain::OutboxState::Pending => Some(item.due_at),
+            _ => None,
+        })
+        .min()
 }
 
 /// How well the group commit groups: batches committed and flushes that made them durable.
@@ -209,8 +214,11 @@ pub struct Store {
 struct Inner {
     backend: Backend,
     readers: readers::Readers,
-    /// Raised by every commit that enqueues a job or reschedules one, for the outbox worker.
+    /// Raised by a commit that enqueues or reschedules a job due before `outbox_wakes_at`, for
+    /// the outbox worker.
     outbox: crate::signal::Signal,
+    /// When the outbox worker will look again by itself (ms; `u64::MAX` while it is looking).
+    outbox_wakes_at: AtomicU64,
 }
 
 enum Backend {
@@ -257,7 +265,14 @@ impl Store {
 
     fn with(backend: Backend) -> Result<Store> {
         let readers = readers::Readers::spawn().map_err(|e| StoreError::Sled(e.into()))?;
-        Ok(Store { inner: Arc::new(Inner { backend, readers, outbox: Default::default() }) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                readers,
+                outbox: Default::default(),
+                outbox_wakes_at: AtomicU64::new(u64::MAX),
+            }),
+        })
     }
 
     /// Whether this store is shared with other nodes (PostgreSQL), so that what one node must
@@ -269,7 +284,7 @@ impl Store {
     /// Applies every command, all or nothing, and returns once they are durable.
     pub async fn commit(&self, commands: Vec<Command>) -> Result<()> {
         let started = std::time::Instant::now();
-        let jobs = schedules_jobs(&commands);
+        let due = schedules_jobs(&commands);
         let result = match &self.inner.backend {
             Backend::Embedded(b) => b.commit(commands).await,
             Backend::Postgres(b) => b.commit(commands).await,
@@ -277,22 +292,38 @@ impl Store {
         if let Some(hot) = crate::metrics::per_message() {
             hot.commit_seconds.record(started.elapsed().as_secs_f64());
         }
-        self.committed(jobs, result)
+        self.committed(due, result)
     }
 
     /// `commit` for callers outside the async runtime (command line, outbox worker, tests).
     pub fn commit_blocking(&self, commands: Vec<Command>) -> Result<()> {
-        let jobs = schedules_jobs(&commands);
+        let due = schedules_jobs(&commands);
         let result = each!(self, commit_blocking(commands));
-        self.committed(jobs, result)
+        self.committed(due, result)
     }
 
     /// Wakes the outbox worker when a durable batch scheduled a job.
-    fn committed(&self, jobs: bool, result: Result<()>) -> Result<()> {
-        if jobs && result.is_ok() {
+    /// Wakes the outbox worker for a job due before it would wake anyway (under load nearly
+    /// every message schedules a follow-up, due hours later: a wake-up and a look at the due
+    /// index each was 2 % of the server's time).
+    fn committed(&self, due: Option<u64>, result: Result<()>) -> Result<()> {
+        if let (Some(due), Ok(())) = (due, &result)
+            && due < self.inner.outbox_wakes_at.load(Ordering::SeqCst)
+        {
             self.inner.outbox.raise();
         }
         result
+    }
+
+    /// The outbox worker is looking at its jobs (a job enqueued now must wake it when it sleeps).
+    pub fn outbox_awake(&self) {
+        self.inner.outbox_wakes_at.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// The outbox worker found its next job due at `at` and sleeps until then: commits wake it
+    /// only for a job due earlier.
+    pub fn outbox_sleeps_until(&self, at: u64) {
+        self.inner.outbox_wakes_at.store(at, Ordering::SeqCst);
     }
 
     /// What the outbox worker sleeps on: raised when this process enqueued or rescheduled a job

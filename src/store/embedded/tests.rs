@@ -682,3 +682,23 @@ fn the_merge_thread_moves_turns_a_second_old_into_transcripts() {
     let texts: Vec<String> = store.transcript(&w.c1).expect("transcript").into_iter().map(|e| e.text).collect();
     assert_eq!(texts, ["one", "two"]);
 }
+
+#[test]
+fn a_commit_wakes_the_outbox_worker_only_for_a_job_due_before_it_wakes_anyway() {
+    let w = World::new();
+    let (_dir, store) = fresh();
+    store.commit_blocking(vec![w.create(w.v1)]).expect("setup");
+    let raised = |store: &Store| store.outbox_signal().take(std::time::Duration::ZERO);
+    let due_at = |due_at| OutboxItem { due_at, ..w.email(w.v1) };
+    // While the worker looks (as at start), every job wakes it.
+    store.commit_blocking(vec![Command::Enqueue(due_at(5_000))]).expect("enqueue");
+    assert!(raised(&store));
+    store.outbox_sleeps_until(1_000);
+    store.commit_blocking(vec![Command::Enqueue(due_at(2_000))]).expect("enqueue");
+    assert!(!raised(&store), "due after the worker wakes by itself");
+    store.commit_blocking(vec![Command::Enqueue(due_at(500))]).expect("enqueue");
+    assert!(raised(&store), "due before");
+    store.outbox_awake();
+    store.commit_blocking(vec![Command::Enqueue(due_at(9_000))]).expect("enqueue");
+    assert!(raised(&store), "the worker is looking: it must look again");
+}
