@@ -69,10 +69,12 @@ enum T {
     TriggersShown,
     /// Group sequence → the group's turns, until merged into `transcripts` (`store/turns.rs`).
     RecentTurns,
+    /// Conversation id → its pending question (`Option<Pending>`), once it was set.
+    Pending,
 }
 
 impl T {
-    const ALL: [T; 20] = [
+    const ALL: [T; 21] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -93,6 +95,7 @@ impl T {
         T::EmailEvents,
         T::TriggersShown,
         T::RecentTurns,
+        T::Pending,
     ];
 
     fn name(self) -> &'static str {
@@ -117,12 +120,13 @@ impl T {
             T::EmailEvents => "email_events",
             T::TriggersShown => "triggers_shown",
             T::RecentTurns => "recent_turns",
+            T::Pending => "pending",
         }
     }
 }
 
 #[derive(Clone)]
-struct Trees([sled::Tree; 20]);
+struct Trees([sled::Tree; 21]);
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
@@ -217,6 +221,10 @@ impl Embedded {
         let Some(mut conversation) = get::<Conversation>(&self.trees[T::Conversations], "conversations", key)? else {
             return Ok(None);
         };
+        // Set apart since it changes every few messages (stores from before keep it in the body).
+        if let Some(pending) = get(&self.trees[T::Pending], "pending", key)? {
+            conversation.pending = pending;
+        }
         conversation.last_at = conversation.started_at;
         if let Some(last) = turns::of_conversation(&self.trees, conversation.id.as_bytes())?.values().next_back() {
             conversation.last_at = turns::decode(last)?.last().map_or(conversation.started_at, |e| e.at);

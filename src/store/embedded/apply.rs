@@ -217,8 +217,11 @@ impl Batch<'_, '_> {
             Command::AppendTurn { conversation, turn, entries } => {
                 self.turns.push((conversation, turn, turns::encode(&entries)));
             }
+            // Its own small value: the conversation is neither read nor written again.
             Command::SetPending { conversation, pending } => {
-                self.change_conversation(&conversation, |c| c.pending = pending)?;
+                if self.contains(T::Conversations, conversation.as_bytes())? {
+                    self.put(T::Pending, conversation.as_bytes().to_vec(), encode(&pending));
+                }
             }
             Command::ConversationLocale { conversation, locale } => {
                 self.change_conversation(&conversation, |c| c.locale = locale)?;
@@ -273,6 +276,14 @@ impl Batch<'_, '_> {
             return Ok(value.clone());
         }
         Ok(self.group.trees[tree].get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn contains(&self, tree: T, key: &[u8]) -> Result<bool> {
+        let staged = (tree, key.to_vec());
+        if let Some(value) = self.own.get(&staged).or_else(|| self.group.staged.get(&staged)) {
+            return Ok(value.is_some());
+        }
+        Ok(self.group.trees[tree].contains_key(key)?)
     }
 
     pub(super) fn put(&mut self, tree: T, key: Vec<u8>, value: Vec<u8>) {

@@ -125,6 +125,9 @@ impl World {
                 c.locale
             ));
         }
+        for (key, _) in trees[T::Pending].iter().flatten() {
+            out.push(format!("pending question of {}", self.name(&key)));
+        }
         for (key, _) in trees[T::VisitorConversations].iter().flatten() {
             out.push(format!("conversations of {}: {}", self.name(&key[..16]), self.name(&key[16..])));
         }
@@ -356,17 +359,19 @@ fn every_command_on_a_fresh_store() {
                 "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
                 "status chatting V1",
                 "conversation C1 of V1 de pending=size",
+                "pending question of C1",
                 "conversations of V1: C1",
                 "turn C1 T1 [\"hi\"]",
                 "turn C1 T2 [\"boots\"]",
             ],
         ),
         (
-            "expire a conversation: no turn can be added to it afterwards",
+            "expire a conversation, its pending question too: no turn can be added to it afterwards",
             vec![
                 w.create(v1),
                 w.open(c1, v1),
                 w.turn(c1, w.t1, "hi"),
+                Command::SetPending { conversation: c1, pending: None },
                 Command::ExpireConversation(c1),
                 w.turn(c1, w.t2, "late"),
             ],
@@ -482,7 +487,7 @@ fn a_batch_whose_last_command_fails_leaves_nothing_and_its_retry_stores_the_turn
         Command::Erase { visitor: w.v2, at: 20 },
     ];
     let mut failing = turn.clone();
-    failing.push(Command::SetPending { conversation: w.c2, pending: None });
+    failing.push(Command::ConversationLocale { conversation: w.c2, locale: "de".into() });
     let error = store.commit_blocking(failing).expect_err("the last command fails");
     assert!(matches!(error, StoreError::Corrupt { tree: "conversations", .. }), "{error}");
     assert_eq!(w.render(&store), before, "nothing of the failed batch is stored");
@@ -513,7 +518,8 @@ fn in_a_group_a_failing_batch_does_not_take_the_others_with_it() {
     let mut memory = Memory::load(trees).expect("memory");
     let mut group = Group::new(trees);
     group.stage(&memory, vec![w.turn(w.c1, w.t1, "first")]).expect("first batch");
-    let failing = vec![w.turn(w.c1, w.t2, "second"), Command::SetPending { conversation: w.c2, pending: None }];
+    let failing =
+        vec![w.turn(w.c1, w.t2, "second"), Command::ConversationLocale { conversation: w.c2, locale: "de".into() }];
     assert!(group.stage(&memory, failing).is_err());
     group.stage(&memory, vec![w.create(w.v2), Command::Erase { visitor: w.v1, at: 30 }]).expect("third batch");
     // A batch staged later in the group sees what earlier ones staged, the failed one excepted.
