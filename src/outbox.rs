@@ -113,8 +113,8 @@ fn work(app: &App, receivers: &Receivers) {
         app.outbox_rounds.end(round);
         let next = app.store.next_follow_up_at().ok().flatten().unwrap_or(u64::MAX);
         let most = if app.store.is_shared() { LOOK_AGAIN.0 } else { LOOK_AGAIN.1 };
-        // Due already, yet nothing to claim: another node holds it; look again a little later.
         let now = app.now_ms();
+        // Due already, yet nothing to claim: another node holds it; look again a little later.
         let wait = match next.saturating_sub(now) {
             0 => POLL,
             ms => Duration::from_millis(ms).min(most),

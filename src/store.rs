@@ -118,9 +118,8 @@ impl Command {
     }
 }
 
-/// Whether a batch puts a job in the outbox that the worker may have to run before what it
-/// waits for now.
-/// When the earliest job the commands schedule is due, if they schedule one.
+/// When the earliest job a batch puts in the outbox is due, if it puts one: the worker may have
+/// to run it before what it waits for now.
 fn schedules_jobs(commands: &[Command]) -> Option<u64> {
     commands
         .iter()
