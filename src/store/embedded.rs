@@ -226,8 +226,8 @@ impl Embedded {
             conversation.pending = pending;
         }
         conversation.last_at = conversation.started_at;
-        if let Some(last) = turns::of_conversation(&self.trees, conversation.id.as_bytes())?.values().next_back() {
-            conversation.last_at = turns::decode(last)?.last().map_or(conversation.started_at, |e| e.at);
+        if let Some(last) = turns::last_of_conversation(&self.trees, conversation.id.as_bytes())? {
+            conversation.last_at = turns::decode(&last)?.last().map_or(conversation.started_at, |e| e.at);
         }
         Ok(Some(conversation))
     }

@@ -270,20 +270,24 @@ impl Batch<'_, '_> {
         Ok(())
     }
 
-    pub(super) fn get(&self, tree: T, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// What the batch or the group staged for `key`: `Some(None)` is a staged removal.
+    fn staged(&self, tree: T, key: &[u8]) -> Option<&Option<Vec<u8>>> {
         let staged = (tree, key.to_vec());
-        if let Some(value) = self.own.get(&staged).or_else(|| self.group.staged.get(&staged)) {
-            return Ok(value.clone());
+        self.own.get(&staged).or_else(|| self.group.staged.get(&staged))
+    }
+
+    pub(super) fn get(&self, tree: T, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.staged(tree, key) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(self.group.trees[tree].get(key)?.map(|v| v.to_vec())),
         }
-        Ok(self.group.trees[tree].get(key)?.map(|v| v.to_vec()))
     }
 
     fn contains(&self, tree: T, key: &[u8]) -> Result<bool> {
-        let staged = (tree, key.to_vec());
-        if let Some(value) = self.own.get(&staged).or_else(|| self.group.staged.get(&staged)) {
-            return Ok(value.is_some());
+        match self.staged(tree, key) {
+            Some(value) => Ok(value.is_some()),
+            None => Ok(self.group.trees[tree].contains_key(key)?),
         }
-        Ok(self.group.trees[tree].contains_key(key)?)
     }
 
     pub(super) fn put(&mut self, tree: T, key: Vec<u8>, value: Vec<u8>) {

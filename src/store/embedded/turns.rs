@@ -188,6 +188,27 @@ pub(super) fn of_conversation(trees: &Trees, conversation: &[u8]) -> Result<BTre
     Ok(turns)
 }
 
+/// The value of the conversation's latest turn (by id), without reading the others: the last
+/// record of its last `transcripts` value, or a later one in `recent_turns`.
+pub(super) fn last_of_conversation(trees: &Trees, conversation: &[u8]) -> Result<Option<Vec<u8>>> {
+    let mut last: Option<(Vec<u8>, Vec<u8>)> = None;
+    let mut keep = |stored: Stored| {
+        if last.as_ref().is_none_or(|(turn, _)| stored.turn > turn.as_slice()) {
+            last = Some((stored.turn.to_vec(), stored.value.to_vec()));
+        }
+    };
+    for value in trees[T::RecentTurns].iter().values() {
+        let value = value?;
+        records(&value)?.into_iter().filter(|s| s.conversation == conversation).for_each(&mut keep);
+    }
+    if let Some(entry) = trees[T::Transcripts].scan_prefix(conversation).next_back() {
+        let (key, value) = entry?;
+        // A chunk's records are in turn order (`merge` writes them so).
+        in_transcripts(&key, &value)?.pop().into_iter().for_each(&mut keep);
+    }
+    Ok(last.map(|(_, value)| value))
+}
+
 /// Moves every turn of `recent_turns` into chunks of `transcripts` (one or more per
 /// conversation; a chunk's key is its conversation and its first turn), then removes the recent
 /// values. Returns how many turns moved. Runs on the merge thread (`writer.rs`), and at open.
