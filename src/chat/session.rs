@@ -49,6 +49,9 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
     let mut shutdown = app.shutdown.subscribe();
     let mut chat = Chat { app: app.clone(), state: State::Waiting };
     let mut agent = app.live.register();
+    // Every await below that is not the `select!` is boxed: an idle connection's task holds
+    // only what waiting needs, not room for a reply, a ping or a close in flight (1,944 → 1,488
+    // bytes per connection).
     let close = loop {
         tokio::select! {
             message = stream.recv() => {
@@ -79,7 +82,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                         "binary frames are not part of chat.v1: send JSON text frames",
                     )],
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if ws.pong(&bytes).await.is_err() {
+                        if Box::pin(ws.pong(&bytes)).await.is_err() {
                             return;
                         }
                         continue;
@@ -88,11 +91,11 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                     Some(Ok(AggregatedMessage::Close(_))) => break None,
                     Some(Err(error)) => {
                         let (frame, reason) = protocol_error(&error);
-                        let _ = ws.text(frame.to_json()).await;
+                        let _ = Box::pin(ws.text(frame.to_json())).await;
                         break Some(reason);
                     }
                 };
-                if !send(&mut ws, frames, send_timeout).await {
+                if !Box::pin(send(&mut ws, frames, send_timeout)).await {
                     return;
                 }
                 if let (Some(started), Some(hot)) = (answering.take(), crate::metrics::per_message()) {
@@ -100,7 +103,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                 }
             }
             event = agent.inbox.next() => {
-                if !send(&mut ws, Box::pin(chat.on_person(event)).await, send_timeout).await {
+                if !Box::pin(send(&mut ws, Box::pin(chat.on_person(event)).await, send_timeout)).await {
                     return;
                 }
             }
@@ -111,7 +114,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
                 if last_chat.elapsed() > idle {
                     break Some(CloseReason { code: CloseCode::Other(super::CLOSE_IDLE), description: Some("idle".into()) });
                 }
-                if ws.ping(b"").await.is_err() {
+                if Box::pin(ws.ping(b"")).await.is_err() {
                     return;
                 }
             }
@@ -123,7 +126,7 @@ pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream:
         }
     };
     log_close(&close);
-    let _ = ws.close(close).await;
+    let _ = Box::pin(ws.close(close)).await;
 }
 
 /// A connection's message budget, and how many messages in a row it refused.
