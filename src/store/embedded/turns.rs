@@ -173,12 +173,9 @@ pub(super) fn in_transcripts<'a>(key: &'a [u8], value: &'a [u8]) -> Result<Vec<S
 /// `recent_turns` is read first).
 pub(super) fn of_conversation(trees: &Trees, conversation: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     let mut turns = BTreeMap::new();
-    for value in trees[T::RecentTurns].iter().values() {
-        let value = value?;
-        for stored in records(&value)?.into_iter().filter(|s| s.conversation == conversation) {
-            turns.insert(stored.turn.to_vec(), stored.value.to_vec());
-        }
-    }
+    each_recent(trees, conversation, |stored| {
+        turns.insert(stored.turn.to_vec(), stored.value.to_vec());
+    })?;
     for entry in trees[T::Transcripts].scan_prefix(conversation) {
         let (key, value) = entry?;
         for stored in in_transcripts(&key, &value)? {
@@ -197,16 +194,23 @@ pub(super) fn last_of_conversation(trees: &Trees, conversation: &[u8]) -> Result
             last = Some((stored.turn.to_vec(), stored.value.to_vec()));
         }
     };
-    for value in trees[T::RecentTurns].iter().values() {
-        let value = value?;
-        records(&value)?.into_iter().filter(|s| s.conversation == conversation).for_each(&mut keep);
-    }
+    each_recent(trees, conversation, &mut keep)?;
     if let Some(entry) = trees[T::Transcripts].scan_prefix(conversation).next_back() {
         let (key, value) = entry?;
         // A chunk's records are in turn order (`merge` writes them so).
         in_transcripts(&key, &value)?.pop().into_iter().for_each(&mut keep);
     }
     Ok(last.map(|(_, value)| value))
+}
+
+/// Calls `f` with each unmerged turn of `conversation` in `recent_turns`. Readers call this
+/// before reading `transcripts` (the module's comment says why).
+fn each_recent(trees: &Trees, conversation: &[u8], mut f: impl FnMut(Stored)) -> Result<()> {
+    for value in trees[T::RecentTurns].iter().values() {
+        let value = value?;
+        records(&value)?.into_iter().filter(|s| s.conversation == conversation).for_each(&mut f);
+    }
+    Ok(())
 }
 
 /// Moves every turn of `recent_turns` into chunks of `transcripts` (one or more per
