@@ -213,7 +213,9 @@ async fn killed_at_random_moments_every_due_step_is_delivered_and_none_twice_bey
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A step a killed server sent but could not mark sent is sent again once its lease (2 s)
+    // runs out: wait out a lease and a retry before looking, or it is still pending.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     server.kill();
 
     let messages = smtp.messages();
