@@ -11,6 +11,7 @@ pub(super) mod compact;
 mod erase;
 mod journal;
 mod outbox;
+mod overlay;
 #[cfg(test)]
 mod tests;
 mod turns;
@@ -98,6 +99,12 @@ impl T {
         T::Pending,
     ];
 
+    /// Written by nearly every chat message: their writes wait in the overlay (`overlay.rs`)
+    /// until a checkpoint, and every read of them looks there first.
+    fn deferred(self) -> bool {
+        matches!(self, T::Visitors | T::Conversations | T::Pending | T::RecentTurns)
+    }
+
     fn name(self) -> &'static str {
         match self {
             T::Visitors => "visitors",
@@ -125,14 +132,60 @@ impl T {
     }
 }
 
+/// The sled trees, and the writes to the deferred ones that wait for a checkpoint. Indexing
+/// gives a tree as sled has it; `get`, `contains`, `iter` and `len` answer as the store has it.
 #[derive(Clone)]
-struct Trees([sled::Tree; 21]);
+struct Trees {
+    trees: [sled::Tree; 21],
+    overlay: Arc<overlay::Overlay>,
+}
 
 impl std::ops::Index<T> for Trees {
     type Output = sled::Tree;
 
     fn index(&self, tree: T) -> &sled::Tree {
-        &self.0[tree as usize]
+        &self.trees[tree as usize]
+    }
+}
+
+impl Trees {
+    fn get(&self, tree: T, key: &[u8]) -> Result<Option<sled::IVec>> {
+        match tree.deferred().then(|| self.overlay.get(tree, key)).flatten() {
+            Some(waiting) => Ok(waiting.map(sled::IVec::from)),
+            None => Ok(self[tree].get(key)?),
+        }
+    }
+
+    fn contains(&self, tree: T, key: &[u8]) -> Result<bool> {
+        match tree.deferred().then(|| self.overlay.get(tree, key)).flatten() {
+            Some(waiting) => Ok(waiting.is_some()),
+            None => Ok(self[tree].contains_key(key)?),
+        }
+    }
+
+    /// Every key and value of `tree`, in key order.
+    fn iter(&self, tree: T) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + use<> {
+        let waiting = match tree.deferred() {
+            true => self.overlay.range(tree, &[]),
+            false => Vec::new(),
+        };
+        let waiting = waiting.into_iter().map(|(key, value)| (sled::IVec::from(key), value.map(sled::IVec::from)));
+        overlay::Union::new(waiting, self[tree].iter())
+    }
+
+    /// How many keys `tree` has (a count to show: a key sled cannot read counts as absent).
+    fn len(&self, tree: T) -> usize {
+        let mut len = self[tree].len();
+        if tree.deferred() {
+            for (key, value) in self.overlay.range(tree, &[]) {
+                match (self[tree].contains_key(&key).unwrap_or(false), value.is_some()) {
+                    (false, true) => len += 1,
+                    (true, false) => len = len.saturating_sub(1),
+                    _ => {}
+                }
+            }
+        }
+        len
     }
 }
 
@@ -171,7 +224,8 @@ impl Embedded {
         for tree in T::ALL {
             trees.push(db.open_tree(tree.name())?);
         }
-        let trees = Trees(trees.try_into().expect("one tree per name in T::ALL"));
+        let trees =
+            Trees { trees: trees.try_into().expect("one tree per name in T::ALL"), overlay: Default::default() };
         let stats = Arc::new(Stats::default());
         let replayed = journal::replay(&trees)?;
         if replayed > 0 {
@@ -201,7 +255,7 @@ impl Embedded {
     }
 
     pub(super) fn visitor(&self, id: &VisitorId) -> Result<Option<Profile>> {
-        get(&self.trees[T::Visitors], "visitors", id.as_bytes())
+        get(&self.trees, T::Visitors, id.as_bytes())
     }
 
     /// The visitor's most recent conversation.
@@ -218,11 +272,11 @@ impl Embedded {
     }
 
     fn conversation_by_key(&self, key: &[u8]) -> Result<Option<Conversation>> {
-        let Some(mut conversation) = get::<Conversation>(&self.trees[T::Conversations], "conversations", key)? else {
+        let Some(mut conversation) = get::<Conversation>(&self.trees, T::Conversations, key)? else {
             return Ok(None);
         };
         // Set apart since it changes every few messages (stores from before keep it in the body).
-        if let Some(pending) = get(&self.trees[T::Pending], "pending", key)? {
+        if let Some(pending) = get(&self.trees, T::Pending, key)? {
             conversation.pending = pending;
         }
         conversation.last_at = conversation.started_at;
@@ -233,30 +287,30 @@ impl Embedded {
     }
 
     pub(super) fn conversations(&self) -> impl Iterator<Item = Result<Conversation>> + '_ {
-        self.trees[T::Conversations].iter().keys().filter_map(move |k| match k {
-            Ok(key) => self.conversation_by_key(&key).transpose(),
+        self.trees.iter(T::Conversations).filter_map(move |entry| match entry {
+            Ok((key, _)) => self.conversation_by_key(&key).transpose(),
             Err(e) => Some(Err(e.into())),
         })
     }
 
     pub(super) fn visitor_by_email(&self, email: &str) -> Result<Option<Profile>> {
         match self.trees[T::Emails].get(email.as_bytes())? {
-            Some(id) => get(&self.trees[T::Visitors], "visitors", &id),
+            Some(id) => get(&self.trees, T::Visitors, &id),
             None => Ok(None),
         }
     }
 
     pub(super) fn order(&self, id: &str) -> Result<Option<Order>> {
-        get(&self.trees[T::Orders], "orders", id.as_bytes())
+        get(&self.trees, T::Orders, id.as_bytes())
     }
 
     /// Every visitor, oldest first.
     pub(super) fn visitors(&self) -> impl Iterator<Item = Result<Profile>> + '_ {
-        self.trees[T::Visitors].iter().values().map(|v| decode("visitors", &v?))
+        self.trees.iter(T::Visitors).map(|entry| decode("visitors", &entry?.1))
     }
 
     pub(super) fn visitor_count(&self) -> usize {
-        self.trees[T::Visitors].len()
+        self.trees.len(T::Visitors)
     }
 
     /// Visitors seen last first, from the index, starting after `after` (the last of the page
@@ -309,7 +363,7 @@ impl Embedded {
     }
 
     fn visitor_by_key(&self, key: &[u8]) -> Result<Option<Profile>> {
-        get(&self.trees[T::Visitors], "visitors", key)
+        get(&self.trees, T::Visitors, key)
     }
 
     /// A visitor's conversations, oldest first.
@@ -335,7 +389,7 @@ impl Embedded {
         let mut due = Vec::new();
         for key in self.trees[T::OutboxDue].range(..(now + 1).to_be_bytes()).keys().take(limit) {
             let key = key?;
-            due.extend(get::<OutboxItem>(&self.trees[T::Outbox], "outbox", &key[8..])?);
+            due.extend(get::<OutboxItem>(&self.trees, T::Outbox, &key[8..])?);
         }
         Ok(due)
     }
@@ -350,7 +404,7 @@ impl Embedded {
     }
 
     pub(super) fn follow_up(&self, id: &OutboxId) -> Result<Option<OutboxItem>> {
-        get(&self.trees[T::Outbox], "outbox", id.as_bytes())
+        get(&self.trees, T::Outbox, id.as_bytes())
     }
 
     /// Every follow-up ever scheduled, oldest first.
@@ -410,6 +464,12 @@ impl Embedded {
         Ok(self.trees[T::Erased].contains_key(visitor.as_bytes())?)
     }
 
+    /// Writes what waits in the overlay into the trees now, as the checkpoint thread does.
+    #[cfg(test)]
+    fn checkpoint(&self) -> Result<()> {
+        overlay::checkpoint(&self.db, &self.trees)
+    }
+
     /// Flushes whatever is buffered; used on shutdown.
     pub(super) fn flush(&self) -> Result<()> {
         self.db.flush()?;
@@ -458,6 +518,6 @@ fn decode<T: DeserializeOwned>(tree: &'static str, raw: &[u8]) -> Result<T> {
     }
 }
 
-fn get<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, key: &[u8]) -> Result<Option<T>> {
-    tree.get(key)?.map(|v| decode(name, &v)).transpose()
+fn get<V: DeserializeOwned>(trees: &Trees, tree: T, key: &[u8]) -> Result<Option<V>> {
+    trees.get(tree, key)?.map(|v| decode(tree.name(), &v)).transpose()
 }

@@ -2,7 +2,8 @@
 //! (`Batch`: its reads see what is stored plus what the group and the batch staged before, its
 //! writes go to the overlay only), so a command that fails leaves nothing of its batch behind.
 //! The staged writes of every batch that succeeded are then written through the journal
-//! (`store/journal.rs`), so a crash cannot leave part of a group either.
+//! (`store/journal.rs`), so a crash cannot leave part of a group either; those to the trees
+//! every message writes wait in the overlay (`store/overlay.rs`) for a checkpoint.
 //!
 //! Being the only writer, the writer thread also keeps what the hot path would otherwise read
 //! (`Memory`): which visitors were erased, which conversations are gone, and the profiles it
@@ -16,7 +17,7 @@ use crate::domain::{Change, Conversation, Profile, Status};
 use crate::ids::{ConversationId, TurnId, VisitorId};
 
 /// Staged writes: `Some` inserts, `None` removes. Ordered, so prefix scans can merge them.
-type Staged = BTreeMap<(T, Vec<u8>), Option<Vec<u8>>>;
+type Staged = super::overlay::Writes;
 
 /// A turn staged for the group's `recent_turns` value: conversation, turn, `turns::encode`.
 type Turn = (ConversationId, TurnId, Vec<u8>);
@@ -31,9 +32,6 @@ pub(super) struct Memory {
     gone: HashSet<ConversationId>,
     /// Profiles as the writer last stored them, at most `PROFILES` (then it starts again).
     profiles: HashMap<VisitorId, Profile>,
-    /// Turns in `recent_turns` (about: an erasure may have taken some out), and since when.
-    recent: usize,
-    recent_since: Option<std::time::Instant>,
 }
 
 /// How many written profiles `Memory` keeps: a few thousand chats' worth.
@@ -47,17 +45,7 @@ impl Memory {
                 erased.insert(id);
             }
         }
-        Ok(Memory { erased, gone: HashSet::new(), profiles: HashMap::new(), recent: 0, recent_since: None })
-    }
-
-    /// Whether the recent turns are due to be merged into `transcripts`: many, or a second old.
-    pub(super) fn merge_due(&self) -> bool {
-        self.recent >= turns::MERGE_TURNS || self.recent_since.is_some_and(|t| t.elapsed().as_secs() >= 1)
-    }
-
-    pub(super) fn merged(&mut self) {
-        self.recent = 0;
-        self.recent_since = None;
+        Ok(Memory { erased, gone: HashSet::new(), profiles: HashMap::new() })
     }
 }
 
@@ -109,11 +97,11 @@ impl<'a> Group<'a> {
         Ok(())
     }
 
-    /// Writes everything staged (not yet flushed) and the group's turns as one `recent_turns`
-    /// value under `seq`, through the journal when it is more than one write, then remembers
-    /// what was erased and expired. Returns the journal entry to remove once the flush has
-    /// covered the group.
-    pub(super) fn commit(mut self, memory: &mut Memory, seq: u64) -> Result<Option<u64>> {
+    /// Writes everything staged and the group's turns as one `recent_turns` value under `seq`:
+    /// the journal entry first (when the group is more than one write, or defers one), then the
+    /// writes to trees that are not deferred, then the deferred ones into the overlay. Then
+    /// remembers what was erased and expired.
+    pub(super) fn commit(mut self, memory: &mut Memory, seq: u64) -> Result<()> {
         let trees = self.trees;
         // A conversation erased or expired later in the group takes its turns with it.
         self.turns.retain(|(conversation, ..)| !self.gone.contains(conversation));
@@ -125,7 +113,8 @@ impl<'a> Group<'a> {
             });
             self.staged.insert((T::RecentTurns, seq.to_be_bytes().to_vec()), Some(turns::encode_records(records)));
         }
-        let journaled = self.staged.len() > 1;
+        let journaled = self.staged.len() > 1 || self.staged.keys().any(|(tree, _)| tree.deferred());
+        let mut deferred = Vec::new();
         let written = (|| {
             if journaled {
                 let writes = self.staged.iter().map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref()));
@@ -133,23 +122,23 @@ impl<'a> Group<'a> {
             }
             for ((tree, key), value) in self.staged {
                 match value {
-                    Some(value) => trees[tree].insert(key, value)?,
-                    None => trees[tree].remove(key)?,
-                };
+                    _ if tree.deferred() => deferred.push(((tree, key), value)),
+                    Some(value) => drop(trees[tree].insert(key, value)?),
+                    None => drop(trees[tree].remove(key)?),
+                }
             }
             Ok::<_, sled::Error>(())
         })();
         if let Err(e) = written {
-            // Part of the group may be in the trees: what the writer remembers may be wrong.
+            // Part of the group may be in the trees: what the writer remembers may be wrong, and
+            // the journal entry stays to complete the group at the next open.
             memory.profiles.clear();
+            trees.overlay.failed(seq);
             return Err(e.into());
         }
+        trees.overlay.add(seq, deferred);
         memory.erased.extend(self.erased);
         memory.gone.extend(self.gone);
-        if !self.turns.is_empty() {
-            memory.recent += self.turns.len();
-            memory.recent_since.get_or_insert_with(std::time::Instant::now);
-        }
         if memory.profiles.len() + self.profiles.len() > PROFILES {
             memory.profiles.clear();
         }
@@ -159,7 +148,7 @@ impl<'a> Group<'a> {
                 None => memory.profiles.remove(&visitor),
             };
         }
-        Ok(journaled.then_some(seq))
+        Ok(())
     }
 }
 
@@ -279,14 +268,14 @@ impl Batch<'_, '_> {
     pub(super) fn get(&self, tree: T, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.staged(tree, key) {
             Some(value) => Ok(value.clone()),
-            None => Ok(self.group.trees[tree].get(key)?.map(|v| v.to_vec())),
+            None => Ok(self.group.trees.get(tree, key)?.map(|v| v.to_vec())),
         }
     }
 
     fn contains(&self, tree: T, key: &[u8]) -> Result<bool> {
         match self.staged(tree, key) {
             Some(value) => Ok(value.is_some()),
-            None => Ok(self.group.trees[tree].contains_key(key)?),
+            None => self.group.trees.contains(tree, key),
         }
     }
 
@@ -304,6 +293,9 @@ impl Batch<'_, '_> {
         for entry in self.group.trees[tree].scan_prefix(prefix) {
             let (key, value) = entry?;
             found.insert(key.to_vec(), Some(value.to_vec()));
+        }
+        if tree.deferred() {
+            found.extend(self.group.trees.overlay.range(tree, prefix));
         }
         for staged in [&self.group.staged, &self.own] {
             let within = staged

@@ -1,14 +1,16 @@
 //! The journal: what keeps a group of batches all or nothing across a crash, without a sled
 //! transaction (each of which rolls sled's IO buffer twice: a third of the throughput here).
 //!
-//! Before the writer applies a group that writes more than one key, it inserts the group's every
-//! staged write as one value under the next sequence number; one insert is atomic in sled. Then
-//! it applies the writes. sled recovers a prefix of its log, so after a crash any write of the
+//! Before the writer applies a group that writes more than one key, or one key of a deferred
+//! tree, it inserts the group's every staged write as one value under the next sequence number;
+//! one insert is atomic in sled. Then it applies the writes (those to deferred trees into the
+//! overlay: `overlay.rs`). sled recovers a prefix of its log, so after a crash any write of the
 //! group that survived was preceded by its journal entry. At open, every entry left is applied
 //! again, in order (the writes are physical, key and value, so applying one twice is harmless),
-//! then removed. The flusher removes an entry once the flush covering its group returned; that
-//! removal is durable before any later group is acknowledged, so replaying never undoes an
-//! acknowledged write. A group of one write needs no entry.
+//! then removed. A checkpoint removes the entries up to the last group it wrote into the trees,
+//! after flushing them, so the entries left are always the latest groups, and replaying them
+//! never undoes an acknowledged write. A group of one write to a tree that is not deferred
+//! needs no entry.
 
 use super::{Result, StoreError, T, Trees};
 

@@ -103,11 +103,11 @@ impl World {
             ));
         }
         let trees = &store.embedded().trees;
-        for (key, _) in trees[T::LeadsByStatus].iter().flatten() {
+        for (key, _) in trees.iter(T::LeadsByStatus).flatten() {
             let status = Status::ALL[key[0] as usize].as_str();
             out.push(format!("status {status} {}", self.name(&key[1..])));
         }
-        for (key, _) in trees[T::LeadsByCampaign].iter().flatten() {
+        for (key, _) in trees.iter(T::LeadsByCampaign).flatten() {
             let split = key.iter().position(|b| *b == 0).expect("campaign key");
             out.push(format!("campaign {} {}", String::from_utf8_lossy(&key[..split]), self.name(&key[split + 1..])));
         }
@@ -125,16 +125,16 @@ impl World {
                 c.locale
             ));
         }
-        for (key, _) in trees[T::Pending].iter().flatten() {
+        for (key, _) in trees.iter(T::Pending).flatten() {
             out.push(format!("pending question of {}", self.name(&key)));
         }
-        for (key, _) in trees[T::VisitorConversations].iter().flatten() {
+        for (key, _) in trees.iter(T::VisitorConversations).flatten() {
             out.push(format!("conversations of {}: {}", self.name(&key[..16]), self.name(&key[16..])));
         }
-        // Turns wherever they are kept (merged or recent), each once.
+        // Turns wherever they are kept (waiting, merged or recent), each once.
         let mut turns = BTreeMap::new();
-        let recent: Vec<_> = trees[T::RecentTurns].iter().flatten().collect();
-        let merged: Vec<_> = trees[T::Transcripts].iter().flatten().collect();
+        let recent: Vec<_> = trees.iter(T::RecentTurns).flatten().collect();
+        let merged: Vec<_> = trees.iter(T::Transcripts).flatten().collect();
         let stored = recent.iter().flat_map(|(_, value)| super::turns::records(value).expect("recent turns"));
         for s in stored.chain(merged.iter().flat_map(|(k, v)| super::turns::in_transcripts(k, v).expect("turns"))) {
             let entries = super::turns::decode(s.value).expect("turn");
@@ -144,10 +144,10 @@ impl World {
         for ((conversation, turn), texts) in turns {
             out.push(format!("turn {} {} {texts:?}", self.name(&conversation), self.name(&turn)));
         }
-        for (key, value) in trees[T::Emails].iter().flatten() {
+        for (key, value) in trees.iter(T::Emails).flatten() {
             out.push(format!("email {} -> {}", String::from_utf8_lossy(&key), self.name(&value)));
         }
-        for (key, value) in trees[T::Orders].iter().flatten() {
+        for (key, value) in trees.iter(T::Orders).flatten() {
             let order: Order = super::decode("orders", &value).expect("order");
             out.push(format!(
                 "order {} of {} value={}",
@@ -170,12 +170,12 @@ impl World {
         // Items minted in one millisecond have random order: sorted by what they say.
         outbox.sort();
         out.extend(outbox);
-        let due = trees[T::OutboxDue].len();
-        let pending = trees[T::OutboxPending].len();
+        let due = trees.len(T::OutboxDue);
+        let pending = trees.len(T::OutboxPending);
         if due + pending > 0 {
             out.push(format!("outbox indexes: {due} due, {pending} pending"));
         }
-        for (key, _) in trees[T::Erased].iter().flatten() {
+        for (key, _) in trees.iter(T::Erased).flatten() {
             out.push(format!("erased {}", self.name(&key)));
         }
         out
@@ -497,10 +497,10 @@ fn a_batch_whose_last_command_fails_leaves_nothing_and_its_retry_stores_the_turn
     store.commit_blocking(turn).expect("retry again");
     let after = w.render(&store);
     assert_eq!(after.iter().filter(|l| l.starts_with("turn C1")).count(), 1, "{after:#?}");
-    // Until a merge, a retried turn may sit in two groups' values (readers key turns by id);
-    // the merge keeps it once.
+    // Until a checkpoint, a retried turn may sit in two groups' values (readers key turns by
+    // id); the checkpoint writes it once.
     let trees = &store.embedded().trees;
-    super::turns::merge(trees).expect("merge");
+    store.embedded().checkpoint().expect("checkpoint");
     let merged: Vec<_> = trees[T::Transcripts].iter().flatten().collect();
     let records: usize = merged.iter().map(|(k, v)| super::turns::in_transcripts(k, v).expect("turns").len()).sum();
     assert_eq!(records, 1, "stored once");
@@ -567,16 +567,38 @@ fn a_group_a_crash_interrupted_is_completed_from_the_journal_at_open() {
 }
 
 #[test]
-fn the_flusher_removes_journal_entries_once_their_group_is_on_disk() {
+fn a_checkpoint_writes_what_waits_into_the_trees_and_removes_the_journal_entries_it_covered() {
     let w = World::new();
     let (_dir, store) = fresh();
+    let trees = &store.embedded().trees;
     store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1), w.turn(w.c1, w.t1, "hi")]).expect("commit");
-    // The removal happens right after the acknowledgement, on the flusher thread.
+    let before = w.render(&store);
+    // Acknowledged: the journal has the group, the deferred trees not yet.
+    assert!(trees[T::Visitors].is_empty() && trees[T::Transcripts].is_empty());
+    assert_eq!(trees[T::Journal].len(), 1);
+    assert_eq!(trees[T::LeadsByStatus].len(), 1, "the trees that are not deferred are written at once");
+    // The checkpoint thread does it within a second; here, now.
+    store.embedded().checkpoint().expect("checkpoint");
+    assert_eq!((trees[T::Visitors].len(), trees[T::Conversations].len(), trees[T::Transcripts].len()), (1, 1, 1));
+    assert!(trees[T::RecentTurns].is_empty(), "turns go straight into transcripts");
+    assert!(trees[T::Journal].is_empty());
+    assert_eq!(w.render(&store), before, "reads the same");
+    // A key written many times waits once, and is written once.
+    for n in 1..=10 {
+        store.commit_blocking(vec![w.change(w.v1, Change::Score(n))]).expect("commit");
+    }
+    assert_eq!(trees.overlay.range(T::Visitors, &[]).len(), 1);
+    assert_eq!(trees[T::Journal].len(), 10);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !store.embedded().trees[T::Journal].is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the journal entry was never removed");
+    while !trees[T::Journal].is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the checkpoint thread never ran");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    assert_eq!(store.visitor(&w.v1).expect("read").map(|p| p.score), Some(55));
+    assert_eq!(
+        trees[T::Visitors].get(w.v1.as_bytes()).expect("read"),
+        trees.get(T::Visitors, w.v1.as_bytes()).expect("read")
+    );
 }
 
 #[test]
@@ -622,14 +644,14 @@ fn a_spent_link_is_remembered_until_its_token_expires() {
 }
 
 #[test]
-fn turns_read_the_same_before_and_after_their_merge_and_an_erasure_takes_the_unmerged_ones() {
+fn turns_read_the_same_waiting_and_checkpointed_and_an_erasure_takes_the_waiting_ones_even_after_a_crash() {
     let w = World::new();
     let (t3, t4) = (TurnId::mint(7), TurnId::mint(8));
-    let dir = tempfile::tempdir().expect("dir");
+    let (dir, crashed) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
     let texts = |store: &Store, c: &ConversationId| -> Vec<String> {
         store.transcript(c).expect("transcript").into_iter().map(|e| e.text).collect()
     };
-    let recent = |store: &Store| store.embedded().trees[T::RecentTurns].len();
+    let waiting = |store: &Store| store.embedded().trees.overlay.range(T::RecentTurns, &[]).len();
     {
         let store = Store::open(dir.path()).expect("store");
         store
@@ -639,16 +661,17 @@ fn turns_read_the_same_before_and_after_their_merge_and_an_erasure_takes_the_unm
         // A retry of the same turn, in a group of its own.
         store.commit_blocking(vec![w.turn(w.c1, w.t1, "one")]).expect("retry");
         store.commit_blocking(vec![w.turn(w.c1, w.t2, "three")]).expect("turn");
-        assert_eq!((recent(&store), store.embedded().trees[T::Transcripts].len()), (3, 0), "one value per group");
+        let trees = &store.embedded().trees;
+        assert_eq!((waiting(&store), trees[T::Transcripts].len()), (3, 0), "one value per group");
         assert_eq!(texts(&store, &w.c1), ["one", "three"]);
         let before = w.render(&store);
 
-        assert_eq!(super::turns::merge(&store.embedded().trees).expect("merge"), 3, "each turn once");
-        assert_eq!(recent(&store), 0);
-        assert_eq!(store.embedded().trees[T::Transcripts].len(), 2, "a chunk per conversation");
+        store.embedded().checkpoint().expect("checkpoint");
+        assert_eq!((waiting(&store), trees[T::RecentTurns].len()), (0, 0));
+        assert_eq!(trees[T::Transcripts].len(), 2, "a chunk per conversation, each turn once");
         assert_eq!(w.render(&store), before, "the same turns");
 
-        // Merged and recent turns read together, in order; the latest gives `last_at`.
+        // Checkpointed and waiting turns read together, in order; the latest gives `last_at`.
         let mut later = shopper_says("four");
         later.at = 30;
         store
@@ -657,36 +680,37 @@ fn turns_read_the_same_before_and_after_their_merge_and_an_erasure_takes_the_unm
         assert_eq!(texts(&store, &w.c1), ["one", "three", "four"]);
         assert_eq!(store.conversation(&w.c1).expect("read").map(|c| c.last_at), Some(30));
 
-        // V2's turn not merged yet goes with the erasure, also from the group's stored value.
+        // V2's waiting turn goes with the erasure, also from the group's value.
         store.commit_blocking(vec![w.turn(w.c2, t4, "five"), w.turn(w.c1, t4, "six")]).expect("turns");
         store.commit_blocking(vec![Command::Erase { visitor: w.v2, at: 40 }]).expect("erase");
         assert_eq!(texts(&store, &w.c2), Vec::<String>::new());
+
+        // A crash now: the store as it is on disk, without the checkpoint a clean stop makes.
+        let _no_checkpoint = trees.overlay.exclusive();
+        store.flush().expect("flush");
+        assert_eq!(trees[T::Journal].len(), 3, "the groups since the checkpoint");
+        copy_dir(dir.path(), crashed.path());
     }
-    // The merge at open brings back nothing erased, and loses nothing.
-    let store = Store::open(dir.path()).expect("reopen");
-    assert_eq!(recent(&store), 0, "merged at open");
-    assert_eq!(texts(&store, &w.c1), ["one", "three", "four", "six"]);
-    let rendered = w.render(&store);
-    assert!(!rendered.iter().any(|l| l.starts_with("turn C2")), "{rendered:#?}");
+    for (path, how) in [(dir.path(), "after a clean stop"), (crashed.path(), "after a crash")] {
+        let store = Store::open(path).expect("reopen");
+        let trees = &store.embedded().trees;
+        assert_eq!((trees[T::Journal].len(), trees[T::RecentTurns].len()), (0, 0), "{how}: replayed and merged");
+        assert_eq!(texts(&store, &w.c1), ["one", "three", "four", "six"], "{how}: nothing lost");
+        let rendered = w.render(&store);
+        assert!(!rendered.iter().any(|l| l.starts_with("turn C2")), "{how}: nothing erased came back: {rendered:#?}");
+    }
 }
 
-#[test]
-fn the_merge_thread_moves_turns_a_second_old_into_transcripts() {
-    let w = World::new();
-    let (_dir, store) = fresh();
-    store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1), w.turn(w.c1, w.t1, "one")]).expect("commit");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    // The writer asks for a merge after a group, once the recent turns are a second old.
-    store.commit_blocking(vec![w.turn(w.c1, w.t2, "two")]).expect("commit");
-    let trees = &store.embedded().trees;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !trees[T::RecentTurns].is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the recent turns were never merged");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        match entry.file_type().expect("type").is_dir() {
+            true => copy_dir(&entry.path(), &target),
+            false => drop(std::fs::copy(entry.path(), target).expect("copy")),
+        }
     }
-    assert_eq!(trees[T::Transcripts].len(), 1, "one chunk");
-    let texts: Vec<String> = store.transcript(&w.c1).expect("transcript").into_iter().map(|e| e.text).collect();
-    assert_eq!(texts, ["one", "two"]);
 }
 
 #[test]

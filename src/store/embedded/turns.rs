@@ -5,18 +5,18 @@
 //! what is on disk. Turns written before (version 1, JSON) are still read.
 //!
 //! Every message appends a turn, and one sled insert per turn at a scattered key (conversation,
-//! then turn) was half of the store writer's time. So a group's turns are written as one value,
-//! `recent_turns` under the group's sequence number (one insert however many chats wrote), and
-//! `merge` later moves them into `transcripts` as chunks: one value per conversation holding all
-//! the turns it gained since the last merge (version 3: records of conversation, turn id and the
-//! turn's value). A merge thread does it once a second or every `MERGE_TURNS` turns (the writer
-//! asks it to, and goes on with the next group), and the store does it at open.
+//! then turn) was half of the store writer's time. So a group's turns are one value,
+//! `recent_turns` under the group's sequence number, kept in the journal and the overlay
+//! (`overlay.rs`) until a checkpoint writes them into `transcripts` as chunks (`write_chunks`):
+//! one value per conversation holding all the turns it gained since the last checkpoint
+//! (version 3: records of conversation, turn id and the turn's value). The `recent_turns` tree
+//! holds only what a crash's journal replayed, until the merge at open.
 //!
-//! A merge inserts its chunks before it removes the recent values it read, and sled recovers a
-//! prefix of its log, so a crash between the two leaves a turn in both places, never in neither;
-//! readers look at `recent_turns` first for the same reason (a merge between their two reads
-//! shows them a turn twice, never not at all), and every reader keys turns by their id, so a
-//! turn seen twice (or appended twice by a retry) counts once.
+//! A checkpoint writes its chunks before it lets go of the waiting values, and sled recovers a
+//! prefix of its log, so a turn is in one place or both, never in neither; readers look at the
+//! waiting turns first for the same reason (a checkpoint between their two reads shows them a
+//! turn twice, never not at all), and every reader keys turns by their id, so a turn seen twice
+//! (or appended twice by a retry) counts once.
 
 use std::collections::BTreeMap;
 
@@ -29,8 +29,6 @@ use crate::intents::How;
 const TURN_VERSION: u8 = 2;
 /// Records: a chunk of `transcripts`, or a group's value in `recent_turns`.
 const RECORDS_VERSION: u8 = 3;
-/// Recent turns past this many are merged at the next group, whatever their age.
-pub(super) const MERGE_TURNS: usize = 4096;
 /// At most this many turns per chunk, so a value stays far below sled's blob size (128 KiB).
 const CHUNK_TURNS: usize = 256;
 
@@ -203,9 +201,16 @@ pub(super) fn last_of_conversation(trees: &Trees, conversation: &[u8]) -> Result
     Ok(last.map(|(_, value)| value))
 }
 
-/// Calls `f` with each unmerged turn of `conversation` in `recent_turns`. Readers call this
-/// before reading `transcripts` (the module's comment says why).
+/// Calls `f` with each unmerged turn of `conversation`: those waiting in the overlay, then
+/// those in `recent_turns` (left by a crash until the merge at open). Readers call this before
+/// reading `transcripts` (the module's comment says why).
 fn each_recent(trees: &Trees, conversation: &[u8], mut f: impl FnMut(Stored)) -> Result<()> {
+    trees.overlay.with(T::RecentTurns, &[], |waiting| {
+        for value in waiting.into_values().flatten() {
+            records(value)?.into_iter().filter(|s| s.conversation == conversation).for_each(&mut f);
+        }
+        Ok::<_, StoreError>(())
+    })?;
     for value in trees[T::RecentTurns].iter().values() {
         let value = value?;
         records(&value)?.into_iter().filter(|s| s.conversation == conversation).for_each(&mut f);
@@ -213,30 +218,37 @@ fn each_recent(trees: &Trees, conversation: &[u8], mut f: impl FnMut(Stored)) ->
     Ok(())
 }
 
-/// Moves every turn of `recent_turns` into chunks of `transcripts` (one or more per
-/// conversation; a chunk's key is its conversation and its first turn), then removes the recent
-/// values. Returns how many turns moved. Runs on the merge thread (`writer.rs`), and at open.
+/// Moves every turn of `recent_turns` into `transcripts` (`write_chunks`), then removes the
+/// recent values. Returns how many turns moved. Runs at open, for what the journal replayed.
 pub(super) fn merge(trees: &Trees) -> Result<usize> {
     let recent: Vec<_> = trees[T::RecentTurns].iter().collect::<sled::Result<_>>()?;
+    let moved = write_chunks(trees, recent.iter().map(|(_, value)| value.as_ref()))?;
+    for (seq, _) in recent {
+        trees[T::RecentTurns].remove(seq)?;
+    }
+    Ok(moved)
+}
+
+/// Writes the turns of groups' `recent_turns` values into chunks of `transcripts`: one or more
+/// per conversation, a chunk's key its conversation and its first turn, each turn once. Returns
+/// how many turns it wrote.
+pub(super) fn write_chunks<'a>(trees: &Trees, values: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
     let mut conversations: BTreeMap<&[u8], BTreeMap<&[u8], Stored>> = BTreeMap::new();
-    for (_, value) in &recent {
+    for value in values {
         for stored in records(value)? {
             conversations.entry(stored.conversation).or_default().insert(stored.turn, stored);
         }
     }
-    let mut moved = 0;
+    let mut written = 0;
     for (conversation, turns) in conversations {
         let turns: Vec<Stored> = turns.into_values().collect();
         for chunk in turns.chunks(CHUNK_TURNS) {
             let key = [conversation, chunk[0].turn].concat();
             trees[T::Transcripts].insert(key, encode_records(chunk.iter().copied()))?;
-            moved += chunk.len();
+            written += chunk.len();
         }
     }
-    for (seq, _) in recent {
-        trees[T::RecentTurns].remove(seq)?;
-    }
-    Ok(moved)
+    Ok(written)
 }
 
 #[cfg(test)]

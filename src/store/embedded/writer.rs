@@ -1,20 +1,25 @@
 //! The group commit: the writer thread stages every batch waiting in its queue, writes them
 //! (through the journal: `store/journal.rs`) and hands the group to the flusher thread, which
-//! flushes sled once for every group handed over before it started, then acknowledges them all. Under load many sessions share each `fsync`, and the
-//! next group is applied while the last one is flushed; alone, a batch waits for one flush.
+//! flushes sled once for every group handed over before it started, then acknowledges them all.
+//! Under load many sessions share each `fsync`, and the next group is applied while the last one
+//! is flushed; alone, a batch waits for one flush. A third thread checkpoints what the groups
+//! left in the overlay (`store/overlay.rs`).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::RecvTimeoutError;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{Group, Memory};
-use super::{Command, Result, Stats, StoreError, T, Trees};
+use super::{Command, Result, Stats, StoreError, Trees};
 
 /// Batches waiting beyond this make `commit` wait for room: backpressure instead of memory growth.
 const QUEUE: usize = 4096;
 /// Upper bound of batches applied under one flush, so the first in line is not kept waiting.
 const GROUP: usize = 1024;
+/// How long writes wait in the overlay at most before a checkpoint writes them into the trees.
+const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Job {
     commands: Vec<Command>,
@@ -58,58 +63,55 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
     // Applied groups wait here for the flusher, so the next group is applied while the last
     // one is being flushed (the `fsync` is most of a commit's time).
     let (applied_tx, applied_rx) = std::sync::mpsc::channel::<Applied>();
-    let journal = trees[T::Journal].clone();
     let flusher = std::thread::Builder::new()
         .name("nudge-store-flush".into())
-        .spawn(move || {
-            while let Ok(first) = applied_rx.recv() {
-                // Everything received was applied before this flush starts, so it covers all.
-                let mut groups = vec![first];
-                while let Ok(more) = applied_rx.try_recv() {
-                    groups.push(more);
-                }
-                let flushed = db.flush().map(drop);
-                stats.flushes.fetch_add(1, Ordering::Relaxed);
-                let made_durable: usize = groups.iter().map(|g| g.acks.len()).sum();
-                metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(made_durable as f64);
-                for group in groups {
-                    stats.batches.fetch_add(group.acks.len() as u64, Ordering::Relaxed);
-                    for (done, result) in group.acks {
-                        let result = result.and_then(|()| flushed.clone().map_err(StoreError::Sled));
-                        // A session that went away no longer waits for its acknowledgement.
-                        let _ = done.send(result);
+        .spawn({
+            let db = db.clone();
+            move || {
+                while let Ok(first) = applied_rx.recv() {
+                    // Everything received was applied before this flush starts, so it covers all.
+                    let mut groups = vec![first];
+                    while let Ok(more) = applied_rx.try_recv() {
+                        groups.push(more);
                     }
-                    // The group is on disk: its journal entry has done its work. The removal is
-                    // durable with the next flush, before any later group is acknowledged.
-                    if let (Some(seq), Ok(())) = (group.journal, &flushed)
-                        && let Err(e) = journal.remove(super::journal::key(seq))
-                    {
-                        log::error!("store: cannot remove journal entry {seq}: {e}");
+                    let flushed = db.flush().map(drop);
+                    stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    let made_durable: usize = groups.iter().map(|g| g.acks.len()).sum();
+                    metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(made_durable as f64);
+                    for group in groups {
+                        stats.batches.fetch_add(group.acks.len() as u64, Ordering::Relaxed);
+                        for (done, result) in group.acks {
+                            let result = result.and_then(|()| flushed.clone().map_err(StoreError::Sled));
+                            // A session that went away no longer waits for its acknowledgement.
+                            let _ = done.send(result);
+                        }
                     }
                 }
             }
         })
         .expect("cannot start the store flush thread");
-    // Merges run on their own thread, so the writer never stops for one (a merge after a second
-    // of a thousand chats writes a thousand chunks). A group that erases holds `merging` from
-    // staging to writing: the merge must not move turns the erasure is taking out.
-    let merging = Arc::new(Mutex::new(()));
-    let (merge_tx, merge_rx) = std::sync::mpsc::sync_channel::<()>(1);
-    let merger = {
-        let (trees, merging) = (trees.clone(), merging.clone());
+    // Checkpoints run on their own thread, so the writer never stops for one (one after a second
+    // of a thousand chats writes a thousand profiles and chunks), once a second or when the
+    // writer finds the overlay full.
+    let (checkpoint_tx, checkpoint_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let checkpointer = {
+        let trees = trees.clone();
         std::thread::Builder::new()
-            .name("nudge-store-merge".into())
+            .name("nudge-store-checkpoint".into())
             .spawn(move || {
-                while merge_rx.recv().is_ok() {
-                    let _merging = merging.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    // A failed merge is tried again when the next is due: until then the recent
-                    // turns stay readable where they are.
-                    if let Err(e) = super::turns::merge(&trees) {
-                        log::error!("store: cannot merge recent turns into transcripts: {e}");
+                loop {
+                    let last = matches!(checkpoint_rx.recv_timeout(CHECKPOINT), Err(RecvTimeoutError::Disconnected));
+                    // A failed checkpoint is tried again at the next: until then its writes wait
+                    // in the overlay, readable, and the journal keeps them.
+                    if let Err(e) = super::overlay::checkpoint(&db, &trees) {
+                        log::error!("store: cannot checkpoint the overlay into the trees: {e}");
+                    }
+                    if last {
+                        return;
                     }
                 }
             })
-            .expect("cannot start the store merge thread")
+            .expect("cannot start the store checkpoint thread")
     };
     let writer = std::thread::Builder::new()
         .name("nudge-store-writer".into())
@@ -129,33 +131,33 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                     .iter()
                     .flat_map(|job| &job.commands)
                     .any(|command| matches!(command, Command::Erase { .. } | Command::ExpireConversation(_)));
-                let no_merge = erases.then(|| merging.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+                // A checkpoint must not move turns the erasure is taking out.
+                let no_checkpoint = erases.then(|| trees.overlay.exclusive());
                 let applied = apply(&trees, &mut memory, seq, group.drain(..));
-                drop(no_merge);
+                drop(no_checkpoint);
                 if applied_tx.send(applied).is_err() {
                     return;
                 }
-                if memory.merge_due() {
-                    // Full: a merge is already asked for, and it will take these turns too.
-                    let _ = merge_tx.try_send(());
-                    memory.merged();
+                if trees.overlay.is_full() {
+                    // Full: a checkpoint is already asked for, and it will take these too.
+                    let _ = checkpoint_tx.try_send(());
                 }
             }
-            // Dropping `applied_tx` and `merge_tx` lets the flusher and the merger finish;
-            // joining them keeps the lock until then.
+            // Dropping `applied_tx` lets the flusher finish; dropping `checkpoint_tx` then makes
+            // the last checkpoint (a clean stop leaves the journal empty). Joining them keeps the
+            // lock until then.
             drop(applied_tx);
-            drop(merge_tx);
             let _ = flusher.join();
-            let _ = merger.join();
+            drop(checkpoint_tx);
+            let _ = checkpointer.join();
         })
         .expect("cannot start the store writer thread");
     Handle { queue: Some(queue), writer: Some(writer) }
 }
 
-/// A group applied and waiting for its flush: who to acknowledge, and its journal entry.
+/// A group applied and waiting for its flush: who to acknowledge.
 struct Applied {
     acks: Vec<(oneshot::Sender<Result<()>>, Result<()>)>,
-    journal: Option<u64>,
 }
 
 /// Stages each batch (one that fails is answered with its error, the others go on) and writes
@@ -163,14 +165,11 @@ struct Applied {
 fn apply(trees: &Trees, memory: &mut Memory, seq: u64, jobs: impl Iterator<Item = Job>) -> Applied {
     let mut staged = Group::new(trees);
     let mut acks: Vec<_> = jobs.map(|job| (job.done, staged.stage(memory, job.commands))).collect();
-    match staged.commit(memory, seq) {
-        Ok(journal) => Applied { acks, journal },
-        Err(e) => {
-            log::error!("store: a group commit failed: {e}");
-            for (_, result) in acks.iter_mut().filter(|(_, r)| r.is_ok()) {
-                *result = Err(e.clone());
-            }
-            Applied { acks, journal: None }
+    if let Err(e) = staged.commit(memory, seq) {
+        log::error!("store: a group commit failed: {e}");
+        for (_, result) in acks.iter_mut().filter(|(_, r)| r.is_ok()) {
+            *result = Err(e.clone());
         }
     }
+    Applied { acks }
 }

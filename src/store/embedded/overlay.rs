@@ -1,0 +1,242 @@
+//! Write-behind for the trees every chat message writes (`T::deferred`: profiles,
+//! conversations, pending questions, a group's turns).
+//!
+//! A group's journal entry (`journal.rs`) is its durable copy: once the flush that covers it
+//! returns, the group is acknowledged, and its writes to those trees wait here, in memory, where
+//! every read looks first. A checkpoint (`checkpoint`, on its own thread, once a second or when
+//! `FULL` writes wait) writes them into the trees, a key written many times once, the turns
+//! straight into transcript chunks; after a flush it removes the journal entries it covered.
+//! This is a write-ahead log with lazily written pages, as a database keeps them: a chat that
+//! records a preference at every message writes its profile a few times a second instead of at
+//! every message, and its turns reach sled once besides the journal instead of twice.
+//!
+//! Journal entries are removed in order, as a prefix, and only once the trees hold what they
+//! say (the checkpoint's writes, flushed), so after a crash the entries left are a suffix of the
+//! groups, replayed in order at open over trees that hold at least everything before it: each
+//! key ends as the last group wrote it.
+//!
+//! A checkpoint in progress writes a frozen copy of the writes (`frozen`), while groups go on
+//! adding to `active`; reads look at `active`, then `frozen`, then the trees, and `frozen` is
+//! emptied only after the trees have it, so no read ever falls between the two.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::{Result, T, Trees, journal, turns};
+
+/// Writes by tree and key: `Some` inserts, `None` removes.
+pub(super) type Writes = BTreeMap<(T, Vec<u8>), Option<Vec<u8>>>;
+
+/// Writes waiting past this many ask for a checkpoint before the second is up.
+pub(super) const FULL: usize = 4096;
+
+#[derive(Default)]
+pub(super) struct Overlay {
+    layers: RwLock<Layers>,
+    /// Held by a checkpoint, and by a group that erases from its staging to its writing: a
+    /// checkpoint must not move turns the erasure is taking out.
+    exclusive: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Layers {
+    /// What groups wrote since the last checkpoint began.
+    active: Writes,
+    /// What the checkpoint in progress is writing into the trees (empty between checkpoints).
+    frozen: Arc<Writes>,
+    /// The last group whose writes are in the trees or here.
+    seq: u64,
+    /// The last group whose journal entry a checkpoint removed.
+    released: u64,
+    /// Groups that failed to write: their entries stay in the journal, to be completed at open.
+    failed: Vec<u64>,
+}
+
+impl Overlay {
+    fn read(&self) -> RwLockReadGuard<'_, Layers> {
+        self.layers.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Layers> {
+        self.layers.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps checkpoints out while the guard lives.
+    pub(super) fn exclusive(&self) -> MutexGuard<'_, ()> {
+        self.exclusive.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The deferred writes of group `seq`, after its journal entry and its other writes.
+    pub(super) fn add(&self, seq: u64, writes: impl IntoIterator<Item = ((T, Vec<u8>), Option<Vec<u8>>)>) {
+        let mut layers = self.write();
+        layers.active.extend(writes);
+        layers.seq = seq;
+    }
+
+    /// Group `seq` failed part way: its journal entry is kept for the next open.
+    pub(super) fn failed(&self, seq: u64) {
+        self.write().failed.push(seq);
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.read().active.len() >= FULL
+    }
+
+    /// The write waiting for `key`, if one is: `Some(None)` is a removal.
+    pub(super) fn get(&self, tree: T, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let layers = self.read();
+        let key = (tree, key.to_vec());
+        layers.active.get(&key).or_else(|| layers.frozen.get(&key)).cloned()
+    }
+
+    /// Calls `f` with the writes waiting under `prefix` in `tree`, in key order, each key once.
+    pub(super) fn with<R>(&self, tree: T, prefix: &[u8], f: impl FnOnce(BTreeMap<&[u8], Option<&[u8]>>) -> R) -> R {
+        let layers = self.read();
+        let mut merged = BTreeMap::new();
+        // `active` last: it is the newer.
+        for writes in [&*layers.frozen, &layers.active] {
+            let within = writes
+                .range((tree, prefix.to_vec())..)
+                .take_while(|((t, key), _)| *t == tree && key.starts_with(prefix));
+            for ((_, key), value) in within {
+                merged.insert(key.as_slice(), value.as_deref());
+            }
+        }
+        f(merged)
+    }
+
+    /// The writes waiting under `prefix` in `tree`, copied.
+    pub(super) fn range(&self, tree: T, prefix: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.with(tree, prefix, |merged| merged.into_iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect())
+    }
+
+    /// Starts a checkpoint: what is waiting becomes `frozen`. `None` when nothing waits and
+    /// every journal entry is released.
+    fn freeze(&self) -> Option<(Arc<Writes>, u64)> {
+        let mut layers = self.write();
+        if layers.active.is_empty() && layers.seq == layers.released {
+            return None;
+        }
+        layers.frozen = Arc::new(std::mem::take(&mut layers.active));
+        Some((layers.frozen.clone(), layers.seq))
+    }
+
+    /// Ends a checkpoint. One that failed puts its writes back under the newer ones, for the next.
+    fn thaw(&self, written: bool) {
+        let mut layers = self.write();
+        let frozen = std::mem::take(&mut layers.frozen);
+        if !written {
+            for (key, value) in Arc::unwrap_or_clone(frozen) {
+                layers.active.entry(key).or_insert(value);
+            }
+        }
+    }
+}
+
+/// Writes what waits into the trees, flushes, and removes the journal entries it covered.
+pub(super) fn checkpoint(db: &sled::Db, trees: &Trees) -> Result<()> {
+    let overlay = &trees.overlay;
+    let _exclusive = overlay.exclusive();
+    let Some((frozen, seq)) = overlay.freeze() else { return Ok(()) };
+    let written = (|| {
+        let mut recent = Vec::new();
+        for ((tree, key), value) in frozen.iter() {
+            match (tree, value) {
+                (T::RecentTurns, Some(value)) => recent.push(value.as_slice()),
+                (tree, Some(value)) => drop(trees[*tree].insert(key.as_slice(), value.as_slice())?),
+                (tree, None) => drop(trees[*tree].remove(key.as_slice())?),
+            }
+        }
+        turns::write_chunks(trees, recent)?;
+        db.flush()?;
+        Ok::<_, super::StoreError>(())
+    })();
+    overlay.thaw(written.is_ok());
+    written?;
+    let (released, failed) = {
+        let layers = overlay.read();
+        (layers.released, layers.failed.clone())
+    };
+    for entry in trees[T::Journal].range(journal::key(released + 1)..=journal::key(seq)) {
+        let (key, _) = entry?;
+        if !failed.iter().any(|f| journal::key(*f) == *key) {
+            trees[T::Journal].remove(key)?;
+        }
+    }
+    overlay.write().released = seq;
+    Ok(())
+}
+
+/// Two key-ordered streams as one: `newer` (writes, `None` a removal) over `older` (a tree).
+pub(super) struct Union<N: Iterator, O: Iterator> {
+    newer: std::iter::Peekable<N>,
+    older: std::iter::Peekable<O>,
+}
+
+impl<N: Iterator, O: Iterator> Union<N, O> {
+    pub(super) fn new(newer: N, older: O) -> Self {
+        Union { newer: newer.peekable(), older: older.peekable() }
+    }
+}
+
+impl<K: AsRef<[u8]>, V, E, N, O> Iterator for Union<N, O>
+where
+    N: Iterator<Item = (K, Option<V>)>,
+    O: Iterator<Item = std::result::Result<(K, V), E>>,
+{
+    type Item = std::result::Result<(K, V), E>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.newer.peek(), self.older.peek()) {
+                (None, _) | (_, Some(Err(_))) => return self.older.next(),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (Some((newer, _)), Some(Ok((older, _)))) => newer.as_ref().cmp(older.as_ref()),
+            };
+            match order {
+                std::cmp::Ordering::Greater => return self.older.next(),
+                std::cmp::Ordering::Equal => drop(self.older.next()),
+                std::cmp::Ordering::Less => {}
+            }
+            if let Some((key, Some(value))) = self.newer.next() {
+                return Some(Ok((key, value)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_union_shows_the_newer_write_and_hides_what_it_removed() {
+        let older: Vec<std::result::Result<(&[u8], u8), ()>> = vec![Ok((b"a", 1)), Ok((b"b", 2)), Ok((b"d", 4))];
+        let newer: Vec<(&[u8], Option<u8>)> = vec![(b"b", Some(20)), (b"c", Some(30)), (b"d", None), (b"e", Some(50))];
+        let union: Vec<_> = Union::new(newer.into_iter(), older.into_iter()).map(|r| r.expect("no error")).collect();
+        assert_eq!(union, [(&b"a"[..], 1), (b"b", 20), (b"c", 30), (b"e", 50)]);
+    }
+
+    #[test]
+    fn reads_see_active_over_frozen_and_a_failed_checkpoint_keeps_its_writes() {
+        let overlay = Overlay::default();
+        let put = |k: &[u8], v: &[u8]| ((T::Visitors, k.to_vec()), Some(v.to_vec()));
+        overlay.add(1, vec![put(b"a", b"1"), put(b"b", b"1")]);
+        let (frozen, seq) = overlay.freeze().expect("something waits");
+        assert_eq!((frozen.len(), seq), (2, 1));
+        overlay.add(2, vec![put(b"b", b"2"), ((T::Visitors, b"c".to_vec()), None)]);
+        assert_eq!(overlay.get(T::Visitors, b"a"), Some(Some(b"1".to_vec())), "from frozen");
+        assert_eq!(overlay.get(T::Visitors, b"b"), Some(Some(b"2".to_vec())), "active over frozen");
+        assert_eq!(overlay.get(T::Visitors, b"c"), Some(None), "a removal");
+        assert_eq!(overlay.get(T::Pending, b"a"), None, "another tree");
+        let keys: Vec<_> = overlay.range(T::Visitors, b"").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        overlay.thaw(false);
+        assert_eq!(overlay.get(T::Visitors, b"a"), Some(Some(b"1".to_vec())), "put back");
+        assert_eq!(overlay.get(T::Visitors, b"b"), Some(Some(b"2".to_vec())), "under the newer write");
+        let (frozen, _) = overlay.freeze().expect("still waits");
+        assert_eq!(frozen.len(), 3);
+        overlay.thaw(true);
+        assert_eq!(overlay.get(T::Visitors, b"a"), None, "written: the trees answer");
+    }
+}
