@@ -36,6 +36,10 @@ pub(super) struct Overlay {
     /// Held by a checkpoint, and by a group that erases from its staging to its writing: a
     /// checkpoint must not move turns the erasure is taking out.
     exclusive: Mutex<()>,
+    /// Set by tests that look at the trees and the journal between checkpoints: the checkpoint
+    /// thread then waits (for a call of `checkpoint`, or the store's close).
+    #[cfg(test)]
+    pub(super) paused: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -76,6 +80,14 @@ impl Overlay {
     /// Group `seq` failed part way: its journal entry is kept for the next open.
     pub(super) fn failed(&self, seq: u64) {
         self.write().failed.push(seq);
+    }
+
+    /// Whether the checkpoint thread is to leave what waits alone (only tests pause it).
+    pub(super) fn paused(&self) -> bool {
+        #[cfg(test)]
+        return self.paused.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(test))]
+        false
     }
 
     pub(super) fn is_full(&self) -> bool {

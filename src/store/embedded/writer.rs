@@ -103,7 +103,9 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                     let last = matches!(checkpoint_rx.recv_timeout(CHECKPOINT), Err(RecvTimeoutError::Disconnected));
                     // A failed checkpoint is tried again at the next: until then its writes wait
                     // in the overlay, readable, and the journal keeps them.
-                    if let Err(e) = super::overlay::checkpoint(&db, &trees) {
+                    if (last || !trees.overlay.paused())
+                        && let Err(e) = super::overlay::checkpoint(&db, &trees)
+                    {
                         log::error!("store: cannot checkpoint the overlay into the trees: {e}");
                     }
                     if last {
