@@ -230,7 +230,7 @@ impl Embedded {
         let replayed = journal::replay(&trees)?;
         if replayed > 0 {
             db.flush()?;
-            log::warn!("store: completed {replayed} group(s) of writes that a crash interrupted");
+            log::warn!("store: replayed {replayed} group(s) of writes from the journal: the last stop was not clean");
         }
         index_last_seen(&trees)?;
         turns::merge(&trees)?;

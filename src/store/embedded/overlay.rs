@@ -19,7 +19,7 @@
 //! adding to `active`; reads look at `active`, then `frozen`, then the trees, and `frozen` is
 //! emptied only after the trees have it, so no read ever falls between the two.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Result, T, Trees, journal, turns};
@@ -45,15 +45,39 @@ pub(super) struct Overlay {
 #[derive(Default)]
 struct Layers {
     /// What groups wrote since the last checkpoint began.
-    active: Writes,
+    active: Layer,
     /// What the checkpoint in progress is writing into the trees (empty between checkpoints).
-    frozen: Arc<Writes>,
+    frozen: Arc<Layer>,
     /// The last group whose writes are in the trees or here.
     seq: u64,
     /// The last group whose journal entry a checkpoint removed.
     released: u64,
     /// Groups that failed to write: their entries stay in the journal, to be completed at open.
     failed: Vec<u64>,
+}
+
+#[derive(Default, Clone)]
+struct Layer {
+    writes: Writes,
+    /// Which `recent_turns` values hold turns of a conversation: (conversation, key). A reader of
+    /// one conversation's turns decodes only those values, not a second of every chat's.
+    turns: BTreeSet<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Layer {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    fn insert(&mut self, key: (T, Vec<u8>), value: Option<Vec<u8>>) {
+        if let (T::RecentTurns, Some(value)) = (key.0, &value) {
+            // A value that does not read is refused by every reader of it; no entry needed.
+            for stored in turns::records(value).unwrap_or_default() {
+                self.turns.insert((stored.conversation.to_vec(), key.1.clone()));
+            }
+        }
+        self.writes.insert(key, value);
+    }
 }
 
 impl Overlay {
@@ -73,7 +97,9 @@ impl Overlay {
     /// The deferred writes of group `seq`, after its journal entry and its other writes.
     pub(super) fn add(&self, seq: u64, writes: impl IntoIterator<Item = ((T, Vec<u8>), Option<Vec<u8>>)>) {
         let mut layers = self.write();
-        layers.active.extend(writes);
+        for (key, value) in writes {
+            layers.active.insert(key, value);
+        }
         layers.seq = seq;
     }
 
@@ -91,14 +117,14 @@ impl Overlay {
     }
 
     pub(super) fn is_full(&self) -> bool {
-        self.read().active.len() >= FULL
+        self.read().active.writes.len() >= FULL
     }
 
     /// The write waiting for `key`, if one is: `Some(None)` is a removal.
     pub(super) fn get(&self, tree: T, key: &[u8]) -> Option<Option<Vec<u8>>> {
         let layers = self.read();
         let key = (tree, key.to_vec());
-        layers.active.get(&key).or_else(|| layers.frozen.get(&key)).cloned()
+        layers.active.writes.get(&key).or_else(|| layers.frozen.writes.get(&key)).cloned()
     }
 
     /// Calls `f` with the writes waiting under `prefix` in `tree`, in key order, each key once.
@@ -106,8 +132,9 @@ impl Overlay {
         let layers = self.read();
         let mut merged = BTreeMap::new();
         // `active` last: it is the newer.
-        for writes in [&*layers.frozen, &layers.active] {
-            let within = writes
+        for layer in [&*layers.frozen, &layers.active] {
+            let within = layer
+                .writes
                 .range((tree, prefix.to_vec())..)
                 .take_while(|((t, key), _)| *t == tree && key.starts_with(prefix));
             for ((_, key), value) in within {
@@ -122,9 +149,30 @@ impl Overlay {
         self.with(tree, prefix, |merged| merged.into_iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect())
     }
 
+    /// Calls `f` with each waiting `recent_turns` value that holds turns of `conversation`.
+    pub(super) fn recent_turns<E>(
+        &self,
+        conversation: &[u8],
+        mut f: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let layers = self.read();
+        let mut keys = BTreeSet::new();
+        for layer in [&*layers.frozen, &layers.active] {
+            let of = layer.turns.range((conversation.to_vec(), Vec::new())..);
+            keys.extend(of.take_while(|(c, _)| c == conversation).map(|(_, key)| key));
+        }
+        for key in keys {
+            let key = (T::RecentTurns, key.clone());
+            if let Some(Some(value)) = layers.active.writes.get(&key).or_else(|| layers.frozen.writes.get(&key)) {
+                f(value)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Starts a checkpoint: what is waiting becomes `frozen`. `None` when nothing waits and
     /// every journal entry is released.
-    fn freeze(&self) -> Option<(Arc<Writes>, u64)> {
+    fn freeze(&self) -> Option<(Arc<Layer>, u64)> {
         let mut layers = self.write();
         if layers.active.is_empty() && layers.seq == layers.released {
             return None;
@@ -138,8 +186,11 @@ impl Overlay {
         let mut layers = self.write();
         let frozen = std::mem::take(&mut layers.frozen);
         if !written {
-            for (key, value) in Arc::unwrap_or_clone(frozen) {
-                layers.active.entry(key).or_insert(value);
+            let frozen = Arc::unwrap_or_clone(frozen);
+            for (key, value) in frozen.writes {
+                if !layers.active.writes.contains_key(&key) {
+                    layers.active.insert(key, value);
+                }
             }
         }
     }
@@ -152,7 +203,7 @@ pub(super) fn checkpoint(db: &sled::Db, trees: &Trees) -> Result<()> {
     let Some((frozen, seq)) = overlay.freeze() else { return Ok(()) };
     let written = (|| {
         let mut recent = Vec::new();
-        for ((tree, key), value) in frozen.iter() {
+        for ((tree, key), value) in frozen.writes.iter() {
             match (tree, value) {
                 (T::RecentTurns, Some(value)) => recent.push(value.as_slice()),
                 (tree, Some(value)) => drop(trees[*tree].insert(key.as_slice(), value.as_slice())?),
@@ -230,12 +281,46 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_of_one_conversation_finds_the_waiting_values_with_its_turns_and_only_those() {
+        let overlay = Overlay::default();
+        let value = |conversations: &[[u8; 16]]| {
+            let records = conversations.iter().map(|c| turns::Stored { conversation: c, turn: b"t", value: b"v" });
+            turns::encode_records(records)
+        };
+        let (c1, c2, c3) = ([1u8; 16], [2u8; 16], [3u8; 16]);
+        let recent = |seq: u64, value: Vec<u8>| ((T::RecentTurns, seq.to_be_bytes().to_vec()), Some(value));
+        let found = |c: &[u8]| {
+            let mut values = Vec::new();
+            overlay
+                .recent_turns(c, |v| {
+                    values.push(v.to_vec());
+                    Ok::<_, ()>(())
+                })
+                .expect("no error");
+            values
+        };
+        overlay.add(1, [recent(1, value(&[c1, c2]))]);
+        overlay.add(2, [recent(2, value(&[c2]))]);
+        let _frozen = overlay.freeze().expect("something waits");
+        overlay.add(3, [recent(3, value(&[c1]))]);
+        assert_eq!(found(&c1), [value(&[c1, c2]), value(&[c1])], "frozen and active, in order");
+        assert_eq!(found(&c2), [value(&[c1, c2]), value(&[c2])]);
+        assert!(found(&c3).is_empty());
+        // An erasure rewrites a waiting value without the conversation's turns.
+        overlay.add(4, [recent(3, value(&[])), ((T::RecentTurns, 2u64.to_be_bytes().to_vec()), None)]);
+        assert_eq!(found(&c1), [value(&[c1, c2]), value(&[])], "the rewritten value, which the reader filters");
+        assert_eq!(found(&c2), [value(&[c1, c2])], "a removed value is not read");
+        overlay.thaw(true);
+        assert_eq!(found(&c2), Vec::<Vec<u8>>::new(), "checkpointed: in the trees now");
+    }
+
+    #[test]
     fn reads_see_active_over_frozen_and_a_failed_checkpoint_keeps_its_writes() {
         let overlay = Overlay::default();
         let put = |k: &[u8], v: &[u8]| ((T::Visitors, k.to_vec()), Some(v.to_vec()));
         overlay.add(1, vec![put(b"a", b"1"), put(b"b", b"1")]);
         let (frozen, seq) = overlay.freeze().expect("something waits");
-        assert_eq!((frozen.len(), seq), (2, 1));
+        assert_eq!((frozen.writes.len(), seq), (2, 1));
         overlay.add(2, vec![put(b"b", b"2"), ((T::Visitors, b"c".to_vec()), None)]);
         assert_eq!(overlay.get(T::Visitors, b"a"), Some(Some(b"1".to_vec())), "from frozen");
         assert_eq!(overlay.get(T::Visitors, b"b"), Some(Some(b"2".to_vec())), "active over frozen");
@@ -247,7 +332,7 @@ mod tests {
         assert_eq!(overlay.get(T::Visitors, b"a"), Some(Some(b"1".to_vec())), "put back");
         assert_eq!(overlay.get(T::Visitors, b"b"), Some(Some(b"2".to_vec())), "under the newer write");
         let (frozen, _) = overlay.freeze().expect("still waits");
-        assert_eq!(frozen.len(), 3);
+        assert_eq!(frozen.writes.len(), 3);
         overlay.thaw(true);
         assert_eq!(overlay.get(T::Visitors, b"a"), None, "written: the trees answer");
     }

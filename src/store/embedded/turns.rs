@@ -205,10 +205,8 @@ pub(super) fn last_of_conversation(trees: &Trees, conversation: &[u8]) -> Result
 /// those in `recent_turns` (left by a crash until the merge at open). Readers call this before
 /// reading `transcripts` (the module's comment says why).
 fn each_recent(trees: &Trees, conversation: &[u8], mut f: impl FnMut(Stored)) -> Result<()> {
-    trees.overlay.with(T::RecentTurns, &[], |waiting| {
-        for value in waiting.into_values().flatten() {
-            records(value)?.into_iter().filter(|s| s.conversation == conversation).for_each(&mut f);
-        }
+    trees.overlay.recent_turns(conversation, |value| {
+        records(value)?.into_iter().filter(|s| s.conversation == conversation).for_each(&mut f);
         Ok::<_, StoreError>(())
     })?;
     for value in trees[T::RecentTurns].iter().values() {
