@@ -465,13 +465,14 @@ impl Embedded {
     }
 
     /// Writes what waits in the overlay into the trees now, as the checkpoint thread does.
-    #[cfg(test)]
     fn checkpoint(&self) -> Result<()> {
         overlay::checkpoint(&self.db, &self.trees)
     }
 
-    /// Flushes whatever is buffered; used on shutdown.
+    /// Flushes whatever is buffered; used on shutdown, which also checkpoints, so that the next
+    /// open has no journal to replay.
     pub(super) fn flush(&self) -> Result<()> {
+        self.checkpoint()?;
         self.db.flush()?;
         Ok(())
     }

@@ -127,8 +127,8 @@ impl Overlay {
         layers.active.writes.get(&key).or_else(|| layers.frozen.writes.get(&key)).cloned()
     }
 
-    /// Calls `f` with the writes waiting under `prefix` in `tree`, in key order, each key once.
-    pub(super) fn with<R>(&self, tree: T, prefix: &[u8], f: impl FnOnce(BTreeMap<&[u8], Option<&[u8]>>) -> R) -> R {
+    /// The writes waiting under `prefix` in `tree`, in key order, each key once.
+    pub(super) fn range(&self, tree: T, prefix: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let layers = self.read();
         let mut merged = BTreeMap::new();
         // `active` last: it is the newer.
@@ -141,12 +141,7 @@ impl Overlay {
                 merged.insert(key.as_slice(), value.as_deref());
             }
         }
-        f(merged)
-    }
-
-    /// The writes waiting under `prefix` in `tree`, copied.
-    pub(super) fn range(&self, tree: T, prefix: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.with(tree, prefix, |merged| merged.into_iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect())
+        merged.into_iter().map(|(key, value)| (key.to_vec(), value.map(<[u8]>::to_vec))).collect()
     }
 
     /// Calls `f` with each waiting `recent_turns` value that holds turns of `conversation`.

@@ -690,7 +690,7 @@ fn turns_read_the_same_waiting_and_checkpointed_and_an_erasure_takes_the_waiting
         assert_eq!(texts(&store, &w.c2), Vec::<String>::new());
 
         // A crash now: the store as it is on disk, without the checkpoint a clean stop makes.
-        store.flush().expect("flush");
+        store.embedded().db.flush().expect("flush");
         assert_eq!(trees[T::Journal].len(), 3, "the groups since the checkpoint");
         copy_dir(dir.path(), crashed.path());
     }
