@@ -157,8 +157,8 @@ impl Trees {
     }
 
     fn contains(&self, tree: T, key: &[u8]) -> Result<bool> {
-        match tree.deferred().then(|| self.overlay.get(tree, key)).flatten() {
-            Some(waiting) => Ok(waiting.is_some()),
+        match tree.deferred().then(|| self.overlay.contains(tree, key)).flatten() {
+            Some(waiting) => Ok(waiting),
             None => Ok(self[tree].contains_key(key)?),
         }
     }

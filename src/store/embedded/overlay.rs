@@ -122,9 +122,19 @@ impl Overlay {
 
     /// The write waiting for `key`, if one is: `Some(None)` is a removal.
     pub(super) fn get(&self, tree: T, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.find(tree, key, |value| value.map(<[u8]>::to_vec))
+    }
+
+    /// Whether the write waiting for `key`, if one is, leaves it there (without copying it).
+    pub(super) fn contains(&self, tree: T, key: &[u8]) -> Option<bool> {
+        self.find(tree, key, |value| value.is_some())
+    }
+
+    fn find<R>(&self, tree: T, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
         let layers = self.read();
         let key = (tree, key.to_vec());
-        layers.active.writes.get(&key).or_else(|| layers.frozen.writes.get(&key)).cloned()
+        let waiting = layers.active.writes.get(&key).or_else(|| layers.frozen.writes.get(&key))?;
+        Some(f(waiting.as_deref()))
     }
 
     /// The writes waiting under `prefix` in `tree`, in key order, each key once.

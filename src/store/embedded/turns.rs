@@ -205,13 +205,13 @@ pub(super) fn last_of_conversation(trees: &Trees, conversation: &[u8]) -> Result
 /// those in `recent_turns` (left by a crash until the merge at open). Readers call this before
 /// reading `transcripts` (the module's comment says why).
 fn each_recent(trees: &Trees, conversation: &[u8], mut f: impl FnMut(Stored)) -> Result<()> {
-    trees.overlay.recent_turns(conversation, |value| {
+    let mut of_conversation = |value: &[u8]| -> Result<()> {
         records(value)?.into_iter().filter(|s| s.conversation == conversation).for_each(&mut f);
-        Ok::<_, StoreError>(())
-    })?;
+        Ok(())
+    };
+    trees.overlay.recent_turns(conversation, &mut of_conversation)?;
     for value in trees[T::RecentTurns].iter().values() {
-        let value = value?;
-        records(&value)?.into_iter().filter(|s| s.conversation == conversation).for_each(&mut f);
+        of_conversation(&value?)?;
     }
     Ok(())
 }
