@@ -605,6 +605,21 @@ fn a_checkpoint_writes_what_waits_into_the_trees_and_removes_the_journal_entries
 }
 
 #[test]
+fn a_group_whose_writes_failed_keeps_its_journal_entry_through_checkpoints_for_the_next_open() {
+    let w = World::new();
+    let (_dir, store) = fresh();
+    let trees = &store.embedded().trees;
+    trees.overlay.paused.store(true, std::sync::atomic::Ordering::Relaxed);
+    store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("group 1");
+    store.commit_blocking(vec![w.turn(w.c1, w.t1, "hi")]).expect("group 2");
+    // As the writer marks a group whose tree writes failed part way (a sled error, injected).
+    trees.overlay.failed(1);
+    store.embedded().checkpoint().expect("checkpoint");
+    let left: Vec<_> = trees[T::Journal].iter().keys().map(|k| k.expect("key").to_vec()).collect();
+    assert_eq!(left, [super::journal::key(1).to_vec()], "only the failed group's entry stays");
+}
+
+#[test]
 fn leads_page_newest_first_and_an_older_store_gets_the_index_at_open() {
     let w = World::new();
     let dir = tempfile::tempdir().expect("dir");
