@@ -3,8 +3,8 @@
 //!
 //! A batch of commands is all or nothing (`apply.rs` stages it, `journal.rs` makes its writes
 //! survive a crash whole or not at all), and commits go through one writer thread (`writer.rs`)
-//! that applies every batch waiting in its queue, flushes once, then acknowledges them all: a
-//! group commit. A caller whose `commit` returned knows its batch is on disk.
+//! that applies every batch waiting in its queue, syncs the journal once, then acknowledges them
+//! all: a group commit. A caller whose `commit` returned knows its batch is on disk.
 
 mod apply;
 pub(super) mod compact;
@@ -17,6 +17,7 @@ mod tests;
 mod turns;
 mod writer;
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -99,12 +100,6 @@ impl T {
         T::Pending,
     ];
 
-    /// Written by nearly every chat message: their writes wait in the overlay (`overlay.rs`)
-    /// until a checkpoint, and every read of them looks there first.
-    fn deferred(self) -> bool {
-        matches!(self, T::Visitors | T::Conversations | T::Pending | T::RecentTurns)
-    }
-
     fn name(self) -> &'static str {
         match self {
             T::Visitors => "visitors",
@@ -132,12 +127,16 @@ impl T {
     }
 }
 
-/// The sled trees, and the writes to the deferred ones that wait for a checkpoint. Indexing
-/// gives a tree as sled has it; `get`, `contains`, `iter` and `len` answer as the store has it.
+type KeyValue = sled::Result<(sled::IVec, sled::IVec)>;
+type Scan = Box<dyn Iterator<Item = KeyValue> + Send>;
+
+/// The sled trees, the writes that wait for a checkpoint, and the journal that keeps those.
+/// Indexing gives a tree as sled has it; the methods answer as the store has it.
 #[derive(Clone)]
 struct Trees {
     trees: [sled::Tree; 21],
     overlay: Arc<overlay::Overlay>,
+    journal: Arc<journal::Journal>,
 }
 
 impl std::ops::Index<T> for Trees {
@@ -150,39 +149,56 @@ impl std::ops::Index<T> for Trees {
 
 impl Trees {
     fn get(&self, tree: T, key: &[u8]) -> Result<Option<sled::IVec>> {
-        match tree.deferred().then(|| self.overlay.get(tree, key)).flatten() {
+        match self.overlay.get(tree, key) {
             Some(waiting) => Ok(waiting.map(sled::IVec::from)),
             None => Ok(self[tree].get(key)?),
         }
     }
 
     fn contains(&self, tree: T, key: &[u8]) -> Result<bool> {
-        match tree.deferred().then(|| self.overlay.contains(tree, key)).flatten() {
+        match self.overlay.contains(tree, key) {
             Some(waiting) => Ok(waiting),
             None => Ok(self[tree].contains_key(key)?),
         }
     }
 
     /// Every key and value of `tree`, in key order.
-    fn iter(&self, tree: T) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + use<> {
-        let waiting = match tree.deferred() {
-            true => self.overlay.range(tree, &[]),
-            false => Vec::new(),
-        };
+    fn iter(&self, tree: T) -> Scan {
+        self.within(tree, (Bound::Unbounded, Bound::Unbounded), false)
+    }
+
+    /// The keys and values of `tree` that start with `prefix`, in key order.
+    fn scan_prefix(&self, tree: T, prefix: &[u8]) -> Scan {
+        self.within(tree, overlay::prefix_bounds(prefix), false)
+    }
+
+    /// The last key and value of `tree` that start with `prefix`.
+    fn last_with_prefix(&self, tree: T, prefix: &[u8]) -> Option<KeyValue> {
+        self.within(tree, overlay::prefix_bounds(prefix), true).next()
+    }
+
+    /// The keys and values of `tree` within `bounds`, in key order or from the last (`descending`).
+    fn within(&self, tree: T, bounds: overlay::Bounds, descending: bool) -> Scan {
+        let mut waiting = self.overlay.within(tree, &bounds);
+        if descending {
+            waiting.reverse();
+        }
         let waiting = waiting.into_iter().map(|(key, value)| (sled::IVec::from(key), value.map(sled::IVec::from)));
-        overlay::Union::new(waiting, self[tree].iter())
+        let stored = self[tree].range(bounds);
+        match descending {
+            false => Box::new(overlay::Union::new(waiting, stored, false)),
+            true => Box::new(overlay::Union::new(waiting, stored.rev(), true)),
+        }
     }
 
     /// How many keys `tree` has (a count to show: a key sled cannot read counts as absent).
     fn len(&self, tree: T) -> usize {
         let mut len = self[tree].len();
-        if tree.deferred() {
-            for (key, value) in self.overlay.range(tree, &[]) {
-                match (self[tree].contains_key(&key).unwrap_or(false), value.is_some()) {
-                    (false, true) => len += 1,
-                    (true, false) => len = len.saturating_sub(1),
-                    _ => {}
-                }
+        for (key, value) in self.overlay.range(tree, &[]) {
+            match (self[tree].contains_key(&key).unwrap_or(false), value.is_some()) {
+                (false, true) => len += 1,
+                (true, false) => len = len.saturating_sub(1),
+                _ => {}
             }
         }
         len
@@ -219,19 +235,22 @@ fn open_db(dir: &Path, path: &Path) -> Result<sled::Db> {
 impl Embedded {
     pub(super) fn open(dir: &Path) -> Result<Embedded> {
         private_dir(dir).map_err(|e| StoreError::Sled(e.into()))?;
-        let db = compact::open(dir)?;
+        let journal_dir = dir.join("journal");
+        let (db, replayed) = compact::open(dir, |db| journal::replay(db, &journal_dir))?;
         let mut trees = Vec::with_capacity(T::ALL.len());
         for tree in T::ALL {
             trees.push(db.open_tree(tree.name())?);
         }
-        let trees =
-            Trees { trees: trees.try_into().expect("one tree per name in T::ALL"), overlay: Default::default() };
-        let stats = Arc::new(Stats::default());
-        let replayed = journal::replay(&trees)?;
-        if replayed > 0 {
-            db.flush()?;
-            log::warn!("store: replayed {replayed} group(s) of writes from the journal: the last stop was not clean");
+        if replayed.groups > 0 {
+            let groups = replayed.groups;
+            log::warn!("store: replayed {groups} group(s) of writes from the journal: the last stop was not clean");
         }
+        let trees = Trees {
+            trees: trees.try_into().expect("one tree per name in T::ALL"),
+            overlay: Default::default(),
+            journal: Arc::new(journal::Journal::create(&journal_dir, replayed.next)?),
+        };
+        let stats = Arc::new(Stats::default());
         index_last_seen(&trees)?;
         turns::merge(&trees)?;
         let memory = apply::Memory::load(&trees)?;
@@ -260,7 +279,7 @@ impl Embedded {
 
     /// The visitor's most recent conversation.
     pub(super) fn latest_conversation(&self, visitor: &VisitorId) -> Result<Option<Conversation>> {
-        let Some(last) = self.trees[T::VisitorConversations].scan_prefix(visitor.as_bytes()).next_back() else {
+        let Some(last) = self.trees.last_with_prefix(T::VisitorConversations, visitor.as_bytes()) else {
             return Ok(None);
         };
         let (key, _) = last?;
@@ -294,7 +313,7 @@ impl Embedded {
     }
 
     pub(super) fn visitor_by_email(&self, email: &str) -> Result<Option<Profile>> {
-        match self.trees[T::Emails].get(email.as_bytes())? {
+        match self.trees.get(T::Emails, email.as_bytes())? {
             Some(id) => get(&self.trees, T::Visitors, &id),
             None => Ok(None),
         }
@@ -319,14 +338,13 @@ impl Embedded {
         &self,
         after: Option<Seen>,
     ) -> impl Iterator<Item = Result<(Seen, Profile)>> + '_ {
-        let index = &self.trees[T::LeadsBySeen];
-        let range = match after {
-            Some(after) => index.range(..after.key().to_vec()),
-            None => index.range::<&[u8], _>(..),
+        let before = match after {
+            Some(after) => Bound::Excluded(after.key().to_vec()),
+            None => Bound::Unbounded,
         };
-        range.keys().rev().filter_map(move |key| {
-            let key = match key {
-                Ok(key) => key,
+        self.trees.within(T::LeadsBySeen, (Bound::Unbounded, before), true).filter_map(move |entry| {
+            let key = match entry {
+                Ok((key, _)) => key,
                 Err(e) => return Some(Err(e.into())),
             };
             let seen = Seen::from_key(&key)?;
@@ -336,28 +354,28 @@ impl Embedded {
 
     /// How many visitors have `status`, counted in the index.
     pub(super) fn count_with_status(&self, status: Status) -> usize {
-        self.trees[T::LeadsByStatus].scan_prefix([status as u8]).count()
+        self.trees.scan_prefix(T::LeadsByStatus, &[status as u8]).count()
     }
 
     /// How many visitors came last from `campaign`, counted in the index.
     pub(super) fn count_in_campaign(&self, campaign: &str) -> usize {
-        self.trees[T::LeadsByCampaign].scan_prefix(campaign_prefix(campaign)).count()
+        self.trees.scan_prefix(T::LeadsByCampaign, &campaign_prefix(campaign)).count()
     }
 
     /// Visitors with a status, from the index (no scan of all visitors).
     pub(super) fn visitors_with_status(&self, status: Status) -> impl Iterator<Item = Result<Profile>> + '_ {
-        self.indexed(&self.trees[T::LeadsByStatus], vec![status as u8])
+        self.indexed(T::LeadsByStatus, vec![status as u8])
     }
 
     /// Visitors whose campaign is `campaign`, from the index.
     pub(super) fn visitors_in_campaign(&self, campaign: &str) -> impl Iterator<Item = Result<Profile>> + '_ {
-        self.indexed(&self.trees[T::LeadsByCampaign], campaign_prefix(campaign))
+        self.indexed(T::LeadsByCampaign, campaign_prefix(campaign))
     }
 
-    fn indexed<'a>(&'a self, index: &sled::Tree, prefix: Vec<u8>) -> impl Iterator<Item = Result<Profile>> + 'a {
+    fn indexed(&self, index: T, prefix: Vec<u8>) -> impl Iterator<Item = Result<Profile>> + '_ {
         let len = prefix.len();
-        index.scan_prefix(prefix).keys().filter_map(move |key| match key {
-            Ok(key) => self.visitor_by_key(&key[len..]).transpose(),
+        self.trees.scan_prefix(index, &prefix).filter_map(move |entry| match entry {
+            Ok((key, _)) => self.visitor_by_key(&key[len..]).transpose(),
             Err(e) => Some(Err(e.into())),
         })
     }
@@ -369,8 +387,8 @@ impl Embedded {
     /// A visitor's conversations, oldest first.
     pub(super) fn conversations_of(&self, visitor: &VisitorId) -> Result<Vec<Conversation>> {
         let mut out = Vec::new();
-        for key in self.trees[T::VisitorConversations].scan_prefix(visitor.as_bytes()).keys() {
-            out.extend(self.conversation_by_key(&key?[16..])?);
+        for entry in self.trees.scan_prefix(T::VisitorConversations, visitor.as_bytes()) {
+            out.extend(self.conversation_by_key(&entry?.0[16..])?);
         }
         Ok(out)
     }
@@ -387,8 +405,9 @@ impl Embedded {
     /// Pending follow-ups due at `now`, earliest first, at most `limit`.
     pub(super) fn due_follow_ups(&self, now: u64, limit: usize) -> Result<Vec<OutboxItem>> {
         let mut due = Vec::new();
-        for key in self.trees[T::OutboxDue].range(..(now + 1).to_be_bytes()).keys().take(limit) {
-            let key = key?;
+        let before = Bound::Excluded((now + 1).to_be_bytes().to_vec());
+        for entry in self.trees.within(T::OutboxDue, (Bound::Unbounded, before), false).take(limit) {
+            let (key, _) = entry?;
             due.extend(get::<OutboxItem>(&self.trees, T::Outbox, &key[8..])?);
         }
         Ok(due)
@@ -396,7 +415,7 @@ impl Embedded {
 
     /// When the earliest pending follow-up is due.
     pub(super) fn next_follow_up_at(&self) -> Result<Option<u64>> {
-        Ok(self.trees[T::OutboxDue].first()?.map(|(key, _)| {
+        Ok(self.trees.iter(T::OutboxDue).next().transpose()?.map(|(key, _)| {
             let mut due = [0u8; 8];
             due.copy_from_slice(&key[..8]);
             u64::from_be_bytes(due)
@@ -409,18 +428,18 @@ impl Embedded {
 
     /// Every follow-up ever scheduled, oldest first.
     pub(super) fn follow_ups(&self) -> impl Iterator<Item = Result<OutboxItem>> + '_ {
-        self.trees[T::Outbox].iter().values().map(|v| decode("outbox", &v?))
+        self.trees.iter(T::Outbox).map(|entry| decode("outbox", &entry?.1))
     }
 
     /// Whether the admin session `id` exists and has not expired at `now`.
     pub(super) fn admin_session_live(&self, id: &AdminSessionId, now: u64) -> Result<bool> {
-        let expires = self.trees[T::AdminSessions].get(id.as_bytes())?;
+        let expires = self.trees.get(T::AdminSessions, id.as_bytes())?;
         Ok(expires.and_then(|e| ms_be(&e)).is_some_and(|expires| expires > now))
     }
 
     /// Whether `event` happened to the sent email `item`.
     pub(super) fn email_event(&self, item: &OutboxId, event: EmailEvent) -> Result<bool> {
-        Ok(self.trees[T::EmailEvents].contains_key(event_key(item, event))?)
+        self.trees.contains(T::EmailEvents, &event_key(item, event))
     }
 
     /// When each marketing email (follow-up) to the visitor was sent (ms). Reads the whole
@@ -440,7 +459,7 @@ impl Embedded {
 
     pub(super) fn triggers_shown(&self) -> Result<std::collections::BTreeMap<(String, u32), u64>> {
         let mut out = std::collections::BTreeMap::new();
-        for row in self.trees[T::TriggersShown].iter() {
+        for row in self.trees.iter(T::TriggersShown) {
             let (key, count) = row?;
             let corrupt = || StoreError::Corrupt { tree: "triggers_shown", reason: "bad key or count".into() };
             let (trigger, variant) = trigger_key_parts(&key).ok_or_else(corrupt)?;
@@ -451,17 +470,17 @@ impl Embedded {
 
     /// Every ad spend row, by date.
     pub(super) fn spend(&self) -> impl Iterator<Item = Result<Spend>> + '_ {
-        self.trees[T::Spend].iter().values().map(|v| decode("spend", &v?))
+        self.trees.iter(T::Spend).map(|entry| decode("spend", &entry?.1))
     }
 
     /// Whether the email link with this hash was already used.
     pub(super) fn link_spent(&self, link: &[u8; 16]) -> Result<bool> {
-        Ok(self.trees[T::SpentLinks].contains_key(link)?)
+        self.trees.contains(T::SpentLinks, link)
     }
 
     /// Whether a visitor was erased (a tombstone is all that is left).
     pub(super) fn is_erased(&self, visitor: &VisitorId) -> Result<bool> {
-        Ok(self.trees[T::Erased].contains_key(visitor.as_bytes())?)
+        self.trees.contains(T::Erased, visitor.as_bytes())
     }
 
     /// Writes what waits in the overlay into the trees now, as the checkpoint thread does.

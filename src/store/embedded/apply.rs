@@ -1,9 +1,9 @@
 //! Applying commands, all or nothing. The writer thread stages each batch of a group in memory
 //! (`Batch`: its reads see what is stored plus what the group and the batch staged before, its
 //! writes go to the overlay only), so a command that fails leaves nothing of its batch behind.
-//! The staged writes of every batch that succeeded are then written through the journal
-//! (`store/journal.rs`), so a crash cannot leave part of a group either; those to the trees
-//! every message writes wait in the overlay (`store/overlay.rs`) for a checkpoint.
+//! The staged writes of every batch that succeeded are then appended to the journal as one
+//! record (`store/journal.rs`), so a crash cannot leave part of a group either, and wait in the
+//! overlay (`store/overlay.rs`) for a checkpoint to write them into the trees.
 //!
 //! Being the only writer, the writer thread also keeps what the hot path would otherwise read
 //! (`Memory`): which visitors were erased, which conversations are gone, and the profiles it
@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{Command, Result, T, Trees, campaign_prefix, decode, encode, erase, journal, outbox, turns};
+use super::{Command, Result, T, Trees, campaign_prefix, decode, encode, erase, outbox, turns};
 use crate::domain::{Change, Conversation, Profile, Status};
 use crate::ids::{ConversationId, TurnId, VisitorId};
 
@@ -98,9 +98,8 @@ impl<'a> Group<'a> {
     }
 
     /// Writes everything staged and the group's turns as one `recent_turns` value under `seq`:
-    /// the journal entry first (when the group is more than one write, or defers one), then the
-    /// writes to trees that are not deferred, then the deferred ones into the overlay. Then
-    /// remembers what was erased and expired.
+    /// the journal record, then every write into the overlay, for the checkpoint to write into
+    /// the trees. Then remembers what was erased and expired.
     pub(super) fn commit(mut self, memory: &mut Memory, seq: u64) -> Result<()> {
         let trees = self.trees;
         // A conversation erased or expired later in the group takes its turns with it.
@@ -113,30 +112,12 @@ impl<'a> Group<'a> {
             });
             self.staged.insert((T::RecentTurns, seq.to_be_bytes().to_vec()), Some(turns::encode_records(records)));
         }
-        let journaled = self.staged.len() > 1 || self.staged.keys().any(|(tree, _)| tree.deferred());
-        let mut deferred = Vec::new();
-        let written = (|| {
-            if journaled {
-                let writes = self.staged.iter().map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref()));
-                trees[T::Journal].insert(journal::key(seq), journal::encode(writes))?;
-            }
-            for ((tree, key), value) in self.staged {
-                match value {
-                    _ if tree.deferred() => deferred.push(((tree, key), value)),
-                    Some(value) => drop(trees[tree].insert(key, value)?),
-                    None => drop(trees[tree].remove(key)?),
-                }
-            }
-            Ok::<_, sled::Error>(())
-        })();
-        if let Err(e) = written {
-            // Part of the group may be in the trees: what the writer remembers may be wrong, and
-            // the journal entry stays to complete the group at the next open.
-            memory.profiles.clear();
-            trees.overlay.failed(seq);
-            return Err(e.into());
+        if !self.staged.is_empty() {
+            let writes = self.staged.iter().map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref()));
+            // Nothing of the group is anywhere yet when this fails: the group fails whole.
+            trees.journal.append(seq, writes).map_err(|e| super::StoreError::Sled(e.into()))?;
         }
-        trees.overlay.add(seq, deferred);
+        trees.overlay.add(seq, self.staged);
         memory.erased.extend(self.erased);
         memory.gone.extend(self.gone);
         if memory.profiles.len() + self.profiles.len() > PROFILES {
@@ -290,12 +271,9 @@ impl Batch<'_, '_> {
     /// Every key and value under `prefix`, as the batch would leave them.
     pub(super) fn scan(&self, tree: T, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut found = BTreeMap::new();
-        for entry in self.group.trees[tree].scan_prefix(prefix) {
+        for entry in self.group.trees.scan_prefix(tree, prefix) {
             let (key, value) = entry?;
             found.insert(key.to_vec(), Some(value.to_vec()));
-        }
-        if tree.deferred() {
-            found.extend(self.group.trees.overlay.range(tree, prefix));
         }
         for staged in [&self.group.staged, &self.own] {
             let within = staged

@@ -37,20 +37,22 @@ fn io(e: std::io::Error) -> StoreError {
 
 /// Opens the store in `dir`, first finishing a compaction a crash interrupted, and compacting it
 /// when a visitor was erased since the last compaction (then it is opened a second time).
-pub fn open(dir: &Path) -> Result<sled::Db> {
+/// `replay` runs on the store first (the journal's erasures count too).
+pub fn open<R>(dir: &Path, replay: impl FnOnce(&sled::Db) -> Result<R>) -> Result<(sled::Db, R)> {
     let paths = Paths::new(dir);
     finish_interrupted(&paths)?;
     let db = super::open_db(dir, &paths.store)?;
+    let replayed = replay(&db)?;
     let newest = newest_erasure(&db)?;
     let compacted = std::fs::read_to_string(&paths.marker).ok().and_then(|t| t.trim().parse::<u64>().ok());
-    let Some(newest) = newest.filter(|n| compacted.is_none_or(|c| c < *n)) else { return Ok(db) };
+    let Some(newest) = newest.filter(|n| compacted.is_none_or(|c| c < *n)) else { return Ok((db, replayed)) };
     copy(&db, &paths.copy)?;
     drop(db);
     std::fs::write(&paths.copied, b"").map_err(io)?;
     swap(&paths)?;
     std::fs::write(&paths.marker, newest.to_string()).map_err(io)?;
     log::info!("store: compacted after an erasure, so erased data is gone from disk");
-    super::open_db(dir, &paths.store)
+    Ok((super::open_db(dir, &paths.store)?, replayed))
 }
 
 fn newest_erasure(db: &sled::Db) -> Result<Option<u64>> {

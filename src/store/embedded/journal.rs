@@ -1,27 +1,231 @@
-//! The journal: what keeps a group of batches all or nothing across a crash, without a sled
-//! transaction (each of which rolls sled's IO buffer twice: a third of the throughput here).
+//! The journal: every group's writes, in files of their own beside sled, synced before the
+//! group is acknowledged. It makes a group all or nothing across a crash, and it is what lets
+//! every write wait in the overlay (`overlay.rs`) instead of going into sled's trees at once:
+//! the hot path appends to a file and syncs it, and sled is written by checkpoints only.
 //!
-//! Before the writer applies a group that writes more than one key, or one key of a deferred
-//! tree, it inserts the group's every staged write as one value under the next sequence number;
-//! one insert is atomic in sled. Then it applies the writes (those to deferred trees into the
-//! overlay: `overlay.rs`). sled recovers a prefix of its log, so after a crash any write of the
-//! group that survived was preceded by its journal entry. At open, every entry left is applied
-//! again, in order (the writes are physical, key and value, so applying one twice is harmless),
-//! then removed. A checkpoint removes the entries up to the last group it wrote into the trees,
-//! after flushing them, so the entries left are always the latest groups, and replaying them
-//! never undoes an acknowledged write. A group of one write to a tree that is not deferred
-//! needs no entry.
+//! The writer appends each group as one record (`append`); the flusher thread syncs the files
+//! (`sync`, an `fdatasync`) and then acknowledges every group appended before the sync began. A
+//! checkpoint starts a new file (`rotate`), syncs, writes what waits into sled and flushes it,
+//! then deletes the files whose groups the trees now hold (`release`): files go oldest first, so
+//! those left always hold the latest groups. At open (`replay`) their records are applied to
+//! the trees in order, up to the first that does not read whole (the crash tore its write; no
+//! group after it was acknowledged, since a sync covers everything appended before it); then
+//! sled is flushed and the files deleted. The writes are physical (key and value), so applying
+//! one that had reached the trees again is harmless.
+//!
+//! A file is `<data>/journal/<number>.log`, numbers rising; a record is the length of what
+//! follows the checksum (u32 LE), a CRC-32 of it (u32 LE), the group's sequence (u64 LE) and its
+//! writes (`encode`). That a deleted file cannot come back while a later one stays relies on
+//! the file system ordering its metadata changes (ext4's and XFS's journals do).
+//!
+//! Stores from before kept their journal in sled (tree `journal`); its entries replay first.
 
-use super::{Result, StoreError, T, Trees};
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// The journal's key for sequence number `seq`: big-endian, so entries replay in order.
-pub(super) fn key(seq: u64) -> [u8; 8] {
-    seq.to_be_bytes()
+use super::{Result, StoreError, T};
+
+/// Length and checksum.
+const HEADER: usize = 8;
+
+pub(super) struct Journal {
+    dir: PathBuf,
+    files: Mutex<Files>,
+    /// Set once a write or a sync failed: what the file holds is then unknown, so nothing more
+    /// is appended (every commit fails) until the store is opened again.
+    broken: AtomicBool,
 }
 
-/// One value: for each write, the tree's name, the key, and the value (absent: a removal).
-pub(super) fn encode<'a>(writes: impl Iterator<Item = (T, &'a [u8], Option<&'a [u8]>)>) -> Vec<u8> {
-    let mut out = vec![super::VALUE_VERSION];
+struct Files {
+    /// Closed files, oldest first, then the one appended to.
+    segments: Vec<Segment>,
+    /// The number of the next file.
+    next: u64,
+}
+
+struct Segment {
+    number: u64,
+    file: Arc<File>,
+    /// The last group appended to it.
+    last: u64,
+    /// Bytes appended, and how many of them a sync covered.
+    len: u64,
+    synced: u64,
+}
+
+impl Journal {
+    /// Starts a journal in `dir`, after `replay` emptied it: its files are numbered on from
+    /// `next` (what `replay` returned), so a name is never used twice.
+    pub(super) fn create(dir: &Path, next: u64) -> Result<Journal> {
+        super::private_dir(dir).map_err(io)?;
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            files: Mutex::new(Files { segments: Vec::new(), next }),
+            broken: AtomicBool::new(false),
+        };
+        journal.rotate()?;
+        Ok(journal)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Files> {
+        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn usable(&self) -> std::io::Result<()> {
+        match self.broken.load(Ordering::Acquire) {
+            true => Err(std::io::Error::other("a journal write or sync failed earlier; open the store again")),
+            false => Ok(()),
+        }
+    }
+
+    /// Appends group `seq`'s writes to the newest file (not yet durable: see `sync`).
+    pub(super) fn append<'a>(
+        &self,
+        seq: u64,
+        writes: impl Iterator<Item = (T, &'a [u8], Option<&'a [u8]>)>,
+    ) -> std::io::Result<()> {
+        self.usable()?;
+        let mut record = vec![0; HEADER];
+        record.extend_from_slice(&seq.to_le_bytes());
+        encode(&mut record, writes);
+        let body = u32::try_from(record.len() - HEADER).map_err(|_| std::io::Error::other("a group over 4 GiB"))?;
+        let crc = crc32fast::hash(&record[HEADER..]);
+        record[..4].copy_from_slice(&body.to_le_bytes());
+        record[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+        let mut files = self.lock();
+        let Some(segment) = files.segments.last_mut() else { return Err(std::io::Error::other("no journal file")) };
+        if let Err(e) = (&*segment.file).write_all(&record) {
+            // Cut a partial record off, so the next one does not follow a torn one.
+            if segment.file.set_len(segment.len).is_err() {
+                self.broken.store(true, Ordering::Release);
+            }
+            return Err(e);
+        }
+        segment.len += record.len() as u64;
+        segment.last = seq;
+        Ok(())
+    }
+
+    /// Makes every group appended before the call durable.
+    pub(super) fn sync(&self) -> std::io::Result<()> {
+        self.usable()?;
+        let unsynced: Vec<_> = {
+            let files = self.lock();
+            files.segments.iter().filter(|s| s.synced < s.len).map(|s| (s.number, s.file.clone(), s.len)).collect()
+        };
+        for (number, file, len) in unsynced {
+            if let Err(e) = file.sync_data() {
+                // After a failed sync the kernel may have dropped the pages: never trust the file again.
+                self.broken.store(true, Ordering::Release);
+                return Err(e);
+            }
+            if let Some(segment) = self.lock().segments.iter_mut().find(|s| s.number == number) {
+                segment.synced = segment.synced.max(len);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new file; the groups appended from now on go there.
+    pub(super) fn rotate(&self) -> Result<()> {
+        let number = {
+            let mut files = self.lock();
+            if files.segments.last().is_some_and(|s| s.len == 0) {
+                return Ok(());
+            }
+            files.next += 1;
+            files.next - 1
+        };
+        let file = OpenOptions::new().create_new(true).append(true).open(self.path(number)).map_err(io)?;
+        // The new name must survive a crash before a record in it is acknowledged.
+        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(io)?;
+        let mut files = self.lock();
+        files.segments.push(Segment { number, file: Arc::new(file), last: 0, len: 0, synced: 0 });
+        Ok(())
+    }
+
+    /// Deletes the closed files whose groups are all at most `seq` (in the trees, flushed).
+    pub(super) fn release(&self, seq: u64) -> Result<()> {
+        let released: Vec<u64> = {
+            let mut files = self.lock();
+            let closed = files.segments.len().saturating_sub(1);
+            let done = files.segments[..closed].iter().take_while(|s| s.last <= seq && s.synced == s.len).count();
+            files.segments.drain(..done).map(|s| s.number).collect()
+        };
+        for number in released {
+            std::fs::remove_file(self.path(number)).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    fn path(&self, number: u64) -> PathBuf {
+        file_path(&self.dir, number)
+    }
+
+    /// How many records the files hold (tests look between checkpoints).
+    #[cfg(test)]
+    pub(super) fn records(&self) -> usize {
+        let numbers: Vec<u64> = self.lock().segments.iter().map(|s| s.number).collect();
+        let mut count = 0;
+        for number in numbers {
+            let raw = std::fs::read(self.path(number)).expect("journal file");
+            count += Records(&raw).count();
+        }
+        count
+    }
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Sled(e.into())
+}
+
+fn file_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:016}.log"))
+}
+
+/// The numbers of the journal files in `dir`, in order.
+fn numbers(dir: &Path) -> Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(numbers),
+        Err(e) => return Err(io(e)),
+    };
+    for entry in entries {
+        let name = entry.map_err(io)?.file_name();
+        if let Some(number) = name.to_str().and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok()) {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// The records of one file that read whole, in order, as (sequence, writes).
+struct Records<'a>(&'a [u8]);
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (u64, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (len, rest) = self.0.split_first_chunk::<4>()?;
+        let (crc, rest) = rest.split_first_chunk::<4>()?;
+        let body = rest.get(..u32::from_le_bytes(*len) as usize)?;
+        let (seq, writes) = body.split_first_chunk::<8>()?;
+        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+            return None;
+        }
+        self.0 = &rest[body.len()..];
+        Some((u64::from_le_bytes(*seq), writes))
+    }
+}
+
+/// For each write, the tree's name, the key, and the value (absent: a removal).
+pub(super) fn encode<'a>(out: &mut Vec<u8>, writes: impl Iterator<Item = (T, &'a [u8], Option<&'a [u8]>)>) {
+    out.push(super::VALUE_VERSION);
     let mut bytes = |b: &[u8]| {
         out.extend_from_slice(&(b.len() as u32).to_be_bytes());
         out.extend_from_slice(b);
@@ -37,7 +241,6 @@ pub(super) fn encode<'a>(writes: impl Iterator<Item = (T, &'a [u8], Option<&'a [
             None => bytes(&[0]),
         }
     }
-    out
 }
 
 type Write = (T, Vec<u8>, Option<Vec<u8>>);
@@ -79,20 +282,64 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Applies and removes every entry a crash left; returns how many. Runs at open, before the
-/// writer starts.
-pub(super) fn replay(trees: &Trees) -> Result<usize> {
-    let entries: Vec<_> = trees[T::Journal].iter().collect::<sled::Result<_>>()?;
-    for (seq, raw) in &entries {
-        for (tree, key, value) in decode(raw)? {
+/// What `replay` did.
+pub(super) struct Replayed {
+    pub(super) groups: usize,
+    /// The number for the journal's next file.
+    pub(super) next: u64,
+}
+
+/// Applies every group a crash left in the journal `dir` (and in the tree of stores from
+/// before) to the trees, flushes them, and deletes what it applied. Runs at open, before
+/// anything else reads the trees.
+pub(super) fn replay(db: &sled::Db, dir: &Path) -> Result<Replayed> {
+    let trees: Vec<sled::Tree> = T::ALL.iter().map(|t| db.open_tree(t.name())).collect::<sled::Result<_>>()?;
+    let apply = |raw: &[u8]| -> Result<()> {
+        for (t, key, value) in decode(raw)? {
             match value {
-                Some(value) => trees[tree].insert(key, value)?,
-                None => trees[tree].remove(key)?,
+                Some(value) => trees[t as usize].insert(key, value)?,
+                None => trees[t as usize].remove(key)?,
             };
         }
-        trees[T::Journal].remove(seq)?;
+        Ok(())
+    };
+    let legacy: Vec<_> = trees[T::Journal as usize].iter().collect::<sled::Result<_>>()?;
+    for (_, raw) in &legacy {
+        apply(raw)?;
     }
-    Ok(entries.len())
+    let mut replayed = legacy.len();
+    let numbers = numbers(dir)?;
+    let mut torn = None;
+    for number in &numbers {
+        let path = file_path(dir, *number);
+        let raw = std::fs::read(&path).map_err(io)?;
+        let mut records = Records(&raw);
+        for (_, writes) in records.by_ref() {
+            apply(writes)?;
+            replayed += 1;
+        }
+        if !records.0.is_empty() {
+            torn = Some((path, raw.len() - records.0.len()));
+            break;
+        }
+    }
+    if let Some((path, at)) = torn {
+        log::warn!(
+            "store: the journal ends in a write the last stop tore ({} at byte {at}); the groups from there on were never acknowledged and are dropped",
+            path.display()
+        );
+    }
+    let next = numbers.last().map_or(1, |n| n + 1);
+    if replayed > 0 || !numbers.is_empty() {
+        for (seq, _) in legacy {
+            trees[T::Journal as usize].remove(seq)?;
+        }
+        db.flush()?;
+        for number in numbers {
+            std::fs::remove_file(file_path(dir, number)).map_err(io)?;
+        }
+    }
+    Ok(Replayed { groups: replayed, next })
 }
 
 #[cfg(test)]
@@ -105,12 +352,63 @@ mod tests {
     fn entries_decode_to_what_was_encoded() {
         let writes: Vec<Borrowed> =
             vec![(T::Transcripts, b"k1", Some(b"v1")), (T::LeadsByStatus, b"k2", None), (T::Visitors, b"", Some(b""))];
-        let decoded = decode(&encode(writes.iter().copied())).expect("decode");
+        let mut encoded = Vec::new();
+        encode(&mut encoded, writes.iter().copied());
+        let decoded = decode(&encoded).expect("decode");
         let back: Vec<Borrowed> = decoded.iter().map(|(t, k, v)| (*t, k.as_slice(), v.as_deref())).collect();
         assert_eq!(back, writes);
         assert!(decode(&[9]).is_err(), "another version");
-        let mut truncated = encode(writes.iter().copied());
-        truncated.truncate(truncated.len() - 1);
-        assert!(decode(&truncated).is_err(), "a truncated entry");
+        encoded.truncate(encoded.len() - 1);
+        assert!(decode(&encoded).is_err(), "a truncated entry");
+    }
+
+    #[test]
+    fn a_file_reads_up_to_its_first_torn_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let journal = Journal::create(dir.path(), 1).expect("journal");
+        for seq in 1..=3 {
+            journal.append(seq, [(T::Visitors, &b"k"[..], Some(&[seq as u8][..]))].into_iter()).expect("append");
+        }
+        journal.sync().expect("sync");
+        let path = journal.path(1);
+        let raw = std::fs::read(&path).expect("read");
+        let seqs = |raw: &[u8]| Records(raw).map(|(seq, _)| seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&raw), [1, 2, 3]);
+        for cut in 0..raw.len() {
+            assert!(seqs(&raw[..cut]).len() < 3, "cut at {cut}");
+        }
+        let mut flipped = raw.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(seqs(&flipped), [1, 2], "a checksum that does not match ends the file");
+    }
+
+    #[test]
+    fn replay_applies_the_groups_before_a_torn_record_and_drops_the_rest() {
+        let dir = tempfile::tempdir().expect("dir");
+        let journal_dir = dir.path().join("journal");
+        let db = sled::Config::new().path(dir.path().join("store")).open().expect("sled");
+        let journal = Journal::create(&journal_dir, 1).expect("journal");
+        const VALUES: [[u8; 1]; 5] = [[0], [1], [2], [3], [4]];
+        let put = |seq: u64| [(T::Visitors, &b"k"[..], Some(&VALUES[seq as usize][..]))].into_iter();
+        for seq in 1..=3 {
+            journal.append(seq, put(seq)).expect("append");
+        }
+        journal.rotate().expect("rotate");
+        journal.append(4, put(4)).expect("append");
+        journal.sync().expect("sync");
+        // The crash tore the third group's record (the fourth, in the next file, was written).
+        let first = journal.path(1);
+        let len = std::fs::metadata(&first).expect("stat").len();
+        OpenOptions::new().write(true).open(&first).expect("open").set_len(len - 3).expect("cut");
+        drop(journal);
+        let replayed = replay(&db, &journal_dir).expect("replay");
+        assert_eq!((replayed.groups, replayed.next), (2, 3));
+        let visitors = db.open_tree(T::Visitors.name()).expect("tree");
+        assert_eq!(visitors.get(b"k").expect("read").as_deref(), Some(&[2u8][..]), "the second group's write");
+        assert_eq!(numbers(&journal_dir).expect("list"), Vec::<u64>::new(), "the files are gone");
+        let journal = Journal::create(&journal_dir, replayed.next).expect("journal");
+        journal.append(1, put(1)).expect("append");
+        assert_eq!(numbers(&journal_dir).expect("list"), [3], "numbered on");
     }
 }

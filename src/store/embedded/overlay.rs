@@ -1,31 +1,47 @@
-//! Write-behind for the trees every chat message writes (`T::deferred`: profiles,
-//! conversations, pending questions, a group's turns).
+//! Write-behind for every tree.
 //!
-//! A group's journal entry (`journal.rs`) is its durable copy: once the flush that covers it
-//! returns, the group is acknowledged, and its writes to those trees wait here, in memory, where
-//! every read looks first. A checkpoint (`checkpoint`, on its own thread, once a second or when
-//! `FULL` writes wait) writes them into the trees, a key written many times once, the turns
-//! straight into transcript chunks; after a flush it removes the journal entries it covered.
-//! This is a write-ahead log with lazily written pages, as a database keeps them: a chat that
-//! records a preference at every message writes its profile a few times a second instead of at
-//! every message, and its turns reach sled once besides the journal instead of twice.
+//! A group's journal record (`journal.rs`) is its durable copy: once the sync that covers it
+//! returns, the group is acknowledged, and its writes wait here, in memory, where every read
+//! looks first. A checkpoint (`checkpoint`, on its own thread, once a second or when `FULL`
+//! writes wait) writes them into sled's trees, a key written many times once, the turns
+//! straight into transcript chunks; after a flush it deletes the journal files it covered.
+//! This is a write-ahead log with lazily written pages, as a database keeps them: a chat
+//! message costs an append to a file and a share of one `fdatasync`, and a chat that records a
+//! preference at every message writes its profile into sled a few times a second instead of at
+//! every message.
 //!
-//! Journal entries are removed in order, as a prefix, and only once the trees hold what they
-//! say (the checkpoint's writes, flushed), so after a crash the entries left are a suffix of the
-//! groups, replayed in order at open over trees that hold at least everything before it: each
-//! key ends as the last group wrote it.
+//! Journal files are deleted oldest first, and only once the trees hold what they say (the
+//! checkpoint's writes, flushed), so after a crash the records left are a suffix of the groups,
+//! replayed in order at open over trees that hold at least everything before it: each key ends
+//! as the last group wrote it.
 //!
 //! A checkpoint in progress writes a frozen copy of the writes (`frozen`), while groups go on
 //! adding to `active`; reads look at `active`, then `frozen`, then the trees, and `frozen` is
 //! emptied only after the trees have it, so no read ever falls between the two.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{Result, T, Trees, journal, turns};
+use super::{Result, T, Trees, turns};
 
 /// Writes by tree and key: `Some` inserts, `None` removes.
 pub(super) type Writes = BTreeMap<(T, Vec<u8>), Option<Vec<u8>>>;
+
+/// A range of keys.
+pub(super) type Bounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The keys that start with `prefix`.
+pub(super) fn prefix_bounds(prefix: &[u8]) -> Bounds {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return (Bound::Included(prefix.to_vec()), Bound::Excluded(end));
+        }
+    }
+    (Bound::Included(prefix.to_vec()), Bound::Unbounded)
+}
 
 /// Writes waiting past this many ask for a checkpoint before the second is up.
 pub(super) const FULL: usize = 4096;
@@ -52,8 +68,6 @@ struct Layers {
     seq: u64,
     /// The last group whose journal entry a checkpoint removed.
     released: u64,
-    /// Groups that failed to write: their entries stay in the journal, to be completed at open.
-    failed: Vec<u64>,
 }
 
 #[derive(Default, Clone)]
@@ -94,18 +108,13 @@ impl Overlay {
         self.exclusive.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The deferred writes of group `seq`, after its journal entry and its other writes.
+    /// The writes of group `seq`, after its journal entry.
     pub(super) fn add(&self, seq: u64, writes: impl IntoIterator<Item = ((T, Vec<u8>), Option<Vec<u8>>)>) {
         let mut layers = self.write();
         for (key, value) in writes {
             layers.active.insert(key, value);
         }
         layers.seq = seq;
-    }
-
-    /// Group `seq` failed part way: its journal entry is kept for the next open.
-    pub(super) fn failed(&self, seq: u64) {
-        self.write().failed.push(seq);
     }
 
     /// Whether the checkpoint thread is to leave what waits alone (only tests pause it).
@@ -139,14 +148,29 @@ impl Overlay {
 
     /// The writes waiting under `prefix` in `tree`, in key order, each key once.
     pub(super) fn range(&self, tree: T, prefix: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.within(tree, &prefix_bounds(prefix))
+    }
+
+    /// The writes waiting in `tree` within `bounds`, in key order, each key once.
+    pub(super) fn within(&self, tree: T, (low, high): &Bounds) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let start = match low {
+            Bound::Included(key) => Bound::Included((tree, key.clone())),
+            Bound::Excluded(key) => Bound::Excluded((tree, key.clone())),
+            Bound::Unbounded => Bound::Included((tree, Vec::new())),
+        };
+        let below = |key: &[u8]| match high {
+            Bound::Included(high) => key <= high.as_slice(),
+            Bound::Excluded(high) => key < high.as_slice(),
+            Bound::Unbounded => true,
+        };
         let layers = self.read();
         let mut merged = BTreeMap::new();
         // `active` last: it is the newer.
         for layer in [&*layers.frozen, &layers.active] {
             let within = layer
                 .writes
-                .range((tree, prefix.to_vec())..)
-                .take_while(|((t, key), _)| *t == tree && key.starts_with(prefix));
+                .range((start.clone(), Bound::Unbounded))
+                .take_while(|((t, key), _)| *t == tree && below(key));
             for ((_, key), value) in within {
                 merged.insert(key.as_slice(), value.as_deref());
             }
@@ -201,12 +225,17 @@ impl Overlay {
     }
 }
 
-/// Writes what waits into the trees, flushes, and removes the journal entries it covered.
+/// Writes what waits into the trees, flushes, and deletes the journal files it covered.
 pub(super) fn checkpoint(db: &sled::Db, trees: &Trees) -> Result<()> {
     let overlay = &trees.overlay;
     let _exclusive = overlay.exclusive();
     let Some((frozen, seq)) = overlay.freeze() else { return Ok(()) };
     let written = (|| {
+        // The groups from here on go to a file of their own, which this checkpoint keeps.
+        trees.journal.rotate()?;
+        // sled may write a tree's pages to disk at any time: a write must not get there before
+        // its group's journal record, or a crash could keep part of a group.
+        trees.journal.sync().map_err(|e| super::StoreError::Sled(e.into()))?;
         let mut recent = Vec::new();
         for ((tree, key), value) in frozen.writes.iter() {
             match (tree, value) {
@@ -221,29 +250,22 @@ pub(super) fn checkpoint(db: &sled::Db, trees: &Trees) -> Result<()> {
     })();
     overlay.thaw(written.is_ok());
     written?;
-    let (released, failed) = {
-        let layers = overlay.read();
-        (layers.released, layers.failed.clone())
-    };
-    for entry in trees[T::Journal].range(journal::key(released + 1)..=journal::key(seq)) {
-        let (key, _) = entry?;
-        if !failed.iter().any(|f| journal::key(*f) == *key) {
-            trees[T::Journal].remove(key)?;
-        }
-    }
+    trees.journal.release(seq)?;
     overlay.write().released = seq;
     Ok(())
 }
 
-/// Two key-ordered streams as one: `newer` (writes, `None` a removal) over `older` (a tree).
+/// Two key-ordered streams as one: `newer` (writes, `None` a removal) over `older` (a tree),
+/// both in ascending key order, or both descending (`descending`).
 pub(super) struct Union<N: Iterator, O: Iterator> {
     newer: std::iter::Peekable<N>,
     older: std::iter::Peekable<O>,
+    descending: bool,
 }
 
 impl<N: Iterator, O: Iterator> Union<N, O> {
-    pub(super) fn new(newer: N, older: O) -> Self {
-        Union { newer: newer.peekable(), older: older.peekable() }
+    pub(super) fn new(newer: N, older: O, descending: bool) -> Self {
+        Union { newer: newer.peekable(), older: older.peekable(), descending }
     }
 }
 
@@ -256,10 +278,14 @@ where
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            // `Less`: the newer stream's key comes first.
             let order = match (self.newer.peek(), self.older.peek()) {
                 (None, _) | (_, Some(Err(_))) => return self.older.next(),
                 (Some(_), None) => std::cmp::Ordering::Less,
-                (Some((newer, _)), Some(Ok((older, _)))) => newer.as_ref().cmp(older.as_ref()),
+                (Some((newer, _)), Some(Ok((older, _)))) => match self.descending {
+                    false => newer.as_ref().cmp(older.as_ref()),
+                    true => older.as_ref().cmp(newer.as_ref()),
+                },
             };
             match order {
                 std::cmp::Ordering::Greater => return self.older.next(),
@@ -281,8 +307,13 @@ mod tests {
     fn a_union_shows_the_newer_write_and_hides_what_it_removed() {
         let older: Vec<std::result::Result<(&[u8], u8), ()>> = vec![Ok((b"a", 1)), Ok((b"b", 2)), Ok((b"d", 4))];
         let newer: Vec<(&[u8], Option<u8>)> = vec![(b"b", Some(20)), (b"c", Some(30)), (b"d", None), (b"e", Some(50))];
-        let union: Vec<_> = Union::new(newer.into_iter(), older.into_iter()).map(|r| r.expect("no error")).collect();
+        let union: Vec<_> = Union::new(newer.clone().into_iter(), older.clone().into_iter(), false)
+            .map(|r| r.expect("no error"))
+            .collect();
         assert_eq!(union, [(&b"a"[..], 1), (b"b", 20), (b"c", 30), (b"e", 50)]);
+        let union: Vec<_> =
+            Union::new(newer.into_iter().rev(), older.into_iter().rev(), true).map(|r| r.expect("no error")).collect();
+        assert_eq!(union, [(&b"e"[..], 50), (b"c", 30), (b"b", 20), (b"a", 1)], "from the last key");
     }
 
     #[test]

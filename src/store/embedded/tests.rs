@@ -534,36 +534,45 @@ fn in_a_group_a_failing_batch_does_not_take_the_others_with_it() {
 #[test]
 fn a_group_a_crash_interrupted_is_completed_from_the_journal_at_open() {
     let w = World::new();
-    let dir = tempfile::tempdir().expect("dir");
-    let expected = {
-        let store = Store::open(dir.path()).expect("store");
-        store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("setup");
-        w.render(&store)
-    };
-    // What a group of the first batch plus a turn would stage, journaled; then a crash after
-    // only some of its writes reached the trees.
+    // What a group of the first batch plus a turn leaves.
     let reference = tempfile::tempdir().expect("dir");
     let complete = {
         let store = Store::open(reference.path()).expect("store");
         store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1), w.turn(w.c1, w.t1, "hi")]).expect("commit");
         w.render(&store)
     };
-    assert_ne!(expected, complete);
-    {
-        let store = Store::open(dir.path()).expect("store");
+    // The turn's group journaled, then a crash before any of its writes reached the trees; in
+    // the journal's files, or in the tree that stores from before kept it in.
+    for legacy in [false, true] {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let store = Store::open(dir.path()).expect("store");
+            store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("setup");
+            store.flush().expect("checkpoint");
+            let expected = w.render(&store);
+            assert_ne!(expected, complete);
+            let trees = &store.embedded().trees;
+            let turn = [w.c1.as_bytes().as_slice(), w.t1.as_bytes()].concat();
+            let value = super::turns::encode(&[shopper_says("hi")]);
+            let writes = [(T::Transcripts, turn.as_slice(), Some(value.as_slice()))];
+            if legacy {
+                let mut entry = Vec::new();
+                super::journal::encode(&mut entry, writes.into_iter());
+                trees[T::Journal].insert(7u64.to_be_bytes(), entry).expect("journal");
+                store.embedded().db.flush().expect("flush");
+            } else {
+                trees.journal.append(7, writes.into_iter()).expect("journal");
+                trees.journal.sync().expect("sync");
+            }
+            assert_eq!(w.render(&store), expected, "the crash came before the group's writes");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(w.render(&store), complete, "completed at open (legacy: {legacy})");
         let trees = &store.embedded().trees;
-        let turn = [w.c1.as_bytes().as_slice(), w.t1.as_bytes()].concat();
-        let value = super::turns::encode(&[shopper_says("hi")]);
-        let writes = [(T::Transcripts, turn.as_slice(), Some(value.as_slice()))];
-        trees[T::Journal].insert(super::journal::key(7), super::journal::encode(writes.into_iter())).expect("journal");
-        store.flush().expect("flush");
-        assert_eq!(w.render(&store), expected, "the crash came before the group's writes");
+        assert!(trees[T::Journal].is_empty() && trees.journal.records() == 0, "and the entry removed");
+        // Replaying is harmless when the writes had all landed: committing goes on normally.
+        store.commit_blocking(vec![w.turn(w.c1, w.t2, "again")]).expect("commit after replay");
     }
-    let store = Store::open(dir.path()).expect("reopen");
-    assert_eq!(w.render(&store), complete, "completed at open");
-    assert!(store.embedded().trees[T::Journal].is_empty(), "and the entry removed");
-    // Replaying is harmless when the writes had all landed: committing goes on normally.
-    store.commit_blocking(vec![w.turn(w.c1, w.t2, "again")]).expect("commit after replay");
 }
 
 #[test]
@@ -575,25 +584,25 @@ fn a_checkpoint_writes_what_waits_into_the_trees_and_removes_the_journal_entries
     pause(true);
     store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1), w.turn(w.c1, w.t1, "hi")]).expect("commit");
     let before = w.render(&store);
-    // Acknowledged: the journal has the group, the deferred trees not yet.
-    assert!(trees[T::Visitors].is_empty() && trees[T::Transcripts].is_empty());
-    assert_eq!(trees[T::Journal].len(), 1);
-    assert_eq!(trees[T::LeadsByStatus].len(), 1, "the trees that are not deferred are written at once");
+    // Acknowledged: the journal has the group, the trees not yet.
+    assert!(trees[T::Visitors].is_empty() && trees[T::Transcripts].is_empty() && trees[T::LeadsByStatus].is_empty());
+    assert_eq!(trees.journal.records(), 1);
     // The checkpoint thread does it within a second; here, now.
     store.embedded().checkpoint().expect("checkpoint");
     assert_eq!((trees[T::Visitors].len(), trees[T::Conversations].len(), trees[T::Transcripts].len()), (1, 1, 1));
+    assert_eq!(trees[T::LeadsByStatus].len(), 1);
     assert!(trees[T::RecentTurns].is_empty(), "turns go straight into transcripts");
-    assert!(trees[T::Journal].is_empty());
+    assert_eq!(trees.journal.records(), 0);
     assert_eq!(w.render(&store), before, "reads the same");
     // A key written many times waits once, and is written once.
     for n in 1..=10 {
         store.commit_blocking(vec![w.change(w.v1, Change::Score(n))]).expect("commit");
     }
     assert_eq!(trees.overlay.range(T::Visitors, &[]).len(), 1);
-    assert_eq!(trees[T::Journal].len(), 10);
+    assert_eq!(trees.journal.records(), 10);
     pause(false);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !trees[T::Journal].is_empty() {
+    while trees.journal.records() > 0 {
         assert!(std::time::Instant::now() < deadline, "the checkpoint thread never ran");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
@@ -602,21 +611,6 @@ fn a_checkpoint_writes_what_waits_into_the_trees_and_removes_the_journal_entries
         trees[T::Visitors].get(w.v1.as_bytes()).expect("read"),
         trees.get(T::Visitors, w.v1.as_bytes()).expect("read")
     );
-}
-
-#[test]
-fn a_group_whose_writes_failed_keeps_its_journal_entry_through_checkpoints_for_the_next_open() {
-    let w = World::new();
-    let (_dir, store) = fresh();
-    let trees = &store.embedded().trees;
-    trees.overlay.paused.store(true, std::sync::atomic::Ordering::Relaxed);
-    store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("group 1");
-    store.commit_blocking(vec![w.turn(w.c1, w.t1, "hi")]).expect("group 2");
-    // As the writer marks a group whose tree writes failed part way (a sled error, injected).
-    trees.overlay.failed(1);
-    store.embedded().checkpoint().expect("checkpoint");
-    let left: Vec<_> = trees[T::Journal].iter().keys().map(|k| k.expect("key").to_vec()).collect();
-    assert_eq!(left, [super::journal::key(1).to_vec()], "only the failed group's entry stays");
 }
 
 #[test]
@@ -705,14 +699,13 @@ fn turns_read_the_same_waiting_and_checkpointed_and_an_erasure_takes_the_waiting
         assert_eq!(texts(&store, &w.c2), Vec::<String>::new());
 
         // A crash now: the store as it is on disk, without the checkpoint a clean stop makes.
-        store.embedded().db.flush().expect("flush");
-        assert_eq!(trees[T::Journal].len(), 3, "the groups since the checkpoint");
+        assert_eq!(trees.journal.records(), 3, "the groups since the checkpoint");
         copy_dir(dir.path(), crashed.path());
     }
     for (path, how) in [(dir.path(), "after a clean stop"), (crashed.path(), "after a crash")] {
         let store = Store::open(path).expect("reopen");
         let trees = &store.embedded().trees;
-        assert_eq!((trees[T::Journal].len(), trees[T::RecentTurns].len()), (0, 0), "{how}: replayed and merged");
+        assert_eq!((trees.journal.records(), trees[T::RecentTurns].len()), (0, 0), "{how}: replayed and merged");
         assert_eq!(texts(&store, &w.c1), ["one", "three", "four", "six"], "{how}: nothing lost");
         let rendered = w.render(&store);
         assert!(!rendered.iter().any(|l| l.starts_with("turn C2")), "{how}: nothing erased came back: {rendered:#?}");

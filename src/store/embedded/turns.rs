@@ -174,7 +174,7 @@ pub(super) fn of_conversation(trees: &Trees, conversation: &[u8]) -> Result<BTre
     each_recent(trees, conversation, |stored| {
         turns.insert(stored.turn.to_vec(), stored.value.to_vec());
     })?;
-    for entry in trees[T::Transcripts].scan_prefix(conversation) {
+    for entry in trees.scan_prefix(T::Transcripts, conversation) {
         let (key, value) = entry?;
         for stored in in_transcripts(&key, &value)? {
             turns.insert(stored.turn.to_vec(), stored.value.to_vec());
@@ -193,7 +193,7 @@ pub(super) fn last_of_conversation(trees: &Trees, conversation: &[u8]) -> Result
         }
     };
     each_recent(trees, conversation, &mut keep)?;
-    if let Some(entry) = trees[T::Transcripts].scan_prefix(conversation).next_back() {
+    if let Some(entry) = trees.last_with_prefix(T::Transcripts, conversation) {
         let (key, value) = entry?;
         // A chunk's records are in turn order (`merge` writes them so).
         in_transcripts(&key, &value)?.pop().into_iter().for_each(&mut keep);

@@ -1,9 +1,9 @@
-//! The group commit: the writer thread stages every batch waiting in its queue, writes them
-//! (through the journal: `store/journal.rs`) and hands the group to the flusher thread, which
-//! flushes sled once for every group handed over before it started, then acknowledges them all.
-//! Under load many sessions share each `fsync`, and the next group is applied while the last one
-//! is flushed; alone, a batch waits for one flush. A third thread checkpoints what the groups
-//! left in the overlay (`store/overlay.rs`).
+//! The group commit: the writer thread stages every batch waiting in its queue, appends them to
+//! the journal as one group (`store/journal.rs`), puts their writes in the overlay and hands the
+//! group to the flusher thread, which syncs the journal once for every group handed over before
+//! it started, then acknowledges them all. Under load many sessions share each `fdatasync`, and
+//! the next group is applied while the last one is synced; alone, a batch waits for one sync. A
+//! third thread checkpoints what the groups left in the overlay into sled (`store/overlay.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -66,7 +66,7 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
     let flusher = std::thread::Builder::new()
         .name("nudge-store-flush".into())
         .spawn({
-            let db = db.clone();
+            let journal = trees.journal.clone();
             move || {
                 while let Ok(first) = applied_rx.recv() {
                     // Everything received was applied before this flush starts, so it covers all.
@@ -74,14 +74,14 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                     while let Ok(more) = applied_rx.try_recv() {
                         groups.push(more);
                     }
-                    let flushed = db.flush().map(drop);
+                    let flushed = journal.sync().map_err(|e| StoreError::Sled(e.into()));
                     stats.flushes.fetch_add(1, Ordering::Relaxed);
                     let made_durable: usize = groups.iter().map(|g| g.acks.len()).sum();
                     metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(made_durable as f64);
                     for group in groups {
                         stats.batches.fetch_add(group.acks.len() as u64, Ordering::Relaxed);
                         for (done, result) in group.acks {
-                            let result = result.and_then(|()| flushed.clone().map_err(StoreError::Sled));
+                            let result = result.and_then(|()| flushed.clone());
                             // A session that went away no longer waits for its acknowledgement.
                             let _ = done.send(result);
                         }
