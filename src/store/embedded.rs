@@ -523,7 +523,9 @@ fn campaign_prefix(campaign: &str) -> Vec<u8> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_VERSION];
+    // About a profile's size: growing from a few bytes would copy it several times.
+    let mut out = Vec::with_capacity(512);
+    out.push(VALUE_VERSION);
     serde_json::to_writer(&mut out, value).expect("store values serialize");
     out
 }

@@ -78,9 +78,10 @@ pub(super) fn encode(entries: &[Entry]) -> Vec<u8> {
             variant: e.variant,
         })
         .collect();
-    let mut bytes = vec![TURN_VERSION];
-    bytes.extend(postcard::to_allocvec(&out).expect("turns serialize"));
-    bytes
+    // Room for the texts and a little per entry, so the buffer is not grown several times.
+    let mut bytes = Vec::with_capacity(1 + entries.iter().map(|e| e.text.len() + 48).sum::<usize>());
+    bytes.push(TURN_VERSION);
+    postcard::to_extend(&out, bytes).expect("turns serialize")
 }
 
 pub(super) fn decode(raw: &[u8]) -> Result<Vec<Entry>> {
