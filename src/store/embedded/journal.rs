@@ -6,22 +6,27 @@
 //! The writer appends each group as one record (`append`); the flusher thread syncs the files
 //! (`sync`, an `fdatasync`) and then acknowledges every group appended before the sync began. A
 //! checkpoint starts a new file (`rotate`), syncs, writes what waits into sled and flushes it,
-//! then deletes the files whose groups the trees now hold (`release`): files go oldest first, so
-//! those left always hold the latest groups. At open (`replay`) their records are applied to
-//! the trees in order, up to the first that does not read whole (the crash tore its write; no
-//! group after it was acknowledged, since a sync covers everything appended before it); then
-//! sled is flushed and the files deleted. The writes are physical (key and value), so applying
-//! one that had reached the trees again is harmless.
+//! then lets go of the files whose groups the trees now hold (`release`): files go oldest first,
+//! so those left always hold the latest groups. A released file waits as a spare, renamed, and
+//! becomes a later file, written over in place: an `fdatasync` then writes no inode. At open
+//! (`replay`) the records of the files left are applied to the trees in order, each file up to
+//! its first record that does not read whole; a file's first record says how long the file
+//! before it ended, so a file whose end the crash lost stops the replay there (no group after it
+//! was acknowledged, since a sync covers everything appended before it). Then sled is flushed
+//! and the files deleted. The writes are physical (key and value), so applying one that had
+//! reached the trees again is harmless.
 //!
 //! A file is `<data>/journal/<number>.log`, numbers rising; a record is the length of what
-//! follows the checksum (u32 LE), a CRC-32 of it (u32 LE), the group's sequence (u64 LE) and its
-//! writes (`encode`). That a deleted file cannot come back while a later one stays relies on
-//! the file system ordering its metadata changes (ext4's and XFS's journals do).
+//! follows the checksum (u32 LE), a CRC-32 of the file's number and what follows (u32 LE; what a
+//! spare held before does not read as the new file's), the group's sequence (u64 LE; 0 for the
+//! first record, whose body is the number and length of the file before) and its writes
+//! (`encode`). That a released file cannot come back while a later one stays relies on the file
+//! system ordering its metadata changes (ext4's and XFS's journals do).
 //!
 //! Stores from before kept their journal in sled (tree `journal`); its entries replay first.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,18 +35,23 @@ use super::{Result, StoreError, T};
 
 /// Length and checksum.
 const HEADER: usize = 8;
+/// Released files kept to be used again: a file written over in place, within its size, is
+/// synced without writing its inode (most of an `fdatasync` of a growing file, measured).
+const SPARES: usize = 2;
 
 pub(super) struct Journal {
     dir: PathBuf,
     files: Mutex<Files>,
-    /// Set once a write or a sync failed: what the file holds is then unknown, so nothing more
-    /// is appended (every commit fails) until the store is opened again.
+    /// Set once a sync failed: what the file holds is then unknown, so nothing more is
+    /// appended (every commit fails) until the store is opened again.
     broken: AtomicBool,
 }
 
 struct Files {
     /// Closed files, oldest first, then the one appended to.
     segments: Vec<Segment>,
+    /// Released files (`<number>.spare`), for `rotate` to use again.
+    spares: Vec<(u64, Arc<File>)>,
     /// The number of the next file.
     next: u64,
 }
@@ -49,9 +59,9 @@ struct Files {
 struct Segment {
     number: u64,
     file: Arc<File>,
-    /// The last group appended to it.
+    /// The last group appended to it (0: none yet).
     last: u64,
-    /// Bytes appended, and how many of them a sync covered.
+    /// Bytes written (where the next record goes), and how many of them a sync covered.
     len: u64,
     synced: u64,
 }
@@ -63,7 +73,7 @@ impl Journal {
         super::private_dir(dir).map_err(io)?;
         let journal = Journal {
             dir: dir.to_path_buf(),
-            files: Mutex::new(Files { segments: Vec::new(), next }),
+            files: Mutex::new(Files { segments: Vec::new(), spares: Vec::new(), next }),
             broken: AtomicBool::new(false),
         };
         journal.rotate()?;
@@ -76,7 +86,7 @@ impl Journal {
 
     fn usable(&self) -> std::io::Result<()> {
         match self.broken.load(Ordering::Acquire) {
-            true => Err(std::io::Error::other("a journal write or sync failed earlier; open the store again")),
+            true => Err(std::io::Error::other("a journal sync failed earlier; open the store again")),
             false => Ok(()),
         }
     }
@@ -88,22 +98,12 @@ impl Journal {
         writes: impl Iterator<Item = (T, &'a [u8], Option<&'a [u8]>)>,
     ) -> std::io::Result<()> {
         self.usable()?;
-        let mut record = vec![0; HEADER];
-        record.extend_from_slice(&seq.to_le_bytes());
-        encode(&mut record, writes);
-        let body = u32::try_from(record.len() - HEADER).map_err(|_| std::io::Error::other("a group over 4 GiB"))?;
-        let crc = crc32fast::hash(&record[HEADER..]);
-        record[..4].copy_from_slice(&body.to_le_bytes());
-        record[4..HEADER].copy_from_slice(&crc.to_le_bytes());
         let mut files = self.lock();
         let Some(segment) = files.segments.last_mut() else { return Err(std::io::Error::other("no journal file")) };
-        if let Err(e) = (&*segment.file).write_all(&record) {
-            // Cut a partial record off, so the next one does not follow a torn one.
-            if segment.file.set_len(segment.len).is_err() {
-                self.broken.store(true, Ordering::Release);
-            }
-            return Err(e);
-        }
+        let record = record(segment.number, seq, |out| encode(out, writes))?;
+        // At the end of what was written: a write that failed part way is written over by the
+        // next, so no torn record ever sits between two whole ones.
+        segment.file.write_all_at(&record, segment.len)?;
         segment.len += record.len() as u64;
         segment.last = seq;
         Ok(())
@@ -129,34 +129,57 @@ impl Journal {
         Ok(())
     }
 
-    /// Starts a new file; the groups appended from now on go there.
+    /// Starts a new file (a spare when there is one); the groups appended from now on go there.
+    /// Its first record names the file before and how long it ended, so that a replay can tell
+    /// that file whole from one whose end a crash lost.
     pub(super) fn rotate(&self) -> Result<()> {
-        let number = {
+        let (number, spare) = {
             let mut files = self.lock();
-            if files.segments.last().is_some_and(|s| s.len == 0) {
+            if files.segments.last().is_some_and(|s| s.last == 0) {
                 return Ok(());
             }
             files.next += 1;
-            files.next - 1
+            (files.next - 1, files.spares.pop())
         };
-        let file = OpenOptions::new().create_new(true).append(true).open(self.path(number)).map_err(io)?;
+        let file = match spare {
+            Some((old, file)) => {
+                std::fs::rename(spare_path(&self.dir, old), self.path(number)).map_err(io)?;
+                file
+            }
+            None => Arc::new(OpenOptions::new().create_new(true).write(true).open(self.path(number)).map_err(io)?),
+        };
         // The new name must survive a crash before a record in it is acknowledged.
         File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(io)?;
         let mut files = self.lock();
-        files.segments.push(Segment { number, file: Arc::new(file), last: 0, len: 0, synced: 0 });
+        let mut before = [0; 16];
+        if let Some(last) = files.segments.last() {
+            before[..8].copy_from_slice(&last.number.to_le_bytes());
+            before[8..].copy_from_slice(&last.len.to_le_bytes());
+        }
+        let first = record(number, 0, |out| out.extend_from_slice(&before)).map_err(io)?;
+        file.write_all_at(&first, 0).map_err(io)?;
+        let len = first.len() as u64;
+        files.segments.push(Segment { number, file, last: 0, len, synced: 0 });
         Ok(())
     }
 
-    /// Deletes the closed files whose groups are all at most `seq` (in the trees, flushed).
+    /// Lets go of the closed files whose groups are all at most `seq` (in the trees, flushed):
+    /// kept as spares (renamed, so a replay never reads them) or deleted.
     pub(super) fn release(&self, seq: u64) -> Result<()> {
-        let released: Vec<u64> = {
+        let released: Vec<Segment> = {
             let mut files = self.lock();
             let closed = files.segments.len().saturating_sub(1);
             let done = files.segments[..closed].iter().take_while(|s| s.last <= seq && s.synced == s.len).count();
-            files.segments.drain(..done).map(|s| s.number).collect()
+            files.segments.drain(..done).collect()
         };
-        for number in released {
-            std::fs::remove_file(self.path(number)).map_err(io)?;
+        for segment in released {
+            let number = segment.number;
+            if self.lock().spares.len() < SPARES {
+                std::fs::rename(self.path(number), spare_path(&self.dir, number)).map_err(io)?;
+                self.lock().spares.push((number, segment.file));
+            } else {
+                std::fs::remove_file(self.path(number)).map_err(io)?;
+            }
         }
         Ok(())
     }
@@ -172,7 +195,8 @@ impl Journal {
         let mut count = 0;
         for number in numbers {
             let raw = std::fs::read(self.path(number)).expect("journal file");
-            count += Records(&raw).count();
+            // Less the first record, which names the file before.
+            count += Records { rest: &raw, number }.count().saturating_sub(1);
         }
         count
     }
@@ -186,8 +210,32 @@ fn file_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:016}.log"))
 }
 
-/// The numbers of the journal files in `dir`, in order.
-fn numbers(dir: &Path) -> Result<Vec<u64>> {
+fn spare_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:016}.spare"))
+}
+
+/// One record of file `number`: length, checksum, sequence, then what `body` writes. The
+/// checksum covers the file's number too, so what a spare held before reads as no record.
+fn record(number: u64, seq: u64, body: impl FnOnce(&mut Vec<u8>)) -> std::io::Result<Vec<u8>> {
+    let mut record = vec![0; HEADER];
+    record.extend_from_slice(&seq.to_le_bytes());
+    body(&mut record);
+    let len = u32::try_from(record.len() - HEADER).map_err(|_| std::io::Error::other("a group over 4 GiB"))?;
+    let crc = checksum(number, &record[HEADER..]);
+    record[..4].copy_from_slice(&len.to_le_bytes());
+    record[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+    Ok(record)
+}
+
+fn checksum(number: u64, body: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&number.to_le_bytes());
+    hasher.update(body);
+    hasher.finalize()
+}
+
+/// The numbers of the files in `dir` named `<number>.<extension>`, in order.
+fn numbers(dir: &Path, extension: &str) -> Result<Vec<u64>> {
     let mut numbers = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -195,8 +243,10 @@ fn numbers(dir: &Path) -> Result<Vec<u64>> {
         Err(e) => return Err(io(e)),
     };
     for entry in entries {
-        let name = entry.map_err(io)?.file_name();
-        if let Some(number) = name.to_str().and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok()) {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e == extension)
+            && let Some(number) = path.file_stem().and_then(|n| n.to_str()).and_then(|n| n.parse().ok())
+        {
             numbers.push(number);
         }
     }
@@ -204,21 +254,29 @@ fn numbers(dir: &Path) -> Result<Vec<u64>> {
     Ok(numbers)
 }
 
-/// The records of one file that read whole, in order, as (sequence, writes).
-struct Records<'a>(&'a [u8]);
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    bytes.get(at..at + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes)
+}
+
+/// The records of file `number` that read whole, in order, as (sequence, body): up to the first
+/// that does not (the end of what was written, or a write a crash tore).
+struct Records<'a> {
+    rest: &'a [u8],
+    number: u64,
+}
 
 impl<'a> Iterator for Records<'a> {
     type Item = (u64, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (len, rest) = self.0.split_first_chunk::<4>()?;
+        let (len, rest) = self.rest.split_first_chunk::<4>()?;
         let (crc, rest) = rest.split_first_chunk::<4>()?;
         let body = rest.get(..u32::from_le_bytes(*len) as usize)?;
         let (seq, writes) = body.split_first_chunk::<8>()?;
-        if crc32fast::hash(body) != u32::from_le_bytes(*crc) {
+        if checksum(self.number, body) != u32::from_le_bytes(*crc) {
             return None;
         }
-        self.0 = &rest[body.len()..];
+        self.rest = &rest[body.len()..];
         Some((u64::from_le_bytes(*seq), writes))
     }
 }
@@ -308,36 +366,47 @@ pub(super) fn replay(db: &sled::Db, dir: &Path) -> Result<Replayed> {
         apply(raw)?;
     }
     let mut replayed = legacy.len();
-    let numbers = numbers(dir)?;
-    let mut torn = None;
-    for number in &numbers {
-        let path = file_path(dir, *number);
-        let raw = std::fs::read(&path).map_err(io)?;
-        let mut records = Records(&raw);
+    let logs = numbers(dir, "log")?;
+    // The file read last: its number and how far its records read whole.
+    let mut before: Option<(u64, u64)> = None;
+    for number in &logs {
+        let raw = std::fs::read(file_path(dir, *number)).map_err(io)?;
+        let mut records = Records { rest: &raw, number: *number };
+        let lost = match records.next() {
+            Some((0, first)) if first.len() == 16 => {
+                let (file, len) = (u64_at(first, 0), u64_at(first, 8));
+                before.filter(|(read, whole)| *read == file && *whole < len)
+            }
+            // Created, but its first record never reached the disk: nothing of it reads, and a
+            // file after it finds it short.
+            _ => None,
+        };
+        if let Some((file, whole)) = lost {
+            let path = file_path(dir, file);
+            log::warn!(
+                "store: the end of the journal file {} was lost after byte {whole}; the groups from there on were never acknowledged and are dropped",
+                path.display()
+            );
+            break;
+        }
         for (_, writes) in records.by_ref() {
             apply(writes)?;
             replayed += 1;
         }
-        if !records.0.is_empty() {
-            torn = Some((path, raw.len() - records.0.len()));
-            break;
-        }
+        before = Some((*number, (raw.len() - records.rest.len()) as u64));
     }
-    if let Some((path, at)) = torn {
-        log::warn!(
-            "store: the journal ends in a write the last stop tore ({} at byte {at}); the groups from there on were never acknowledged and are dropped",
-            path.display()
-        );
-    }
-    let next = numbers.last().map_or(1, |n| n + 1);
-    if replayed > 0 || !numbers.is_empty() {
+    let next = logs.last().map_or(1, |n| n + 1);
+    if replayed > 0 || !logs.is_empty() {
         for (seq, _) in legacy {
             trees[T::Journal as usize].remove(seq)?;
         }
         db.flush()?;
-        for number in numbers {
+        for number in logs {
             std::fs::remove_file(file_path(dir, number)).map_err(io)?;
         }
+    }
+    for spare in numbers(dir, "spare")? {
+        std::fs::remove_file(spare_path(dir, spare)).map_err(io)?;
     }
     Ok(Replayed { groups: replayed, next })
 }
@@ -370,17 +439,28 @@ mod tests {
             journal.append(seq, [(T::Visitors, &b"k"[..], Some(&[seq as u8][..]))].into_iter()).expect("append");
         }
         journal.sync().expect("sync");
-        let path = journal.path(1);
-        let raw = std::fs::read(&path).expect("read");
-        let seqs = |raw: &[u8]| Records(raw).map(|(seq, _)| seq).collect::<Vec<_>>();
-        assert_eq!(seqs(&raw), [1, 2, 3]);
+        let raw = std::fs::read(journal.path(1)).expect("read");
+        let seqs = |raw: &[u8], number| Records { rest: raw, number }.map(|(seq, _)| seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&raw, 1), [0, 1, 2, 3], "the first record names the file before");
         for cut in 0..raw.len() {
-            assert!(seqs(&raw[..cut]).len() < 3, "cut at {cut}");
+            assert!(seqs(&raw[..cut], 1).len() < 4, "cut at {cut}");
         }
         let mut flipped = raw.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert_eq!(seqs(&flipped), [1, 2], "a checksum that does not match ends the file");
+        assert_eq!(seqs(&flipped, 1), [0, 1, 2], "a checksum that does not match ends the file");
+        assert_eq!(seqs(&raw, 2), Vec::<u64>::new(), "under another file's number nothing reads");
+        // Released, the file waits as a spare; the next file is that one, written over.
+        journal.rotate().expect("rotate");
+        journal.append(4, [(T::Visitors, &b"k"[..], Some(&b"4"[..]))].into_iter()).expect("append");
+        journal.sync().expect("sync");
+        journal.release(3).expect("release");
+        assert_eq!(numbers(dir.path(), "spare").expect("list"), [1]);
+        journal.rotate().expect("rotate");
+        assert_eq!(numbers(dir.path(), "spare").expect("list"), Vec::<u64>::new());
+        assert_eq!(numbers(dir.path(), "log").expect("list"), [2, 3]);
+        assert_eq!(journal.records(), 1, "the spare's old records do not read as the new file's");
+        assert!(std::fs::metadata(journal.path(3)).expect("stat").len() >= raw.len() as u64);
     }
 
     #[test]
@@ -406,9 +486,9 @@ mod tests {
         assert_eq!((replayed.groups, replayed.next), (2, 3));
         let visitors = db.open_tree(T::Visitors.name()).expect("tree");
         assert_eq!(visitors.get(b"k").expect("read").as_deref(), Some(&[2u8][..]), "the second group's write");
-        assert_eq!(numbers(&journal_dir).expect("list"), Vec::<u64>::new(), "the files are gone");
+        assert_eq!(numbers(&journal_dir, "log").expect("list"), Vec::<u64>::new(), "the files are gone");
         let journal = Journal::create(&journal_dir, replayed.next).expect("journal");
         journal.append(1, put(1)).expect("append");
-        assert_eq!(numbers(&journal_dir).expect("list"), [3], "numbered on");
+        assert_eq!(numbers(&journal_dir, "log").expect("list"), [3], "numbered on");
     }
 }
