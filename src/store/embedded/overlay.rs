@@ -4,13 +4,13 @@
 //! returns, the group is acknowledged, and its writes wait here, in memory, where every read
 //! looks first. A checkpoint (`checkpoint`, on its own thread, once a second or when `FULL`
 //! writes wait) writes them into sled's trees, a key written many times once, the turns
-//! straight into transcript chunks; after a flush it deletes the journal files it covered.
+//! straight into transcript chunks; after a flush it releases the journal files it covered.
 //! This is a write-ahead log with lazily written pages, as a database keeps them: a chat
 //! message costs an append to a file and a share of one `fdatasync`, and a chat that records a
 //! preference at every message writes its profile into sled a few times a second instead of at
 //! every message.
 //!
-//! Journal files are deleted oldest first, and only once the trees hold what they say (the
+//! Journal files are released oldest first, and only once the trees hold what they say (the
 //! checkpoint's writes, flushed), so after a crash the records left are a suffix of the groups,
 //! replayed in order at open over trees that hold at least everything before it: each key ends
 //! as the last group wrote it.
@@ -66,7 +66,7 @@ struct Layers {
     frozen: Arc<Layer>,
     /// The last group whose writes are in the trees or here.
     seq: u64,
-    /// The last group whose journal entry a checkpoint removed.
+    /// The last group a checkpoint wrote into the trees (its journal file released).
     released: u64,
 }
 
@@ -108,7 +108,7 @@ impl Overlay {
         self.exclusive.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The writes of group `seq`, after its journal entry.
+    /// The writes of group `seq`, after its journal record.
     pub(super) fn add(&self, seq: u64, writes: impl IntoIterator<Item = ((T, Vec<u8>), Option<Vec<u8>>)>) {
         let mut layers = self.write();
         for (key, value) in writes {
@@ -200,7 +200,7 @@ impl Overlay {
     }
 
     /// Starts a checkpoint: what is waiting becomes `frozen`. `None` when nothing waits and
-    /// every journal entry is released.
+    /// every group is in the trees.
     fn freeze(&self) -> Option<(Arc<Layer>, u64)> {
         let mut layers = self.write();
         if layers.active.is_empty() && layers.seq == layers.released {
@@ -225,7 +225,7 @@ impl Overlay {
     }
 }
 
-/// Writes what waits into the trees, flushes, and deletes the journal files it covered.
+/// Writes what waits into the trees, flushes, and releases the journal files it covered.
 pub(super) fn checkpoint(db: &sled::Db, trees: &Trees) -> Result<()> {
     let overlay = &trees.overlay;
     let _exclusive = overlay.exclusive();
