@@ -234,7 +234,7 @@ fn open_db(dir: &Path, path: &Path) -> Result<sled::Db> {
 
 impl Embedded {
     pub(super) fn open(dir: &Path) -> Result<Embedded> {
-        private_dir(dir).map_err(|e| StoreError::Sled(e.into()))?;
+        private_dir(dir).map_err(io)?;
         let journal_dir = dir.join("journal");
         let (db, replayed) = compact::open(dir, |db| journal::replay(db, &journal_dir))?;
         let mut trees = Vec::with_capacity(T::ALL.len());
@@ -242,8 +242,10 @@ impl Embedded {
             trees.push(db.open_tree(tree.name())?);
         }
         if replayed.groups > 0 {
-            let groups = replayed.groups;
-            log::warn!("store: replayed {groups} group(s) of writes from the journal: the last stop was not clean");
+            log::warn!(
+                "store: replayed {} group(s) of writes from the journal: the last stop was not clean",
+                replayed.groups
+            );
         }
         let trees = Trees {
             trees: trees.try_into().expect("one tree per name in T::ALL"),
@@ -508,6 +510,11 @@ fn index_last_seen(trees: &Trees) -> Result<()> {
         trees[T::LeadsBySeen].insert(seen.key(), &[])?;
     }
     Ok(())
+}
+
+/// A file system error, as the store reports it.
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Sled(e.into())
 }
 
 /// A stored time: milliseconds, big-endian (an admin session's expiry).

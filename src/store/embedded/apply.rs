@@ -115,7 +115,7 @@ impl<'a> Group<'a> {
         if !self.staged.is_empty() {
             let writes = self.staged.iter().map(|((tree, key), value)| (*tree, key.as_slice(), value.as_deref()));
             // Nothing of the group is anywhere yet when this fails: the group fails whole.
-            trees.journal.append(seq, writes).map_err(|e| super::StoreError::Sled(e.into()))?;
+            trees.journal.append(seq, writes).map_err(super::io)?;
         }
         trees.overlay.add(seq, self.staged);
         memory.erased.extend(self.erased);

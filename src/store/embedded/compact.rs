@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Result, StoreError, T};
+use super::{Result, T, io};
 
 struct Paths {
     store: PathBuf,
@@ -29,10 +29,6 @@ impl Paths {
             marker: dir.join("store.compacted"),
         }
     }
-}
-
-fn io(e: std::io::Error) -> StoreError {
-    StoreError::Sled(e.into())
 }
 
 /// Opens the store in `dir`, first finishing a compaction a crash interrupted, and compacting it

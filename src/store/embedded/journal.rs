@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Result, StoreError, T};
+use super::{Result, StoreError, T, io};
 
 /// Length and checksum.
 const HEADER: usize = 8;
@@ -200,10 +200,6 @@ impl Journal {
         }
         count
     }
-}
-
-fn io(e: std::io::Error) -> StoreError {
-    StoreError::Sled(e.into())
 }
 
 fn file_path(dir: &Path, number: u64) -> PathBuf {

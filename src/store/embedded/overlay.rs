@@ -235,7 +235,7 @@ pub(super) fn checkpoint(db: &sled::Db, trees: &Trees) -> Result<()> {
         trees.journal.rotate()?;
         // sled may write a tree's pages to disk at any time: a write must not get there before
         // its group's journal record, or a crash could keep part of a group.
-        trees.journal.sync().map_err(|e| super::StoreError::Sled(e.into()))?;
+        trees.journal.sync().map_err(super::io)?;
         let mut recent = Vec::new();
         for ((tree, key), value) in frozen.writes.iter() {
             match (tree, value) {

@@ -74,7 +74,7 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                     while let Ok(more) = applied_rx.try_recv() {
                         groups.push(more);
                     }
-                    let flushed = journal.sync().map_err(|e| StoreError::Sled(e.into()));
+                    let flushed = journal.sync().map_err(super::io);
                     stats.flushes.fetch_add(1, Ordering::Relaxed);
                     let made_durable: usize = groups.iter().map(|g| g.acks.len()).sum();
                     metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(made_durable as f64);
