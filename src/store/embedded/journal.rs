@@ -163,25 +163,31 @@ impl Journal {
         Ok(())
     }
 
-    /// Lets go of the closed files whose groups are all at most `seq` (in the trees, flushed):
-    /// kept as spares (renamed, so a replay never reads them) or deleted.
+    /// Lets go of the closed files whose groups are all at most `seq` (in the trees, flushed),
+    /// oldest first: kept as spares (renamed, so a replay never reads them) or deleted. A file
+    /// leaves the list only once that is done, so after an error the files left are still the
+    /// newest ones and a later release starts again from the oldest.
     pub(super) fn release(&self, seq: u64) -> Result<()> {
-        let released: Vec<Segment> = {
+        loop {
+            let (number, keep) = {
+                let files = self.lock();
+                let closed = &files.segments[..files.segments.len().saturating_sub(1)];
+                match closed.first() {
+                    Some(s) if s.last <= seq && s.synced == s.len => (s.number, files.spares.len() < SPARES),
+                    _ => return Ok(()),
+                }
+            };
+            match keep {
+                true => std::fs::rename(self.path(number), spare_path(&self.dir, number)).map_err(io)?,
+                false => std::fs::remove_file(self.path(number)).map_err(io)?,
+            }
+            // Only the checkpoint thread releases and rotates: the oldest is still this one.
             let mut files = self.lock();
-            let closed = files.segments.len().saturating_sub(1);
-            let done = files.segments[..closed].iter().take_while(|s| s.last <= seq && s.synced == s.len).count();
-            files.segments.drain(..done).collect()
-        };
-        for segment in released {
-            let number = segment.number;
-            if self.lock().spares.len() < SPARES {
-                std::fs::rename(self.path(number), spare_path(&self.dir, number)).map_err(io)?;
-                self.lock().spares.push((number, segment.file));
-            } else {
-                std::fs::remove_file(self.path(number)).map_err(io)?;
+            let segment = files.segments.remove(0);
+            if keep {
+                files.spares.push((number, segment.file));
             }
         }
-        Ok(())
     }
 
     fn path(&self, number: u64) -> PathBuf {
