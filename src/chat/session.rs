@@ -30,103 +30,113 @@ impl Drop for Connected {
     }
 }
 
-pub async fn run(app: Arc<App>, admitted: Admitted, mut ws: Session, mut stream: AggregatedMessageStream) {
-    metrics::gauge!(name::CONNECTIONS_OPEN).increment(1.0);
-    crate::metrics::count(name::CONNECTIONS);
-    let _open = Connected;
-    // The shutdown waits until this is dropped.
-    let _running = app.sessions.enter();
-    let config = &app.config;
-    let heartbeat = Duration::from_secs(config.heartbeat_secs.max(1));
-    let idle = Duration::from_secs(config.idle_timeout_secs.max(1));
-    let send_timeout = Duration::from_secs(config.send_timeout_secs.max(1));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    let mut last_heard = Instant::now();
-    let mut last_chat = Instant::now();
-    let mut pace = Pace { budget: Bucket::new(config.messages_per_second, config.message_burst), strikes: 0 };
-    // When the text frame being answered arrived.
-    let mut answering = None;
-    let mut shutdown = app.shutdown.subscribe();
-    let mut chat = Chat { app: app.clone(), state: State::Waiting };
-    let mut agent = app.live.register();
-    // Every await below that is not the `select!` is boxed: an idle connection's task holds
-    // only what waiting needs, not room for a reply, a ping or a close in flight (1,944 → 1,488
-    // bytes per connection).
-    let close = loop {
-        tokio::select! {
-            message = stream.recv() => {
-                last_heard = Instant::now();
-                let frames = match message {
-                    None => break None,
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        last_chat = Instant::now();
-                        answering = Some(last_chat);
-                        match pace.take(&admitted, last_chat, app.config.rate_limit_strikes) {
-                            Paced::Answer => {
-                                // Boxed: the connection's task stays small while it waits, instead
-                                // of reserving room for the deepest step of every message.
-                                let frames = Box::pin(chat.handle(&text)).await;
-                                if let State::Open(open) = &chat.state {
-                                    agent.carry(open.profile.id);
+/// The connection's task. (A block, not an `async fn`: an async fn's future keeps a second copy
+/// of its arguments, 264 bytes on every connection.)
+#[allow(clippy::manual_async_fn)]
+pub fn run(
+    app: Arc<App>,
+    admitted: Admitted,
+    mut ws: Session,
+    mut stream: AggregatedMessageStream,
+) -> impl Future<Output = ()> {
+    async move {
+        metrics::gauge!(name::CONNECTIONS_OPEN).increment(1.0);
+        crate::metrics::count(name::CONNECTIONS);
+        let _open = Connected;
+        // The shutdown waits until this is dropped.
+        let _running = app.sessions.enter();
+        let config = &app.config;
+        let heartbeat = Duration::from_secs(config.heartbeat_secs.max(1));
+        let idle = Duration::from_secs(config.idle_timeout_secs.max(1));
+        let send_timeout = Duration::from_secs(config.send_timeout_secs.max(1));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        let mut last_heard = Instant::now();
+        let mut last_chat = Instant::now();
+        let mut pace = Pace { budget: Bucket::new(config.messages_per_second, config.message_burst), strikes: 0 };
+        // When the text frame being answered arrived.
+        let mut answering = None;
+        let mut shutdown = app.shutdown.subscribe();
+        let mut chat = Chat { app: app.clone(), state: State::Waiting };
+        let mut agent = app.live.register();
+        // Every await below that is not the `select!` is boxed: an idle connection's task holds
+        // only what waiting needs, not room for a reply, a ping or a close in flight (1,944 → 1,488
+        // bytes per connection).
+        let close = loop {
+            tokio::select! {
+                message = stream.recv() => {
+                    last_heard = Instant::now();
+                    let frames = match message {
+                        None => break None,
+                        Some(Ok(AggregatedMessage::Text(text))) => {
+                            last_chat = Instant::now();
+                            answering = Some(last_chat);
+                            match pace.take(&admitted, last_chat, app.config.rate_limit_strikes) {
+                                Paced::Answer => {
+                                    // Boxed: the connection's task stays small while it waits, instead
+                                    // of reserving room for the deepest step of every message.
+                                    let frames = Box::pin(chat.handle(&text)).await;
+                                    if let State::Open(open) = &chat.state {
+                                        agent.carry(open.profile.id);
+                                    }
+                                    frames
                                 }
-                                frames
-                            }
-                            Paced::Refuse => vec![ServerFrame::error(ErrorCode::RateLimited, "too many messages; please slow down")],
-                            Paced::Close => {
-                                break Some(CloseReason { code: CloseCode::Policy, description: Some("rate limited".into()) });
+                                Paced::Refuse => vec![ServerFrame::error(ErrorCode::RateLimited, "too many messages; please slow down")],
+                                Paced::Close => {
+                                    break Some(CloseReason { code: CloseCode::Policy, description: Some("rate limited".into()) });
+                                }
                             }
                         }
-                    }
-                    Some(Ok(AggregatedMessage::Binary(_))) => vec![ServerFrame::error(
-                        ErrorCode::BadRequest,
-                        "binary frames are not part of chat.v1: send JSON text frames",
-                    )],
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if Box::pin(ws.pong(&bytes)).await.is_err() {
-                            return;
+                        Some(Ok(AggregatedMessage::Binary(_))) => vec![ServerFrame::error(
+                            ErrorCode::BadRequest,
+                            "binary frames are not part of chat.v1: send JSON text frames",
+                        )],
+                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                            if Box::pin(ws.pong(&bytes)).await.is_err() {
+                                return;
+                            }
+                            continue;
                         }
-                        continue;
+                        Some(Ok(AggregatedMessage::Pong(_))) => continue,
+                        Some(Ok(AggregatedMessage::Close(_))) => break None,
+                        Some(Err(error)) => {
+                            let (frame, reason) = protocol_error(&error);
+                            let _ = Box::pin(ws.text(frame.to_json())).await;
+                            break Some(reason);
+                        }
+                    };
+                    if !Box::pin(send(&mut ws, frames, send_timeout)).await {
+                        return;
                     }
-                    Some(Ok(AggregatedMessage::Pong(_))) => continue,
-                    Some(Ok(AggregatedMessage::Close(_))) => break None,
-                    Some(Err(error)) => {
-                        let (frame, reason) = protocol_error(&error);
-                        let _ = Box::pin(ws.text(frame.to_json())).await;
-                        break Some(reason);
+                    if let (Some(started), Some(hot)) = (answering.take(), crate::metrics::per_message()) {
+                        hot.reply_seconds.record(started.elapsed().as_secs_f64());
                     }
-                };
-                if !Box::pin(send(&mut ws, frames, send_timeout)).await {
-                    return;
                 }
-                if let (Some(started), Some(hot)) = (answering.take(), crate::metrics::per_message()) {
-                    hot.reply_seconds.record(started.elapsed().as_secs_f64());
+                event = agent.inbox.next() => {
+                    if !Box::pin(send(&mut ws, Box::pin(chat.on_person(event)).await, send_timeout)).await {
+                        return;
+                    }
+                }
+                _ = ticks.tick() => {
+                    if last_heard.elapsed() > heartbeat * 3 {
+                        break Some(CloseReason { code: CloseCode::Away, description: Some("no heartbeat".into()) });
+                    }
+                    if last_chat.elapsed() > idle {
+                        break Some(CloseReason { code: CloseCode::Other(super::CLOSE_IDLE), description: Some("idle".into()) });
+                    }
+                    if Box::pin(ws.ping(b"")).await.is_err() {
+                        return;
+                    }
+                }
+                // The reply in progress above always completes first: `select!` only looks here
+                // between frames.
+                _ = shutdown.wait_for(|stopping| *stopping) => {
+                    break Some(CloseReason { code: CloseCode::Restart, description: Some("server restarting".into()) });
                 }
             }
-            event = agent.inbox.next() => {
-                if !Box::pin(send(&mut ws, Box::pin(chat.on_person(event)).await, send_timeout)).await {
-                    return;
-                }
-            }
-            _ = ticks.tick() => {
-                if last_heard.elapsed() > heartbeat * 3 {
-                    break Some(CloseReason { code: CloseCode::Away, description: Some("no heartbeat".into()) });
-                }
-                if last_chat.elapsed() > idle {
-                    break Some(CloseReason { code: CloseCode::Other(super::CLOSE_IDLE), description: Some("idle".into()) });
-                }
-                if Box::pin(ws.ping(b"")).await.is_err() {
-                    return;
-                }
-            }
-            // The reply in progress above always completes first: `select!` only looks here
-            // between frames.
-            _ = shutdown.wait_for(|stopping| *stopping) => {
-                break Some(CloseReason { code: CloseCode::Restart, description: Some("server restarting".into()) });
-            }
-        }
-    };
-    log_close(&close);
-    let _ = Box::pin(ws.close(close)).await;
+        };
+        log_close(&close);
+        let _ = Box::pin(ws.close(close)).await;
+    }
 }
 
 /// A connection's message budget, and how many messages in a row it refused.
