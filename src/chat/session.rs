@@ -31,7 +31,7 @@ impl Drop for Connected {
 }
 
 /// The connection's task. Its state is built before the block that runs it, and moved in once:
-/// an `async fn`'s future keeps a second copy of what it was given (344 bytes on every
+/// an `async fn`'s future keeps a second copy of its arguments (264 bytes on every
 /// connection).
 pub fn run(
     app: Arc<App>,
@@ -65,7 +65,7 @@ pub fn run(
         let mut agent = app.live.register();
         // The loop only waits; what comes is handled in a boxed future, so an idle connection's
         // task holds what waiting needs, not room for a reply, a ping or a close in flight
-        // (the task: 1,664 → 1,024 bytes per connection).
+        // (tokio's task: 1,664 → 896 bytes per connection, `-Zprint-type-sizes`).
         let close = loop {
             let next = tokio::select! {
                 message = stream.recv() => Box::pin(connection.on_frame(message, &mut agent)).await,
