@@ -124,10 +124,7 @@ impl Connection {
             let description = Some("idle".into());
             return Next::Close(Some(CloseReason { code: CloseCode::Other(super::CLOSE_IDLE), description }));
         }
-        match self.ws.ping(b"").await {
-            Ok(()) => Next::Wait,
-            Err(_) => Next::Gone,
-        }
+        sent(self.ws.ping(b"").await)
     }
 
     async fn on_frame(
@@ -136,12 +133,14 @@ impl Connection {
         agent: &mut super::agents::Registration,
     ) -> Next {
         self.last_heard = Instant::now();
+        // When the text frame being answered arrived.
+        let mut answering = None;
         let frames = match frame {
             None => return Next::Close(None),
             Some(Ok(AggregatedMessage::Text(text))) => {
                 self.last_chat = Instant::now();
-                let answering = self.last_chat;
-                let frames = match self.pace.take(&self.admitted, answering, self.chat.app.config.rate_limit_strikes) {
+                answering = Some(self.last_chat);
+                match self.pace.take(&self.admitted, self.last_chat, self.chat.app.config.rate_limit_strikes) {
                     Paced::Answer => {
                         let frames = self.chat.handle(&text).await;
                         if let State::Open(open) = &self.chat.state {
@@ -156,23 +155,13 @@ impl Connection {
                         let description = Some("rate limited".into());
                         return Next::Close(Some(CloseReason { code: CloseCode::Policy, description }));
                     }
-                };
-                let next = self.send(frames).await;
-                if let Some(hot) = crate::metrics::per_message() {
-                    hot.reply_seconds.record(answering.elapsed().as_secs_f64());
                 }
-                return next;
             }
             Some(Ok(AggregatedMessage::Binary(_))) => vec![ServerFrame::error(
                 ErrorCode::BadRequest,
                 "binary frames are not part of chat.v1: send JSON text frames",
             )],
-            Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                return match self.ws.pong(&bytes).await {
-                    Ok(()) => Next::Wait,
-                    Err(_) => Next::Gone,
-                };
-            }
+            Some(Ok(AggregatedMessage::Ping(bytes))) => return sent(self.ws.pong(&bytes).await),
             Some(Ok(AggregatedMessage::Pong(_))) => return Next::Wait,
             Some(Ok(AggregatedMessage::Close(_))) => return Next::Close(None),
             Some(Err(error)) => {
@@ -181,7 +170,11 @@ impl Connection {
                 return Next::Close(Some(reason));
             }
         };
-        self.send(frames).await
+        let next = self.send(frames).await;
+        if let (Some(started), Some(hot)) = (answering, crate::metrics::per_message()) {
+            hot.reply_seconds.record(started.elapsed().as_secs_f64());
+        }
+        next
     }
 
     async fn send(&mut self, frames: Vec<ServerFrame>) -> Next {
@@ -189,6 +182,14 @@ impl Connection {
             true => Next::Wait,
             false => Next::Gone,
         }
+    }
+}
+
+/// A ping or pong sent, or the client gone.
+fn sent<E>(result: Result<(), E>) -> Next {
+    match result {
+        Ok(()) => Next::Wait,
+        Err(_) => Next::Gone,
     }
 }
 
