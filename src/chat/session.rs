@@ -42,10 +42,8 @@ pub fn run(
     // Boxed: 176 bytes that would take the task past a size class (1,152 → 896 bytes).
     let mut stream = Box::new(stream);
     let config = &app.config;
+    let heartbeat = secs(config.heartbeat_secs);
     let mut connection = Connection {
-        heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
-        idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
-        send_timeout: Duration::from_secs(config.send_timeout_secs.max(1)),
         last_heard: Instant::now(),
         last_chat: Instant::now(),
         pace: Pace { budget: Bucket::new(config.messages_per_second, config.message_burst), strikes: 0 },
@@ -59,7 +57,6 @@ pub fn run(
         let _open = Connected;
         // The shutdown waits until this is dropped.
         let _running = app.sessions.enter();
-        let heartbeat = connection.heartbeat;
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         let mut shutdown = app.shutdown.subscribe();
         let mut agent = app.live.register();
@@ -96,17 +93,20 @@ enum Next {
     Gone,
 }
 
-/// A connection's state between frames.
+/// A connection's state between frames. (Its time limits are read from the configuration
+/// when needed, not kept in every idle connection.)
 struct Connection {
     ws: Session,
     chat: Chat,
     admitted: Admitted,
     pace: Pace,
-    heartbeat: Duration,
-    idle: Duration,
-    send_timeout: Duration,
     last_heard: Instant,
     last_chat: Instant,
+}
+
+/// A configured number of seconds, at least one.
+fn secs(configured: u64) -> Duration {
+    Duration::from_secs(configured.max(1))
 }
 
 impl Connection {
@@ -117,10 +117,11 @@ impl Connection {
 
     /// A heartbeat: closes a connection that went quiet, pings the others.
     async fn on_tick(&mut self) -> Next {
-        if self.last_heard.elapsed() > self.heartbeat * 3 {
+        let config = &self.chat.app.config;
+        if self.last_heard.elapsed() > secs(config.heartbeat_secs) * 3 {
             return Next::Close(Some(CloseReason { code: CloseCode::Away, description: Some("no heartbeat".into()) }));
         }
-        if self.last_chat.elapsed() > self.idle {
+        if self.last_chat.elapsed() > secs(config.idle_timeout_secs) {
             let description = Some("idle".into());
             return Next::Close(Some(CloseReason { code: CloseCode::Other(super::CLOSE_IDLE), description }));
         }
@@ -178,7 +179,7 @@ impl Connection {
     }
 
     async fn send(&mut self, frames: Vec<ServerFrame>) -> Next {
-        match send(&mut self.ws, frames, self.send_timeout).await {
+        match send(&mut self.ws, frames, secs(self.chat.app.config.send_timeout_secs)).await {
             true => Next::Wait,
             false => Next::Gone,
         }
@@ -286,8 +287,28 @@ struct Chat {
 /// open conversation answers messages: the types say so, not a check in every handler.
 enum State {
     Waiting,
+    /// A visitor the store does not know yet who has only said hello, held as nothing but the
+    /// commands that would store them: they say everything `Open` would hold, and the first
+    /// message rebuilds it from them (`Open::replay`). Most connections from an ad's landing
+    /// page never say more; each is spared the conversation's memory (~1.3 KiB).
+    Greeted(Unsaved),
     /// Boxed: the frame loop's future holds a word for it, not the whole conversation.
     Open(Box<Open>),
+}
+
+impl State {
+    /// The open conversation, rebuilt first for a visitor who only said hello.
+    fn open(&mut self) -> Result<Option<&mut Open>, crate::store::StoreError> {
+        if let State::Greeted(unsaved) = self {
+            let mut open = Open::replay(unsaved)?;
+            open.unsaved = std::mem::take(unsaved);
+            *self = State::Open(Box::new(open));
+        }
+        Ok(match self {
+            State::Open(open) => Some(open),
+            State::Waiting | State::Greeted(_) => None,
+        })
+    }
 }
 
 /// The conversation a connection carries once `hello` has opened it.
@@ -328,6 +349,11 @@ impl Unsaved {
         Ok(held)
     }
 
+    /// The held commands.
+    fn commands(&self) -> Result<Vec<Command>, crate::store::StoreError> {
+        self.before(Vec::new())
+    }
+
     fn unreadable(e: serde_json::Error) -> crate::store::StoreError {
         crate::store::StoreError::Corrupt { tree: "the greeting held in memory", reason: e.to_string() }
     }
@@ -350,13 +376,11 @@ impl Chat {
         let app = &self.app;
         let result = match (frame, &mut self.state) {
             (ClientFrame::Hello(hello), State::Waiting) => self.hello(hello).await,
-            (ClientFrame::Hello(_), State::Open(_)) => {
-                Err(ServerFrame::error(ErrorCode::BadRequest, "hello was already received on this connection"))
-            }
-            (_, State::Waiting) => Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first")),
-            (ClientFrame::Say { text }, State::Open(open)) => open.message(app, &text, Sent::Typed).await,
-            (ClientFrame::Choose { value }, State::Open(open)) => open.message(app, &value, Sent::Chosen).await,
-            (ClientFrame::Consent(consent), State::Open(open)) => open.consent(app, consent).await,
+            (frame, state) => match state.open() {
+                Err(e) => Err(internal(e)),
+                Ok(None) => Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first")),
+                Ok(Some(open)) => open.answer(app, frame).await,
+            },
         };
         result.unwrap_or_else(|error| vec![error])
     }
@@ -443,8 +467,12 @@ impl Chat {
         };
         // On an error nothing of this hello was stored, and the connection still waits for
         // one: the client may say hello again.
+        let greeted = !returning && matches!(persist, Persist::WithNextMessage);
         frames.extend(open.step(&self.app, input, commands, persist).await?);
-        self.state = State::Open(open);
+        self.state = match greeted {
+            true => State::Greeted(std::mem::take(&mut open.unsaved)),
+            false => State::Open(open),
+        };
         Ok(frames)
     }
 
@@ -464,9 +492,13 @@ impl Chat {
     /// What a person did in the admin. The store already holds who has the chat; the session
     /// mirrors it, so that it knows without a read whether the bot may answer.
     async fn on_person(&mut self, event: FromPerson) -> Vec<ServerFrame> {
-        match &mut self.state {
-            State::Open(open) => open.on_person(&self.app, event).await,
-            State::Waiting => Vec::new(),
+        match self.state.open() {
+            Ok(Some(open)) => open.on_person(&self.app, event).await,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                log::error!("store: {e}");
+                Vec::new()
+            }
         }
     }
 }
@@ -480,6 +512,60 @@ fn person(app: &App, profile: &Profile, now: u64) -> Option<String> {
 }
 
 impl Open {
+    async fn answer(&mut self, app: &Arc<App>, frame: ClientFrame) -> Result<Vec<ServerFrame>, ServerFrame> {
+        match frame {
+            ClientFrame::Say { text } => self.message(app, &text, Sent::Typed).await,
+            ClientFrame::Choose { value } => self.message(app, &value, Sent::Chosen).await,
+            ClientFrame::Consent(consent) => self.consent(app, consent).await,
+            ClientFrame::Hello(_) => {
+                Err(ServerFrame::error(ErrorCode::BadRequest, "hello was already received on this connection"))
+            }
+        }
+    }
+
+    /// A greeted visitor's conversation, from the commands `hello` held for them: the profile
+    /// they create and change, the conversation they open (of its source the session keeps the
+    /// campaign, as `hello` does) and set, the greeting's turn. (The writer builds the stored
+    /// profile from the same commands.)
+    fn replay(unsaved: &Unsaved) -> Result<Open, crate::store::StoreError> {
+        let (mut profile, mut conversation, mut last_turn) = (None, None::<Conversation>, None);
+        for command in unsaved.commands()? {
+            match command {
+                Command::Visitor { visitor, change: Change::Create { at, locale } } => {
+                    profile = Some(Profile::new(visitor, at, &locale));
+                }
+                Command::Visitor { change, .. } => profile.iter_mut().for_each(|p| p.apply(&change)),
+                Command::OpenConversation(mut opened) => {
+                    opened.source = Source { campaign: opened.source.campaign.take(), ..Source::default() };
+                    opened.last_at = opened.started_at;
+                    conversation = Some(opened);
+                }
+                Command::AppendTurn { turn, entries, .. } => {
+                    last_turn = Some(turn);
+                    if let (Some(c), Some(entry)) = (&mut conversation, entries.last()) {
+                        c.last_at = entry.at;
+                    }
+                }
+                Command::SetPending { pending, .. } => {
+                    conversation.iter_mut().for_each(|c| c.pending = pending.clone())
+                }
+                Command::ConversationLocale { locale, .. } => {
+                    conversation.iter_mut().for_each(|c| c.locale.clone_from(&locale))
+                }
+                _ => {}
+            }
+        }
+        match (profile, conversation) {
+            (Some(profile), Some(conversation)) => {
+                Ok(Open { profile, conversation, failed: None, last_turn, unsaved: Unsaved::default() })
+            }
+            _ => Err(crate::store::StoreError::Corrupt {
+                tree: "the greeting held in memory",
+                reason: "it creates no visitor or opens no conversation".into(),
+            }),
+        }
+    }
+
     async fn message(&mut self, app: &Arc<App>, text: &str, sent: Sent) -> Result<Vec<ServerFrame>, ServerFrame> {
         let text = text.trim();
         if text.is_empty() {
@@ -764,5 +850,75 @@ mod tests {
         assert!(held.0.len() < commands.len() * std::mem::size_of::<Command>(), "{} bytes", held.0.len());
         assert_eq!(held.before(Vec::new()).expect("decodes"), commands);
         assert_eq!(Unsaved::hold(&[]).expect("nothing").before(Vec::new()).expect("nothing"), Vec::new());
+    }
+
+    #[test]
+    fn a_greeted_visitor_is_rebuilt_as_hello_left_them() {
+        let mut profile = Profile::new(VisitorId::mint(1), 1, "en");
+        let source = Source {
+            campaign: Some("spring".into()),
+            page: Some("https://shop.example/shoes".into()),
+            utm: [("campaign".to_string(), "spring".to_string())].into(),
+            ..Source::default()
+        };
+        let opened = Conversation {
+            id: ConversationId::mint(1),
+            visitor: profile.id,
+            started_at: 1,
+            last_at: 0, // not stored (read from the last turn)
+            locale: "en".into(),
+            source,
+            pending: None,
+        };
+        let turn = TurnId::after(None, 2);
+        let pending = crate::domain::Pending {
+            slot: "size".into(),
+            tries: 0,
+            then: vec!["colour".into()],
+            done: Some("shoe_found".into()),
+            intent: "find_running_shoes".into(),
+        };
+        let visit = Change::Visit {
+            at: 1,
+            locale: Some("de".into()),
+            campaign: Some("spring".into()),
+            utm: Default::default(),
+        };
+        let preference =
+            Change::Preference { name: "product".into(), value: "running shoes".into(), at: 2, message: String::new() };
+        let commands = vec![
+            Command::Visitor { visitor: profile.id, change: Change::Create { at: 1, locale: "en".into() } },
+            Command::change(&mut profile, visit),
+            Command::OpenConversation(opened.clone()),
+            Command::change(&mut profile, Change::ResumeKey("ab".repeat(32))),
+            Command::change(&mut profile, Change::Timezone("Europe/Berlin".into())),
+            Command::change(&mut profile, preference),
+            Command::ConversationLocale { conversation: opened.id, locale: "de".into() },
+            Command::SetPending { conversation: opened.id, pending: Some(pending.clone()) },
+            Command::AppendTurn {
+                conversation: opened.id,
+                turn,
+                entries: vec![Entry::said(Speaker::Bot, "Welche Größe?", 2)],
+            },
+        ];
+        let held = Unsaved::hold(&commands).expect("encodes");
+        let open = Open::replay(&held).expect("rebuilt");
+        assert_eq!(open.profile, profile, "every change, as the session applied it");
+        let expected = Conversation {
+            last_at: 2,
+            locale: "de".into(),
+            pending: Some(pending),
+            // Of the source, the session keeps the campaign (the store has the rest).
+            source: Source { campaign: Some("spring".into()), ..Source::default() },
+            ..opened
+        };
+        assert_eq!(open.conversation, expected);
+        assert_eq!(open.last_turn, Some(turn), "the next turn sorts after the greeting");
+        let mut state = State::Greeted(held);
+        let open = state.open().expect("rebuilt").expect("open");
+        assert_eq!(open.unsaved.commands().expect("held"), commands, "still stored with the first message");
+
+        let nobody = Unsaved::hold(&commands[2..3]).expect("encodes");
+        assert!(matches!(Open::replay(&nobody), Err(crate::store::StoreError::Corrupt { .. })), "no visitor created");
     }
 }
