@@ -375,7 +375,9 @@ impl Chat {
         };
         let app = &self.app;
         let result = match (frame, &mut self.state) {
-            (ClientFrame::Hello(hello), State::Waiting) => self.hello(hello).await,
+            // Boxed, as the rare paths below: every message's future would otherwise be as large
+            // as the largest of them, and is copied whole at each level it is awaited through.
+            (ClientFrame::Hello(hello), State::Waiting) => Box::pin(self.hello(hello)).await,
             (frame, state) => match state.open() {
                 Err(e) => Err(internal(e)),
                 Ok(None) => Err(ServerFrame::error(ErrorCode::BadRequest, "send hello first")),
@@ -580,7 +582,7 @@ impl Open {
         }
         let now = app.now_ms();
         if let Some(name) = person(app, &self.profile, now) {
-            return self.pass_to_person(app, text, name, now).await;
+            return Box::pin(self.pass_to_person(app, text, name, now)).await;
         }
         let input = match sent {
             Sent::Typed => Input::Say(text),
@@ -648,7 +650,7 @@ impl Open {
         let (commands, frames, profile, conversation) =
             match effects::apply(step, &self.profile, &self.conversation, turn, commands, &policy, now) {
                 Outcome::Erase { commands, frames, locale } => {
-                    return self.erase(app, frames, commands, locale, now).await;
+                    return Box::pin(self.erase(app, frames, commands, locale, now)).await;
                 }
                 Outcome::Continue { commands, frames, profile, conversation } => {
                     (commands, frames, profile, conversation)
