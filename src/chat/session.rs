@@ -104,6 +104,12 @@ struct Connection {
     last_chat: Instant,
 }
 
+/// Of where a conversation came from, the session needs only the campaign (for checkout
+/// links); the rest is stored, and would cost every idle connection up to 4 KiB.
+fn keep_campaign(source: &mut Source) {
+    *source = Source { campaign: source.campaign.take(), ..Source::default() };
+}
+
 /// A configured number of seconds, at least one.
 fn secs(configured: u64) -> Duration {
     Duration::from_secs(configured.max(1))
@@ -430,10 +436,8 @@ impl Chat {
             history,
             locale: conversation.locale.clone(),
         });
-        // Of where the conversation came from, the session needs only the campaign (for checkout
-        // links); the rest is stored, and would cost every idle connection up to 4 KiB.
         let mut conversation = conversation;
-        conversation.source = Source { campaign: conversation.source.campaign.take(), ..Source::default() };
+        keep_campaign(&mut conversation.source);
         let person = person(&self.app, &profile, now);
         // A button in an email answers the question the conversation still waits on; one that no
         // longer fits (answered meanwhile in the chat) answers nothing.
@@ -538,7 +542,7 @@ impl Open {
                 }
                 Command::Visitor { change, .. } => profile.iter_mut().for_each(|p| p.apply(&change)),
                 Command::OpenConversation(mut opened) => {
-                    opened.source = Source { campaign: opened.source.campaign.take(), ..Source::default() };
+                    keep_campaign(&mut opened.source);
                     opened.last_at = opened.started_at;
                     conversation = Some(opened);
                 }
@@ -850,8 +854,8 @@ mod tests {
         ];
         let held = Unsaved::hold(&commands).expect("encodes");
         assert!(held.0.len() < commands.len() * std::mem::size_of::<Command>(), "{} bytes", held.0.len());
-        assert_eq!(held.before(Vec::new()).expect("decodes"), commands);
-        assert_eq!(Unsaved::hold(&[]).expect("nothing").before(Vec::new()).expect("nothing"), Vec::new());
+        assert_eq!(held.commands().expect("decodes"), commands);
+        assert_eq!(Unsaved::hold(&[]).expect("nothing").commands().expect("nothing"), Vec::new());
     }
 
     #[test]

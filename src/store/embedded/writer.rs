@@ -165,7 +165,7 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
 /// core and goes on with the other sessions' messages, whose batches then join the same group,
 /// instead of giving way to a writer that wakes for one batch at a time; the same for the
 /// flusher and the groups it syncs. On two cores shared with the load generator: context
-/// switches per round trip 0.40 → 0.17, round trips per group 21 → 66, server CPU −10 %
+/// switches per round trip 0.40 → 0.17, round trips per `fdatasync` 43 → 66, server CPU −10 %
 /// (BENCHMARKS.md, fourteenth session).
 fn batch_scheduling() {
     #[cfg(target_os = "linux")]
