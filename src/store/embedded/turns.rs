@@ -124,8 +124,16 @@ pub(super) struct Stored<'a> {
 
 /// Records, each: conversation (16 bytes), turn key length (u8) and key, value length (u32 BE)
 /// and value.
-pub(super) fn encode_records<'a>(records: impl IntoIterator<Item = Stored<'a>>) -> Vec<u8> {
-    let mut out = vec![RECORDS_VERSION];
+pub(super) fn encode_records<'a, I>(records: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = Stored<'a>>,
+    I::IntoIter: Clone,
+{
+    let records = records.into_iter();
+    // Sized first: a group's value is tens of KiB, and growing it was a copy of it each time.
+    let len = records.clone().map(|r| r.conversation.len() + 1 + r.turn.len() + 4 + r.value.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(1 + len);
+    out.push(RECORDS_VERSION);
     for Stored { conversation, turn, value } in records {
         out.extend_from_slice(conversation);
         out.push(turn.len() as u8);
