@@ -145,7 +145,7 @@ impl Connection {
         let frames = match frame {
             None => return Next::Close(None),
             Some(Ok(AggregatedMessage::Text(text))) => {
-                self.last_chat = Instant::now();
+                self.last_chat = self.last_heard;
                 answering = Some(self.last_chat);
                 match self.pace.take(&self.admitted, self.last_chat, self.chat.app.config.rate_limit_strikes) {
                     Paced::Answer => {

@@ -255,7 +255,7 @@ impl Batch<'_, '_> {
         }
     }
 
-    fn contains(&self, tree: T, key: &[u8]) -> Result<bool> {
+    pub(super) fn contains(&self, tree: T, key: &[u8]) -> Result<bool> {
         match self.staged(tree, key) {
             Some(value) => Ok(value.is_some()),
             None => self.group.trees.contains(tree, key),

@@ -27,7 +27,7 @@ fn pending_key(visitor: &VisitorId, job: &Job) -> Vec<u8> {
 /// waits changes nothing) or the job is stored already (a retried batch).
 pub(super) fn enqueue(batch: &mut Batch, item: &OutboxItem) -> Result<()> {
     let pending = pending_key(&item.visitor, &item.job);
-    if batch.get(T::Outbox, item.id.as_bytes())?.is_some() || batch.get(T::OutboxPending, &pending)?.is_some() {
+    if batch.contains(T::Outbox, item.id.as_bytes())? || batch.contains(T::OutboxPending, &pending)? {
         return Ok(());
     }
     store(batch, item, pending);
