@@ -637,9 +637,9 @@ impl Open {
             preferences: &self.profile.preferences,
             pending: self.conversation.pending.as_ref(),
         };
-        let said = input.text().map(str::to_string);
+        let said = input.text();
         let turn = match self.failed.take() {
-            Some((text, turn)) if Some(&text) == said.as_ref() => turn,
+            Some((text, turn)) if Some(text.as_str()) == said => turn,
             _ => TurnId::after(self.last_turn, now),
         };
         let intents = app.intents();
@@ -664,7 +664,7 @@ impl Open {
             Persist::WithNextMessage => self.unsaved = Unsaved::hold(&commands).map_err(internal)?,
             Persist::Now => {
                 if let Err(e) = self.commit(app, commands).await {
-                    self.failed = said.map(|text| (text, turn));
+                    self.failed = said.map(|text| (text.to_string(), turn));
                     return Err(internal(e));
                 }
             }
