@@ -282,19 +282,8 @@ async fn answered(socket: &mut client::Socket) -> Option<Result<(), String>> {
     loop {
         match socket.next().await? {
             Ok(Message::Text(text)) => {
-                if text.contains("\"type\":\"say\"") {
-                    return Some(Ok(()));
-                }
-                // Only the frame's type and whether it has `how` are read: the generator shares
-                // the machine with the server it measures, and decoding every reply whole (its
-                // text, choices and captures) cost it a fifth of its time per round trip.
-                match serde_json::from_str::<Glance>(&text) {
-                    Ok(Glance { kind: "reply", how: Some(_) }) => return Some(Ok(())),
-                    Ok(Glance { kind: "error", .. }) => match serde_json::from_str::<ServerFrame>(&text) {
-                        Ok(ServerFrame::Error { code, message }) => return Some(Err(error_frame(code, &message))),
-                        _ => return Some(Err(format!("unreadable error frame: {text}"))),
-                    },
-                    _ => continue,
+                if let Some(answer) = answer(&text) {
+                    return Some(answer);
                 }
             }
             Ok(Message::Ping(payload)) => {
@@ -306,7 +295,26 @@ async fn answered(socket: &mut client::Socket) -> Option<Result<(), String>> {
     }
 }
 
-/// What `answered` reads of a server frame; the rest is skipped unread.
+/// Whether a text frame answers the last `say` (`Some(Ok)`: an echoed `say` or a reply with
+/// `how`; `Some(Err)`: an error frame) or is a later frame of the step (`None`). Only the frame's
+/// type and whether it has `how` are read: the generator shares the machine with the server it
+/// measures, and decoding every reply whole (its text, choices and captures) cost it a fifth of
+/// its time per round trip.
+fn answer(text: &str) -> Option<Result<(), String>> {
+    if text.contains("\"type\":\"say\"") {
+        return Some(Ok(()));
+    }
+    match serde_json::from_str::<Glance>(text) {
+        Ok(Glance { kind: "reply", how: Some(_) }) => Some(Ok(())),
+        Ok(Glance { kind: "error", .. }) => match serde_json::from_str::<ServerFrame>(text) {
+            Ok(ServerFrame::Error { code, message }) => Some(Err(error_frame(code, &message))),
+            _ => Some(Err(format!("unreadable error frame: {text}"))),
+        },
+        _ => None,
+    }
+}
+
+/// What `answer` reads of a server frame; the rest is skipped unread.
 #[derive(serde::Deserialize)]
 struct Glance<'a> {
     #[serde(rename = "type")]
@@ -325,6 +333,28 @@ async fn idle(socket: &mut client::Socket, end: Instant) {
                 Some(Ok(_)) => continue,
                 _ => return,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    #[test]
+    fn a_step_is_answered_by_its_first_reply_or_an_error_and_later_frames_are_skipped() {
+        let error = ServerFrame::error(ErrorCode::RateLimited, "too many messages; please slow down").to_json();
+        let rows: [(&str, Option<Result<(), String>>); 6] = [
+            (r#"{"type":"say","text":"hi"}"#, Some(Ok(()))),
+            (r#"{"type":"reply","text":"Hello!","intent":"greeting","choices":[],"how":"pattern","confidence":1.0}"#, Some(Ok(()))),
+            (r#"{"type":"reply","text":"What size do you wear?","intent":"product_interest","choices":[]}"#, None),
+            (r#"{"type":"tags","tags":["interest:sneakers"],"pixel":[]}"#, None),
+            (&error, Some(Err("error frame RateLimited: too many messages; please slow down (the server's messages_per_second and messages_per_second_per_ip)".into()))),
+            (r#"{"type":"error"}"#, Some(Err(r#"unreadable error frame: {"type":"error"}"#.into()))),
+        ];
+        for (frame, expected) in rows {
+            assert_eq!(answer(frame), expected, "{frame}");
         }
     }
 }

@@ -148,140 +148,29 @@ pub fn is_decline(normalized: &str) -> bool {
 pub fn guess_locale(normalized: &str) -> Option<&'static str> {
     // `matches!` compiles to a switch on length and bytes; `contains` on a slice compared every
     // word of the message with each of a hundred words (a fiftieth of a chat worker's time).
-    let german = |word: &str| {
-        matches!(
-            word,
-            "ich"
-                | "und"
-                | "nicht"
-                | "ist"
-                | "der"
-                | "die"
-                | "das"
-                | "den"
-                | "dem"
-                | "mein"
-                | "meine"
-                | "meiner"
-                | "meinen"
-                | "wie"
-                | "was"
-                | "wo"
-                | "wann"
-                | "warum"
-                | "ihr"
-                | "sie"
-                | "bitte"
-                | "danke"
-                | "hallo"
-                | "kann"
-                | "koennen"
-                | "nach"
-                | "bestellung"
-                | "ein"
-                | "eine"
-                | "einen"
-                | "mit"
-                | "fuer"
-                | "auf"
-                | "ja"
-                | "nein"
-                | "gibt"
-                | "es"
-                | "habe"
-                | "hat"
-                | "wir"
-                | "moechte"
-                | "wieder"
-                | "guten"
-                | "tag"
-                | "tschuess"
-                | "versand"
-                | "lieferung"
-                | "rueckgabe"
-                | "schuhe"
-                | "groesse"
-                | "bei"
-                | "mir"
-                | "mich"
-                | "noch"
-                | "schon"
-                | "auch"
-                | "zu"
-                | "von"
-                | "wird"
-                | "sind"
-                | "bin"
-                | "dauert"
-                | "liefert"
-                | "ihnen"
-                | "servus"
-                | "moin"
-                | "vielen"
-                | "dank"
-                | "hilfe"
-                | "mensch"
+    #[rustfmt::skip]
+    fn german(word: &str) -> bool {
+        matches!(word,
+            "ich" | "und" | "nicht" | "ist" | "der" | "die" | "das" | "den" | "dem" | "mein" | "meine" |
+            "meiner" | "meinen" | "wie" | "was" | "wo" | "wann" | "warum" | "ihr" | "sie" | "bitte" |
+            "danke" | "hallo" | "kann" | "koennen" | "nach" | "bestellung" | "ein" | "eine" | "einen" |
+            "mit" | "fuer" | "auf" | "ja" | "nein" | "gibt" | "es" | "habe" | "hat" | "wir" | "moechte" |
+            "wieder" | "guten" | "tag" | "tschuess" | "versand" | "lieferung" | "rueckgabe" | "schuhe" |
+            "groesse" | "bei" | "mir" | "mich" | "noch" | "schon" | "auch" | "zu" | "von" | "wird" | "sind" |
+            "bin" | "dauert" | "liefert" | "ihnen" | "servus" | "moin" | "vielen" | "dank" | "hilfe" |
+            "mensch"
         )
-    };
-    let english = |word: &str| {
-        matches!(
-            word,
-            "i" | "and"
-                | "not"
-                | "is"
-                | "the"
-                | "my"
-                | "how"
-                | "what"
-                | "where"
-                | "when"
-                | "why"
-                | "you"
-                | "please"
-                | "thanks"
-                | "thank"
-                | "hello"
-                | "hi"
-                | "can"
-                | "to"
-                | "order"
-                | "a"
-                | "an"
-                | "with"
-                | "for"
-                | "on"
-                | "yes"
-                | "no"
-                | "there"
-                | "have"
-                | "has"
-                | "we"
-                | "want"
-                | "would"
-                | "like"
-                | "do"
-                | "does"
-                | "ship"
-                | "shipping"
-                | "delivery"
-                | "return"
-                | "shoes"
-                | "size"
-                | "me"
-                | "of"
-                | "it"
-                | "are"
-                | "am"
-                | "will"
-                | "be"
-                | "hey"
-                | "bye"
-                | "help"
-                | "your"
-                | "need"
-                | "get"
+    }
+    #[rustfmt::skip]
+    fn english(word: &str) -> bool {
+        matches!(word,
+            "i" | "and" | "not" | "is" | "the" | "my" | "how" | "what" | "where" | "when" | "why" | "you" |
+            "please" | "thanks" | "thank" | "hello" | "hi" | "can" | "to" | "order" | "a" | "an" | "with" |
+            "for" | "on" | "yes" | "no" | "there" | "have" | "has" | "we" | "want" | "would" | "like" | "do" |
+            "does" | "ship" | "shipping" | "delivery" | "return" | "shoes" | "size" | "me" | "of" | "it" |
+            "are" | "am" | "will" | "be" | "hey" | "bye" | "help" | "your" | "need" | "get"
         )
-    };
+    }
     let (mut de, mut en) = (0, 0);
     for word in normalized.split(|c: char| !c.is_alphanumeric()) {
         if word.is_empty() {
