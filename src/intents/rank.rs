@@ -26,6 +26,8 @@ pub struct Ranker {
     postings: Vec<Vec<(u32, f32)>>,
     /// The intent each example belongs to.
     owners: Vec<usize>,
+    /// One more than the largest intent index an example belongs to.
+    intents: usize,
 }
 
 /// The best intent for a message and how sure the ranker is.
@@ -82,6 +84,7 @@ impl Ranker {
             unseen_idf: (n + 1.0).ln() + 1.0,
             postings,
             owners: examples.iter().map(|(owner, _)| *owner).collect(),
+            intents: examples.iter().map(|(owner, _)| owner + 1).max().unwrap_or(0),
         }
     }
 
@@ -123,15 +126,14 @@ impl Ranker {
         if let Some(skip) = skip {
             scores[skip] = 0.0;
         }
-        let mut best_per_intent: HashMap<usize, f32> = HashMap::new();
+        // Each intent's nearest example; whether the intent may answer is asked once per intent.
+        let mut best = vec![0.0f32; self.intents];
         for (example, &score) in scores.iter().enumerate() {
-            if score <= 0.0 || !eligible(self.owners[example]) {
-                continue;
-            }
-            let best = best_per_intent.entry(self.owners[example]).or_insert(0.0);
-            *best = best.max(score);
+            let owner = self.owners[example];
+            best[owner] = best[owner].max(score);
         }
-        let mut ranked: Vec<(usize, f32)> = best_per_intent.into_iter().collect();
+        let mut ranked: Vec<(usize, f32)> =
+            best.into_iter().enumerate().filter(|&(intent, score)| score > 0.0 && eligible(intent)).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked
     }

@@ -12,8 +12,8 @@
 //! when the pack loads on the pack's own examples, each scored as if its author had not
 //! written it (leave-one-out): deterministic, and a few milliseconds.
 
+use foldhash::HashMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use super::words;
 

@@ -2,7 +2,7 @@
 //! package's data, written by `words.py`): what tells a word of the shop's world from a word
 //! of everybody's.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::LazyLock;
 
 static FREQUENCIES: LazyLock<HashMap<&'static str, u8>> = LazyLock::new(|| {
