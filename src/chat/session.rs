@@ -60,28 +60,17 @@ pub fn run(
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         let mut shutdown = app.shutdown.subscribe();
         let mut agent = app.live.register();
-        // The waits for a person's answer and for the shutdown, which hardly ever end, are made
-        // once and kept across frames: made anew for every frame, each registered with its
-        // `Notify` and took itself out again (the shutdown's is shared by every session, so
-        // both workers locked one list), per message.
-        let inbox = agent.inbox.clone();
-        let mut person = std::pin::pin!(inbox.next());
-        // Never polled again once ready: the loop ends.
-        let mut stopping = std::pin::pin!(shutdown.wait_for(|stopping| *stopping));
         // The loop only waits; what comes is handled in a boxed future, so an idle connection's
         // task holds what waiting needs, not room for a reply, a ping or a close in flight
         // (tokio's task: 1,664 → 896 bytes per connection, `-Zprint-type-sizes`).
         let close = loop {
             let next = tokio::select! {
                 message = stream.recv() => Box::pin(connection.on_frame(message, &mut agent)).await,
-                event = &mut person => {
-                    person.set(inbox.next());
-                    Box::pin(connection.on_person(event)).await
-                }
+                event = agent.inbox.next() => Box::pin(connection.on_person(event)).await,
                 _ = ticks.tick() => Box::pin(connection.on_tick()).await,
                 // A reply in progress always completes first: `select!` only looks here between
                 // frames.
-                _ = &mut stopping => {
+                _ = shutdown.wait_for(|stopping| *stopping) => {
                     Next::Close(Some(CloseReason { code: CloseCode::Restart, description: Some("server restarting".into()) }))
                 }
             };
