@@ -73,10 +73,12 @@ enum T {
     RecentTurns,
     /// Conversation id → its pending question (`Option<Pending>`), once it was set.
     Pending,
+    /// Conversation id → its language (`String`), once it changed.
+    Locales,
 }
 
 impl T {
-    const ALL: [T; 21] = [
+    const ALL: [T; 22] = [
         T::Visitors,
         T::Conversations,
         T::VisitorConversations,
@@ -98,6 +100,7 @@ impl T {
         T::TriggersShown,
         T::RecentTurns,
         T::Pending,
+        T::Locales,
     ];
 
     fn name(self) -> &'static str {
@@ -123,6 +126,7 @@ impl T {
             T::TriggersShown => "triggers_shown",
             T::RecentTurns => "recent_turns",
             T::Pending => "pending",
+            T::Locales => "conversation_locales",
         }
     }
 }
@@ -134,7 +138,7 @@ type Scan = Box<dyn Iterator<Item = KeyValue> + Send>;
 /// Indexing gives a tree as sled has it; the methods answer as the store has it.
 #[derive(Clone)]
 struct Trees {
-    trees: [sled::Tree; 21],
+    trees: [sled::Tree; T::ALL.len()],
     overlay: Arc<overlay::Overlay>,
     journal: Arc<journal::Journal>,
 }
@@ -296,9 +300,13 @@ impl Embedded {
         let Some(mut conversation) = get::<Conversation>(&self.trees, T::Conversations, key)? else {
             return Ok(None);
         };
-        // Set apart since it changes every few messages (stores from before keep it in the body).
+        // Set apart since they change every few messages, and so are written without reading
+        // or rewriting the conversation (stores from before keep them in the body).
         if let Some(pending) = get(&self.trees, T::Pending, key)? {
             conversation.pending = pending;
+        }
+        if let Some(locale) = get(&self.trees, T::Locales, key)? {
+            conversation.locale = locale;
         }
         conversation.last_at = conversation.started_at;
         if let Some(last) = turns::last_of_conversation(&self.trees, conversation.id.as_bytes())? {

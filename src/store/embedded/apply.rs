@@ -6,8 +6,8 @@
 //! overlay (`store/overlay.rs`) for a checkpoint to write them into the trees.
 //!
 //! Being the only writer, the writer thread also keeps what the hot path would otherwise read
-//! (`Memory`): which visitors were erased, which conversations are gone, and the profiles it
-//! wrote last (a chat message that records a preference would otherwise read and decode the
+//! (`Memory`): which visitors were erased, which conversations exist and which are gone, and the
+//! profiles it wrote last (a chat message that records a preference would otherwise read and decode the
 //! profile's JSON first: a tenth of the writer's time). A batch takes its profile out of
 //! `Memory` rather than copying it (a copy per message was a tenth of the writer's time again):
 //! a batch that fails leaves the profile out, and it is read from the trees next time.
@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Command, Result, T, Trees, campaign_prefix, decode, encode, erase, outbox, turns};
-use crate::domain::{Change, Conversation, Profile, Status};
+use crate::domain::{Change, Profile, Status};
 use crate::ids::{ConversationId, TurnId, VisitorId};
 
 /// Staged writes: `Some` inserts, `None` removes. Ordered, so prefix scans can merge them.
@@ -32,12 +32,18 @@ pub(super) struct Memory {
     /// must not write turns into it. (Sessions do not outlive the process, so earlier ones
     /// cannot be written to.)
     gone: HashSet<ConversationId>,
+    /// Conversations the writer opened or found stored, at most `CONVERSATIONS` (then it starts
+    /// again): the pending question and the language, written every few messages, are only
+    /// stored for a conversation that exists, and this answers without reading a tree.
+    conversations: HashSet<ConversationId>,
     /// Profiles as the writer last stored them, at most `PROFILES` (then it starts again).
     profiles: HashMap<VisitorId, Profile>,
 }
 
 /// How many written profiles `Memory` keeps: a few thousand chats' worth.
 const PROFILES: usize = 4096;
+/// How many conversations `Memory` knows exist (16 bytes each).
+const CONVERSATIONS: usize = 65_536;
 
 impl Memory {
     pub(super) fn load(trees: &Trees) -> Result<Memory> {
@@ -47,7 +53,7 @@ impl Memory {
                 erased.insert(id);
             }
         }
-        Ok(Memory { erased, gone: HashSet::new(), profiles: HashMap::new() })
+        Ok(Memory { erased, gone: HashSet::new(), conversations: HashSet::new(), profiles: HashMap::new() })
     }
 }
 
@@ -57,6 +63,8 @@ pub(super) struct Group<'a> {
     staged: Staged,
     erased: HashSet<VisitorId>,
     gone: HashSet<ConversationId>,
+    /// Conversations the staged batches opened or found stored.
+    known: Vec<ConversationId>,
     /// The profiles the staged batches leave (`None`: erased).
     profiles: HashMap<VisitorId, Option<Profile>>,
     turns: Vec<Turn>,
@@ -69,6 +77,7 @@ impl<'a> Group<'a> {
             staged: Staged::new(),
             erased: HashSet::new(),
             gone: HashSet::new(),
+            known: Vec::new(),
             profiles: HashMap::new(),
             turns: Vec::new(),
         }
@@ -83,6 +92,7 @@ impl<'a> Group<'a> {
             profiles: BTreeMap::new(),
             erased: HashSet::new(),
             gone: HashSet::new(),
+            known: Vec::new(),
             written: Vec::new(),
             turns: Vec::new(),
         };
@@ -90,10 +100,11 @@ impl<'a> Group<'a> {
             batch.apply(command)?;
         }
         batch.finish_profiles();
-        let Batch { own, erased, gone, written, turns, .. } = batch;
+        let Batch { own, erased, gone, known, written, turns, .. } = batch;
         self.staged.extend(own);
         self.erased.extend(erased);
         self.gone.extend(gone);
+        self.known.extend(known);
         self.profiles.extend(written);
         self.turns.extend(turns);
         Ok(())
@@ -121,6 +132,13 @@ impl<'a> Group<'a> {
         }
         trees.overlay.add(seq, self.staged);
         memory.erased.extend(self.erased);
+        if memory.conversations.len() + self.known.len() > CONVERSATIONS {
+            memory.conversations.clear();
+        }
+        memory.conversations.extend(self.known);
+        for gone in &self.gone {
+            memory.conversations.remove(gone);
+        }
         memory.gone.extend(self.gone);
         if memory.profiles.len() + self.profiles.len() > PROFILES {
             memory.profiles.clear();
@@ -150,6 +168,7 @@ pub(super) struct Batch<'g, 'a> {
     profiles: BTreeMap<VisitorId, Cached>,
     erased: HashSet<VisitorId>,
     gone: HashSet<ConversationId>,
+    known: Vec<ConversationId>,
     /// The profiles `finish_profiles` staged, for the group and then `Memory`.
     written: Vec<(VisitorId, Option<Profile>)>,
     turns: Vec<Turn>,
@@ -178,7 +197,8 @@ impl Batch<'_, '_> {
             }
             Command::OpenConversation(conversation) if self.is_erased(&conversation.visitor) => {}
             Command::OpenConversation(conversation) => {
-                if self.get(T::Conversations, conversation.id.as_bytes())?.is_none() {
+                if !self.conversation_exists(&conversation.id)? {
+                    self.known.push(conversation.id);
                     let mut index = conversation.visitor.as_bytes().to_vec();
                     index.extend_from_slice(conversation.id.as_bytes());
                     self.put(T::VisitorConversations, index, Vec::new());
@@ -189,14 +209,16 @@ impl Batch<'_, '_> {
             Command::AppendTurn { conversation, turn, entries } => {
                 self.turns.push((conversation, turn, turns::encode(&entries)));
             }
-            // Its own small value: the conversation is neither read nor written again.
+            // Small values of their own: the conversation is neither read nor written again.
             Command::SetPending { conversation, pending } => {
-                if self.contains(T::Conversations, conversation.as_bytes())? {
+                if self.conversation_exists(&conversation)? {
                     self.put(T::Pending, conversation.as_bytes().to_vec(), encode(&pending));
                 }
             }
             Command::ConversationLocale { conversation, locale } => {
-                self.change_conversation(&conversation, |c| c.locale = locale)?;
+                if self.conversation_exists(&conversation)? {
+                    self.put(T::Locales, conversation.as_bytes().to_vec(), encode(&locale));
+                }
             }
             Command::Enqueue(item) if self.is_erased(&item.visitor) => {}
             Command::Enqueue(item) => outbox::enqueue(self, &item)?,
@@ -327,13 +349,20 @@ impl Batch<'_, '_> {
         self.gone.insert(conversation);
     }
 
-    fn change_conversation(&mut self, id: &ConversationId, change: impl FnOnce(&mut Conversation)) -> Result<()> {
-        if let Some(raw) = self.get(T::Conversations, id.as_bytes())? {
-            let mut conversation: Conversation = decode("conversations", &raw)?;
-            change(&mut conversation);
-            self.put(T::Conversations, id.as_bytes().to_vec(), encode(&conversation));
+    /// Whether the conversation is stored, and neither erased nor expired: from `Memory` when
+    /// the writer opened or found it before, otherwise from the trees (and learned).
+    fn conversation_exists(&mut self, id: &ConversationId) -> Result<bool> {
+        if self.is_gone(id) {
+            return Ok(false);
         }
-        Ok(())
+        if self.memory.conversations.contains(id) {
+            return Ok(true);
+        }
+        let stored = self.contains(T::Conversations, id.as_bytes())?;
+        if stored {
+            self.known.push(*id);
+        }
+        Ok(stored)
     }
 
     /// Writes the profiles the batch's commands touched, and keeps the seen, status and campaign

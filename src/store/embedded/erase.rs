@@ -22,7 +22,7 @@ pub(super) fn visitor(batch: &mut Batch, visitor: &VisitorId, at: u64) -> Result
     outbox::remove_visitor(batch, visitor)
 }
 
-/// Removes a conversation, its pending question, its transcript and its index entry.
+/// Removes a conversation, its pending question and language, its transcript and its index entry.
 pub(super) fn conversation(batch: &mut Batch, id: &ConversationId) -> Result<()> {
     if let Some(raw) = batch.get(T::Conversations, id.as_bytes())? {
         let conversation: Conversation = decode("conversations", &raw)?;
@@ -31,6 +31,7 @@ pub(super) fn conversation(batch: &mut Batch, id: &ConversationId) -> Result<()>
         batch.remove(T::VisitorConversations, index);
         batch.remove(T::Conversations, id.as_bytes().to_vec());
         batch.remove(T::Pending, id.as_bytes().to_vec());
+        batch.remove(T::Locales, id.as_bytes().to_vec());
     }
     for (turn, _) in batch.scan(T::Transcripts, id.as_bytes())? {
         batch.remove(T::Transcripts, turn);

@@ -128,6 +128,9 @@ impl World {
         for (key, _) in trees.iter(T::Pending).flatten() {
             out.push(format!("pending question of {}", self.name(&key)));
         }
+        for (key, _) in trees.iter(T::Locales).flatten() {
+            out.push(format!("language of {}", self.name(&key)));
+        }
         for (key, _) in trees.iter(T::VisitorConversations).flatten() {
             out.push(format!("conversations of {}: {}", self.name(&key[..16]), self.name(&key[16..])));
         }
@@ -360,20 +363,24 @@ fn every_command_on_a_fresh_store() {
                 "status chatting V1",
                 "conversation C1 of V1 de pending=size",
                 "pending question of C1",
+                "language of C1",
                 "conversations of V1: C1",
                 "turn C1 T1 [\"hi\"]",
                 "turn C1 T2 [\"boots\"]",
             ],
         ),
         (
-            "expire a conversation, its pending question too: no turn can be added to it afterwards",
+            "expire a conversation, its pending question and language too: nothing can be added to it afterwards",
             vec![
                 w.create(v1),
                 w.open(c1, v1),
                 w.turn(c1, w.t1, "hi"),
                 Command::SetPending { conversation: c1, pending: None },
+                Command::ConversationLocale { conversation: c1, locale: "de".into() },
                 Command::ExpireConversation(c1),
                 w.turn(c1, w.t2, "late"),
+                Command::SetPending { conversation: c1, pending: None },
+                Command::ConversationLocale { conversation: c1, locale: "fr".into() },
             ],
             vec![
                 "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
@@ -487,7 +494,7 @@ fn a_batch_whose_last_command_fails_leaves_nothing_and_its_retry_stores_the_turn
         Command::Erase { visitor: w.v2, at: 20 },
     ];
     let mut failing = turn.clone();
-    failing.push(Command::ConversationLocale { conversation: w.c2, locale: "de".into() });
+    failing.push(Command::ExpireConversation(w.c2));
     let error = store.commit_blocking(failing).expect_err("the last command fails");
     assert!(matches!(error, StoreError::Corrupt { tree: "conversations", .. }), "{error}");
     assert_eq!(w.render(&store), before, "nothing of the failed batch is stored");
@@ -518,8 +525,7 @@ fn in_a_group_a_failing_batch_does_not_take_the_others_with_it() {
     let mut memory = Memory::load(trees).expect("memory");
     let mut group = Group::new(trees);
     group.stage(&mut memory, vec![w.turn(w.c1, w.t1, "first")]).expect("first batch");
-    let failing =
-        vec![w.turn(w.c1, w.t2, "second"), Command::ConversationLocale { conversation: w.c2, locale: "de".into() }];
+    let failing = vec![w.turn(w.c1, w.t2, "second"), Command::ExpireConversation(w.c2)];
     assert!(group.stage(&mut memory, failing).is_err());
     group.stage(&mut memory, vec![w.create(w.v2), Command::Erase { visitor: w.v1, at: 30 }]).expect("third batch");
     // A batch staged later in the group sees what earlier ones staged, the failed one excepted.
