@@ -27,7 +27,9 @@ fn pending_key(visitor: &VisitorId, job: &Job) -> Vec<u8> {
 /// waits changes nothing) or the job is stored already (a retried batch).
 pub(super) fn enqueue(batch: &mut Batch, item: &OutboxItem) -> Result<()> {
     let pending = pending_key(&item.visitor, &item.job);
-    if batch.contains(T::Outbox, item.id.as_bytes())? || batch.contains(T::OutboxPending, &pending)? {
+    // The pending job first: in a chat it is the usual answer (every message of a flow asks for
+    // the unfinished-chat email again), and the id, minted anew each time, is then not looked up.
+    if batch.contains(T::OutboxPending, &pending)? || batch.contains(T::Outbox, item.id.as_bytes())? {
         return Ok(());
     }
     store(batch, item, pending);
