@@ -29,7 +29,10 @@ use crate::intents::How;
 const TURN_VERSION: u8 = 2;
 /// Records: a chunk of `transcripts`, or a group's value in `recent_turns`.
 const RECORDS_VERSION: u8 = 3;
-/// At most this many turns per chunk, so a value stays far below sled's blob size (128 KiB).
+/// At most this many turns per chunk (tens of KiB). sled writes a leaf of more than 128 KiB (up to
+/// 17 keys) as a file of its own, so most leaves of `transcripts` are such files; chunks of 6 KiB,
+/// which keep leaves in sled's log, cost the checkpoint as much CPU and wrote as many bytes
+/// (BENCHMARKS.md, seventeenth session).
 const CHUNK_TURNS: usize = 256;
 
 #[derive(Serialize)]
