@@ -749,3 +749,33 @@ fn a_commit_wakes_the_outbox_worker_only_for_a_job_due_before_it_wakes_anyway() 
     store.commit_blocking(vec![Command::Enqueue(due_at(9_000))]).expect("enqueue");
     assert!(raised(&store), "the worker is looking: it must look again");
 }
+
+/// The writer learns which conversations exist as it opens them; one opened before the store
+/// was opened again is found in the trees, and its question and language are stored all the same.
+#[test]
+fn a_conversation_from_before_a_restart_takes_its_question_and_language() {
+    let w = World::new();
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let store = Store::open(dir.path()).expect("store");
+        store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("setup");
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let pending = crate::domain::Pending {
+        slot: "size".into(),
+        tries: 0,
+        then: Vec::new(),
+        done: None,
+        intent: "product_interest".into(),
+    };
+    for command in [
+        Command::SetPending { conversation: w.c1, pending: Some(pending) },
+        Command::ConversationLocale { conversation: w.c1, locale: "de".into() },
+        Command::SetPending { conversation: w.c2, pending: None },
+    ] {
+        store.commit_blocking(vec![command]).expect("commit");
+    }
+    let rendered = w.render(&store);
+    assert!(rendered.contains(&"conversation C1 of V1 de pending=size".to_string()), "{rendered:#?}");
+    assert!(!rendered.iter().any(|l| l.contains("C2")), "nothing for a conversation never opened: {rendered:#?}");
+}
