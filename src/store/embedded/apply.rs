@@ -6,11 +6,12 @@
 //! overlay (`store/overlay.rs`) for a checkpoint to write them into the trees.
 //!
 //! Being the only writer, the writer thread also keeps what the hot path would otherwise read
-//! (`Memory`): which visitors were erased, which conversations exist and which are gone, and the
-//! profiles it wrote last (a chat message that records a preference would otherwise read and decode the
-//! profile's JSON first: a tenth of the writer's time). A batch takes its profile out of
-//! `Memory` rather than copying it (a copy per message was a tenth of the writer's time again):
-//! a batch that fails leaves the profile out, and it is read from the trees next time.
+//! (`Memory`): which visitors were erased, which conversations exist and which are gone, and
+//! the profiles it wrote last (a chat message that records a preference would otherwise read
+//! and decode the profile's JSON first: a tenth of the writer's time). A batch takes its
+//! profile out of `Memory` rather than copying it (a copy per message was a tenth of the
+//! writer's time again): a batch that fails leaves the profile out, and it is read from the
+//! trees next time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
