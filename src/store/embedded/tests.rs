@@ -68,6 +68,17 @@ impl World {
         })
     }
 
+    /// The question a conversation waits on in a flow: the shoe size.
+    fn size_question(&self) -> crate::domain::Pending {
+        crate::domain::Pending {
+            slot: "size".into(),
+            tries: 0,
+            then: Vec::new(),
+            done: None,
+            intent: "product_interest".into(),
+        }
+    }
+
     fn turn(&self, conversation: ConversationId, turn: TurnId, text: &str) -> Command {
         Command::AppendTurn { conversation, turn, entries: vec![shopper_says(text)] }
     }
@@ -344,16 +355,7 @@ fn every_command_on_a_fresh_store() {
                 w.turn(c1, w.t1, "hi"),
                 w.turn(c1, w.t1, "hi"),
                 w.turn(c1, w.t2, "boots"),
-                Command::SetPending {
-                    conversation: c1,
-                    pending: Some(crate::domain::Pending {
-                        slot: "size".into(),
-                        tries: 0,
-                        then: Vec::new(),
-                        done: None,
-                        intent: "product_interest".into(),
-                    }),
-                },
+                Command::SetPending { conversation: c1, pending: Some(w.size_question()) },
                 Command::ConversationLocale { conversation: c1, locale: "de".into() },
                 w.open(c1, v1),
                 Command::SetPending { conversation: c2, pending: None },
@@ -761,15 +763,8 @@ fn a_conversation_from_before_a_restart_takes_its_question_and_language() {
         store.commit_blocking(vec![w.create(w.v1), w.open(w.c1, w.v1)]).expect("setup");
     }
     let store = Store::open(dir.path()).expect("reopen");
-    let pending = crate::domain::Pending {
-        slot: "size".into(),
-        tries: 0,
-        then: Vec::new(),
-        done: None,
-        intent: "product_interest".into(),
-    };
     for command in [
-        Command::SetPending { conversation: w.c1, pending: Some(pending) },
+        Command::SetPending { conversation: w.c1, pending: Some(w.size_question()) },
         Command::ConversationLocale { conversation: w.c1, locale: "de".into() },
         Command::SetPending { conversation: w.c2, pending: None },
     ] {
