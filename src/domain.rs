@@ -18,6 +18,6 @@ pub use order::Order;
 pub use outbox::{Job, OutboxItem, OutboxState};
 pub use profile::{
     Agent, Change, Confirmation, ConsentChange, ConsentRecord, Engaged, Handoff, Preference, Profile, Status,
-    UNSUBSCRIBE_SOURCE,
+    UNSUBSCRIBE_SOURCE, Undo,
 };
 pub use spend::{Spend, is_currency};

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::config::Config;
 use crate::dialogue::{Effect, Step};
-use crate::domain::{Change, ConsentChange, Conversation, Job, OutboxItem, Profile, Speaker, Status};
+use crate::domain::{Change, ConsentChange, Conversation, Job, OutboxItem, Profile, Speaker, Status, Undo};
 use crate::ids::TurnId;
 use crate::leads;
 use crate::protocol::{Pixel, ServerFrame};
@@ -31,26 +31,24 @@ pub struct Policy<'a> {
 #[derive(Debug, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Outcome {
-    /// The conversation goes on, once `commands` are stored, with the profile and conversation
-    /// this step changed (`None`: unchanged, so a plain message copies neither). The session
-    /// moves the conversation's `last_at` itself.
-    Continue {
-        commands: Vec<Command>,
-        frames: Vec<ServerFrame>,
-        profile: Option<Profile>,
-        conversation: Option<Conversation>,
-    },
+    /// The conversation goes on, once `commands` are stored, with the conversation this step
+    /// changed (`None`: unchanged, so a plain message copies it not). The session moves the
+    /// conversation's `last_at` itself.
+    Continue { commands: Vec<Command>, frames: Vec<ServerFrame>, conversation: Option<Conversation> },
     /// The shopper asked to be forgotten: the session erases them after `commands` (this
     /// turn is not even written) and sends `frames` with a new visitor's `welcome`, in the
     /// conversation's language.
     Erase { commands: Vec<Command>, frames: Vec<ServerFrame>, locale: String },
 }
 
-/// Applies `step` to the session's `profile` and `conversation` as turn `turn` at `now`, after
-/// `commands` that came before it (a `hello`'s).
+/// Applies `step` to the session's `profile` (in place: `undo` takes it back when the commands
+/// are not stored) and `conversation` as turn `turn` at `now`, after `commands` that came
+/// before it (a `hello`'s).
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     step: Step,
-    profile: &Profile,
+    profile: &mut Profile,
+    undo: &mut Undo,
     conversation: &Conversation,
     turn: TurnId,
     mut commands: Vec<Command>,
@@ -58,8 +56,8 @@ pub fn apply(
     now: u64,
 ) -> Outcome {
     let Step { mut frames, effects } = step;
-    let (before, started_in) = (profile, conversation);
-    let (mut profile, mut conversation) = (Cow::Borrowed(profile), Cow::Borrowed(conversation));
+    let (before, started_in) = (Before::of(profile), conversation);
+    let mut conversation = Cow::Borrowed(conversation);
     let mut new_tags = Vec::new();
     let mut entries = Vec::new();
     let (mut erase, mut checkout_asked) = (false, false);
@@ -102,20 +100,20 @@ pub fn apply(
                 continue;
             }
         };
-        commands.push(Command::change(profile.to_mut(), change));
+        commands.push(record(profile, undo, change));
     }
     // Only the answers of intents that enter a journey are recorded (on the profile, for the
     // journey sweep); every other message leaves the profile unwritten.
     for intent in entries.iter().filter(|e| e.from == Speaker::Bot).filter_map(|e| e.intent.as_ref()) {
         if policy.entry_intents.contains(intent) {
-            commands.push(Command::change(profile.to_mut(), Change::Answered { intent: intent.clone(), at: now }));
+            commands.push(record(profile, undo, Change::Answered { intent: intent.clone(), at: now }));
         }
     }
     if erase {
         return Outcome::Erase { commands, frames, locale: conversation.locale.clone() };
     }
     if !new_tags.is_empty() {
-        frames.push(tags_frame(&profile, &new_tags));
+        frames.push(tags_frame(profile, &new_tags));
         // Tag events for the shop's webhook, for visitors who allow ads.
         if policy.config.tag_webhook_url.is_some() && profile.consent.as_ref().is_some_and(|c| c.ads) {
             for tag in &new_tags {
@@ -124,10 +122,10 @@ pub fn apply(
             }
         }
     }
-    if let Some(job) = confirmation(policy.config, before, &profile) {
+    if let Some(job) = confirmation(policy.config, &before, profile) {
         commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, now)));
     }
-    if let Some(checkout) = offer_checkout(policy, &mut profile, &mut commands, &conversation, now, checkout_asked) {
+    if let Some(checkout) = offer_checkout(policy, profile, undo, &mut commands, &conversation, now, checkout_asked) {
         frames.push(checkout);
         let wait = policy.config.abandoned_after_secs;
         if wait > 0 {
@@ -158,15 +156,34 @@ pub fn apply(
     {
         reply.locale = Some(conversation.locale.clone());
     }
-    Outcome::Continue { commands, frames, profile: changed(profile), conversation: changed(conversation) }
-}
-
-/// What a step changed: only a value it wrote to was copied.
-fn changed<T: Clone>(value: Cow<T>) -> Option<T> {
-    match value {
+    let conversation = match conversation {
         Cow::Owned(changed) => Some(changed),
         Cow::Borrowed(_) => None,
+    };
+    Outcome::Continue { commands, frames, conversation }
+}
+
+/// Applies `change` to the session's profile, remembering how to take it back, and returns the
+/// command that records it in the store.
+fn record(profile: &mut Profile, undo: &mut Undo, change: Change) -> Command {
+    profile.apply_undoable(&change, undo);
+    Command::Visitor { visitor: profile.id, change }
+}
+
+/// What double opt-in compares with after a step: the address and marketing consent before it.
+struct Before {
+    email: Option<String>,
+    wants_mail: bool,
+}
+
+impl Before {
+    fn of(profile: &Profile) -> Before {
+        Before { email: profile.preference("email").map(str::to_owned), wants_mail: wants_mail(profile) }
     }
+}
+
+fn wants_mail(profile: &Profile) -> bool {
+    profile.consent.as_ref().is_some_and(|c| c.marketing)
 }
 
 fn after(now: u64, secs: u64) -> u64 {
@@ -175,10 +192,9 @@ fn after(now: u64, secs: u64) -> u64 {
 
 /// Double opt-in: when this step gave an address and marketing consent that were not both
 /// there before, and the address is not confirmed, its owner is asked to confirm it.
-fn confirmation(config: &Config, before: &Profile, after: &Profile) -> Option<Job> {
-    let wants_mail = |p: &Profile| p.consent.as_ref().is_some_and(|c| c.marketing);
+fn confirmation(config: &Config, before: &Before, after: &Profile) -> Option<Job> {
     let email = after.preference("email")?;
-    let new = before.preference("email") != Some(email) || !wants_mail(before);
+    let new = before.email.as_deref() != Some(email) || !before.wants_mail;
     (config.double_opt_in && new && wants_mail(after) && !after.confirmed(email))
         .then(|| Job::ConfirmEmail { email: email.to_string() })
 }
@@ -187,7 +203,8 @@ fn confirmation(config: &Config, before: &Profile, after: &Profile) -> Option<Jo
 /// whenever an intent with `checkout = true` answered (`asked`) and the link can be built.
 fn offer_checkout(
     policy: &Policy,
-    profile: &mut Cow<Profile>,
+    profile: &mut Profile,
+    undo: &mut Undo,
     commands: &mut Vec<Command>,
     conversation: &Conversation,
     now: u64,
@@ -201,7 +218,7 @@ fn offer_checkout(
     let target = leads::checkout_target(config, profile, conversation.source.campaign.as_deref())
         .map_err(|e| log::warn!("cannot offer a checkout link: {e}"))
         .ok()?;
-    commands.push(Command::change(profile.to_mut(), Change::Status { status: Status::Qualified, at: now }));
+    commands.push(record(profile, undo, Change::Status { status: Status::Qualified, at: now }));
     let expires = now / 1000 + config.checkout_ttl_days * 24 * 3600;
     let url = leads::checkout_link(
         policy.signer,
@@ -418,16 +435,20 @@ mod tests {
             };
             let step = Step { frames: vec![reply("hi")], effects };
             let turn = TurnId::after(None, NOW);
-            let Outcome::Continue { commands, frames, profile: changed, conversation: after } =
-                apply(step, &profile, &conversation, turn, Vec::new(), &policy, NOW)
+            let (before, mut undo) = (profile.clone(), Undo::default());
+            let Outcome::Continue { commands, frames, conversation: after } =
+                apply(step, &mut profile, &mut undo, &conversation, turn, Vec::new(), &policy, NOW)
             else {
                 panic!("{name}: erased");
             };
-            // Returned only when changed: a step that writes nothing of them copies neither.
+            // Returned only when changed: a step that writes nothing of it does not copy it.
             assert!(after.as_ref().is_none_or(|after| *after != conversation), "{name}");
-            assert!(changed.as_ref().is_none_or(|changed| *changed != profile), "{name}");
             let writes_profile = commands.iter().any(|c| matches!(c, Command::Visitor { .. }));
-            assert_eq!(changed.is_some(), writes_profile, "{name}");
+            assert_eq!(profile != before, writes_profile, "{name}");
+            // A commit that fails leaves the session's profile as it was.
+            let mut taken_back = profile.clone();
+            undo.restore(&mut taken_back);
+            assert_eq!(taken_back, before, "{name}: undone");
             let commands: Vec<String> = commands.iter().map(describe).collect();
             assert_eq!(commands.len(), want_commands.len(), "{name}: {commands:#?}");
             for (got, want) in commands.iter().zip(&want_commands) {
@@ -439,7 +460,7 @@ mod tests {
 
     #[test]
     fn asking_to_be_forgotten_writes_nothing_of_the_turn() {
-        let (profile, conversation) = visitor();
+        let (mut profile, conversation) = visitor();
         let (config, entering) = (Config::default(), BTreeSet::new());
         let signer = Signer::new("k", [("k".to_string(), b"test-key".to_vec())].into()).expect("signer");
         let policy = Policy {
@@ -451,7 +472,8 @@ mod tests {
         };
         let effects = vec![E::SetLocale("de".into()), E::Record(bot("erase_data")), E::Erase];
         let step = Step { frames: vec![reply("Erledigt")], effects };
-        let outcome = apply(step, &profile, &conversation, TurnId::after(None, NOW), Vec::new(), &policy, NOW);
+        let turn = TurnId::after(None, NOW);
+        let outcome = apply(step, &mut profile, &mut Undo::default(), &conversation, turn, Vec::new(), &policy, NOW);
         let Outcome::Erase { commands, frames, locale } = outcome else { panic!("not erased") };
         assert_eq!(commands.iter().map(describe).collect::<Vec<_>>(), ["conversation in de", "Locale(\"de\")"]);
         assert_eq!((frames.len(), locale.as_str()), (1, "de"), "the new visitor speaks German");

@@ -11,7 +11,7 @@ use super::hello;
 use super::limits::{Admitted, Bucket};
 use crate::app::App;
 use crate::dialogue::{self, Input};
-use crate::domain::{Change, ConsentChange, Conversation, Entry, Handoff, Profile, Source, Speaker};
+use crate::domain::{Change, ConsentChange, Conversation, Entry, Handoff, Profile, Source, Speaker, Undo};
 use crate::ids::{ConversationId, TurnId, VisitorId};
 use crate::leads::{EmailLink, LinkError};
 use crate::metrics::name;
@@ -651,28 +651,29 @@ impl Open {
             entry_intents: &intents.journeys.entry_intents,
             unfinished_email: intents.email(crate::intents::UNFINISHED_CHAT).is_some(),
         };
-        let (commands, frames, profile, conversation) =
-            match effects::apply(step, &self.profile, &self.conversation, turn, commands, &policy, now) {
-                Outcome::Erase { commands, frames, locale } => {
-                    return Box::pin(self.erase(app, frames, commands, locale, now)).await;
+        let mut undo = Undo::default();
+        let outcome =
+            effects::apply(step, &mut self.profile, &mut undo, &self.conversation, turn, commands, &policy, now);
+        let (commands, frames, conversation) = match outcome {
+            Outcome::Erase { commands, frames, locale } => {
+                let erased = Box::pin(self.erase(app, frames, commands, locale, now)).await;
+                if erased.is_err() {
+                    undo.restore(&mut self.profile);
                 }
-                Outcome::Continue { commands, frames, profile, conversation } => {
-                    (commands, frames, profile, conversation)
-                }
-            };
-        match persist {
-            Persist::WithNextMessage => self.unsaved = Unsaved::hold(&commands).map_err(internal)?,
-            Persist::Now => {
-                if let Err(e) = self.commit(app, commands).await {
-                    self.failed = said.map(|text| (text.to_string(), turn));
-                    return Err(internal(e));
-                }
+                return erased;
             }
+            Outcome::Continue { commands, frames, conversation } => (commands, frames, conversation),
+        };
+        let stored = match persist {
+            Persist::WithNextMessage => Unsaved::hold(&commands).map(|held| self.unsaved = held),
+            Persist::Now => self.commit(app, commands).await,
+        };
+        if let Err(e) = stored {
+            undo.restore(&mut self.profile);
+            self.failed = said.map(|text| (text.to_string(), turn));
+            return Err(internal(e));
         }
         self.last_turn = Some(turn);
-        if let Some(profile) = profile {
-            self.profile = profile;
-        }
         if let Some(conversation) = conversation {
             self.conversation = conversation;
         }

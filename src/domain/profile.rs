@@ -431,6 +431,75 @@ impl Profile {
     }
 }
 
+/// How to take back changes a session applied to its own copy of a profile when their commit
+/// failed, so that its copy stays what the store holds. The changes a chat message makes keep
+/// only what they replaced; the rest keep the whole profile as it was (a copy per message was
+/// most of a step's cost with a thousand chats' profiles out of the caches).
+#[derive(Debug, Default)]
+pub struct Undo(Vec<Restore>);
+
+#[derive(Debug)]
+enum Restore {
+    Preference(String, Option<Preference>),
+    /// The tags that were new.
+    Tags(Vec<String>),
+    Score(i64),
+    Locale(String),
+    Answered(String, Option<u64>),
+    /// The status before, and the time recorded for the status the change named.
+    Status(Status, Status, Option<u64>),
+    Whole(Box<Profile>),
+}
+
+impl Profile {
+    /// `apply`, remembering in `undo` how to take it back.
+    pub fn apply_undoable(&mut self, change: &Change, undo: &mut Undo) {
+        let restore = match change {
+            Change::Preference { name, .. } => Restore::Preference(name.clone(), self.preferences.get(name).cloned()),
+            Change::Tags(tags) => Restore::Tags(tags.iter().filter(|t| !self.tags.contains(*t)).cloned().collect()),
+            Change::Score(_) => Restore::Score(self.score),
+            Change::Locale(_) => Restore::Locale(self.locale.clone()),
+            Change::Answered { intent, .. } => Restore::Answered(intent.clone(), self.intents.get(intent).copied()),
+            Change::Status { status, .. } => Restore::Status(self.status, *status, self.status_at.get(status).copied()),
+            _ => Restore::Whole(Box::new(self.clone())),
+        };
+        undo.0.push(restore);
+        self.apply(change);
+    }
+}
+
+impl Undo {
+    /// Takes back every change remembered, newest first.
+    pub fn restore(self, profile: &mut Profile) {
+        for restore in self.0.into_iter().rev() {
+            match restore {
+                Restore::Preference(name, old) => restore_entry(&mut profile.preferences, name, old),
+                Restore::Tags(new) => profile.tags.retain(|t| !new.contains(t)),
+                Restore::Score(score) => profile.score = score,
+                Restore::Locale(locale) => profile.locale = locale,
+                Restore::Answered(intent, old) => restore_entry(&mut profile.intents, intent, old),
+                Restore::Status(was, named, at) => {
+                    restore_entry(&mut profile.status_at, named, at);
+                    profile.status = was;
+                }
+                Restore::Whole(whole) => *profile = *whole,
+            }
+        }
+    }
+}
+
+/// Puts back what `map` held under `key` (`None`: nothing).
+fn restore_entry<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, old: Option<V>) {
+    match old {
+        Some(old) => {
+            map.insert(key, old);
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
 fn consented(before: Option<&ConsentRecord>, change: &ConsentChange) -> ConsentRecord {
     let mut record =
         before.cloned().unwrap_or(ConsentRecord { marketing: false, ads: false, at: 0, source: "".into() });
@@ -526,5 +595,52 @@ mod tests {
         assert_eq!(profile.orders, ["A-1"]);
         assert_eq!(profile.status_at.get(&Status::Converted), Some(&4));
         assert_eq!(profile.status_at.get(&Status::Qualified), None, "skipped over, never reached after");
+    }
+
+    #[test]
+    fn every_change_is_taken_back_by_its_undo() {
+        let mut profile = Profile::new(VisitorId::mint(1), 1, "en");
+        for change in [
+            Change::Preference { name: "size".into(), value: "41".into(), at: 2, message: "41".into() },
+            Change::Tags(vec!["interest:sneakers".into()]),
+            Change::Score(5),
+            Change::Answered { intent: "human".into(), at: 2 },
+            Change::Status { status: Status::Qualified, at: 2 },
+        ] {
+            profile.apply(&change);
+        }
+        let agent = Agent { session: "s".into(), name: "Ada".into(), at: 3 };
+        // Each change alone, then all of them in one step (as a message makes several).
+        let changes = vec![
+            Change::Preference { name: "size".into(), value: "42".into(), at: 4, message: "42".into() },
+            Change::Preference { name: "color".into(), value: "black".into(), at: 4, message: "black".into() },
+            Change::Tags(vec!["interest:sneakers".into(), "interest:boots".into()]),
+            Change::Score(3),
+            Change::Locale("de".into()),
+            Change::Answered { intent: "human".into(), at: 4 },
+            Change::Answered { intent: "returns".into(), at: 4 },
+            Change::Status { status: Status::CheckoutClicked, at: 4 },
+            Change::Status { status: Status::Converted, at: 4 },
+            Change::Consent(ConsentChange::chat(ConsentKind::Marketing, true, 4)),
+            Change::Handoff { at: 4 },
+            Change::Take { agent, stale_before: 0 },
+            Change::HandBack { at: 5 },
+            Change::Order { id: "A-1".into(), at: 4 },
+            Change::Campaign("spring".into()),
+            Change::Timezone("Europe/Vienna".into()),
+            Change::ResumeKey("ab".into()),
+            Change::EnterJourney { journey: "welcome".into(), at: 4 },
+        ];
+        let mut steps: Vec<Vec<Change>> = changes.iter().map(|c| vec![c.clone()]).collect();
+        steps.push(changes);
+        for step in steps {
+            let (mut changed, mut undo) = (profile.clone(), Undo::default());
+            for change in &step {
+                changed.apply_undoable(change, &mut undo);
+            }
+            assert_ne!(changed, profile, "{step:?} changes the profile");
+            undo.restore(&mut changed);
+            assert_eq!(changed, profile, "{step:?} taken back");
+        }
     }
 }
