@@ -171,7 +171,11 @@ impl ServerFrame {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("server frames serialize")
+        // Room for a usual reply at once (grown from nothing, a frame was copied four times).
+        let mut json = Vec::with_capacity(256);
+        serde_json::to_writer(&mut json, self).expect("server frames serialize");
+        // serde_json writes nothing but UTF-8.
+        String::from_utf8(json).expect("JSON is UTF-8")
     }
 }
 

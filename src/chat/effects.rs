@@ -56,6 +56,10 @@ pub fn apply(
     now: u64,
 ) -> Outcome {
     let Step { mut frames, effects } = step;
+    // A message makes a handful of commands (its turn, its changes, the question it leaves,
+    // follow-ups), each as large as a whole conversation: room for them at once, not grown
+    // (and moved) as they come.
+    commands.reserve(COMMANDS);
     let (before, started_in) = (Before::of(profile), conversation);
     let mut conversation = Cow::Borrowed(conversation);
     let mut new_tags = Vec::new();
@@ -185,6 +189,9 @@ impl Before {
 fn wants_mail(profile: &Profile) -> bool {
     profile.consent.as_ref().is_some_and(|c| c.marketing)
 }
+
+/// Room for a message's commands (`apply`).
+const COMMANDS: usize = 8;
 
 fn after(now: u64, secs: u64) -> u64 {
     now.saturating_add(secs.saturating_mul(1000))

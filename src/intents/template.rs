@@ -19,6 +19,8 @@ enum Part {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     parts: Vec<Part>,
+    /// The template's own length, about what a rendering takes: room for it at once.
+    len: usize,
 }
 
 impl Template {
@@ -26,7 +28,7 @@ impl Template {
     pub fn parse(source: &str) -> Result<Template, String> {
         let mut rest = source;
         let parts = parse_parts(&mut rest, None, 0)?;
-        Ok(Template { parts })
+        Ok(Template { parts, len: source.len() })
     }
 
     /// The preference names the template uses.
@@ -38,7 +40,7 @@ impl Template {
 
     /// Fills in preferences; one that is not known yet renders as empty text.
     pub fn render<'a>(&self, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.len);
         render_parts(&self.parts, &lookup, &mut out);
         out
     }
