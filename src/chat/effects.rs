@@ -31,9 +31,9 @@ pub struct Policy<'a> {
 #[derive(Debug, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Outcome {
-    /// The conversation goes on, once `commands` are stored, with the conversation this step
-    /// changed (`None`: unchanged, so a plain message copies it not). The session moves the
-    /// conversation's `last_at` itself.
+    /// The conversation goes on, once `commands` are stored, with the conversation as this step
+    /// changed it (`None`: unchanged, and not copied). The session moves the conversation's
+    /// `last_at` itself.
     Continue { commands: Vec<Command>, frames: Vec<ServerFrame>, conversation: Option<Conversation> },
     /// The shopper asked to be forgotten: the session erases them after `commands` (this
     /// turn is not even written) and sends `frames` with a new visitor's `welcome`, in the
