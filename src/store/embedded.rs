@@ -12,6 +12,7 @@ mod erase;
 mod journal;
 mod outbox;
 mod overlay;
+mod profiles;
 #[cfg(test)]
 mod tests;
 mod turns;
@@ -280,7 +281,7 @@ impl Embedded {
     }
 
     pub(super) fn visitor(&self, id: &VisitorId) -> Result<Option<Profile>> {
-        get(&self.trees, T::Visitors, id.as_bytes())
+        self.visitor_by_key(id.as_bytes())
     }
 
     /// The visitor's most recent conversation.
@@ -324,7 +325,7 @@ impl Embedded {
 
     pub(super) fn visitor_by_email(&self, email: &str) -> Result<Option<Profile>> {
         match self.trees.get(T::Emails, email.as_bytes())? {
-            Some(id) => get(&self.trees, T::Visitors, &id),
+            Some(id) => self.visitor_by_key(&id),
             None => Ok(None),
         }
     }
@@ -335,7 +336,7 @@ impl Embedded {
 
     /// Every visitor, oldest first.
     pub(super) fn visitors(&self) -> impl Iterator<Item = Result<Profile>> + '_ {
-        self.trees.iter(T::Visitors).map(|entry| decode("visitors", &entry?.1))
+        self.trees.iter(T::Visitors).map(|entry| profiles::decode(&entry?.1))
     }
 
     pub(super) fn visitor_count(&self) -> usize {
@@ -391,7 +392,7 @@ impl Embedded {
     }
 
     fn visitor_by_key(&self, key: &[u8]) -> Result<Option<Profile>> {
-        get(&self.trees, T::Visitors, key)
+        self.trees.get(T::Visitors, key)?.map(|v| profiles::decode(&v)).transpose()
     }
 
     /// A visitor's conversations, oldest first.
@@ -513,7 +514,7 @@ fn index_last_seen(trees: &Trees) -> Result<()> {
         return Ok(());
     }
     for value in trees[T::Visitors].iter().values() {
-        let profile: Profile = decode("visitors", &value?)?;
+        let profile = profiles::decode(&value?)?;
         let seen = Seen { at: profile.last_seen_at, visitor: profile.id };
         trees[T::LeadsBySeen].insert(seen.key(), &[])?;
     }
