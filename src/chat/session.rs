@@ -59,6 +59,10 @@ pub fn run(
         let _running = app.sessions.enter();
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         let mut shutdown = app.shutdown.subscribe();
+        // One wait for the whole connection: made anew for every frame, it would join and leave
+        // the shutdown signal's waiter list, shared by every session of both workers, each time.
+        let stopping = shutdown.wait_for(|stopping| *stopping);
+        tokio::pin!(stopping);
         let mut agent = app.live.register();
         // The loop only waits; what comes is handled in a boxed future, so an idle connection's
         // task holds what waiting needs, not room for a reply, a ping or a close in flight
@@ -70,7 +74,7 @@ pub fn run(
                 _ = ticks.tick() => Box::pin(connection.on_tick()).await,
                 // A reply in progress always completes first: `select!` only looks here between
                 // frames.
-                _ = shutdown.wait_for(|stopping| *stopping) => {
+                _ = &mut stopping => {
                     Next::Close(Some(CloseReason { code: CloseCode::Restart, description: Some("server restarting".into()) }))
                 }
             };
