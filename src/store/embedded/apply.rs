@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{Command, Result, T, Trees, campaign_prefix, encode, erase, outbox, turns};
+use super::{Command, Result, T, Trees, campaign_prefix, encode, erase, outbox, profiles, turns};
 use crate::domain::{Change, Profile, Status};
 use crate::ids::{ConversationId, TurnId, VisitorId};
 
@@ -329,7 +329,7 @@ impl Batch<'_, '_> {
                 (Some(staged), _) => staged.clone(),
                 (None, Some(stored)) => Some(stored),
                 (None, None) => {
-                    self.get(T::Visitors, visitor.as_bytes())?.map(|raw| super::profiles::decode(&raw)).transpose()?
+                    self.get(T::Visitors, visitor.as_bytes())?.map(|raw| profiles::decode(&raw)).transpose()?
                 }
             };
             self.profiles.insert(visitor, Cached { before: index_keys(&visitor, before.as_ref()), after: before });
@@ -379,7 +379,7 @@ impl Batch<'_, '_> {
                 self.put(tree, key, Vec::new());
             }
             match &after {
-                Some(after) => self.put(T::Visitors, visitor.as_bytes().to_vec(), super::profiles::encode(after)),
+                Some(after) => self.put(T::Visitors, visitor.as_bytes().to_vec(), profiles::encode(after)),
                 None => self.remove(T::Visitors, visitor.as_bytes().to_vec()),
             }
             self.written.push((visitor, after));

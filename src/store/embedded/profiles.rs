@@ -6,7 +6,7 @@
 //! their index codes (`Status as u8`), so renaming a variant never changes what is on disk.
 //! Profiles written before (JSON) are still read; a new field needs a new version here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +25,7 @@ struct Out<'a> {
     visits: u32,
     consent: &'a Option<ConsentRecord>,
     preferences: &'a BTreeMap<String, Preference>,
-    tags: &'a std::collections::BTreeSet<String>,
+    tags: &'a BTreeSet<String>,
     score: i64,
     handoff_at: Option<u64>,
     agent: &'a Option<Agent>,
@@ -52,7 +52,7 @@ struct In {
     visits: u32,
     consent: Option<ConsentRecord>,
     preferences: BTreeMap<String, Preference>,
-    tags: std::collections::BTreeSet<String>,
+    tags: BTreeSet<String>,
     score: i64,
     handoff_at: Option<u64>,
     agent: Option<Agent>,
