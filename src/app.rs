@@ -31,14 +31,17 @@ pub struct App {
     /// Open chat sessions by visitor, for agents' replies.
     pub live: Arc<crate::chat::agents::Live>,
     /// Set on SIGTERM (`App::stop`): sessions tell their widgets to reconnect elsewhere and close.
-    pub shutdown: tokio::sync::watch::Sender<bool>,
+    pub shutdown: crate::signal::Shutdown,
     /// Raised with `shutdown`, for the background threads' sleeps.
     pub stopping: crate::signal::Signal,
     /// The outbox worker's rounds: a test waits on them to know the worker looked.
     pub outbox_rounds: crate::signal::Rounds,
     /// The chat sessions running, which the shutdown waits for.
     pub sessions: Arc<Sessions>,
-    pub(crate) intents: RwLock<Arc<IntentSet>>,
+    /// Read at every message by both workers: a lock or a reference count here would be a
+    /// cache line the two cores pass back and forth (`ArcSwap::load` writes only to the
+    /// reading thread's own slots).
+    pub(crate) intents: arc_swap::ArcSwap<IntentSet>,
     /// The learned lead score, refitted by the journey sweep.
     pub(crate) learned: RwLock<Option<Arc<crate::leads::learned::Model>>>,
 }
@@ -65,20 +68,26 @@ impl App {
 
     /// The current intent set; a session keeps the one it got for the message it is answering.
     pub fn intents(&self) -> Arc<IntentSet> {
-        self.intents.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.intents.load_full()
     }
 
     /// Starts the shutdown: sessions close with "reconnect elsewhere" after the reply in
     /// progress, and the background threads wake up to end.
     pub fn stop(&self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.raise();
         self.stopping.raise();
         self.store.outbox_signal().raise();
     }
 
+    /// The current intent set, for a moment: hold it across no `.await` (the slots it takes are
+    /// few per thread, and after them a load counts references again).
+    pub fn intents_now(&self) -> arc_swap::Guard<Arc<IntentSet>> {
+        self.intents.load()
+    }
+
     /// Swaps in a new set; sessions pick it up with their next message.
     pub fn replace_intents(&self, set: IntentSet) {
-        *self.intents.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        self.intents.store(Arc::new(set));
     }
 }
 

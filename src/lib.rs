@@ -8,6 +8,7 @@
 
 pub mod ab;
 pub mod admin;
+pub mod allocator;
 pub mod api;
 pub mod app;
 pub mod chat;

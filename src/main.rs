@@ -10,7 +10,7 @@ use nudge::intents::IntentSet;
 /// sled copies tree nodes on every write and a chat turn allocates many small strings; glibc's
 /// allocator spent a third of the server's time on them (see BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: nudge::allocator::Mimalloc = nudge::allocator::Mimalloc;
 
 #[derive(Parser)]
 #[command(name = "nudge", version, about = "Self-hosted conversational marketing server")]

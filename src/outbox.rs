@@ -63,7 +63,7 @@ pub fn spawn(app: Arc<App>, receivers: Receivers) -> std::io::Result<std::thread
     metrics::gauge!(name::OUTBOX_RUNNING).set(1.0);
     std::thread::Builder::new().name("nudge-outbox".into()).spawn(move || {
         let _running = Running(&app.metrics);
-        while !*app.shutdown.borrow() {
+        while !app.shutdown.is_raised() {
             if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| work(&app, &receivers))) {
                 crate::metrics::count(name::OUTBOX_PANICS);
                 log::error!("outbox: the worker panicked and restarts: {}", panic_message(&panic));
@@ -86,7 +86,7 @@ impl Drop for Running<'_> {
 /// The worker's loop: runs what is due, then sleeps until the next job is due or a commit
 /// enqueues one (`Store::outbox_signal`), or the server stops.
 fn work(app: &App, receivers: &Receivers) {
-    while !*app.shutdown.borrow() {
+    while !app.shutdown.is_raised() {
         app.store.outbox_awake();
         let round = app.outbox_rounds.begin();
         let now = app.now_ms();

@@ -48,7 +48,7 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<Option<std::thread::JoinHandle<()
         .name("nudge-retention".into())
         .spawn(move || {
             let mut next = Instant::now();
-            while !*app.shutdown.borrow() {
+            while !app.shutdown.is_raised() {
                 if Instant::now() >= next {
                     let now = app.now_ms();
                     let cutoff = now.saturating_sub(days.saturating_mul(DAY_MS));

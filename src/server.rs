@@ -147,11 +147,11 @@ pub fn start_with(config: Config, clock: crate::clock::Clock) -> Result<Running,
         secrets,
         conversions: tokio::sync::Mutex::new(()),
         live: Arc::default(),
-        shutdown: tokio::sync::watch::Sender::new(false),
+        shutdown: Default::default(),
         stopping: Default::default(),
         sessions: Default::default(),
         outbox_rounds: Default::default(),
-        intents: RwLock::new(Arc::new(intents)),
+        intents: arc_swap::ArcSwap::from_pointee(intents),
         learned: RwLock::new(None),
     });
     if app.store.is_shared() {
@@ -207,7 +207,7 @@ pub fn start_with(config: Config, clock: crate::clock::Clock) -> Result<Running,
 /// Live when the HTTP server answers and the outbox worker runs: a server whose emails have
 /// stopped is not healthy, whatever its chat does.
 async fn healthz(app: web::Data<App>) -> HttpResponse {
-    if app.metrics.outbox_running.load(std::sync::atomic::Ordering::Relaxed) || *app.shutdown.borrow() {
+    if app.metrics.outbox_running.load(std::sync::atomic::Ordering::Relaxed) || app.shutdown.is_raised() {
         HttpResponse::Ok().content_type("text/plain").body("ok\n")
     } else {
         HttpResponse::ServiceUnavailable().content_type("text/plain").body("the outbox worker is not running\n")

@@ -1,10 +1,61 @@
 //! Waking sleeping threads early: the outbox worker when a job is enqueued, every background
-//! thread when the server stops. (They would otherwise poll.)
+//! thread when the server stops. (They would otherwise poll.) And the stop as async tasks see it.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
-/// A flag that threads sleep on until it is raised or their timeout passes.
+use tokio::sync::Notify;
+
+/// The server's stop, for async tasks: a flag read with one atomic load, and a wake-up for all
+/// who wait on it.
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    raised: AtomicBool,
+    waiters: Notify,
+}
+
+impl Shutdown {
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::SeqCst);
+        self.waiters.notify_waiters();
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once raised.
+    pub async fn raised(&self) {
+        woken_when(&self.waiters, || self.is_raised()).await
+    }
+}
+
+/// Resolves once `ready` (after `notify` woke the task, or at once when it already is, or on a
+/// notification `ready` does not yet show: callers look again). A chat session waits like this
+/// between all its frames, so after the first poll, which files the task's waker with `notify`,
+/// a poll is `ready` alone: a filed `Notified` polled again takes the lock of its waiter list,
+/// for the shutdown a list every session of both workers shares. Whoever makes `ready` true
+/// does so before notifying.
+pub async fn woken_when(notify: &Notify, ready: impl Fn() -> bool) {
+    let mut notified = std::pin::pin!(notify.notified());
+    let mut filed = false;
+    std::future::poll_fn(|cx| {
+        if ready() {
+            return Poll::Ready(());
+        }
+        if filed {
+            // The waker filed is the task's, which stays the same for its whole life.
+            return Poll::Pending;
+        }
+        filed = true;
+        notified.as_mut().poll(cx)
+    })
+    .await
+}
+
 #[derive(Debug, Default)]
 pub struct Signal {
     raised: Mutex<bool>,
@@ -74,6 +125,22 @@ impl Rounds {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_shutdown_wakes_a_task_that_waits_and_one_that_comes_later() {
+        let shutdown = Arc::new(Shutdown::default());
+        let waiter = shutdown.clone();
+        let waiting = tokio::spawn(async move { waiter.raised().await });
+        // Let the task file its waker and go on waiting.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished() && !shutdown.is_raised());
+        shutdown.raise();
+        tokio::time::timeout(Duration::from_secs(600), waiting).await.expect("woken").expect("join");
+        assert!(shutdown.is_raised());
+        tokio::time::timeout(Duration::from_secs(600), shutdown.raised()).await.expect("already raised");
+    }
 
     #[test]
     fn a_raise_wakes_a_sleeper_at_once_and_a_take_lowers_it() {

@@ -6,7 +6,7 @@
 //! arrives through it, as the JSON of `FromPerson`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,8 @@ type Sessions = HashMap<VisitorId, Vec<(u64, Arc<Mailbox>)>>;
 #[derive(Default)]
 pub struct Mailbox {
     queue: Mutex<VecDeque<FromPerson>>,
+    /// Whether `queue` holds anything, read without its lock: the session looks at every frame.
+    posted: AtomicBool,
     ready: Notify,
 }
 
@@ -50,6 +52,7 @@ impl Mailbox {
             return false;
         }
         queue.push_back(event);
+        self.posted.store(true, Ordering::Release);
         drop(queue);
         self.ready.notify_one();
         true
@@ -58,11 +61,15 @@ impl Mailbox {
     /// The next event, once there is one. Cancel-safe: an event is taken only when returned.
     pub async fn next(&self) -> FromPerson {
         loop {
-            if let Some(event) = self.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
-                return event;
+            if self.posted.load(Ordering::Acquire) {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let event = queue.pop_front();
+                self.posted.store(!queue.is_empty(), Ordering::Release);
+                if let Some(event) = event {
+                    return event;
+                }
             }
-            // A `post` since the look above left a permit: this returns at once.
-            self.ready.notified().await;
+            crate::signal::woken_when(&self.ready, || self.posted.load(Ordering::Acquire)).await;
         }
     }
 }

@@ -58,25 +58,33 @@ pub fn run(
         // The shutdown waits until this is dropped.
         let _running = app.sessions.enter();
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        let mut shutdown = app.shutdown.subscribe();
-        // One wait for the whole connection: made anew for every frame, it would join and leave
-        // the shutdown signal's waiter list, shared by every session of both workers, each time.
-        let stopping = shutdown.wait_for(|stopping| *stopping);
+        // These waits last for the whole connection, not one frame (`signal::woken_when`).
+        let stopping = app.shutdown.raised();
         tokio::pin!(stopping);
         let mut agent = app.live.register();
+        let inbox = agent.inbox.clone();
+        let mail = inbox.next();
+        tokio::pin!(mail);
         // The loop only waits; what comes is handled in a boxed future, so an idle connection's
         // task holds what waiting needs, not room for a reply, a ping or a close in flight
         // (tokio's task: 1,664 → 896 bytes per connection, `-Zprint-type-sizes`).
         let close = loop {
+            // In this order, so a frame that came costs a look at two flags and one poll:
+            // `select!` would otherwise start at a random branch. The stop and a person's action
+            // come before the next frame; a reply in progress always completes first (`select!`
+            // only looks between frames). While frames keep coming, heartbeats wait: chat frames
+            // stop at the rate limit.
             let next = tokio::select! {
-                message = stream.recv() => Box::pin(connection.on_frame(message, &mut agent)).await,
-                event = agent.inbox.next() => Box::pin(connection.on_person(event)).await,
-                _ = ticks.tick() => Box::pin(connection.on_tick()).await,
-                // A reply in progress always completes first: `select!` only looks here between
-                // frames.
+                biased;
                 _ = &mut stopping => {
                     Next::Close(Some(CloseReason { code: CloseCode::Restart, description: Some("server restarting".into()) }))
                 }
+                event = &mut mail => {
+                    mail.set(inbox.next());
+                    Box::pin(connection.on_person(event)).await
+                }
+                message = stream.recv() => Box::pin(connection.on_frame(message, &mut agent)).await,
+                _ = ticks.tick() => Box::pin(connection.on_tick()).await,
             };
             match next {
                 Next::Wait => {}
@@ -646,18 +654,19 @@ impl Open {
             Some((text, turn)) if Some(text.as_str()) == said => turn,
             _ => TurnId::after(self.last_turn, now),
         };
-        let intents = app.intents();
-        let step = dialogue::step(&intents, &state, input, now);
-        let policy = effects::Policy {
-            config: &app.config,
-            signer: &app.signer,
-            public_url: &app.public_url,
-            entry_intents: &intents.journeys.entry_intents,
-            unfinished_email: intents.email(crate::intents::UNFINISHED_CHAT).is_some(),
-        };
         let mut undo = Undo::default();
-        let outcome =
-            effects::apply(step, &mut self.profile, &mut undo, &self.conversation, turn, commands, &policy, now);
+        let outcome = {
+            let intents = app.intents_now();
+            let step = dialogue::step(&intents, &state, input, now);
+            let policy = effects::Policy {
+                config: &app.config,
+                signer: &app.signer,
+                public_url: &app.public_url,
+                entry_intents: &intents.journeys.entry_intents,
+                unfinished_email: intents.email(crate::intents::UNFINISHED_CHAT).is_some(),
+            };
+            effects::apply(step, &mut self.profile, &mut undo, &self.conversation, turn, commands, &policy, now)
+        };
         let (commands, frames, conversation) = match outcome {
             Outcome::Erase { commands, frames, locale } => {
                 let erased = Box::pin(self.erase(app, frames, commands, locale, now)).await;

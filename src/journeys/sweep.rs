@@ -66,7 +66,7 @@ pub fn spawn(app: Arc<App>) -> std::io::Result<std::thread::JoinHandle<()>> {
     let every = Duration::from_secs(app.config.journey_sweep_secs.max(1));
     std::thread::Builder::new().name("nudge-journeys".into()).spawn(move || {
         let mut next = Instant::now();
-        while !*app.shutdown.borrow() {
+        while !app.shutdown.is_raised() {
             if Instant::now() >= next {
                 let intents = app.intents();
                 // The lead model first: segments may ask for its probability.
