@@ -71,18 +71,18 @@ impl App {
         self.intents.load_full()
     }
 
+    /// The current intent set, for a moment: hold it across no `.await` (the slots it takes are
+    /// few per thread, and after them a load counts references again).
+    pub fn intents_now(&self) -> arc_swap::Guard<Arc<IntentSet>> {
+        self.intents.load()
+    }
+
     /// Starts the shutdown: sessions close with "reconnect elsewhere" after the reply in
     /// progress, and the background threads wake up to end.
     pub fn stop(&self) {
         self.shutdown.raise();
         self.stopping.raise();
         self.store.outbox_signal().raise();
-    }
-
-    /// The current intent set, for a moment: hold it across no `.await` (the slots it takes are
-    /// few per thread, and after them a load counts references again).
-    pub fn intents_now(&self) -> arc_swap::Guard<Arc<IntentSet>> {
-        self.intents.load()
     }
 
     /// Swaps in a new set; sessions pick it up with their next message.
