@@ -1,7 +1,8 @@
 //! Every intent pattern compiled into one `RegexSet`, so a message is scanned once however many
 //! intents there are.
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
+use regex_automata::{Input, MatchKind, PatternSet, meta, nfa::thompson::WhichCaptures, util::syntax};
 
 use super::{Intent, text};
 
@@ -37,19 +38,29 @@ pub fn compile(source: &str) -> Result<Regex, String> {
 
 #[derive(Debug)]
 pub struct Matcher {
-    set: RegexSet,
+    /// What `regex::RegexSet` is inside, used directly because its matches come back as a set
+    /// to scan whole (one flag per pattern of the pack) where this one says how many matched.
+    set: meta::Regex,
     patterns: Vec<Pattern>,
 }
 
 impl Matcher {
     pub fn new(patterns: Vec<Pattern>) -> Result<Matcher, String> {
-        let set = RegexSetBuilder::new(patterns.iter().map(|p| p.regex.as_str()))
-            .case_insensitive(true)
-            .size_limit(SIZE_LIMIT * 4)
+        // `RegexSetBuilder`'s configuration, with its `case_insensitive`, `size_limit` and
+        // `dfa_size_limit`.
+        let config = meta::Config::new()
+            .match_kind(MatchKind::All)
+            .utf8_empty(true)
+            .which_captures(WhichCaptures::None)
+            .nfa_size_limit(Some(SIZE_LIMIT * 4))
             // Room for the lazy DFA's states, so it does not give up and fall back to the
             // (much slower) PikeVM on a large pack.
-            .dfa_size_limit(SIZE_LIMIT)
-            .build()
+            .hybrid_cache_capacity(SIZE_LIMIT);
+        let sources: Vec<&str> = patterns.iter().map(|p| p.regex.as_str()).collect();
+        let set = meta::Builder::new()
+            .configure(config)
+            .syntax(syntax::Config::new().case_insensitive(true).utf8(true))
+            .build_many(&sources)
             .map_err(|e| format!("patterns too large to compile together: {}", one_line(&e.to_string())))?;
         Ok(Matcher { set, patterns })
     }
@@ -57,18 +68,17 @@ impl Matcher {
     /// The intent whose pattern matches: highest priority first, then the longest match (the
     /// most specific pattern), then the earliest intent.
     pub fn best(&self, normalized: &str, intents: &[Intent], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let matched = self.set.matches(normalized);
-        let mut best: Option<(i32, usize, usize)> = None;
-        let mut candidates = matched.iter().filter(|&i| eligible(self.patterns[i].owner)).peekable();
-        let only_one = {
-            let first = *candidates.peek()?;
-            matched.iter().all(|i| self.patterns[i].owner == self.patterns[first].owner)
-        };
-        if only_one {
-            return candidates.next().map(|i| self.patterns[i].owner);
+        let mut set = PatternSet::new(self.patterns.len());
+        self.set.which_overlapping_matches(&Input::new(normalized), &mut set);
+        // The set's flags are scanned only up to the last pattern that matched.
+        let matched: Vec<&Pattern> = set.iter().take(set.len()).map(|i| &self.patterns[i]).collect();
+        let mut candidates = matched.iter().filter(|p| eligible(p.owner)).peekable();
+        let first = candidates.peek()?.owner;
+        if matched.iter().all(|p| p.owner == first) {
+            return Some(first);
         }
-        for i in candidates {
-            let pattern = &self.patterns[i];
+        let mut best: Option<(i32, usize, usize)> = None;
+        for pattern in candidates {
             let len = pattern.regex.find(normalized).map_or(0, |m| m.len());
             let key = (intents[pattern.owner].priority, len, usize::MAX - pattern.owner);
             if best.is_none_or(|b| key > b) {

@@ -115,28 +115,50 @@ impl Ranker {
             return Vec::new();
         }
         let norm = norm.sqrt();
-        // A dense accumulator: every example's dot product with the message.
-        let mut scores = vec![0.0f32; self.owners.len()];
-        for (id, w) in query {
-            let w = w / norm;
-            for &(example, weight) in &self.postings[id as usize] {
-                scores[example as usize] += w * weight;
-            }
-        }
-        if let Some(skip) = skip {
-            scores[skip] = 0.0;
-        }
-        // Each intent's nearest example; whether the intent may answer is asked once per intent.
         let mut best = vec![0.0f32; self.intents];
-        for (example, &score) in scores.iter().enumerate() {
-            let owner = self.owners[example];
-            best[owner] = best[owner].max(score);
-        }
+        SCRATCH.with_borrow_mut(|Scratch { scores, touched }| {
+            // Each example's dot product with the message, in a dense accumulator that only the
+            // examples sharing a feature touch: a message shares features with few of them.
+            scores.resize(scores.len().max(self.owners.len()), 0.0);
+            for (id, w) in query {
+                let w = w / norm;
+                for &(example, weight) in &self.postings[id as usize] {
+                    let score = &mut scores[example as usize];
+                    // Weights are positive, so a touched example is never back at 0.
+                    if *score == 0.0 {
+                        touched.push(example);
+                    }
+                    *score += w * weight;
+                }
+            }
+            // Each intent's nearest example, leaving the accumulator zeroed for the next message.
+            for example in touched.drain(..) {
+                let score = std::mem::take(&mut scores[example as usize]);
+                if skip != Some(example as usize) {
+                    let owner = self.owners[example as usize];
+                    best[owner] = best[owner].max(score);
+                }
+            }
+        });
+        // Whether the intent may answer is asked once per intent.
         let mut ranked: Vec<(usize, f32)> =
             best.into_iter().enumerate().filter(|&(intent, score)| score > 0.0 && eligible(intent)).collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked
     }
+}
+
+/// A thread's accumulator for `Ranker::scores`, kept between messages.
+#[derive(Default)]
+struct Scratch {
+    /// One score per example of the largest pack seen, all 0 between calls.
+    scores: Vec<f32>,
+    /// The examples whose score is not 0.
+    touched: Vec<u32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// Words (digits collapsed to one token, so order numbers do not look like anything), word
