@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::intents::{Choice, How};
 
+mod json;
+
 pub const SUBPROTOCOL: &str = "chat.v1";
 
 /// A frame is decoded, handled and dropped one at a time, so the size of the `hello` variant
@@ -173,7 +175,10 @@ impl ServerFrame {
     pub fn to_json(&self) -> String {
         // Room for a usual reply at once (grown from nothing, a frame was copied four times).
         let mut json = Vec::with_capacity(256);
-        serde_json::to_writer(&mut json, self).expect("server frames serialize");
+        match self {
+            ServerFrame::Reply(reply) => json::reply(&mut json, reply),
+            frame => serde_json::to_writer(&mut json, frame).expect("server frames serialize"),
+        }
         // serde_json writes nothing but UTF-8.
         String::from_utf8(json).expect("JSON is UTF-8")
     }
