@@ -14,7 +14,6 @@ pub mod template;
 pub mod text;
 mod words;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use file::Source;
@@ -23,6 +22,9 @@ use matcher::Matcher;
 use rank::Ranker;
 use slots::Slot;
 use template::Template;
+
+/// Intents and slots by id. foldhash: a step looks slots up by name.
+type Ids = foldhash::HashMap<String, usize>;
 
 /// The intents every pack must define: the greeting sent on connect and the reply when no
 /// intent matches.
@@ -232,8 +234,8 @@ pub struct IntentSet {
     pub journeys: crate::journeys::Journeys,
     /// When the chat reaches out on its own.
     pub triggers: Vec<crate::triggers::Trigger>,
-    by_id: HashMap<String, usize>,
-    slot_by_id: HashMap<String, usize>,
+    by_id: Ids,
+    slot_by_id: Ids,
     matcher: Matcher,
     ranker: Ranker,
     /// The shop's words and the other side's, and the gate learned from them.

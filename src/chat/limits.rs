@@ -3,7 +3,6 @@
 //! connections per IP address. An address's buckets outlive its connections until they have
 //! refilled, so reconnecting never buys a fresh budget.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use actix_web::http::header::HeaderMap;
@@ -92,7 +91,8 @@ pub struct PerIp {
 }
 
 struct Addresses {
-    map: HashMap<IpAddr, Address>,
+    /// foldhash: every message looks its address up.
+    map: foldhash::HashMap<IpAddr, Address>,
     swept: Instant,
 }
 
@@ -102,7 +102,7 @@ const SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 impl PerIp {
     /// `messages` and `connects` are (per second, burst) for each address.
     pub fn new(messages: (f64, f64), connects: (f64, f64)) -> Arc<PerIp> {
-        let addresses = Addresses { map: HashMap::new(), swept: Instant::now() };
+        let addresses = Addresses { map: foldhash::HashMap::default(), swept: Instant::now() };
         Arc::new(PerIp { addresses: Mutex::new(addresses), messages, connects })
     }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use regex::Regex;
 use toml::Spanned;
 
+use super::Ids;
 use super::file::{self, RawChoice, RawEmail, RawIntent, RawQuestion, RawReply, RawSlot, Source};
 use super::matcher::{self, Matcher};
 use super::rank::Ranker;
@@ -73,7 +74,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     let email_ids: Vec<String> = emails.iter().map(|e| e.id.clone()).collect();
 
     let mut slots: Vec<Slot> = Vec::new();
-    let mut slot_by_id: HashMap<String, usize> = HashMap::new();
+    let mut slot_by_id = Ids::default();
     for (source, raw) in raw_slots {
         if let Some(slot) = c.slot(source, raw) {
             if let Some(&first) = slot_by_id.get(&slot.id) {
@@ -86,7 +87,7 @@ pub fn compile(dir: &Path, sources: &[Source]) -> Result<IntentSet, Vec<Diagnost
     }
 
     let mut intents: Vec<Intent> = Vec::new();
-    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut by_id = Ids::default();
     let mut patterns = Vec::new();
     let mut done_refs: Vec<(usize, Reference)> = Vec::new();
     for (source, raw) in raw_intents {
@@ -225,7 +226,7 @@ impl Compiler {
         source: &Source,
         raw: RawIntent,
         index: usize,
-        slots: &HashMap<String, usize>,
+        slots: &Ids,
         emails: &[String],
         patterns: &mut Vec<matcher::Pattern>,
     ) -> Option<Intent> {
@@ -414,7 +415,7 @@ impl Compiler {
         Some(choices)
     }
 
-    fn slot_refs(&mut self, source: &Source, names: &[Spanned<String>], slots: &HashMap<String, usize>) -> Vec<usize> {
+    fn slot_refs(&mut self, source: &Source, names: &[Spanned<String>], slots: &Ids) -> Vec<usize> {
         let mut found = Vec::new();
         for name in names {
             match slots.get(name.get_ref()) {

@@ -67,35 +67,33 @@ pub(super) fn reply(json: &mut Vec<u8>, reply: &Reply) {
 fn string(json: &mut Vec<u8>, text: &str) {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Whether any byte of `word` is zero (exact: no false positives for "any").
-    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGH != 0;
+    // The high bit of a byte set where the byte is below 0x20 or, after `^ ONES * c`, where it
+    // was `c` (exact for whether any byte is, which is all that is asked).
+    let below_space = |word: u64| word.wrapping_sub(ONES * 0x20) & !word;
+    let zero = |word: u64| word.wrapping_sub(ONES) & !word;
     let escapable = |word: u64| {
-        word.wrapping_sub(ONES * 0x20) & !word & HIGH != 0
-            || zero_byte(word ^ (ONES * u64::from(b'"')))
-            || zero_byte(word ^ (ONES * u64::from(b'\\')))
+        (below_space(word) | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\')))) & HIGH != 0
     };
-    json.push(b'"');
     let bytes = text.as_bytes();
+    json.reserve(bytes.len() + 2);
+    json.push(b'"');
     let mut written = 0;
-    let mut chunks = bytes.chunks(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        if let Ok(eight) = <[u8; 8]>::try_from(chunk)
-            && !escapable(u64::from_ne_bytes(eight))
-        {
-            at += 8;
+    for (chunk_at, chunk) in (0..).step_by(8).zip(bytes.chunks(8)) {
+        // A short last chunk is padded with spaces, which need no escape.
+        let mut word = [b' '; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        if !escapable(u64::from_ne_bytes(word)) {
             continue;
         }
-        for &byte in chunk {
+        for (at, &byte) in (chunk_at..).zip(chunk) {
             if let Some(escaped) = escape(byte) {
                 json.extend_from_slice(&bytes[written..at]);
                 json.extend_from_slice(&escaped);
-                if byte < 0x20 && escaped[1] == b'u' {
+                if escaped[1] == b'u' {
                     json.extend_from_slice(&[b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
                 }
                 written = at + 1;
             }
-            at += 1;
         }
     }
     json.extend_from_slice(&bytes[written..]);

@@ -19,7 +19,7 @@
 //! adding to `active`; reads look at `active`, then `frozen`, then the trees, and `frozen` is
 //! emptied only after the trees have it, so no read ever falls between the two.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -77,7 +77,7 @@ struct Layer {
     /// conversation. A reader of one conversation's turns decodes only those values, not a second
     /// of every chat's. Hashed by conversation: the writer adds a turn at every message, and an
     /// ordered set of (conversation, key) pairs cost it a tenth of its time in comparisons.
-    turns: HashMap<[u8; 16], Vec<[u8; 8]>>,
+    turns: foldhash::HashMap<[u8; 16], Vec<[u8; 8]>>,
 }
 
 impl Layer {
