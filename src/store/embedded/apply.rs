@@ -13,7 +13,10 @@
 //! writer's time again): a batch that fails leaves the profile out, and it is read from the
 //! trees next time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+// foldhash: the writer looks ids up several times per command.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::{Command, Result, T, Trees, campaign_prefix, encode, erase, outbox, profiles, turns};
 use crate::domain::{Change, Profile, Status};
@@ -38,7 +41,9 @@ pub(super) struct Memory {
     /// stored for a conversation that exists, and this answers without reading a tree.
     conversations: HashSet<ConversationId>,
     /// Profiles as the writer last stored them, at most `PROFILES` (then it starts again).
-    profiles: HashMap<VisitorId, Profile>,
+    /// Boxed, here and wherever a batch moves one: a `Profile` is 520 bytes, and a message that
+    /// changed one moved it five times, copies of memory long out of the caches.
+    profiles: HashMap<VisitorId, Box<Profile>>,
 }
 
 /// How many written profiles `Memory` keeps: a few thousand chats' worth.
@@ -67,7 +72,7 @@ pub(super) struct Group<'a> {
     /// Conversations the staged batches opened or found stored.
     known: Vec<ConversationId>,
     /// The profiles the staged batches leave (`None`: erased).
-    profiles: HashMap<VisitorId, Option<Profile>>,
+    profiles: HashMap<VisitorId, Option<Box<Profile>>>,
     turns: Vec<Turn>,
 }
 
@@ -157,7 +162,7 @@ impl<'a> Group<'a> {
 /// A profile's index keys before the batch, and the profile as the batch's commands left it.
 struct Cached {
     before: Vec<(T, Vec<u8>)>,
-    after: Option<Profile>,
+    after: Option<Box<Profile>>,
 }
 
 /// One batch being staged: reads see the trees, then the group's staged writes, then its own.
@@ -171,7 +176,7 @@ pub(super) struct Batch<'g, 'a> {
     gone: HashSet<ConversationId>,
     known: Vec<ConversationId>,
     /// The profiles `finish_profiles` staged, for the group and then `Memory`.
-    written: Vec<(VisitorId, Option<Profile>)>,
+    written: Vec<(VisitorId, Option<Box<Profile>>)>,
     turns: Vec<Turn>,
 }
 
@@ -182,7 +187,9 @@ impl Batch<'_, '_> {
             Command::Visitor { visitor, change } => {
                 let cached = self.profile(visitor)?;
                 match (&mut cached.after, &change) {
-                    (None, Change::Create { at, locale }) => cached.after = Some(Profile::new(visitor, *at, locale)),
+                    (None, Change::Create { at, locale }) => {
+                        cached.after = Some(Box::new(Profile::new(visitor, *at, locale)))
+                    }
                     (None, _) => {}
                     (Some(profile), change) => profile.apply(change),
                 }
@@ -328,11 +335,12 @@ impl Batch<'_, '_> {
             let before = match (self.group.profiles.get(&visitor), self.memory.profiles.remove(&visitor)) {
                 (Some(staged), _) => staged.clone(),
                 (None, Some(stored)) => Some(stored),
-                (None, None) => {
-                    self.get(T::Visitors, visitor.as_bytes())?.map(|raw| profiles::decode(&raw)).transpose()?
-                }
+                (None, None) => self
+                    .get(T::Visitors, visitor.as_bytes())?
+                    .map(|raw| profiles::decode(&raw).map(Box::new))
+                    .transpose()?,
             };
-            self.profiles.insert(visitor, Cached { before: index_keys(&visitor, before.as_ref()), after: before });
+            self.profiles.insert(visitor, Cached { before: index_keys(&visitor, before.as_deref()), after: before });
         }
         Ok(self.profiles.get_mut(&visitor).expect("inserted above"))
     }
@@ -371,7 +379,7 @@ impl Batch<'_, '_> {
     /// or a tag, move none of them).
     fn finish_profiles(&mut self) {
         for (visitor, Cached { before: old, after }) in std::mem::take(&mut self.profiles) {
-            let new = index_keys(&visitor, after.as_ref());
+            let new = index_keys(&visitor, after.as_deref());
             for (tree, key) in old.iter().filter(|k| !new.contains(k)) {
                 self.remove(*tree, key.clone());
             }
