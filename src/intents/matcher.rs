@@ -1,4 +1,4 @@
-//! Every intent pattern compiled into one `RegexSet`, so a message is scanned once however many
+//! Every intent pattern compiled into one regex set, so a message is scanned once however many
 //! intents there are.
 
 use regex::{Regex, RegexBuilder};
