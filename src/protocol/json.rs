@@ -4,7 +4,6 @@
 //! the byte; the tests hold it to that.
 
 use super::Reply;
-use crate::intents::How;
 
 pub(super) fn reply(json: &mut Vec<u8>, reply: &Reply) {
     let Reply { text, intent, choices, how, confidence, captured, agent, locale } = reply;
@@ -24,21 +23,13 @@ pub(super) fn reply(json: &mut Vec<u8>, reply: &Reply) {
         json.push(b'}');
     }
     json.push(b']');
+    // `how`'s names and the float's formatting (`null` for what JSON cannot hold) are serde's own.
     if let Some(how) = how {
         json.extend_from_slice(br#","how":"#);
-        string(
-            json,
-            match how {
-                How::Slot => "slot",
-                How::Pattern => "pattern",
-                How::Examples => "examples",
-                How::Fallback => "fallback",
-            },
-        );
+        serde_json::to_writer(&mut *json, how).expect("a unit variant serializes");
     }
     if let Some(confidence) = confidence {
         json.extend_from_slice(br#","confidence":"#);
-        // serde_json's own float formatting (and `null` for what JSON cannot hold).
         serde_json::to_writer(&mut *json, confidence).expect("a float serializes");
     }
     if !captured.is_empty() {
@@ -123,7 +114,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::intents::Choice;
+    use crate::intents::{Choice, How};
     use crate::protocol::ServerFrame;
 
     fn by_hand(reply: &Reply) -> String {
