@@ -159,10 +159,26 @@ impl<'a> Group<'a> {
     }
 }
 
-/// A profile's index keys before the batch, and the profile as the batch's commands left it.
+/// What the leads indexes held of a profile before the batch, and the profile as the batch's
+/// commands left it.
 struct Cached {
-    before: Vec<(T, Vec<u8>)>,
+    before: Option<Indexed>,
     after: Option<Box<Profile>>,
+}
+
+/// What the leads indexes key a profile by (`index_keys`). Most batches leave it as it was (a
+/// preference, a tag, a score), and then no index key is built or written.
+#[derive(PartialEq)]
+struct Indexed {
+    seen: u64,
+    status: Status,
+    campaign: Option<String>,
+}
+
+impl Indexed {
+    fn of(profile: Option<&Profile>) -> Option<Indexed> {
+        profile.map(|p| Indexed { seen: p.last_seen_at, status: p.status, campaign: p.campaign.clone() })
+    }
 }
 
 /// One batch being staged: reads see the trees, then the group's staged writes, then its own.
@@ -340,7 +356,7 @@ impl Batch<'_, '_> {
                     .map(|raw| profiles::decode(&raw).map(Box::new))
                     .transpose()?,
             };
-            self.profiles.insert(visitor, Cached { before: index_keys(&visitor, before.as_deref()), after: before });
+            self.profiles.insert(visitor, Cached { before: Indexed::of(before.as_deref()), after: before });
         }
         Ok(self.profiles.get_mut(&visitor).expect("inserted above"))
     }
@@ -378,13 +394,16 @@ impl Batch<'_, '_> {
     /// indexes in step: only an index key that changed is written (most changes, a preference
     /// or a tag, move none of them).
     fn finish_profiles(&mut self) {
-        for (visitor, Cached { before: old, after }) in std::mem::take(&mut self.profiles) {
-            let new = index_keys(&visitor, after.as_deref());
-            for (tree, key) in old.iter().filter(|k| !new.contains(k)) {
-                self.remove(*tree, key.clone());
-            }
-            for (tree, key) in new.into_iter().filter(|k| !old.contains(k)) {
-                self.put(tree, key, Vec::new());
+        for (visitor, Cached { before, after }) in std::mem::take(&mut self.profiles) {
+            let indexed = Indexed::of(after.as_deref());
+            if indexed != before {
+                let (old, new) = (index_keys(&visitor, before.as_ref()), index_keys(&visitor, indexed.as_ref()));
+                for (tree, key) in old.iter().filter(|k| !new.contains(k)) {
+                    self.remove(*tree, key.clone());
+                }
+                for (tree, key) in new.into_iter().filter(|k| !old.contains(k)) {
+                    self.put(tree, key, Vec::new());
+                }
             }
             match &after {
                 Some(after) => self.put(T::Visitors, visitor.as_bytes().to_vec(), profiles::encode(after)),
@@ -396,10 +415,10 @@ impl Batch<'_, '_> {
 }
 
 /// The leads index keys of a profile.
-fn index_keys(visitor: &VisitorId, profile: Option<&Profile>) -> Vec<(T, Vec<u8>)> {
-    let Some(p) = profile else { return Vec::new() };
+fn index_keys(visitor: &VisitorId, indexed: Option<&Indexed>) -> Vec<(T, Vec<u8>)> {
+    let Some(p) = indexed else { return Vec::new() };
     let mut keys = vec![
-        (T::LeadsBySeen, super::Seen { at: p.last_seen_at, visitor: *visitor }.key().to_vec()),
+        (T::LeadsBySeen, super::Seen { at: p.seen, visitor: *visitor }.key().to_vec()),
         (T::LeadsByStatus, status_key(p.status, visitor)),
     ];
     keys.extend(p.campaign.as_ref().map(|c| (T::LeadsByCampaign, campaign_key(c, visitor))));

@@ -69,9 +69,19 @@ fn lookup<T: Copy>(all: &[T], code: u8) -> Option<T> {
 }
 
 pub(super) fn encode(entries: &[Entry]) -> Vec<u8> {
-    let out: Vec<Out> = entries
-        .iter()
-        .map(|e| Out {
+    // Room for the texts and a little per entry, so the buffer is not grown several times.
+    let mut bytes = Vec::with_capacity(1 + entries.iter().map(|e| e.text.len() + 48).sum::<usize>());
+    bytes.push(TURN_VERSION);
+    postcard::to_extend(&Entries(entries), bytes).expect("turns serialize")
+}
+
+/// Entries as the sequence of `Out` they are stored as, without collecting one first (an
+/// allocation per turn on the writer's thread).
+struct Entries<'a>(&'a [Entry]);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|e| Out {
             at: e.at,
             from: code(&SPEAKERS, &e.from),
             text: &e.text,
@@ -79,12 +89,8 @@ pub(super) fn encode(entries: &[Entry]) -> Vec<u8> {
             how: e.how.as_ref().map(|h| code(&HOWS, h)),
             confidence: e.confidence,
             variant: e.variant,
-        })
-        .collect();
-    // Room for the texts and a little per entry, so the buffer is not grown several times.
-    let mut bytes = Vec::with_capacity(1 + entries.iter().map(|e| e.text.len() + 48).sum::<usize>());
-    bytes.push(TURN_VERSION);
-    postcard::to_extend(&out, bytes).expect("turns serialize")
+        }))
+    }
 }
 
 pub(super) fn decode(raw: &[u8]) -> Result<Vec<Entry>> {
