@@ -166,8 +166,8 @@ struct Cached {
     after: Option<Box<Profile>>,
 }
 
-/// What the leads indexes key a profile by (`index_keys`). Most batches leave it as it was (a
-/// preference, a tag, a score), and then no index key is built or written.
+/// What the leads indexes key a profile by (`index_keys`), compared before and after a batch so
+/// that keys are built only for a batch that moves them (`finish_profiles`).
 #[derive(PartialEq)]
 struct Indexed {
     seen: u64,
