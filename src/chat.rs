@@ -82,7 +82,9 @@ pub async fn ws(
 
 /// Starts, once per worker thread, a task that hands the memory the thread freed back to the
 /// system every second (`allocator::collect`): what ten thousand connections' handshakes freed
-/// would otherwise stay resident while they sit idle. A call costs tens of microseconds.
+/// would otherwise stay resident while they sit idle. A call took 30–40 µs with 10,000 idle
+/// connections and 0.15–0.5 ms under 1,000 busy ones (uprobes), at most a twentieth of a
+/// percent of a worker.
 fn tidy() {
     thread_local! {
         static TIDYING: Cell<bool> = const { Cell::new(false) };
