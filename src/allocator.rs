@@ -81,6 +81,14 @@ pub fn collect() {
     unsafe { mi::mi_collect(false) }
 }
 
+/// `collect`, and every freed range returned now, however recently freed: once, when the server
+/// has started (compiling the intents and opening the store freed a third of what a fresh
+/// server held resident).
+pub fn collect_all() {
+    // SAFETY: as `collect`.
+    unsafe { mi::mi_collect(true) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,6 +201,7 @@ pub fn start_with(config: Config, clock: crate::clock::Clock) -> Result<Running,
     let outbox = crate::outbox::spawn(app.clone(), receivers).map_err(|e| StartError::Spawn("outbox worker", e))?;
     let retention = crate::retention::spawn(app.clone()).map_err(|e| StartError::Spawn("retention sweep", e))?;
     let journeys = crate::journeys::sweep::spawn(app.clone()).map_err(|e| StartError::Spawn("journey sweep", e))?;
+    crate::allocator::collect_all();
     Ok(Running { addr, public_url, server, app, watch, generated, outbox, retention, journeys })
 }
 
