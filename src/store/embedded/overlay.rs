@@ -93,10 +93,10 @@ impl Layer {
                 for stored in turns::records(value).unwrap_or_default() {
                     let Ok(conversation) = stored.conversation.try_into() else { continue };
                     let values = self.turns.entry(conversation).or_default();
-                    // Only the last can repeat: groups come in order, and one group's turns of a
-                    // conversation in a row. (A later rewrite of an older value, as an erasure
-                    // makes, may list it twice; `recent_turns` reads each key once.) Searching
-                    // the whole list, hundreds of groups a second long, was most of this call.
+                    // Values are filed in sequence order, so only the last entry can be this
+                    // one. (An erasure's rewrite of an older value may file it twice;
+                    // `recent_turns` reads each key once.) Searching the whole list, hundreds of
+                    // values a second long, was most of this call.
                     if values.last() != Some(&seq) {
                         values.push(seq);
                     }
