@@ -73,8 +73,8 @@ unsafe impl GlobalAlloc for Mimalloc {
 /// any thread whose return has waited long enough (mimalloc waits 10 ms before it returns freed
 /// memory, to reuse it meanwhile). mimalloc only does this while it allocates and frees, so
 /// after a burst a quiet thread would keep its freed memory resident for good: after 10,000
-/// chats connected, 1.5–2.7 KiB per connection more than they hold, by chance of when the burst
-/// ended (BENCHMARKS.md). A chat worker calls this once a second (`chat::tidy`).
+/// chats connected, up to 2.7 KiB per connection more than they hold, by chance of when the
+/// burst ended (BENCHMARKS.md). A chat worker calls this once a second (`chat::tidy`).
 pub fn collect() {
     // SAFETY: a plain C call; it only touches the calling thread's heap and the shared arenas,
     // under mimalloc's own synchronization.
