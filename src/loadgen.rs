@@ -202,9 +202,13 @@ fn new_histogram() -> Histogram<u64> {
 /// One shopper: connect (retrying refusals), say hello, then talk until the window ends.
 async fn connection(index: usize, options: Options, counters: Arc<Counters>, window: Window) -> Histogram<u64> {
     let mut histogram = new_histogram();
-    tokio::time::sleep_until((window.start + Duration::from_micros(200) * index as u32).into()).await;
+    let starts = window.start + Duration::from_micros(200) * index as u32;
+    tokio::time::sleep_until(starts.into()).await;
     let per_connection = options.rate.map(|r| Duration::from_secs_f64(options.connections as f64 / r.max(0.001)));
-    let mut next_send = window.start.max(Instant::now());
+    // The schedule follows from when this connection was meant to start, not from when its task
+    // woke: a generator thread busy with other handshakes wakes many tasks late at once, and
+    // their sends would then come in bursts, with gaps between, for the whole run.
+    let mut next_send = starts;
     let mut message = index;
     let mut first = true;
     while Instant::now() < window.end {
