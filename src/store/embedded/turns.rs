@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::overlay::GiveWay;
 use super::{Result, StoreError, T, Trees, VALUE_VERSION};
 use crate::domain::{Entry, Speaker};
 use crate::intents::How;
@@ -238,7 +239,7 @@ fn each_recent(trees: &Trees, conversation: &[u8], mut f: impl FnMut(Stored)) ->
 /// recent values. Returns how many turns moved. Runs at open, for what the journal replayed.
 pub(super) fn merge(trees: &Trees) -> Result<usize> {
     let recent: Vec<_> = trees[T::RecentTurns].iter().collect::<sled::Result<_>>()?;
-    let moved = write_chunks(trees, recent.iter().map(|(_, value)| value.as_ref()))?;
+    let moved = write_chunks(trees, recent.iter().map(|(_, value)| value.as_ref()), &mut GiveWay::new())?;
     for (seq, _) in recent {
         trees[T::RecentTurns].remove(seq)?;
     }
@@ -248,7 +249,11 @@ pub(super) fn merge(trees: &Trees) -> Result<usize> {
 /// Writes the turns of groups' `recent_turns` values into chunks of `transcripts`: one or more
 /// per conversation, a chunk's key its conversation and its first turn, each turn once. Returns
 /// how many turns it wrote.
-pub(super) fn write_chunks<'a>(trees: &Trees, values: impl IntoIterator<Item = &'a [u8]>) -> Result<usize> {
+pub(super) fn write_chunks<'a>(
+    trees: &Trees,
+    values: impl IntoIterator<Item = &'a [u8]>,
+    give_way: &mut GiveWay,
+) -> Result<usize> {
     let mut conversations: BTreeMap<&[u8], BTreeMap<&[u8], Stored>> = BTreeMap::new();
     for value in values {
         for stored in records(value)? {
@@ -259,6 +264,7 @@ pub(super) fn write_chunks<'a>(trees: &Trees, values: impl IntoIterator<Item = &
     for (conversation, turns) in conversations {
         let turns: Vec<Stored> = turns.into_values().collect();
         for chunk in turns.chunks(CHUNK_TURNS) {
+            give_way.now_and_then();
             let key = [conversation, chunk[0].turn].concat();
             trees[T::Transcripts].insert(key, encode_records(chunk.iter().copied()))?;
             written += chunk.len();
