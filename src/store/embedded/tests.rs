@@ -774,3 +774,24 @@ fn a_conversation_from_before_a_restart_takes_its_question_and_language() {
     assert!(rendered.contains(&"conversation C1 of V1 de pending=size".to_string()), "{rendered:#?}");
     assert!(!rendered.iter().any(|l| l.contains("C2")), "nothing for a conversation never opened: {rendered:#?}");
 }
+
+/// Answers reach a current-thread runtime through a relay task on it; a runtime that stops takes
+/// its relay along, and the next one on the same thread starts another.
+#[test]
+fn commits_are_answered_on_every_runtime_a_thread_runs_in_turn() {
+    let w = World::new();
+    let (_dir, store) = fresh();
+    store.commit_blocking(vec![w.create(w.v1), w.create(w.v2)]).expect("setup");
+    for score in 1..=3 {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let (one, two) = runtime.block_on(async {
+            tokio::join!(
+                store.commit(vec![w.change(w.v1, Change::Score(score))]),
+                store.commit(vec![w.change(w.v2, Change::Score(score))]),
+            )
+        });
+        one.and(two).expect("both answered");
+    }
+    let rendered = w.render(&store);
+    assert_eq!(rendered.iter().filter(|l| l.contains("score=6")).count(), 2, "{rendered:#?}");
+}

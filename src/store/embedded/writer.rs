@@ -24,6 +24,52 @@ const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
 struct Job {
     commands: Vec<Command>,
     done: oneshot::Sender<Result<()>>,
+    relay: Option<Relay>,
+}
+
+/// A batch's answer: the session's channel and the result to send on it.
+type Ack = (oneshot::Sender<Result<()>>, Result<()>);
+
+/// Hands a group's answers to one runtime thread in one message; a task there sends each.
+///
+/// Waking a session directly from the flusher costs each session a wake of its sleeping worker
+/// thread, which preempts the flusher for that one session and parks again: two context switches
+/// per batch, and the next sync waits until the last answer is out (about 0.8 ms per sync at 100
+/// connections, BENCHMARKS.md). Through the relay the flusher wakes each worker thread once and
+/// that thread answers all its sessions in one go.
+type Relay = mpsc::UnboundedSender<Vec<Ack>>;
+
+thread_local! {
+    static RELAY: std::cell::RefCell<Option<Relay>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The calling thread's relay, started on first use. Only on a current-thread runtime (each actix
+/// worker has one): there the relay task runs on this very thread, next to its sessions.
+fn relay() -> Option<Relay> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+        return None;
+    }
+    RELAY.with_borrow_mut(|relay| {
+        // A relay whose runtime is gone (tests start one after another) is closed.
+        if relay.as_ref().is_none_or(|relay| relay.is_closed()) {
+            let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Ack>>();
+            runtime.spawn(async move {
+                while let Some(acks) = rx.recv().await {
+                    answer(acks);
+                }
+            });
+            *relay = Some(tx);
+        }
+        relay.clone()
+    })
+}
+
+fn answer(acks: Vec<Ack>) {
+    for (done, result) in acks {
+        // A session that went away no longer waits for its acknowledgement.
+        let _ = done.send(result);
+    }
 }
 
 pub struct Handle {
@@ -46,14 +92,14 @@ impl Handle {
     pub async fn commit(&self, commands: Vec<Command>) -> Result<()> {
         let (done, wait) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
-        queue.send(Job { commands, done }).await.map_err(|_| StoreError::Closed)?;
+        queue.send(Job { commands, done, relay: relay() }).await.map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
     }
 
     pub fn commit_blocking(&self, commands: Vec<Command>) -> Result<()> {
         let (done, wait) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or(StoreError::Closed)?;
-        queue.blocking_send(Job { commands, done }).map_err(|_| StoreError::Closed)?;
+        queue.blocking_send(Job { commands, done, relay: None }).map_err(|_| StoreError::Closed)?;
         wait.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 }
@@ -79,12 +125,25 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                     stats.flushes.fetch_add(1, Ordering::Relaxed);
                     let made_durable: usize = groups.iter().map(|g| g.acks.len()).sum();
                     metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(made_durable as f64);
-                    for group in groups {
-                        stats.batches.fetch_add(group.acks.len() as u64, Ordering::Relaxed);
-                        for (done, result) in group.acks {
-                            let result = result.and_then(|()| flushed.clone());
-                            // A session that went away no longer waits for its acknowledgement.
-                            let _ = done.send(result);
+                    stats.batches.fetch_add(made_durable as u64, Ordering::Relaxed);
+                    // One bundle per relay (one per worker thread), then one wake for each.
+                    let mut bundles: Vec<(Option<Relay>, Vec<Ack>)> = Vec::new();
+                    for (relay, (done, result)) in groups.into_iter().flat_map(|group| group.acks) {
+                        let ack = (done, result.and_then(|()| flushed.clone()));
+                        match bundles.iter_mut().find(|(r, _)| same_relay(r, &relay)) {
+                            Some((_, acks)) => acks.push(ack),
+                            None => bundles.push((relay, vec![ack])),
+                        }
+                    }
+                    for (relay, acks) in bundles {
+                        match relay {
+                            // A relay whose runtime stopped hands the answers back.
+                            Some(relay) => {
+                                if let Err(unsent) = relay.send(acks) {
+                                    answer(unsent.0);
+                                }
+                            }
+                            None => answer(acks),
                         }
                     }
                 }
@@ -178,19 +237,27 @@ fn batch_scheduling() {
     }
 }
 
-/// A group applied and waiting for its flush: who to acknowledge.
+fn same_relay(a: &Option<Relay>, b: &Option<Relay>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.same_channel(b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// A group applied and waiting for its flush: who to acknowledge, and through which relay.
 struct Applied {
-    acks: Vec<(oneshot::Sender<Result<()>>, Result<()>)>,
+    acks: Vec<(Option<Relay>, Ack)>,
 }
 
 /// Stages each batch (one that fails is answered with its error, the others go on) and writes
 /// the staged ones; when that fails, each of them fails.
 fn apply(trees: &Trees, memory: &mut Memory, seq: u64, jobs: impl Iterator<Item = Job>) -> Applied {
     let mut staged = Group::new(trees);
-    let mut acks: Vec<_> = jobs.map(|job| (job.done, staged.stage(memory, job.commands))).collect();
+    let mut acks: Vec<_> = jobs.map(|job| (job.relay, (job.done, staged.stage(memory, job.commands)))).collect();
     if let Err(e) = staged.commit(memory, seq) {
         log::error!("store: a group commit failed: {e}");
-        for (_, result) in acks.iter_mut().filter(|(_, r)| r.is_ok()) {
+        for (_, (_, result)) in acks.iter_mut().filter(|(_, (_, r))| r.is_ok()) {
             *result = Err(e.clone());
         }
     }
