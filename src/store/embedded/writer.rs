@@ -1,9 +1,10 @@
 //! The group commit: the writer thread stages every batch waiting in its queue, appends them to
 //! the journal as one group (`store/journal.rs`), puts their writes in the overlay and hands the
 //! group to the flusher thread, which syncs the journal once for every group handed over before
-//! it started, then acknowledges them all. Under load many sessions share each `fdatasync`, and
-//! the next group is applied while the last one is synced; alone, a batch waits for one sync. A
-//! third thread checkpoints what the groups left in the overlay into sled (`store/overlay.rs`).
+//! it started, then acknowledges them all, each worker thread's sessions through that thread's
+//! relay. Under load many sessions share each `fdatasync`, and the next group is applied while
+//! the last one is synced; alone, a batch waits for one sync. A third thread checkpoints what the
+//! groups left in the overlay into sled (`store/overlay.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
