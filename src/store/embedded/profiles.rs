@@ -104,7 +104,7 @@ pub(super) fn encode(p: &Profile) -> Vec<u8> {
     let strings: usize = p.preferences.iter().map(|(k, v)| k.len() + v.value.len() + v.message.len()).sum();
     let mut bytes = Vec::with_capacity(160 + strings + p.tags.iter().map(|t| t.len() + 1).sum::<usize>());
     bytes.push(PROFILE_VERSION);
-    postcard::to_extend(&out, bytes).expect("profiles serialize")
+    super::postcard_after(&out, bytes).expect("profiles serialize")
 }
 
 pub(super) fn decode(raw: &[u8]) -> Result<Profile> {

@@ -73,7 +73,7 @@ pub(super) fn encode(entries: &[Entry]) -> Vec<u8> {
     // Room for the texts and a little per entry, so the buffer is not grown several times.
     let mut bytes = Vec::with_capacity(1 + entries.iter().map(|e| e.text.len() + 48).sum::<usize>());
     bytes.push(TURN_VERSION);
-    postcard::to_extend(&Entries(entries), bytes).expect("turns serialize")
+    super::postcard_after(&Entries(entries), bytes).expect("turns serialize")
 }
 
 /// Entries as the sequence of `Out` they are stored as, without collecting one first (an
