@@ -127,26 +127,7 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                     let made_durable: usize = groups.iter().map(|g| g.acks.len()).sum();
                     metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(made_durable as f64);
                     stats.batches.fetch_add(made_durable as u64, Ordering::Relaxed);
-                    // One bundle per relay (one per worker thread), then one wake for each.
-                    let mut bundles: Vec<(Option<Relay>, Vec<Ack>)> = Vec::new();
-                    for (relay, (done, result)) in groups.into_iter().flat_map(|group| group.acks) {
-                        let ack = (done, result.and_then(|()| flushed.clone()));
-                        match bundles.iter_mut().find(|(r, _)| same_relay(r, &relay)) {
-                            Some((_, acks)) => acks.push(ack),
-                            None => bundles.push((relay, vec![ack])),
-                        }
-                    }
-                    for (relay, acks) in bundles {
-                        match relay {
-                            // A relay whose runtime stopped hands the answers back.
-                            Some(relay) => {
-                                if let Err(unsent) = relay.send(acks) {
-                                    answer(unsent.0);
-                                }
-                            }
-                            None => answer(acks),
-                        }
-                    }
+                    acknowledge(groups, flushed);
                 }
             }
         })
@@ -238,12 +219,28 @@ fn batch_scheduling() {
     }
 }
 
-fn same_relay(a: &Option<Relay>, b: &Option<Relay>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => a.same_channel(b),
-        (None, None) => true,
-        _ => false,
+/// Answers every batch of `groups` with its own result, or the sync's failure: one bundle per
+/// relay (one per worker thread), so one wake-up for each; batches without a relay directly.
+fn acknowledge(groups: Vec<Applied>, flushed: Result<()>) {
+    let mut bundles: Vec<(Relay, Vec<Ack>)> = Vec::new();
+    let mut direct = Vec::new();
+    for (relay, (done, result)) in groups.into_iter().flat_map(|group| group.acks) {
+        let ack = (done, result.and_then(|()| flushed.clone()));
+        match relay {
+            None => direct.push(ack),
+            Some(relay) => match bundles.iter_mut().find(|(r, _)| r.same_channel(&relay)) {
+                Some((_, acks)) => acks.push(ack),
+                None => bundles.push((relay, vec![ack])),
+            },
+        }
     }
+    for (relay, acks) in bundles {
+        // A relay whose runtime stopped hands the answers back.
+        if let Err(unsent) = relay.send(acks) {
+            answer(unsent.0);
+        }
+    }
+    answer(direct);
 }
 
 /// A group applied and waiting for its flush: who to acknowledge, and through which relay.
