@@ -3,8 +3,8 @@
 //! every write wait in the overlay (`overlay.rs`) instead of going into sled's trees at once:
 //! the hot path appends to a file and syncs it, and sled is written by checkpoints only.
 //!
-//! The writer appends each group as one record (`append`); the flusher thread syncs the files
-//! (`sync`, an `fdatasync`) and then acknowledges every group appended before the sync began. A
+//! The writer appends each group as one record (`append`), syncs the files (`sync`, an
+//! `fdatasync`) and then acknowledges the group. A
 //! checkpoint starts a new file (`rotate`), syncs, writes what waits into sled and flushes it,
 //! then lets go of the files whose groups the trees now hold (`release`): files go oldest first,
 //! so those left always hold the latest groups. A released file waits as a spare, renamed, and

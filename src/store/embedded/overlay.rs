@@ -242,8 +242,8 @@ impl Overlay {
 const SLICE: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// A checkpoint's writes take tens of milliseconds of CPU (at 5,000 messages a second, about
-/// 4,000 sled inserts and 1,000 transcript chunks: 30–50 ms). The flusher and the writer wake
-/// many times meanwhile, and one woken on the checkpoint's core waited out its scheduler slice
+/// 4,000 sled inserts and 1,000 transcript chunks: 30–50 ms). The writer wakes many times
+/// meanwhile, and woken on the checkpoint's core it waited out its scheduler slice
 /// (`SCHED_BATCH` does not preempt), 4 ms each time and several times per sync: every commit
 /// in flight stalled for the length of the checkpoint. So the checkpoint yields its core every
 /// `SLICE`; with nobody else waiting for it, a yield returns at once.

@@ -1,10 +1,15 @@
 //! The group commit: the writer thread stages every batch waiting in its queue, appends them to
-//! the journal as one group (`store/journal.rs`), puts their writes in the overlay and hands the
-//! group to the flusher thread, which syncs the journal once for every group handed over before
-//! it started, then acknowledges them all, each worker thread's sessions through that thread's
-//! relay. Under load many sessions share each `fdatasync`, and the next group is applied while
-//! the last one is synced; alone, a batch waits for one sync. A third thread checkpoints what the
-//! groups left in the overlay into sled (`store/overlay.rs`).
+//! the journal as one group (`store/journal.rs`), puts their writes in the overlay, syncs the
+//! journal and acknowledges them all, each worker thread's sessions through that thread's relay.
+//! The batches that come while it works form the next group: under load many sessions share each
+//! `fdatasync`; alone, a batch waits for one sync. A second thread checkpoints what the groups
+//! left in the overlay into sled (`store/overlay.rs`).
+//!
+//! The sync is the writer's own, not a flusher thread's that would sync one group while the
+//! writer applies the next: with every store thread at `SCHED_BATCH`, handing each group to
+//! another thread cost it one more wait for a core (about 290 µs a group at 100 connections,
+//! `bench/cpu`) and both threads their wake-ups, more than the overlap won (BENCHMARKS.md,
+//! twenty-seventh session).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,7 +22,7 @@ use super::{Command, Result, Stats, StoreError, Trees};
 
 /// Batches waiting beyond this make `commit` wait for room: backpressure instead of memory growth.
 const QUEUE: usize = 4096;
-/// Upper bound of batches applied under one flush, so the first in line is not kept waiting.
+/// Upper bound of batches applied under one sync, so the first in line is not kept waiting.
 const GROUP: usize = 1024;
 /// How long writes wait in the overlay at most before a checkpoint writes them into the trees.
 const CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -33,11 +38,11 @@ type Ack = (oneshot::Sender<Result<()>>, Result<()>);
 
 /// Hands a group's answers to one runtime thread in one message; a task there sends each.
 ///
-/// Waking a session directly from the flusher costs each session a wake of its sleeping worker
-/// thread, which preempts the flusher for that one session and parks again: two context switches
-/// per batch, and the next sync waits until the last answer is out (about 0.8 ms per sync at 100
-/// connections, BENCHMARKS.md). Through the relay the flusher wakes each worker thread once and
-/// that thread answers all its sessions in one go.
+/// Waking a session directly from the store's thread costs each session a wake of its sleeping
+/// worker thread, which preempts the store's thread for that one session and parks again: two
+/// context switches per batch, and the next sync waits until the last answer is out (about
+/// 0.8 ms per sync at 100 connections, BENCHMARKS.md). Through the relay the writer wakes each
+/// worker thread once and that thread answers all its sessions in one go.
 type Relay = mpsc::UnboundedSender<Vec<Ack>>;
 
 thread_local! {
@@ -107,31 +112,6 @@ impl Handle {
 
 pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) -> Handle {
     let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
-    // Applied groups wait here for the flusher, so the next group is applied while the last
-    // one is being flushed (the `fsync` is most of a commit's time).
-    let (applied_tx, applied_rx) = std::sync::mpsc::channel::<Applied>();
-    let flusher = std::thread::Builder::new()
-        .name("nudge-store-flush".into())
-        .spawn({
-            let journal = trees.journal.clone();
-            move || {
-                batch_scheduling();
-                while let Ok(first) = applied_rx.recv() {
-                    // Everything received was applied before this flush starts, so it covers all.
-                    let mut groups = vec![first];
-                    while let Ok(more) = applied_rx.try_recv() {
-                        groups.push(more);
-                    }
-                    let flushed = journal.sync().map_err(super::io);
-                    stats.flushes.fetch_add(1, Ordering::Relaxed);
-                    let made_durable: usize = groups.iter().map(|g| g.acks.len()).sum();
-                    metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(made_durable as f64);
-                    stats.batches.fetch_add(made_durable as u64, Ordering::Relaxed);
-                    acknowledge(groups, flushed);
-                }
-            }
-        })
-        .expect("cannot start the store flush thread");
     // Checkpoints run on their own thread, so the writer never stops for one (one after a second
     // of a thousand chats writes a thousand profiles and chunks), once a second or when the
     // writer finds the overlay full.
@@ -181,19 +161,18 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                 let no_checkpoint = erases.then(|| trees.overlay.exclusive());
                 let applied = apply(&trees, &mut memory, seq, group.drain(..));
                 drop(no_checkpoint);
-                if applied_tx.send(applied).is_err() {
-                    return;
-                }
                 if trees.overlay.is_full() {
                     // Full: a checkpoint is already asked for, and it will take these too.
                     let _ = checkpoint_tx.try_send(());
                 }
+                let flushed = trees.journal.sync().map_err(super::io);
+                stats.flushes.fetch_add(1, Ordering::Relaxed);
+                metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(applied.acks.len() as f64);
+                stats.batches.fetch_add(applied.acks.len() as u64, Ordering::Relaxed);
+                acknowledge(applied, flushed);
             }
-            // Dropping `applied_tx` lets the flusher finish; dropping `checkpoint_tx` then makes
-            // the last checkpoint (a clean stop leaves the journal empty). Joining them keeps the
-            // lock until then.
-            drop(applied_tx);
-            let _ = flusher.join();
+            // Dropping `checkpoint_tx` makes the last checkpoint (a clean stop leaves the journal
+            // empty). Joining it keeps the lock until then.
             drop(checkpoint_tx);
             let _ = checkpointer.join();
         })
@@ -201,11 +180,10 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
     Handle { queue: Some(queue), writer: Some(writer) }
 }
 
-/// Puts the calling thread (writer, flusher, checkpoint) in Linux's `SCHED_BATCH` class: woken,
-/// it does not preempt a running thread. A session that hands the writer its batch keeps its
-/// core and goes on with the other sessions' messages, whose batches then join the same group,
-/// instead of giving way to a writer that wakes for one batch at a time; the same for the
-/// flusher and the groups it syncs. On two cores shared with the load generator: context
+/// Puts the calling thread (writer, checkpoint) in Linux's `SCHED_BATCH` class: woken, it does
+/// not preempt a running thread. A session that hands the writer its batch keeps its core and
+/// goes on with the other sessions' messages, whose batches then join the same group, instead
+/// of giving way to a writer that wakes for one batch at a time. On two cores shared with the load generator: context
 /// switches per round trip 0.40 → 0.17, round trips per `fdatasync` 43 → 66, server CPU −10 %
 /// (BENCHMARKS.md, fourteenth session).
 fn batch_scheduling() {
@@ -219,12 +197,12 @@ fn batch_scheduling() {
     }
 }
 
-/// Answers every batch of `groups` with its own result, or the sync's failure: one bundle per
+/// Answers every batch of the group with its own result, or the sync's failure: one bundle per
 /// relay (one per worker thread), so one wake-up for each; batches without a relay directly.
-fn acknowledge(groups: Vec<Applied>, flushed: Result<()>) {
+fn acknowledge(group: Applied, flushed: Result<()>) {
     let mut bundles: Vec<(Relay, Vec<Ack>)> = Vec::new();
     let mut direct = Vec::new();
-    for (relay, (done, result)) in groups.into_iter().flat_map(|group| group.acks) {
+    for (relay, (done, result)) in group.acks {
         let ack = (done, result.and_then(|()| flushed.clone()));
         match relay {
             None => direct.push(ack),
@@ -243,7 +221,7 @@ fn acknowledge(groups: Vec<Applied>, flushed: Result<()>) {
     answer(direct);
 }
 
-/// A group applied and waiting for its flush: who to acknowledge, and through which relay.
+/// A group applied and waiting for its sync: who to acknowledge, and through which relay.
 struct Applied {
     acks: Vec<(Option<Relay>, Ack)>,
 }
