@@ -183,9 +183,9 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
 /// Puts the calling thread (writer, checkpoint) in Linux's `SCHED_BATCH` class: woken, it does
 /// not preempt a running thread. A session that hands the writer its batch keeps its core and
 /// goes on with the other sessions' messages, whose batches then join the same group, instead
-/// of giving way to a writer that wakes for one batch at a time. On two cores shared with the load generator: context
-/// switches per round trip 0.40 → 0.17, round trips per `fdatasync` 43 → 66, server CPU −10 %
-/// (BENCHMARKS.md, fourteenth session).
+/// of giving way to a writer that wakes for one batch at a time. On two cores shared with the
+/// load generator: context switches per round trip 0.40 → 0.17, round trips per `fdatasync`
+/// 43 → 66, server CPU −10 % (BENCHMARKS.md, fourteenth session).
 fn batch_scheduling() {
     #[cfg(target_os = "linux")]
     {
