@@ -167,8 +167,8 @@ pub fn spawn(db: sled::Db, trees: Trees, mut memory: Memory, stats: Arc<Stats>) 
                 }
                 let flushed = trees.journal.sync().map_err(super::io);
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
-                metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(applied.acks.len() as f64);
-                stats.batches.fetch_add(applied.acks.len() as u64, Ordering::Relaxed);
+                metrics::histogram!(crate::metrics::name::GROUP_BATCHES).record(applied.len() as f64);
+                stats.batches.fetch_add(applied.len() as u64, Ordering::Relaxed);
                 acknowledge(applied, flushed);
             }
             // Dropping `checkpoint_tx` makes the last checkpoint (a clean stop leaves the journal
@@ -202,7 +202,7 @@ fn batch_scheduling() {
 fn acknowledge(group: Applied, flushed: Result<()>) {
     let mut bundles: Vec<(Relay, Vec<Ack>)> = Vec::new();
     let mut direct = Vec::new();
-    for (relay, (done, result)) in group.acks {
+    for (relay, (done, result)) in group {
         let ack = (done, result.and_then(|()| flushed.clone()));
         match relay {
             None => direct.push(ack),
@@ -222,9 +222,7 @@ fn acknowledge(group: Applied, flushed: Result<()>) {
 }
 
 /// A group applied and waiting for its sync: who to acknowledge, and through which relay.
-struct Applied {
-    acks: Vec<(Option<Relay>, Ack)>,
-}
+type Applied = Vec<(Option<Relay>, Ack)>;
 
 /// Stages each batch (one that fails is answered with its error, the others go on) and writes
 /// the staged ones; when that fails, each of them fails.
@@ -237,5 +235,5 @@ fn apply(trees: &Trees, memory: &mut Memory, seq: u64, jobs: impl Iterator<Item 
             *result = Err(e.clone());
         }
     }
-    Applied { acks }
+    acks
 }
