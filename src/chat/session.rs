@@ -1,5 +1,6 @@
 //! One connection: the frame loop, heartbeats, and the conversation it carries.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,18 +66,17 @@ pub fn run(
         let inbox = agent.inbox.clone();
         let mail = inbox.next();
         tokio::pin!(mail);
-        // The loop only waits; what comes is handled in a boxed future, so an idle connection's
-        // task holds what waiting needs, not room for a reply, a ping or a close in flight
-        // (tokio's task: 1,664 → 768 bytes per connection, `-Zprint-type-sizes`).
+        // The loop only waits; what comes is handled in a boxed future, made inside `select!` and
+        // run after it, so an idle connection's task holds what waiting needs, not room for a
+        // reply, a ping or a close in flight, nor for what `select!` gave (tokio's task: 1,664 →
+        // 768 bytes per connection, `-Zprint-type-sizes`).
         let close = loop {
             // In this order, so a frame that came costs a look at two flags and one poll:
             // `select!` would otherwise start at a random branch. The stop and a person's action
             // come before the next frame; a reply in progress always completes first (`select!`
             // only looks between frames). While frames keep coming, heartbeats wait: chat frames
             // stop at the rate limit.
-            // The handler is boxed inside `select!` and run after it: what `select!` gave (80
-            // bytes) is gone by then, and the waiting task holds no room for it.
-            let handler: std::pin::Pin<Box<dyn Future<Output = Next> + '_>> = tokio::select! {
+            let handler: Pin<Box<dyn Future<Output = Next> + '_>> = tokio::select! {
                 biased;
                 _ = &mut stopping => {
                     break Some(CloseReason { code: CloseCode::Restart, description: Some("server restarting".into()) });
