@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use actix_web::http::header::HeaderMap;
 
 use crate::config::Network;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -75,9 +76,54 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Network]) -> IpAd
     client
 }
 
+/// An address's message budget, which its connections share and take from without a lock (two
+/// worker threads take from it at once). The token bucket as the generic cell rate algorithm
+/// keeps it: one number, the time (ns after `epoch`) at which the bucket is full again.
+struct Budget {
+    full_at: AtomicU64,
+    epoch: Instant,
+    /// ns one message costs (a token's refill time).
+    interval: u64,
+    /// ns the bucket can be ahead of now: `burst` tokens.
+    depth: u64,
+}
+
+impl Budget {
+    fn new((rate, burst): (f64, f64)) -> Budget {
+        // Capped (a rate of 0 refills in 30 years) so that the sums below cannot overflow.
+        let interval = (1e9 / rate).min(1e18) as u64;
+        let depth = (burst * interval as f64).min(4e18) as u64;
+        Budget { full_at: AtomicU64::new(0), epoch: Instant::now(), interval, depth }
+    }
+
+    fn ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    /// Takes a token if there is one.
+    fn take(&self, now: Instant) -> bool {
+        let now = self.ns(now);
+        let mut full_at = self.full_at.load(Ordering::Relaxed);
+        loop {
+            let next = full_at.max(now) + self.interval;
+            if next - now > self.depth {
+                return false;
+            }
+            match self.full_at.compare_exchange_weak(full_at, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(seen) => full_at = seen,
+            }
+        }
+    }
+
+    fn is_full(&self, now: Instant) -> bool {
+        self.full_at.load(Ordering::Relaxed) <= self.ns(now)
+    }
+}
+
 struct Address {
     connections: usize,
-    messages: Bucket,
+    messages: Arc<Budget>,
     connects: Bucket,
 }
 
@@ -117,19 +163,14 @@ impl PerIp {
         }
         let address = addresses.map.entry(ip).or_insert_with(|| Address {
             connections: 0,
-            messages: Bucket::new(self.messages.0, self.messages.1),
+            messages: Arc::new(Budget::new(self.messages)),
             connects: Bucket::new(self.connects.0, self.connects.1),
         });
         if address.connections >= max || !address.connects.take(now) {
             return None;
         }
         address.connections += 1;
-        Some(Admitted { limits: self.clone(), ip })
-    }
-
-    fn take(&self, ip: IpAddr, now: Instant) -> bool {
-        let mut addresses = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
-        addresses.map.get_mut(&ip).is_none_or(|a| a.messages.take(now))
+        Some(Admitted { limits: self.clone(), ip, messages: address.messages.clone() })
     }
 }
 
@@ -137,12 +178,14 @@ impl PerIp {
 pub struct Admitted {
     limits: Arc<PerIp>,
     pub ip: IpAddr,
+    /// The address's budget, held here so that a message does not look it up under the lock.
+    messages: Arc<Budget>,
 }
 
 impl Admitted {
     /// Takes one message from the address's budget.
     pub fn take_message(&self, now: Instant) -> bool {
-        self.limits.take(self.ip, now)
+        self.messages.take(now)
     }
 }
 
@@ -169,6 +212,20 @@ mod tests {
         assert_eq!(taken, 3, "the burst");
         assert!(!bucket.take(start + Duration::from_millis(100)));
         assert!(bucket.take(start + Duration::from_millis(600)), "one token after half a second");
+    }
+
+    #[test]
+    fn an_address_budget_refills_as_a_bucket_does() {
+        let budget = Budget::new((2.0, 3.0));
+        let start = Instant::now();
+        let taken = (0..5).filter(|_| budget.take(start)).count();
+        assert_eq!(taken, 3, "the burst");
+        assert!(!budget.take(start + Duration::from_millis(100)));
+        assert!(budget.take(start + Duration::from_millis(600)), "one token after half a second");
+        assert!(!budget.is_full(start + Duration::from_millis(600)));
+        assert!(budget.is_full(start + Duration::from_secs(2)), "refilled");
+        let closed = Budget::new((0.0, 1.0));
+        assert!(closed.take(start) && !closed.take(start + Duration::from_secs(3600)), "no refill at rate 0");
     }
 
     #[test]
