@@ -275,7 +275,7 @@ async fn conversion(app: web::Data<App>, req: HttpRequest, body: web::Bytes) -> 
     let visitor = profile.id;
     let commands = vec![
         Command::Visitor { visitor, change: Change::Order { id: order.id.clone(), at: now } },
-        Command::RecordOrder(order),
+        Command::RecordOrder(Box::new(order)),
         Command::CancelFollowUps { visitor, reason: "converted".into(), at: now },
     ];
     app.store.commit(commands).await?;

@@ -132,7 +132,7 @@ fn run_supervised(app: &App, receivers: &Receivers, item: OutboxItem) -> Vec<Com
     panic::catch_unwind(AssertUnwindSafe(|| run(app, receivers, item, app.now_ms()))).unwrap_or_else(|panic| {
         crate::metrics::count(name::OUTBOX_PANICS);
         dead(&mut dead_letter, app.now_ms(), format!("the job panicked: {}", panic_message(&panic)));
-        vec![Command::Finish(dead_letter)]
+        vec![Command::Finish(Box::new(dead_letter))]
     })
 }
 
@@ -193,7 +193,7 @@ fn run(app: &App, receivers: &Receivers, mut item: OutboxItem, now: u64) -> Vec<
             }
         }
     }
-    writes.push(Command::Finish(item));
+    writes.push(Command::Finish(Box::new(item)));
     writes.extend(then);
     writes
 }
@@ -224,7 +224,14 @@ fn tag(profile: &Profile, item: &OutboxItem, tag: &str, now: u64, webhook: bool)
     if !profile.tags.contains(tag) {
         if webhook && profile.consent.as_ref().is_some_and(|c| c.ads) {
             let job = Job::TagEvent { tag: tag.into(), at: now };
-            writes.push(Command::Enqueue(OutboxItem::new(profile.id, item.conversation, job, &item.locale, now, now)));
+            writes.push(Command::Enqueue(Box::new(OutboxItem::new(
+                profile.id,
+                item.conversation,
+                job,
+                &item.locale,
+                now,
+                now,
+            ))));
         }
         writes.push(Command::Visitor { visitor: profile.id, change: Change::Tags(vec![tag.into()]) });
     }

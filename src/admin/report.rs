@@ -491,13 +491,13 @@ mod tests {
                 commands.push(Command::Visitor { visitor, change: Change::Create { at: 10, locale: "en".into() } });
                 let job = Job::Email { template: "your_selection".into() };
                 let mut item = OutboxItem::new(visitor, ConversationId::mint(now), job, "en", 10, 1000);
-                commands.push(Command::Enqueue(item.clone()));
+                commands.push(Command::Enqueue(Box::new(item.clone())));
                 (item.state, item.variant) = (OutboxState::Sent { at: 1000 }, Some(variant));
-                commands.push(Command::Finish(item));
+                commands.push(Command::Finish(Box::new(item)));
                 if i < buyers[variant as usize] {
                     let id = format!("order-{variant}-{i}");
                     commands.push(Command::Visitor { visitor, change: Change::Order { id: id.clone(), at: 2000 } });
-                    commands.push(Command::RecordOrder(Order {
+                    commands.push(Command::RecordOrder(Box::new(Order {
                         id,
                         visitor,
                         conversation: None,
@@ -506,7 +506,7 @@ mod tests {
                         value: 50.0,
                         currency: "EUR".into(),
                         at: 2000,
-                    }));
+                    })));
                 }
             }
         }

@@ -57,8 +57,7 @@ pub fn apply(
 ) -> Outcome {
     let Step { mut frames, effects } = step;
     // A message makes a handful of commands (its turn, its changes, the question it leaves,
-    // follow-ups), each as large as a whole conversation: room for them at once, not grown
-    // (and moved) as they come.
+    // follow-ups): room for them at once, not grown (and moved) as they come.
     commands.reserve(COMMANDS);
     let (before, started_in) = (Before::of(profile), conversation);
     let mut conversation = Cow::Borrowed(conversation);
@@ -100,7 +99,7 @@ pub fn apply(
             }
             Effect::FollowUp { email, after_secs } => {
                 let job = Job::Email { template: email };
-                commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, after(now, after_secs))));
+                commands.push(enqueue(&conversation, job, now, after(now, after_secs)));
                 continue;
             }
         };
@@ -122,18 +121,18 @@ pub fn apply(
         if policy.config.tag_webhook_url.is_some() && profile.consent.as_ref().is_some_and(|c| c.ads) {
             for tag in &new_tags {
                 let job = Job::TagEvent { tag: tag.clone(), at: now };
-                commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, now)));
+                commands.push(enqueue(&conversation, job, now, now));
             }
         }
     }
     if let Some(job) = confirmation(policy.config, &before, profile) {
-        commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, now)));
+        commands.push(enqueue(&conversation, job, now, now));
     }
     if let Some(checkout) = offer_checkout(policy, profile, undo, &mut commands, &conversation, now, checkout_asked) {
         frames.push(checkout);
         let wait = policy.config.abandoned_after_secs;
         if wait > 0 {
-            commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, Job::Abandoned, now, after(now, wait))));
+            commands.push(enqueue(&conversation, Job::Abandoned, now, after(now, wait)));
         }
     }
     if conversation.pending != started_in.pending {
@@ -149,7 +148,7 @@ pub fn apply(
         && profile.consent.as_ref().is_some_and(|c| c.marketing)
     {
         let job = Job::Email { template: crate::intents::UNFINISHED_CHAT.into() };
-        commands.push(Command::Enqueue(OutboxItem::schedule(&conversation, job, now, after(now, wait))));
+        commands.push(enqueue(&conversation, job, now, after(now, wait)));
     }
     if !entries.is_empty() {
         commands.push(Command::AppendTurn { conversation: conversation.id, turn, entries });
@@ -192,6 +191,11 @@ fn wants_mail(profile: &Profile) -> bool {
 
 /// Room for a message's commands (`apply`).
 const COMMANDS: usize = 8;
+
+/// A job for the outbox, due at `due`.
+fn enqueue(conversation: &Conversation, job: Job, now: u64, due: u64) -> Command {
+    Command::Enqueue(Box::new(OutboxItem::schedule(conversation, job, now, due)))
+}
 
 fn after(now: u64, secs: u64) -> u64 {
     now.saturating_add(secs.saturating_mul(1000))

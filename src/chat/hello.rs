@@ -86,7 +86,7 @@ pub(super) fn open(
                 pending: None,
             };
             // A conversation starts with its record written in the same batch as its first turn.
-            commands.push(Command::OpenConversation(conversation.clone()));
+            commands.push(Command::OpenConversation(Box::new(conversation.clone())));
             (conversation, Vec::new())
         }
     };

@@ -57,7 +57,7 @@ fn enter(
     let due = now.saturating_add(journey.steps.first().map_or(0, |s| s.after));
     [
         Command::Visitor { visitor: profile.id, change: Change::EnterJourney { journey: journey.id.clone(), at: now } },
-        Command::Enqueue(OutboxItem::new(profile.id, conversation, job, locale, now, due)),
+        Command::Enqueue(Box::new(OutboxItem::new(profile.id, conversation, job, locale, now, due))),
     ]
 }
 

@@ -54,7 +54,14 @@ pub(super) fn run(
     if let Some(next) = journey.steps.get(index as usize + 1) {
         let job = Job::Journey { journey: id, step: index + 1, entered_at, orders, email: None };
         let due = now.saturating_add(next.after);
-        then.push(Command::Enqueue(OutboxItem::new(item.visitor, item.conversation, job, &item.locale, now, due)));
+        then.push(Command::Enqueue(Box::new(OutboxItem::new(
+            item.visitor,
+            item.conversation,
+            job,
+            &item.locale,
+            now,
+            due,
+        ))));
     }
     outcome
 }

@@ -40,7 +40,14 @@ async fn two_nodes_racing_for_the_same_outbox_run_each_job_once() {
             Change::Preference { name: "email".into(), value: email.clone(), at: now, message: email.clone() };
         commands.push(Command::Visitor { visitor, change: preference });
         let job = Job::ConfirmEmail { email };
-        commands.push(Command::Enqueue(OutboxItem::new(visitor, ConversationId::mint(now), job, "en", now, due)));
+        commands.push(Command::Enqueue(Box::new(OutboxItem::new(
+            visitor,
+            ConversationId::mint(now),
+            job,
+            "en",
+            now,
+            due,
+        ))));
     }
     store.commit_blocking(commands).expect("1000 jobs");
     drop(store);

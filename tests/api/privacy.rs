@@ -176,7 +176,7 @@ fn the_retention_sweep_expires_old_conversations_and_forgotten_visitors() {
                 confidence: None,
                 variant: None,
             };
-            writes.push(Command::OpenConversation(conversation));
+            writes.push(Command::OpenConversation(Box::new(conversation)));
             writes.push(Command::AppendTurn { conversation: *id, turn: TurnId::mint(*at), entries: vec![entry] });
         }
         (profile.id, ids)

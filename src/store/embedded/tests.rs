@@ -57,7 +57,7 @@ impl World {
     }
 
     fn open(&self, id: ConversationId, visitor: VisitorId) -> Command {
-        Command::OpenConversation(Conversation {
+        Command::OpenConversation(Box::new(Conversation {
             id,
             visitor,
             started_at: 10,
@@ -65,7 +65,7 @@ impl World {
             locale: "en".into(),
             source: Source::default(),
             pending: None,
-        })
+        }))
     }
 
     /// The question a conversation waits on in a flow: the shoe size.
@@ -336,9 +336,9 @@ fn every_command_on_a_fresh_store() {
             "an order is recorded once and converts its visitor",
             vec![
                 w.create(v1),
-                Command::RecordOrder(order.clone()),
+                Command::RecordOrder(Box::new(order.clone())),
                 w.change(v1, Change::Order { id: "A-1".into(), at: 50 }),
-                Command::RecordOrder(Order { value: 1.0, ..order.clone() }),
+                Command::RecordOrder(Box::new(Order { value: 1.0, ..order.clone() })),
                 w.change(v1, Change::Order { id: "A-1".into(), at: 51 }),
             ],
             vec![
@@ -393,11 +393,11 @@ fn every_command_on_a_fresh_store() {
             "enqueue once per visitor and job; finish",
             vec![
                 w.create(v1),
-                Command::Enqueue(mail.clone()),
-                Command::Enqueue(w.email(v1)),
-                Command::Enqueue(mail.clone()),
-                Command::Finish(sent(mail.clone())),
-                Command::Enqueue(w.email(v1)),
+                Command::Enqueue(Box::new(mail.clone())),
+                Command::Enqueue(Box::new(w.email(v1))),
+                Command::Enqueue(Box::new(mail.clone())),
+                Command::Finish(Box::new(sent(mail.clone()))),
+                Command::Enqueue(Box::new(w.email(v1))),
             ],
             vec![
                 "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
@@ -411,11 +411,11 @@ fn every_command_on_a_fresh_store() {
             "cancel: emails and the abandonment check, not tag events; a late outcome only as sent",
             vec![
                 w.create(v1),
-                Command::Enqueue(mail.clone()),
-                Command::Enqueue(w.job(v1, Job::Abandoned)),
-                Command::Enqueue(w.job(v1, Job::TagEvent { tag: "vip".into(), at: 30 })),
+                Command::Enqueue(Box::new(mail.clone())),
+                Command::Enqueue(Box::new(w.job(v1, Job::Abandoned))),
+                Command::Enqueue(Box::new(w.job(v1, Job::TagEvent { tag: "vip".into(), at: 30 }))),
                 Command::CancelFollowUps { visitor: v1, reason: "converted".into(), at: 45 },
-                Command::Finish(OutboxItem { due_at: 99, ..mail.clone() }),
+                Command::Finish(Box::new(OutboxItem { due_at: 99, ..mail.clone() })),
             ],
             vec![
                 "visitor V1 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
@@ -436,16 +436,16 @@ fn every_command_on_a_fresh_store() {
                 w.open(c1, v1),
                 w.open(c2, v2),
                 w.turn(c1, w.t1, "hi"),
-                Command::Enqueue(mail.clone()),
-                Command::RecordOrder(order.clone()),
+                Command::Enqueue(Box::new(mail.clone())),
+                Command::RecordOrder(Box::new(order.clone())),
                 Command::Erase { visitor: v1, at: 70 },
                 w.create(v1),
                 w.change(v1, pref("size", "42", 71)),
                 w.open(c1, v1),
                 w.turn(c1, w.t2, "still typing"),
                 Command::LinkEmail { email: "ana@example.com".into(), visitor: v1 },
-                Command::Enqueue(w.email(v1)),
-                Command::Finish(sent(mail.clone())),
+                Command::Enqueue(Box::new(w.email(v1))),
+                Command::Finish(Box::new(sent(mail.clone()))),
             ],
             vec![
                 "visitor V2 visits=0 seen=10 en chatting campaign=- score=0 tags={} prefs=[] consent=(-) handoff=None orders=[]",
@@ -492,7 +492,7 @@ fn a_batch_whose_last_command_fails_leaves_nothing_and_its_retry_stores_the_turn
             Change::Preference { name: "size".into(), value: "42".into(), at: 20, message: "I wear 42".into() },
         ),
         w.change(w.v1, Change::Status { status: Status::Qualified, at: 20 }),
-        Command::Enqueue(w.email(w.v1)),
+        Command::Enqueue(Box::new(w.email(w.v1))),
         Command::Erase { visitor: w.v2, at: 20 },
     ];
     let mut failing = turn.clone();
@@ -740,15 +740,15 @@ fn a_commit_wakes_the_outbox_worker_only_for_a_job_due_before_it_wakes_anyway() 
     let raised = |store: &Store| store.outbox_signal().take(std::time::Duration::ZERO);
     let due_at = |due_at| OutboxItem { due_at, ..w.email(w.v1) };
     // While the worker looks (as at start), every job wakes it.
-    store.commit_blocking(vec![Command::Enqueue(due_at(5_000))]).expect("enqueue");
+    store.commit_blocking(vec![Command::Enqueue(Box::new(due_at(5_000)))]).expect("enqueue");
     assert!(raised(&store));
     store.outbox_sleeps_until(1_000);
-    store.commit_blocking(vec![Command::Enqueue(due_at(2_000))]).expect("enqueue");
+    store.commit_blocking(vec![Command::Enqueue(Box::new(due_at(2_000)))]).expect("enqueue");
     assert!(!raised(&store), "due after the worker wakes by itself");
-    store.commit_blocking(vec![Command::Enqueue(due_at(500))]).expect("enqueue");
+    store.commit_blocking(vec![Command::Enqueue(Box::new(due_at(500)))]).expect("enqueue");
     assert!(raised(&store), "due before");
     store.outbox_awake();
-    store.commit_blocking(vec![Command::Enqueue(due_at(9_000))]).expect("enqueue");
+    store.commit_blocking(vec![Command::Enqueue(Box::new(due_at(9_000)))]).expect("enqueue");
     assert!(raised(&store), "the worker is looking: it must look again");
 }
 
