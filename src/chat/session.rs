@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
 
+use miniz_oxide::deflate::core::{
+    CompressorOxide, TDEFLFlush, TDEFLStatus, compress, create_comp_flags_from_zip_params,
+};
+
 use super::agents::FromPerson;
 use super::effects::{self, Outcome};
 use super::hello;
@@ -344,19 +348,53 @@ struct Open {
     unsaved: Unsaved,
 }
 
-/// Commands held by a connection until its first message, as JSON: every idle connection holds
-/// them, and encoded they take one allocation of fewer bytes than the commands with their boxes
-/// and strings in a dozen (10,000 idle connections: 0.2 KiB each less than holding the commands,
-/// BENCHMARKS.md).
+/// Commands held by a connection until its first message, as deflated JSON: every idle
+/// connection holds them. A new visitor's greeting is 955 bytes of JSON (their id four times, the
+/// conversation's twice, the welcome text) and about 440 deflated; the commands themselves take
+/// more than the JSON, in a dozen allocations. (10,000 idle connections, KiB each: JSON 15.9,
+/// deflated 15.6, BENCHMARKS.md.)
 #[derive(Default)]
 struct Unsaved(Box<[u8]>);
 
+thread_local! {
+    /// A compressor per thread, reset for each greeting: a new one is about 300 KB of tables.
+    /// Boxed: unboxed its 64 KB buffer would be in every thread's static TLS block.
+    static COMPRESSOR: std::cell::RefCell<Option<Box<CompressorOxide>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The most a held greeting inflates to: far more than any `hello` holds.
+const MOST_HELD: usize = 1 << 20;
+
 impl Unsaved {
     fn hold(commands: &[Command]) -> Result<Unsaved, crate::store::StoreError> {
-        match commands {
-            [] => Ok(Unsaved::default()),
-            commands => serde_json::to_vec(commands).map(|json| Unsaved(json.into())).map_err(Unsaved::unreadable),
+        if commands.is_empty() {
+            return Ok(Unsaved::default());
         }
+        let json = serde_json::to_vec(commands).map_err(|e| Unsaved::unreadable(e.to_string()))?;
+        COMPRESSOR.with_borrow_mut(|compressor| {
+            // Deflate's fastest level: a greeting is small, and made once per connection.
+            let compressor = compressor
+                .get_or_insert_with(|| Box::new(CompressorOxide::new(create_comp_flags_from_zip_params(1, 0, 0))));
+            compressor.reset();
+            let mut deflated = vec![0; json.len() + 64];
+            let (mut input, mut written) = (&json[..], 0);
+            loop {
+                match compress(compressor, input, &mut deflated[written..], TDEFLFlush::Finish) {
+                    (TDEFLStatus::Done, _, out) => {
+                        written += out;
+                        break;
+                    }
+                    (TDEFLStatus::Okay, read, out) => {
+                        (input, written) = (&input[read..], written + out);
+                        deflated.resize(deflated.len() * 2, 0);
+                    }
+                    (status, _, _) => return Err(Unsaved::unreadable(format!("deflate: {status:?}"))),
+                }
+            }
+            // Copied into a block of its own size: an allocator keeps a block that shrinks by
+            // less than half where it is.
+            Ok(Unsaved(deflated[..written].into()))
+        })
     }
 
     /// The held commands followed by `commands` (moved as they are when nothing is held: every
@@ -365,7 +403,9 @@ impl Unsaved {
         if self.0.is_empty() {
             return Ok(commands);
         }
-        let mut held: Vec<Command> = serde_json::from_slice(&self.0).map_err(Unsaved::unreadable)?;
+        let json = miniz_oxide::inflate::decompress_to_vec_with_limit(&self.0, MOST_HELD)
+            .map_err(|e| Unsaved::unreadable(format!("inflate: {e}")))?;
+        let mut held: Vec<Command> = serde_json::from_slice(&json).map_err(|e| Unsaved::unreadable(e.to_string()))?;
         held.extend(commands);
         Ok(held)
     }
@@ -375,8 +415,8 @@ impl Unsaved {
         self.before(Vec::new())
     }
 
-    fn unreadable(e: serde_json::Error) -> crate::store::StoreError {
-        crate::store::StoreError::Corrupt { tree: "the greeting held in memory", reason: e.to_string() }
+    fn unreadable(reason: String) -> crate::store::StoreError {
+        crate::store::StoreError::Corrupt { tree: "the greeting held in memory", reason }
     }
 }
 
@@ -870,10 +910,11 @@ mod tests {
             },
         ];
         let held = Unsaved::hold(&commands).expect("encodes");
-        let boxed = commands.len() * std::mem::size_of::<Command>() + std::mem::size_of::<Conversation>();
-        assert!(held.0.len() < boxed, "{} bytes", held.0.len());
+        let json = serde_json::to_vec(&commands).expect("json").len();
+        assert!(held.0.len() * 3 < json * 2, "{} bytes deflated, {json} as JSON", held.0.len());
         assert_eq!(held.commands().expect("decodes"), commands);
         assert_eq!(Unsaved::hold(&[]).expect("nothing").commands().expect("nothing"), Vec::new());
+        assert!(Unsaved(vec![0xff; 8].into()).commands().is_err(), "garbage is an error, not a panic");
     }
 
     #[test]
