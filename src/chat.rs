@@ -7,6 +7,7 @@ mod effects;
 mod hello;
 pub mod limits;
 mod session;
+mod unsaved;
 
 pub(crate) use session::forget_mail;
 
