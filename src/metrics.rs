@@ -6,8 +6,9 @@
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 
-use crate::intents::How;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub mod hot;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -47,33 +48,13 @@ pub mod name {
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Handles of what every message records, registered once: the macros look a metric up by name
-/// and labels on every call (2 % of a chat worker's time).
-pub struct PerMessage {
-    pub messages: metrics::Counter,
-    /// By `How as usize`.
-    pub routes: [metrics::Counter; 4],
-    pub reply_seconds: metrics::Histogram,
-    pub commit_seconds: metrics::Histogram,
-}
-
-static PER_MESSAGE: OnceLock<PerMessage> = OnceLock::new();
-
-/// The per-message handles, once `install` registered them (before, there is nothing to record to).
-pub fn per_message() -> Option<&'static PerMessage> {
-    PER_MESSAGE.get()
-}
-
 /// Installs the recorder (once per process; later calls change nothing).
 pub fn install() {
     HANDLE.get_or_init(|| {
-        let seconds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
         let batches = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
         let lag = [0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 6.0 * 3600.0, 24.0 * 3600.0];
         let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(name::REPLY_SECONDS.into()), &seconds)
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(name::COMMIT_SECONDS.into()), &seconds))
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(name::GROUP_BATCHES.into()), &batches))
+            .set_buckets_for_metric(Matcher::Full(name::GROUP_BATCHES.into()), &batches)
             .and_then(|b| b.set_buckets_for_metric(Matcher::Full(name::OUTBOX_LAG_SECONDS.into()), &lag));
         let recorder = match builder {
             Ok(builder) => builder.build_recorder(),
@@ -88,12 +69,6 @@ pub fn install() {
             return None;
         }
         describe();
-        let _ = PER_MESSAGE.set(PerMessage {
-            messages: metrics::counter!(name::MESSAGES),
-            routes: How::ALL.map(|how| metrics::counter!(name::ROUTES, "how" => how.as_str())),
-            reply_seconds: metrics::histogram!(name::REPLY_SECONDS),
-            commit_seconds: metrics::histogram!(name::COMMIT_SECONDS),
-        });
         // Histogram samples wait in the recorder until upkeep folds them into their buckets:
         // without it they would pile up between scrapes (or forever, with nobody scraping).
         let upkeep = handle.clone();
@@ -111,9 +86,8 @@ pub fn install() {
 }
 
 /// Every counter and what it counts: described, and at zero before it first counts.
-const COUNTERS: [(&str, &str); 12] = [
+const COUNTERS: [(&str, &str); 11] = [
     (name::CONNECTIONS, "Chat connections accepted."),
-    (name::MESSAGES, "Shopper messages answered."),
     (name::ERROR_FRAMES, "Error frames sent."),
     (name::BATCHES, "Batches made durable."),
     (name::FLUSHES, "Flushes to disk (group commits) or transactions."),
@@ -133,12 +107,9 @@ fn describe() {
         describe_counter!(counter, help);
         metrics::counter!(counter).absolute(0);
     }
-    describe_counter!(name::ROUTES, "Messages routed, by how (slot, pattern, examples, fallback).");
     describe_gauge!(name::CONNECTIONS_OPEN, "Open chat connections.");
     describe_gauge!(name::OUTBOX_RUNNING, "1 while the outbox worker runs.");
     describe_gauge!(name::OUTBOX_DUE, "Jobs found due at the outbox worker's last look.");
-    describe_histogram!(name::REPLY_SECONDS, Unit::Seconds, "From a shopper's frame to its answer sent.");
-    describe_histogram!(name::COMMIT_SECONDS, Unit::Seconds, "From a batch handed to the store to durable.");
     describe_histogram!(name::GROUP_BATCHES, "Batches made durable by one flush.");
     describe_histogram!(name::OUTBOX_LAG_SECONDS, Unit::Seconds, "How late an outbox job ran after it was due.");
     metrics::gauge!(name::CONNECTIONS_OPEN).set(0.0);
@@ -146,7 +117,10 @@ fn describe() {
 
 /// The text exposition (empty when no recorder could be installed).
 pub fn render() -> String {
-    HANDLE.get().and_then(Option::as_ref).map(PrometheusHandle::render).unwrap_or_default()
+    let Some(handle) = HANDLE.get().and_then(Option::as_ref) else { return String::new() };
+    let mut text = handle.render();
+    hot::render(&mut text);
+    text
 }
 
 /// Counts one of `name` (a counter).

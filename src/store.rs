@@ -292,9 +292,7 @@ impl Store {
             Backend::Embedded(b) => b.commit(commands).await,
             Backend::Postgres(b) => b.commit(commands).await,
         };
-        if let Some(hot) = crate::metrics::per_message() {
-            hot.commit_seconds.record(started.elapsed().as_secs_f64());
-        }
+        crate::metrics::hot::COMMIT_SECONDS.record(started.elapsed());
         self.committed(due, result)
     }
 

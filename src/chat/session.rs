@@ -16,7 +16,7 @@ use crate::dialogue::{self, Input};
 use crate::domain::{Change, ConsentChange, Conversation, Entry, Handoff, Profile, Source, Speaker, Undo};
 use crate::ids::{ConversationId, TurnId, VisitorId};
 use crate::leads::{EmailLink, LinkError};
-use crate::metrics::name;
+use crate::metrics::{hot, name};
 use crate::protocol::{self, ClientFrame, ErrorCode, Hello, ServerFrame};
 use crate::store::Command;
 
@@ -193,8 +193,8 @@ impl Connection {
             }
         };
         let next = self.send(frames).await;
-        if let (Some(started), Some(hot)) = (answering, crate::metrics::per_message()) {
-            hot.reply_seconds.record(started.elapsed().as_secs_f64());
+        if let Some(started) = answering {
+            hot::REPLY_SECONDS.record(started.elapsed());
         }
         next
     }
@@ -247,11 +247,7 @@ async fn send(ws: &mut Session, frames: Vec<ServerFrame>, timeout: Duration) -> 
     for frame in frames {
         match &frame {
             ServerFrame::Error { .. } => crate::metrics::count(name::ERROR_FRAMES),
-            ServerFrame::Reply(protocol::Reply { how: Some(how), .. }) => {
-                if let Some(hot) = crate::metrics::per_message() {
-                    hot.routes[*how as usize].increment(1);
-                }
-            }
+            ServerFrame::Reply(protocol::Reply { how: Some(how), .. }) => hot::ROUTES.increment(*how as usize),
             _ => {}
         }
         if !matches!(tokio::time::timeout(timeout, ws.text(frame.to_json())).await, Ok(Ok(()))) {
@@ -561,9 +557,7 @@ impl Open {
         if text.chars().count() > max {
             return Err(ServerFrame::error(ErrorCode::TooLong, format!("messages are at most {max} characters")));
         }
-        if let Some(hot) = crate::metrics::per_message() {
-            hot.messages.increment(1);
-        }
+        hot::MESSAGES.increment(0);
         let now = app.now_ms();
         if let Some(name) = person(app, &self.profile, now) {
             return Box::pin(self.pass_to_person(app, text, name, now)).await;
