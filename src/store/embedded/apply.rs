@@ -90,7 +90,7 @@ impl<'a> Group<'a> {
     }
 
     /// Stages one batch; when a command fails, nothing of the batch is staged.
-    pub(super) fn stage(&mut self, memory: &mut Memory, commands: Vec<Command>) -> Result<()> {
+    pub(super) fn stage(&mut self, memory: &mut Memory, commands: &[Command]) -> Result<()> {
         let mut batch = Batch {
             group: self,
             memory,
@@ -197,10 +197,10 @@ pub(super) struct Batch<'g, 'a> {
 }
 
 impl Batch<'_, '_> {
-    fn apply(&mut self, command: Command) -> Result<()> {
+    fn apply(&mut self, command: &Command) -> Result<()> {
         match command {
-            Command::Visitor { visitor, .. } if self.is_erased(&visitor) => {}
-            Command::Visitor { visitor, change } => {
+            Command::Visitor { visitor, .. } if self.is_erased(visitor) => {}
+            &Command::Visitor { visitor, ref change } => {
                 let cached = self.profile(visitor)?;
                 match (&mut cached.after, &change) {
                     (None, Change::Create { at, locale }) => {
@@ -210,13 +210,13 @@ impl Batch<'_, '_> {
                     (Some(profile), change) => profile.apply(change),
                 }
             }
-            Command::LinkEmail { visitor, .. } if self.is_erased(&visitor) => {}
+            Command::LinkEmail { visitor, .. } if self.is_erased(visitor) => {}
             Command::LinkEmail { email, visitor } => {
-                self.put(T::Emails, email.into_bytes(), visitor.as_bytes().to_vec())
+                self.put(T::Emails, email.as_bytes().to_vec(), visitor.as_bytes().to_vec())
             }
             Command::RecordOrder(order) => {
                 if self.get(T::Orders, order.id.as_bytes())?.is_none() {
-                    self.put(T::Orders, order.id.as_bytes().to_vec(), encode(&order));
+                    self.put(T::Orders, order.id.as_bytes().to_vec(), encode(order));
                 }
             }
             Command::OpenConversation(conversation) if self.is_erased(&conversation.visitor) => {}
@@ -226,31 +226,31 @@ impl Batch<'_, '_> {
                     let mut index = conversation.visitor.as_bytes().to_vec();
                     index.extend_from_slice(conversation.id.as_bytes());
                     self.put(T::VisitorConversations, index, Vec::new());
-                    self.put(T::Conversations, conversation.id.as_bytes().to_vec(), encode(&conversation));
+                    self.put(T::Conversations, conversation.id.as_bytes().to_vec(), encode(conversation));
                 }
             }
-            Command::AppendTurn { conversation, .. } if self.is_gone(&conversation) => {}
-            Command::AppendTurn { conversation, turn, entries } => {
-                self.turns.push((conversation, turn, turns::encode(&entries)));
+            Command::AppendTurn { conversation, .. } if self.is_gone(conversation) => {}
+            &Command::AppendTurn { conversation, turn, ref entries } => {
+                self.turns.push((conversation, turn, turns::encode(entries)));
             }
             // Small values of their own: the conversation is neither read nor written again.
             Command::SetPending { conversation, pending } => {
-                if self.conversation_exists(&conversation)? {
-                    self.put(T::Pending, conversation.as_bytes().to_vec(), encode(&pending));
+                if self.conversation_exists(conversation)? {
+                    self.put(T::Pending, conversation.as_bytes().to_vec(), encode(pending));
                 }
             }
             Command::ConversationLocale { conversation, locale } => {
-                if self.conversation_exists(&conversation)? {
-                    self.put(T::Locales, conversation.as_bytes().to_vec(), encode(&locale));
+                if self.conversation_exists(conversation)? {
+                    self.put(T::Locales, conversation.as_bytes().to_vec(), encode(locale));
                 }
             }
             Command::Enqueue(item) if self.is_erased(&item.visitor) => {}
-            Command::Enqueue(item) => outbox::enqueue(self, &item)?,
-            Command::Finish(item) => outbox::finish(self, &item)?,
-            Command::CancelFollowUps { visitor, reason, at } => outbox::cancel(self, &visitor, &reason, at)?,
-            Command::Erase { visitor, at } => erase::visitor(self, &visitor, at)?,
-            Command::ExpireConversation(id) => erase::conversation(self, &id)?,
-            Command::OpenAdminSession { id, at, expires_at } => {
+            Command::Enqueue(item) => outbox::enqueue(self, item)?,
+            Command::Finish(item) => outbox::finish(self, item)?,
+            Command::CancelFollowUps { visitor, reason, at } => outbox::cancel(self, visitor, reason, *at)?,
+            Command::Erase { visitor, at } => erase::visitor(self, visitor, *at)?,
+            Command::ExpireConversation(id) => erase::conversation(self, id)?,
+            &Command::OpenAdminSession { id, at, expires_at } => {
                 for (old, expires) in self.scan(T::AdminSessions, &[])? {
                     if super::ms_be(&expires).is_some_and(|expires| expires <= at) {
                         self.remove(T::AdminSessions, old);
@@ -260,24 +260,24 @@ impl Batch<'_, '_> {
             }
             Command::EndAdminSession(id) => self.remove(T::AdminSessions, id.as_bytes().to_vec()),
             Command::EmailEvent { item, event, at } => {
-                let key = super::event_key(&item, event);
+                let key = super::event_key(item, *event);
                 if self.get(T::EmailEvents, &key)?.is_none() && self.get(T::Outbox, item.as_bytes())?.is_some() {
                     self.put(T::EmailEvents, key, at.to_be_bytes().to_vec());
                 }
             }
             Command::TriggerShown { trigger, variant } => {
-                let key = super::trigger_key(&trigger, variant);
+                let key = super::trigger_key(trigger, *variant);
                 let shown = self.get(T::TriggersShown, &key)?.as_deref().and_then(super::ms_be).unwrap_or(0);
                 self.put(T::TriggersShown, key, (shown + 1).to_be_bytes().to_vec());
             }
             Command::RecordSpend(spend) => {
                 let key = [spend.date.as_bytes(), spend.campaign.as_bytes(), spend.platform.as_bytes()].join(&0u8);
-                self.put(T::Spend, key, encode(&spend));
+                self.put(T::Spend, key, encode(spend));
             }
             Command::SpendLink { link, expires_at } => {
                 self.put(T::SpentLinks, link.to_vec(), expires_at.to_be_bytes().to_vec());
             }
-            Command::ForgetSpentLinks { at } => {
+            &Command::ForgetSpentLinks { at } => {
                 for (link, expires) in self.scan(T::SpentLinks, &[])? {
                     if super::ms_be(&expires).is_some_and(|expires| expires <= at) {
                         self.remove(T::SpentLinks, link);

@@ -526,12 +526,12 @@ fn in_a_group_a_failing_batch_does_not_take_the_others_with_it() {
     let trees = &store.embedded().trees;
     let mut memory = Memory::load(trees).expect("memory");
     let mut group = Group::new(trees);
-    group.stage(&mut memory, vec![w.turn(w.c1, w.t1, "first")]).expect("first batch");
+    group.stage(&mut memory, &[w.turn(w.c1, w.t1, "first")]).expect("first batch");
     let failing = vec![w.turn(w.c1, w.t2, "second"), Command::ExpireConversation(w.c2)];
-    assert!(group.stage(&mut memory, failing).is_err());
-    group.stage(&mut memory, vec![w.create(w.v2), Command::Erase { visitor: w.v1, at: 30 }]).expect("third batch");
+    assert!(group.stage(&mut memory, &failing).is_err());
+    group.stage(&mut memory, &[w.create(w.v2), Command::Erase { visitor: w.v1, at: 30 }]).expect("third batch");
     // A batch staged later in the group sees what earlier ones staged, the failed one excepted.
-    group.stage(&mut memory, vec![w.turn(w.c1, w.t2, "after the erasure")]).expect("fourth batch");
+    group.stage(&mut memory, &[w.turn(w.c1, w.t2, "after the erasure")]).expect("fourth batch");
     group.commit(&mut memory, 1).expect("commit");
     let rendered = w.render(&store);
     assert!(!rendered.iter().any(|l| l.starts_with("turn")), "{rendered:#?}");

@@ -33,8 +33,11 @@ struct Job {
     relay: Option<Relay>,
 }
 
-/// A batch's answer: the session's channel and the result to send on it.
-type Ack = (oneshot::Sender<Result<()>>, Result<()>);
+/// A batch's answer: the session's channel, the result to send on it, and the batch's commands.
+/// The commands go back to be dropped on the thread that made them: freed on the writer's
+/// thread, each of their blocks was handed back to its worker's allocator through a list both
+/// threads write (BENCHMARKS.md, thirtieth session).
+type Ack = (oneshot::Sender<Result<()>>, Result<()>, Vec<Command>);
 
 /// Hands a group's answers to one runtime thread in one message; a task there sends each.
 ///
@@ -72,9 +75,10 @@ fn relay() -> Option<Relay> {
 }
 
 fn answer(acks: Vec<Ack>) {
-    for (done, result) in acks {
+    for (done, result, commands) in acks {
         // A session that went away no longer waits for its acknowledgement.
         let _ = done.send(result);
+        drop(commands);
     }
 }
 
@@ -202,8 +206,8 @@ fn batch_scheduling() {
 fn acknowledge(group: Applied, flushed: Result<()>) {
     let mut bundles: Vec<(Relay, Vec<Ack>)> = Vec::new();
     let mut direct = Vec::new();
-    for (relay, (done, result)) in group {
-        let ack = (done, result.and_then(|()| flushed.clone()));
+    for (relay, (done, result, commands)) in group {
+        let ack = (done, result.and_then(|()| flushed.clone()), commands);
         match relay {
             None => direct.push(ack),
             Some(relay) => match bundles.iter_mut().find(|(r, _)| r.same_channel(&relay)) {
@@ -228,10 +232,15 @@ type Applied = Vec<(Option<Relay>, Ack)>;
 /// the staged ones; when that fails, each of them fails.
 fn apply(trees: &Trees, memory: &mut Memory, seq: u64, jobs: impl Iterator<Item = Job>) -> Applied {
     let mut staged = Group::new(trees);
-    let mut acks: Vec<_> = jobs.map(|job| (job.relay, (job.done, staged.stage(memory, job.commands)))).collect();
+    let mut acks: Vec<_> = jobs
+        .map(|job| {
+            let staged = staged.stage(memory, &job.commands);
+            (job.relay, (job.done, staged, job.commands))
+        })
+        .collect();
     if let Err(e) = staged.commit(memory, seq) {
         log::error!("store: a group commit failed: {e}");
-        for (_, (_, result)) in acks.iter_mut().filter(|(_, (_, r))| r.is_ok()) {
+        for (_, (_, result, _)) in acks.iter_mut().filter(|(_, (_, r, _))| r.is_ok()) {
             *result = Err(e.clone());
         }
     }
