@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session};
@@ -250,7 +251,14 @@ async fn send(ws: &mut Session, frames: Vec<ServerFrame>, timeout: Duration) -> 
             ServerFrame::Reply(protocol::Reply { how: Some(how), .. }) => hot::ROUTES.increment(*how as usize),
             _ => {}
         }
-        if !matches!(tokio::time::timeout(timeout, ws.text(frame.to_json())).await, Ok(Ok(()))) {
+        let mut text = std::pin::pin!(ws.text(frame.to_json()));
+        // The outgoing queue nearly always has room and the first poll sends: only a frame that
+        // has to wait is given a timer (one per frame cost a clock read and the runtime's handle).
+        let sent = match std::future::poll_fn(|cx| Poll::Ready(text.as_mut().poll(cx))).await {
+            Poll::Ready(sent) => sent.is_ok(),
+            Poll::Pending => matches!(tokio::time::timeout(timeout, text).await, Ok(Ok(()))),
+        };
+        if !sent {
             return false;
         }
     }
