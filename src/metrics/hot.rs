@@ -3,8 +3,8 @@
 //!
 //! Recorded through the Prometheus exporter, each message wrote four times to cache lines both
 //! chat workers write (a counter's atomic, a histogram's queue of samples), and each of those
-//! writes waited for the line to come over from the other core: at 1,000 connections the
-//! server answered about 4 % more messages without them (BENCHMARKS.md, thirtieth session).
+//! writes waited for the line to come over from the other core: at 1,000 connections a build
+//! without them answered about 3 % more messages (BENCHMARKS.md, thirtieth session).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
